@@ -1,0 +1,136 @@
+"""The marketplace's one door to Kafka: publish events, subscribe handlers to streams.
+
+A thin layer over a FastStream KafkaBroker that adds what every service needs the same way:
+topic names from the prefix, task/agent ids as record keys, and dead-lettering. A record that
+is not a valid event for its topic, or whose handler fails, is published to `dlq` whole with
+the reason, and the consumer goes on with the next record. Offsets are committed after the
+handler returns, so a crash means redelivery (handlers are idempotent), never loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+
+from marketplace.config import BrokerConfig
+from schemas.codec import EventDecodeError, decode, encode
+from schemas.events import MAX_REASON, DeadLetter, Event
+from schemas.topics import STREAMS, Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a delivered event was read: its position is its identity in the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+Handler = Callable[[Event, Source], Awaitable[None]]
+
+
+async def _raw_body(message: Any) -> bytes:
+    """FastStream decoder that hands over the bytes untouched; we decode with the schemas."""
+    return message.body
+
+
+class Bus:
+    def __init__(self, config: BrokerConfig, producer: str) -> None:
+        self.config = config
+        self.producer = producer
+        self.topics = Topics(config.topic_prefix)
+        self.broker = KafkaBroker(
+            config.bootstrap,
+            client_id=producer,
+            logger=logging.getLogger("sale.kafka"),
+            log_level=logging.DEBUG,  # a line per message is for debugging, not for the log
+            enable_idempotence=False,  # Tansu has no idempotent producer; consumers dedupe
+        )
+        self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
+
+    async def publish(self, event: Event) -> None:
+        await self.broker.publish(
+            encode(event),
+            topic=self.topics.for_event(event),
+            key=event.key.encode(),
+            headers={"type": event.type},
+        )
+
+    def subscribe(
+        self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
+    ) -> None:
+        """Calls `handler` for each valid event on the streams, as consumer group `group`.
+
+        `from_start`: a new group reads each topic from its first record; otherwise from now.
+        """
+
+        async def on_record(body: bytes, message: KafkaMessage) -> None:
+            record = message.raw_message
+            source = Source(record.topic, record.partition, record.offset, record.key)
+            try:
+                event = self._decode(body, record.topic)
+            except EventDecodeError as exc:
+                await self.dead_letter(source, body, group, str(exc))
+                return
+            try:
+                await handler(event, source)
+            except Exception as exc:
+                log.exception("%s failed on %s at %s", group, event.type, source)
+                await self.dead_letter(source, body, group, f"handler failed: {exc!r}")
+
+        self.broker.subscriber(
+            *(self.topics.prefix + s for s in streams),
+            group_id=group,
+            auto_offset_reset="earliest" if from_start else "latest",
+            ack_policy=AckPolicy.ACK,
+            decoder=_raw_body,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+        )(on_record)
+
+    def _decode(self, body: bytes, topic: str) -> Event:
+        event = decode(body)
+        stream = self._stream_of_topic.get(topic)
+        if stream is not None and type(event) not in STREAMS[stream]:
+            raise EventDecodeError(f"type: {event.type} does not belong on the {stream} stream")
+        return event
+
+    async def dead_letter(self, source: Source, body: bytes, group: str, error: str) -> None:
+        log.warning("dead letter from %s at %s: %s", group, source, error)
+        if source.topic == self.topics.dlq:
+            return  # a dead letter about a dead letter could loop forever; the log keeps it
+        await self.publish(
+            DeadLetter(
+                producer=self.producer,
+                source_topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+                consumer_group=group,
+                raw_key=source.key,
+                raw_value=body,
+                error=error[:MAX_REASON],
+            )
+        )
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

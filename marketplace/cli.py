@@ -1,0 +1,77 @@
+"""`sale`: the command line of the marketplace. Each subcommand loads the config first, so a
+bad file fails before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from marketplace.config import Config, ConfigError, config_path, load_config
+
+
+def _up(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.stack import up
+
+    return asyncio.run(up(config, args.config_path, Path(args.run_dir)))
+
+
+def _topics(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.admin import topic_status
+
+    if not config.broker.bootstrap:
+        raise ConfigError("[broker].bootstrap: not set and KAFKA_BOOTSTRAP is empty; which broker?")
+    rows = asyncio.run(topic_status(config.broker))
+    print(f"{'topic':<28} {'partitions':>10} {'messages':>9}  lag by consumer group")
+    for row in rows:
+        lag = ", ".join(f"{group}={n}" for group, n in sorted(row.lag.items())) or "-"
+        print(f"{row.topic:<28} {row.partitions:>10} {row.messages:>9}  {lag}")
+    return 0
+
+
+def _monitor(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import monitor
+    from marketplace.bus import Bus
+    from marketplace.service import configure_logging, serve
+
+    configure_logging("monitor")
+    bus = Bus(config.broker, producer="monitor")
+    monitor.attach(bus, config)
+    asyncio.run(serve(bus))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sale", description=__doc__)
+    root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run broker, Postgres and the services in the foreground")
+    up.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    up.set_defaults(run=_up)
+
+    topics = commands.add_parser("topics", help="list topics, partitions and consumer lag")
+    topics.set_defaults(run=_topics)
+
+    monitor = commands.add_parser("monitor", help="print one line per event on every stream")
+    monitor.set_defaults(run=_monitor)
+
+    for sub in (up, topics, monitor):
+        sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.config_path = config_path(args.config_sub or args.config)
+    try:
+        config = load_config(args.config_path)
+        return args.run(config, args)
+    except ConfigError as exc:
+        print(f"sale: bad config: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

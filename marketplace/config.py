@@ -1,0 +1,133 @@
+"""`sale.toml`: one file configures the broker, the database, the auction and the agents.
+
+Connection settings may be overridden from the environment (KAFKA_BOOTSTRAP, DATABASE_URL)
+so the same file serves a laptop and a cluster. Anything wrong fails at load time with a
+message naming the field, before a single service starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.codec import describe
+from schemas.events import Id, TaskKind, Weights
+
+CONFIG_ENV = "SALE_CONFIG"
+SERVICES = ("monitor",)  # grows as services land; `sale up` starts those listed in [stack]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and the field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerConfig(Section):
+    bootstrap: str = Field(default="", description="host:port[,host:port]; empty: start Tansu")
+    topic_prefix: str = Field(default="sale.", pattern=r"^[A-Za-z0-9._\-]*$", max_length=100)
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
+    heartbeat_interval_ms: int = Field(default=500, ge=100, le=60_000)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> BrokerConfig:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        return self
+
+
+class DatabaseConfig(Section):
+    url: str = Field(default="", description="postgresql://...; empty: embedded Postgres")
+    data_dir: Path = Field(default=Path(".sale/postgres"), description="embedded Postgres files")
+
+
+class AuctionConfig(Section):
+    bid_window_s: float = Field(default=120.0, gt=0, le=3600)
+    jury_window_s: float = Field(default=120.0, gt=0, le=3600)
+    refine_window_s: float = Field(default=120.0, gt=0, le=3600)
+    heartbeat_ttl_s: float = Field(default=30.0, gt=0, le=3600)
+    memory_k: int = Field(default=8, ge=0, le=100)
+    weights: Weights = Weights()
+
+
+class AgentConfig(Section):
+    id: Id
+    backend: Literal["llama_cpp", "openai", "scripted"]
+    model: str = Field(min_length=1, max_length=128)
+    price_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    kinds: list[TaskKind] = Field(default=["coding"], min_length=1)
+    path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
+    endpoint: str | None = Field(default=None, description="openai: the base URL")
+    api_key_env: str | None = Field(default=None, description="openai: env var with the key")
+    max_plan_tokens: int = Field(default=200, ge=8, le=4096)
+
+    @model_validator(mode="after")
+    def _backend_has_its_settings(self) -> AgentConfig:
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError("endpoint is required for the openai backend")
+        return self
+
+
+class StackConfig(Section):
+    services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
+
+
+class Config(Section):
+    broker: BrokerConfig = BrokerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    auction: AuctionConfig = AuctionConfig()
+    agents: list[AgentConfig] = Field(default_factory=list)
+    stack: StackConfig = StackConfig()
+
+    @model_validator(mode="after")
+    def _agent_ids_unique(self) -> Config:
+        ids = [agent.id for agent in self.agents]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"agent ids must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def agent(self, agent_id: str) -> AgentConfig:
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        raise ConfigError(f"no agent with id {agent_id!r} in [[agents]]")
+
+
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP": ("broker", "bootstrap"),
+    "DATABASE_URL": ("database", "url"),
+}
+
+def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """The file to read: the flag, else $SALE_CONFIG, else ./sale.toml."""
+    return Path(explicit or env.get(CONFIG_ENV) or "sale.toml")
+
+
+def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (pass --config or set {CONFIG_ENV})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, env, source=str(path))
+
+
+def parse_config(data: dict, env: Mapping[str, str] = os.environ, source: str = "config") -> Config:
+    for var, (section, field) in ENV_OVERRIDES.items():
+        if env.get(var):
+            data = {**data, section: {**data.get(section, {}), field: env[var]}}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe(exc)}") from None

@@ -1,0 +1,361 @@
+"""The marketplace's events: the only thing services share.
+
+Every event is a frozen pydantic model with the common envelope. Validation is strict and
+unknown fields are refused, so a producer's mistake is caught by the first consumer instead
+of silently becoming part of the audit log. Text fields carry size caps: an event is a
+Kafka record and a Postgres row, not a file store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+# Caps on free text, in characters. Generous for LLM output, small enough for one record.
+MAX_ID = 128
+MAX_PROMPT = 100_000
+MAX_PLAN = 20_000
+MAX_OUTPUT = 200_000
+MAX_REASON = 4_000
+
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+Tokens = Annotated[int, Field(ge=0)]
+JuryScore = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)]
+Reason = Annotated[str, Field(max_length=MAX_REASON)]
+TaskKind = Literal["coding", "search"]
+Round = Literal[0, 1]
+
+
+class Record(BaseModel):
+    """A frozen, strict value: the base of every event and every part of one."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
+
+
+class Usage(Record):
+    """Tokens spent by LLM calls and what they cost at the caller's price."""
+
+    requests: Tokens = 0
+    prompt_tokens: Tokens = 0
+    completion_tokens: Tokens = 0
+    cost: NonNegative = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost=self.cost + other.cost,
+        )
+
+
+class Event(Record):
+    """The envelope every event carries."""
+
+    type: str
+    event_id: UUID = Field(default_factory=uuid4)
+    schema_version: Literal[1] = SCHEMA_VERSION
+    producer: Id
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def key(self) -> str:
+        """The Kafka record key: what the event is about, so related events share a partition."""
+        raise NotImplementedError
+
+
+class TaskEvent(Event):
+    task_id: Id
+
+    @property
+    def key(self) -> str:
+        return self.task_id
+
+
+class AgentEvent(Event):
+    agent_id: Id
+
+    @property
+    def key(self) -> str:
+        return self.agent_id
+
+
+# --- tasks and their hidden checks -------------------------------------------------------
+
+
+class CodingInputs(Record):
+    """What an agent may see of a coding task: the function to write and visible examples."""
+
+    kind: Literal["coding"] = "coding"
+    entry_point: Id
+    examples: list[Annotated[str, Field(max_length=MAX_PROMPT)]] = Field(default_factory=list)
+
+
+class SearchInputs(Record):
+    """What an agent may see of a search task: which corpus its search tool reads."""
+
+    kind: Literal["search"] = "search"
+    corpus: Id = "wiki"
+
+
+class TaskPosted(TaskEvent):
+    type: Literal["TaskPosted"] = "TaskPosted"
+    kind: TaskKind
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT)]
+    inputs: Annotated[CodingInputs | SearchInputs, Field(discriminator="kind")]
+    budget: NonNegative | None = None
+    bid_window_s: Seconds | None = None
+    tenant: Id = "default"
+
+    @model_validator(mode="after")
+    def _inputs_match_kind(self) -> TaskPosted:
+        if self.inputs.kind != self.kind:
+            raise ValueError(f"inputs are for a {self.inputs.kind} task, but kind is {self.kind}")
+        return self
+
+
+class CodingChecks(Record):
+    kind: Literal["coding"] = "coding"
+    entry_point: Id
+    tests: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT)]
+
+
+class SearchChecks(Record):
+    kind: Literal["search"] = "search"
+    answers: list[Annotated[str, Field(min_length=1, max_length=MAX_REASON)]] = Field(min_length=1)
+
+
+class TaskChecks(TaskEvent):
+    """The hidden half of a task; only the verifier and the recorder read it."""
+
+    type: Literal["TaskChecks"] = "TaskChecks"
+    checks: Annotated[CodingChecks | SearchChecks, Field(discriminator="kind")]
+
+
+# --- bids and reviews --------------------------------------------------------------------
+
+
+class BidSubmitted(TaskEvent):
+    type: Literal["BidSubmitted"] = "BidSubmitted"
+    bid_id: UUID = Field(default_factory=uuid4)
+    agent_id: Id
+    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+    round: Round = 0
+    plan: Annotated[str, Field(min_length=1, max_length=MAX_PLAN)]
+    plan_tokens: Tokens
+    entropy: NonNegative
+    price: NonNegative = Field(description="the agent's price per million tokens")
+    usage: Usage = Usage()
+    memory_refs: list[Id] = Field(default_factory=list, description="task ids of examples used")
+
+
+class BidScore(Record):
+    """One juror's score of one bid; None when the juror's answer could not be read."""
+
+    bid_id: UUID
+    score: JuryScore | None
+
+
+class ReviewSubmitted(TaskEvent):
+    type: Literal["ReviewSubmitted"] = "ReviewSubmitted"
+    juror: Id
+    round: Round = 0
+    scores: list[BidScore] = Field(min_length=1)
+    usage: Usage = Usage()
+
+    @model_validator(mode="after")
+    def _one_score_per_bid(self) -> ReviewSubmitted:
+        ids = [s.bid_id for s in self.scores]
+        if len(ids) != len(set(ids)):
+            raise ValueError("scores name the same bid more than once")
+        return self
+
+
+# --- the auction -------------------------------------------------------------------------
+
+
+class Weights(Record):
+    """Scoring weights: score = cost·price·tokens − (entropy·H + Σ juror weight·score)."""
+
+    cost: Finite = 1.0
+    entropy: Finite = 1.0
+    jury: Finite = Field(default=1.0, description="weight of a juror not listed in `jurors`")
+    jurors: dict[Id, Finite] = Field(default_factory=dict)
+
+
+class AuctionOpened(TaskEvent):
+    type: Literal["AuctionOpened"] = "AuctionOpened"
+    agents: list[Id] = Field(description="live agents expected to bid")
+    bid_deadline: datetime
+
+
+class PlanForReview(Record):
+    bid_id: UUID
+    agent_id: Id
+    round: Round
+    plan: Annotated[str, Field(max_length=MAX_PLAN)]
+
+
+class JuryCalled(TaskEvent):
+    type: Literal["JuryCalled"] = "JuryCalled"
+    round: Round
+    bids: list[PlanForReview] = Field(min_length=1)
+    jurors: list[Id]
+    deadline: datetime
+
+
+class MemoryExample(Record):
+    """A past task and the plan that lost and the plan that won it."""
+
+    task_id: Id
+    prompt: Annotated[str, Field(max_length=MAX_PROMPT)]
+    similarity: float = Field(ge=-1, le=1)
+    losing_agent: Id
+    losing_plan: Annotated[str, Field(max_length=MAX_PLAN)]
+    winning_agent: Id
+    winning_plan: Annotated[str, Field(max_length=MAX_PLAN)]
+    passed: bool | None = None
+
+
+class RefinementInvite(Record):
+    agent_id: Id
+    examples: list[MemoryExample] = Field(default_factory=list)
+
+
+class RefinementCalled(TaskEvent):
+    type: Literal["RefinementCalled"] = "RefinementCalled"
+    provisional_bid_id: UUID
+    provisional_agent_id: Id
+    provisional_score: Finite
+    invites: list[RefinementInvite] = Field(min_length=1)
+    deadline: datetime
+
+
+class BidRejected(TaskEvent):
+    """A bid or review the auction did not count, and why: nothing is dropped silently."""
+
+    type: Literal["BidRejected"] = "BidRejected"
+    agent_id: Id
+    bid_id: UUID | None = None
+    reason: Literal["late", "duplicate", "unknown_agent", "unknown_task", "closed", "over_budget"]
+    detail: Reason = ""
+
+
+class ScoredBid(Record):
+    """Every term of one bid's score, so a replay can recompute the decision from this alone."""
+
+    bid_id: UUID
+    agent_id: Id
+    round: Round
+    price: NonNegative
+    plan_tokens: Tokens
+    entropy: NonNegative
+    jury: dict[Id, JuryScore | None]
+    cost: Finite
+    value: Finite
+    score: Finite
+    eligible: bool = True
+    ineligible_reason: Reason = ""
+
+
+class AuctionClosed(TaskEvent):
+    type: Literal["AuctionClosed"] = "AuctionClosed"
+    reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids"]
+    winner_bid_id: UUID | None = None
+    winner_agent_id: Id | None = None
+    winning_plan: Annotated[str, Field(max_length=MAX_PLAN)] = ""
+    weights: Weights
+    bids: list[ScoredBid] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _winner_iff_awarded(self) -> AuctionClosed:
+        awarded = self.reason in ("awarded", "refined")
+        if awarded != (self.winner_bid_id is not None and self.winner_agent_id is not None):
+            raise ValueError(f"reason {self.reason!r} needs a winner exactly when awarded")
+        return self
+
+
+# --- execution and verification ----------------------------------------------------------
+
+
+class TaskResult(TaskEvent):
+    type: Literal["TaskResult"] = "TaskResult"
+    agent_id: Id
+    bid_id: UUID
+    output: Annotated[str, Field(max_length=MAX_OUTPUT)]
+    usage: Usage = Usage()
+    cost: NonNegative = 0.0
+    duration_s: NonNegative = 0.0
+    error: Reason | None = None
+
+
+class TaskOutcome(TaskEvent):
+    type: Literal["TaskOutcome"] = "TaskOutcome"
+    passed: bool
+    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    details: Reason = ""
+
+
+# --- agents and failures -----------------------------------------------------------------
+
+
+class AgentHeartbeat(AgentEvent):
+    type: Literal["AgentHeartbeat"] = "AgentHeartbeat"
+    model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+    price: NonNegative
+    kinds: list[TaskKind] = Field(min_length=1)
+    status: Literal["up", "draining", "left"] = "up"
+
+
+class DeadLetter(Event):
+    """A record a consumer could not use, kept whole with the reason."""
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    source_topic: Annotated[str, Field(min_length=1, max_length=255)]
+    partition: Annotated[int, Field(ge=0)]
+    offset: Annotated[int, Field(ge=0)]
+    consumer_group: Annotated[str, Field(max_length=255)] = ""
+    raw_key: bytes | None = None
+    raw_value: bytes
+    error: Reason
+
+    @property
+    def key(self) -> str:
+        return f"{self.source_topic}:{self.partition}"
+
+
+AnyEvent = Annotated[
+    TaskPosted
+    | TaskChecks
+    | BidSubmitted
+    | ReviewSubmitted
+    | AuctionOpened
+    | JuryCalled
+    | RefinementCalled
+    | BidRejected
+    | AuctionClosed
+    | TaskResult
+    | TaskOutcome
+    | AgentHeartbeat
+    | DeadLetter,
+    Field(discriminator="type"),
+]

@@ -1,0 +1,78 @@
+"""Shared fixtures: the real broker and the real Postgres, and per-test isolation on both.
+
+The broker is the one at $KAFKA_BOOTSTRAP, else a Tansu started for this run. Postgres is
+$DATABASE_URL, else the server on 127.0.0.1:5432, else an embedded one; either way each run
+gets a fresh database, dropped at the end. Each test gets its own topic prefix (so its own
+topics) and its own schema.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from marketplace.admin import ensure_topics
+from marketplace.config import BrokerConfig
+from marketplace.database import create_database, drop_database, resolve_server
+from marketplace.tansu import LocalBroker
+from schemas.topics import Topics
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
+        yield bootstrap
+        return
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with LocalBroker(log_path=log_path) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = Path(tmp_path_factory.mktemp("pg"))
+    with resolve_server(os.environ.get("DATABASE_URL", ""), data_dir, probe_local=True) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(database_server: str) -> AsyncIterator[str]:
+    """A database of this run's own."""
+    url = await create_database(database_server, prefix="sale_test")
+    yield url
+    await drop_database(database_server, url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose search_path is a schema of this test's own."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}"')
+    yield conn
+    await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    await conn.close()
+
+
+@pytest.fixture
+def broker_config(kafka_bootstrap: str) -> BrokerConfig:
+    """Settings for this test: a unique topic prefix and quick group joins."""
+    return BrokerConfig(
+        bootstrap=kafka_bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
+        partitions=3,
+        fetch_max_wait_ms=10,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+
+
+@pytest.fixture
+async def topics(broker_config: BrokerConfig) -> Topics:
+    await ensure_topics(broker_config)
+    return Topics(broker_config.topic_prefix)

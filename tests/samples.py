@@ -1,0 +1,97 @@
+"""One valid instance of every event type, for round-trip and transport tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    AuctionOpened,
+    BidRejected,
+    BidScore,
+    BidSubmitted,
+    CodingChecks,
+    CodingInputs,
+    DeadLetter,
+    Event,
+    JuryCalled,
+    MemoryExample,
+    PlanForReview,
+    RefinementCalled,
+    RefinementInvite,
+    ReviewSubmitted,
+    ScoredBid,
+    SearchChecks,
+    SearchInputs,
+    TaskChecks,
+    TaskOutcome,
+    TaskPosted,
+    TaskResult,
+    Usage,
+    Weights,
+)
+from schemas.topics import STREAMS
+
+BID = UUID("00000000-0000-4000-8000-000000000001")
+LATER = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
+PLAN = "1. Parse the input.\n2. Loop over pairs.\n3. Return early on a match."
+
+
+def every_event(task_id: str = "he-0") -> list[Event]:
+    usage = Usage(requests=1, prompt_tokens=120, completion_tokens=40, cost=0.000008)
+    scored = ScoredBid(
+        bid_id=BID, agent_id="small", round=0, price=0.05, plan_tokens=40, entropy=0.7,
+        jury={"small": 4.0, "large": None}, cost=2.0, value=4.7, score=-2.7,
+    )
+    example = MemoryExample(
+        task_id="he-1", prompt="def g(): ...", similarity=0.83, losing_agent="small",
+        losing_plan="guess", winning_agent="large", winning_plan=PLAN, passed=True,
+    )
+    return [
+        TaskPosted(producer="client", task_id=task_id, kind="coding", prompt="def f(x): ...",
+                   inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
+                   budget=0.01, bid_window_s=5.0, tenant="acme"),
+        TaskPosted(producer="client", task_id=task_id + "s", kind="search",
+                   prompt="Who wrote Dune?", inputs=SearchInputs(corpus="wiki")),
+        TaskChecks(producer="client", task_id=task_id,
+                   checks=CodingChecks(entry_point="f", tests="assert f(2) == 3")),
+        TaskChecks(producer="client", task_id=task_id + "s",
+                   checks=SearchChecks(answers=["Frank Herbert"])),
+        BidSubmitted(producer="small", task_id=task_id, bid_id=BID, agent_id="small",
+                     model="smollm2-135m", plan=PLAN, plan_tokens=40, entropy=0.7, price=0.05,
+                     usage=usage, memory_refs=["he-1"]),
+        ReviewSubmitted(producer="large", task_id=task_id, juror="large",
+                        scores=[BidScore(bid_id=BID, score=3.5)], usage=usage),
+        AuctionOpened(producer="auctioneer", task_id=task_id, agents=["small", "large"],
+                      bid_deadline=LATER),
+        JuryCalled(producer="auctioneer", task_id=task_id, round=0, jurors=["small", "large"],
+                   bids=[PlanForReview(bid_id=BID, agent_id="small", round=0, plan=PLAN)],
+                   deadline=LATER),
+        RefinementCalled(producer="auctioneer", task_id=task_id, provisional_bid_id=BID,
+                         provisional_agent_id="large", provisional_score=-1.5,
+                         invites=[RefinementInvite(agent_id="small", examples=[example])],
+                         deadline=LATER),
+        BidRejected(producer="auctioneer", task_id=task_id, agent_id="small", bid_id=BID,
+                    reason="late", detail="after the bid deadline"),
+        AuctionClosed(producer="auctioneer", task_id=task_id, reason="awarded",
+                      winner_bid_id=BID, winner_agent_id="small", winning_plan=PLAN,
+                      weights=Weights(cost=1.0, entropy=0.5, jurors={"large": 2.0}),
+                      bids=[scored]),
+        TaskResult(producer="small", task_id=task_id, agent_id="small", bid_id=BID,
+                   output="def f(x):\n    return x + 1\n", usage=usage, cost=0.000008,
+                   duration_s=1.5),
+        TaskOutcome(producer="verifier", task_id=task_id, passed=True, score=1.0,
+                    details="3/3 tests"),
+        AgentHeartbeat(producer="small", agent_id="small", model="smollm2-135m", price=0.05,
+                       kinds=["coding"]),
+        DeadLetter(producer="recorder", source_topic="sale.bids", partition=2, offset=17,
+                   consumer_group="recorder", raw_key=b"he-0", raw_value=b"\xff\xfenot json",
+                   error="(top level): Invalid JSON"),
+    ]
+
+
+def test_samples_cover_every_event_type() -> None:
+    sampled = {type(e) for e in every_event()}
+    assert sampled == {model for models in STREAMS.values() for model in models}
