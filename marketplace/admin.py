@@ -8,6 +8,7 @@ stream is keyed by task id and one auctioneer must own all of a task's partition
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,12 +27,11 @@ async def ensure_topics(config: BrokerConfig) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [t for t in Topics(config.topic_prefix).all() if t not in existing]
         if missing:
-            try:
+            # another process may create them between our list and our create
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(t, config.partitions, config.replication_factor) for t in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create
         return missing
     finally:
         await admin.close()
@@ -73,12 +73,18 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
 
 
 async def _highwater_marks(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10, max_partition_fetch_bytes=1)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=1,
+    )
     await consumer.start()
     try:
         await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
-        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         marks: dict[TopicPartition, int] = {}
@@ -97,8 +103,9 @@ async def _committed(
     bootstrap: str, group: str, parts: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """Offsets `group` has committed, read without joining the group (it is not disturbed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         offsets = {tp: await consumer.committed(tp) for tp in parts}

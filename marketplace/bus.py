@@ -17,6 +17,7 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from marketplace.admin import ensure_topics
 from marketplace.config import BrokerConfig
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_REASON, DeadLetter, Event
@@ -123,6 +124,8 @@ class Bus:
         )
 
     async def start(self) -> None:
+        """Creates any missing topic first: an auto-created one would get the wrong partitions."""
+        await ensure_topics(self.config)
         await self.broker.start()
 
     async def stop(self) -> None:

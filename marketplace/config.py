@@ -108,6 +108,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "DATABASE_URL": ("database", "url"),
 }
 
+
 def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
     """The file to read: the flag, else $SALE_CONFIG, else ./sale.toml."""
     return Path(explicit or env.get(CONFIG_ENV) or "sale.toml")
@@ -117,7 +118,8 @@ def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file (pass --config or set {CONFIG_ENV})") from None
+        hint = f"pass --config or set {CONFIG_ENV}"
+        raise ConfigError(f"{path}: no such config file ({hint})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, env, source=str(path))

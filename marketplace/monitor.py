@@ -24,15 +24,18 @@ def summarize(event: Event) -> str:
         case TaskPosted():
             detail = f"{event.kind} task {event.task_id}: {event.prompt[:60]!r}"
         case BidSubmitted():
-            detail = (f"{event.task_id} round {event.round} by {event.agent_id}: "
-                      f"{event.plan_tokens} tokens, entropy {event.entropy:.3f}")
+            detail = (
+                f"{event.task_id} round {event.round} by {event.agent_id}: "
+                f"{event.plan_tokens} tokens, entropy {event.entropy:.3f}"
+            )
         case BidRejected():
             detail = f"{event.task_id} bid by {event.agent_id} not counted: {event.reason}"
         case AuctionClosed():
             detail = f"{event.task_id} {event.reason}, winner {event.winner_agent_id}"
         case TaskResult():
             detail = f"{event.task_id} by {event.agent_id}, cost {event.cost:.6f}" + (
-                f", error {event.error[:60]!r}" if event.error else "")
+                f", error {event.error[:60]!r}" if event.error else ""
+            )
         case TaskOutcome():
             detail = f"{event.task_id} {'passed' if event.passed else 'failed'}"
         case AgentHeartbeat():

@@ -73,12 +73,18 @@ async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -
         broker = config.broker.model_copy(update={"bootstrap": bootstrap})
         created = await ensure_topics(broker)
         say(f"topics: {len(created)} created with {broker.partitions} partitions each")
-        env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "DATABASE_URL": database_url,
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+        }
         children = children_for(config, config_path.absolute(), env)
         supervisors = [asyncio.create_task(supervise(child, stop)) for child in children]
-        say(f"ready: broker {bootstrap}, database {database_url}, "
-            f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)")
+        say(
+            f"ready: broker {bootstrap}, database {database_url}, "
+            f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
+        )
         await stop.wait()
         say("stopping")
         for child in reversed(children):
@@ -92,8 +98,11 @@ async def supervise(child: Child, stop: asyncio.Event) -> None:
     """Keeps `child` running until `stop` is set, restarting it when it dies."""
     while not stop.is_set():
         child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env=child.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C reaches `up` only; `up` stops us
         )
         say(f"{child.name}: started (pid {child.process.pid})")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import asyncpg
 import pytest
+from faststream.kafka import TestKafkaBroker
 
 from marketplace.admin import ensure_topics
+from marketplace.bus import Bus
 from marketplace.config import BrokerConfig
 from marketplace.database import create_database, drop_database, resolve_server
 from marketplace.tansu import LocalBroker
@@ -76,3 +79,15 @@ def broker_config(kafka_bootstrap: str) -> BrokerConfig:
 async def topics(broker_config: BrokerConfig) -> Topics:
     await ensure_topics(broker_config)
     return Topics(broker_config.topic_prefix)
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def run_bus(request: pytest.FixtureRequest) -> Callable[[Bus], AbstractAsyncContextManager]:
+    """Runs a Bus on FastStream's in-memory broker or on the real one: the same test, twice.
+
+    The in-memory run catches logic errors in milliseconds; the real run catches what only a
+    broker does (partitions, offsets, group joins).
+    """
+    if request.param == "memory":
+        return lambda bus: TestKafkaBroker(bus.broker)
+    return lambda bus: bus

@@ -1,0 +1,206 @@
+"""`sale up` and `sale topics` as a user runs them: real processes, real broker, real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from marketplace.bus import Bus, Source
+from marketplace.config import BrokerConfig
+from marketplace.tansu import wait_for_port
+from schemas.events import Event
+from schemas.topics import Topics
+from tests.samples import every_event
+
+SALE = [sys.executable, "-m", "marketplace.cli"]
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
+
+
+def write_config(path: Path, prefix: str, data_dir: Path, services: str = '["monitor"]') -> Path:
+    path.write_text(
+        f'[broker]\ntopic_prefix = "{prefix}"\npartitions = 2\n'
+        f"session_timeout_ms = 2000\nheartbeat_interval_ms = 300\nfetch_max_wait_ms = 10\n"
+        f'[database]\ndata_dir = "{data_dir}"\n'
+        f"[stack]\nservices = {services}\n"
+    )
+    return path
+
+
+class Up:
+    """A `sale up` process whose output can be awaited line by line."""
+
+    def __init__(self, config: Path, env: dict[str, str], run_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [*SALE, "--config", str(config), "up", "--run-dir", str(run_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, fragment: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line and self.process.poll() is not None:
+                break
+            self.lines.append(line)
+            if fragment in line:
+                return line
+        raise AssertionError(f"{fragment!r} not seen; output:\n{''.join(self.lines)}")
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        out, _ = self.process.communicate(timeout=60)
+        self.lines.append(out)
+        return self.process.returncode
+
+
+@pytest.fixture
+def up_factory(tmp_path: Path) -> Iterator:
+    started: list[Up] = []
+
+    def start(config: Path, env: dict[str, str]) -> Up:
+        up = Up(config, env, tmp_path / "run")
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        if up.process.poll() is None:
+            up.process.kill()
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+async def test_up_starts_broker_postgres_and_services_then_stops_all_of_them(
+    tmp_path: Path, up_factory
+) -> None:
+    data_dir = tmp_path / "pg"
+    config = write_config(tmp_path / "sale.toml", "up.", data_dir)
+    up = up_factory(config, CLEAN_ENV)
+    ready = up.wait_for("sale up: ready")
+    bootstrap = ready.split("broker ")[1].split(",")[0]
+    up.wait_for("[monitor]")
+    children = up.descendants()
+    names = {" ".join(p.cmdline()) for p in children}
+    assert any("tansu" in n for n in names), names
+    assert any("marketplace.cli monitor" in n for n in names), names
+    pg_pid = postmaster_pid(data_dir)
+    assert psutil.pid_exists(pg_pid)
+
+    # The monitor service is live: an event published now shows up in its output.
+    broker = BrokerConfig(bootstrap=bootstrap, topic_prefix="up.", partitions=2)
+    async with Bus(broker, producer="test") as bus:
+        await asyncio.sleep(1.5)  # the monitor reads from "now": let it join its group first
+        await bus.publish(every_event(task_id="seen-by-monitor")[0])
+    up.wait_for("seen-by-monitor", timeout_s=20)
+
+    assert up.stop(signal.SIGTERM) == 0
+    output = "".join(up.lines)
+    assert "sale up: stopped" in output
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pg_pid) and psutil.Process(pg_pid).status() != "zombie":
+        assert time.monotonic() < deadline, "embedded Postgres still running"
+        time.sleep(0.1)
+
+
+def test_up_uses_the_given_broker_and_database_and_leaves_them_running(
+    tmp_path: Path, up_factory, kafka_bootstrap: str, database_server: str
+) -> None:
+    config = write_config(tmp_path / "sale.toml", "given.", tmp_path / "unused", services="[]")
+    env = {**CLEAN_ENV, "KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": database_server}
+    up = up_factory(config, env)
+    ready = up.wait_for("sale up: ready")
+    assert f"broker {kafka_bootstrap}" in ready
+    assert up.descendants() == []  # nothing of its own to start
+    assert up.stop(signal.SIGINT) == 0
+    host, port = kafka_bootstrap.split(":")
+    wait_for_port(host, int(port), timeout_s=1)  # the broker we did not start still serves
+    assert not (tmp_path / "unused").exists()
+
+
+def test_up_restarts_a_service_that_dies(
+    tmp_path: Path, up_factory, kafka_bootstrap: str, database_server: str
+) -> None:
+    config = write_config(tmp_path / "sale.toml", "restart.", tmp_path / "pg")
+    env = {**CLEAN_ENV, "KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": database_server}
+    up = up_factory(config, env)
+    up.wait_for("monitor: started")
+    up.wait_for("[monitor]")
+    [monitor] = up.descendants()
+    monitor.kill()
+    up.wait_for("monitor: exited with -9")
+    up.wait_for("monitor: started")
+    assert up.stop() == 0
+
+
+def test_bad_config_fails_before_starting_anything(tmp_path: Path) -> None:
+    config = tmp_path / "sale.toml"
+    config.write_text("[broker]\npartitions = -3\n")
+    result = subprocess.run(
+        [*SALE, "--config", str(config), "up"],
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "broker.partitions" in result.stderr
+    assert "sale up:" not in result.stdout
+
+
+async def test_topics_lists_partitions_messages_and_lag(
+    tmp_path: Path, broker_config: BrokerConfig, topics: Topics
+) -> None:
+    seen: list[Event] = []
+
+    async def handle(event: Event, source: Source) -> None:
+        seen.append(event)
+
+    async with Bus(broker_config, producer="test") as bus:
+        for i in range(5):
+            await bus.publish(every_event(task_id=f"lag-{i}")[0])
+    reader = Bus(broker_config, producer="reader")
+    reader.subscribe(["tasks"], "reader", handle)
+    async with reader:
+        while len(seen) < 5:
+            await asyncio.sleep(0.05)
+    async with Bus(broker_config, producer="test") as bus:
+        for i in range(3):
+            await bus.publish(every_event(task_id=f"later-{i}")[0])
+
+    config = tmp_path / "sale.toml"
+    config.write_text(f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n')
+    env = {**CLEAN_ENV, "KAFKA_BOOTSTRAP": broker_config.bootstrap}
+    result = subprocess.run(
+        [*SALE, "--config", str(config), "topics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == set(topics.all())
+    tasks_row = rows[topics.tasks]
+    assert tasks_row[1:3] == [str(broker_config.partitions), "8"]
+    assert "reader=3" in tasks_row[3:]

@@ -1,0 +1,84 @@
+"""Configuration: the example loads, env overrides connections, bad input names the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marketplace.config import ConfigError, config_path, load_config, parse_config
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "sale.toml"
+
+
+def test_the_example_config_loads_with_documented_values() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert config.broker.topic_prefix == "sale."
+    assert config.auction.memory_k == 8
+    assert [a.id for a in config.agents] == ["small", "large"]
+    assert config.agent("large").endpoint == "http://127.0.0.1:8081/v1"
+
+
+def test_an_empty_config_gives_the_defaults() -> None:
+    config = parse_config({}, env={})
+    assert config.broker.bootstrap == ""
+    assert config.database.url == ""
+    assert config.agents == []
+
+
+def test_environment_overrides_connection_settings() -> None:
+    env = {"KAFKA_BOOTSTRAP": "kafka:9092", "DATABASE_URL": "postgresql://db/sale"}
+    config = load_config(EXAMPLE, env=env)
+    assert config.broker.bootstrap == "kafka:9092"
+    assert config.database.url == "postgresql://db/sale"
+    assert config.broker.partitions == 4  # the rest of the section is kept
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        ({"broker": {"partitions": 0}}, "broker.partitions: Input should be greater than"),
+        ({"brokers": {}}, "brokers: Extra inputs are not permitted"),
+        ({"auction": {"weights": {"cost": "high"}}}, "auction.weights.cost: Input should be"),
+        ({"auction": {"bid_window_s": -1}}, "auction.bid_window_s"),
+        (
+            {"agents": [{"id": "a", "backend": "gpt", "model": "m", "price_per_mtok": 1}]},
+            r"agents\[0\].backend: Input should be 'llama_cpp', 'openai' or 'scripted'",
+        ),
+        (
+            {"agents": [{"id": "a", "backend": "scripted", "model": "m"}]},
+            r"agents\[0\].price_per_mtok: Field required",
+        ),
+        (
+            {"agents": [{"id": "a", "backend": "openai", "model": "m", "price_per_mtok": 1}]},
+            "endpoint is required for the openai backend",
+        ),
+        (
+            {"agents": [{"id": "a", "backend": "scripted", "model": "m", "price_per_mtok": 1}] * 2},
+            "agent ids must be unique, repeated: a",
+        ),
+        ({"stack": {"services": ["monitor", "toaster"]}}, r"stack.services\[1\]: Input should be"),
+        (
+            {"broker": {"heartbeat_interval_ms": 3000, "session_timeout_ms": 6000}},
+            "heartbeat_interval_ms must be at most a third",
+        ),
+    ],
+)
+def test_bad_config_fails_naming_the_field(data: dict, names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        parse_config(data, env={})
+
+
+def test_missing_and_malformed_files_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[broker\nbootstrap = 1")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+        load_config(broken)
+
+
+def test_config_path_prefers_the_flag_then_the_environment() -> None:
+    assert config_path("a.toml", env={"SALE_CONFIG": "b.toml"}) == Path("a.toml")
+    assert config_path(None, env={"SALE_CONFIG": "b.toml"}) == Path("b.toml")
+    assert config_path(None, env={}) == Path("sale.toml")
