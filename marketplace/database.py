@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -36,7 +37,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         ) from None
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = ep.get_server(data_dir, cleanup_mode="stop")
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR; it copes
+        warnings.simplefilter("ignore")
+        server = ep.get_server(data_dir, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

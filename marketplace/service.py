@@ -16,6 +16,7 @@ def configure_logging(name: str) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("sale.kafka").setLevel(logging.WARNING)  # FastStream's chatter
 
 
 async def serve(bus: Bus) -> None:

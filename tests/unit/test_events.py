@@ -36,6 +36,11 @@ def test_every_event_has_a_topic_and_a_key(event: Event) -> None:
     assert event.key
 
 
+def test_the_samples_cover_every_event_type() -> None:
+    sampled = {type(e) for e in every_event()}
+    assert sampled == {model for models in STREAMS.values() for model in models}
+
+
 def test_events_are_frozen() -> None:
     event = every_event()[0]
     with pytest.raises(ValueError):
