@@ -9,6 +9,7 @@ handler returns, so a crash means redelivery (handlers are idempotent), never lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -122,6 +123,18 @@ class Bus:
                 error=error[:MAX_REASON],
             )
         )
+
+    async def joined(self, timeout_s: float = 30.0) -> None:
+        """Waits until every subscription has its partitions: from then on it hears new records.
+
+        A group that starts from "now" would miss what is published before it joins.
+        """
+        async with asyncio.timeout(timeout_s):
+            while not all(
+                sub.consumer is not None and sub.consumer.assignment()
+                for sub in self.broker.subscribers
+            ):
+                await asyncio.sleep(0.02)
 
     async def start(self) -> None:
         """Creates any missing topic first: an auto-created one would get the wrong partitions."""

@@ -7,10 +7,10 @@ from marketplace.config import Config
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
-    BidRejected,
     BidSubmitted,
     DeadLetter,
     Event,
+    SubmissionRejected,
     TaskOutcome,
     TaskPosted,
     TaskResult,
@@ -28,7 +28,7 @@ def summarize(event: Event) -> str:
                 f"{event.task_id} round {event.round} by {event.agent_id}: "
                 f"{event.plan_tokens} tokens, entropy {event.entropy:.3f}"
             )
-        case BidRejected():
+        case SubmissionRejected():
             detail = f"{event.task_id} bid by {event.agent_id} not counted: {event.reason}"
         case AuctionClosed():
             detail = f"{event.task_id} {event.reason}, winner {event.winner_agent_id}"

@@ -202,23 +202,38 @@ class Weights(Record):
     jurors: dict[Id, Finite] = Field(default_factory=dict)
 
 
+class ScoredBid(Record):
+    """Every term of one bid's score, so a replay can recompute the decision from this alone."""
+
+    bid_id: UUID
+    agent_id: Id
+    round: Round
+    price: NonNegative
+    plan_tokens: Tokens
+    entropy: NonNegative
+    jury: dict[Id, JuryScore | None]
+    cost: Finite
+    value: Finite
+    score: Finite
+    eligible: bool = True
+    ineligible_reason: Reason = ""
+
+
 class AuctionOpened(TaskEvent):
     type: Literal["AuctionOpened"] = "AuctionOpened"
     agents: list[Id] = Field(description="live agents expected to bid")
     bid_deadline: datetime
 
 
-class PlanForReview(Record):
-    bid_id: UUID
-    agent_id: Id
-    round: Round
-    plan: Annotated[str, Field(max_length=MAX_PLAN)]
-
-
 class JuryCalled(TaskEvent):
+    """The bids of one round that the auction accepted, sent to every live agent to judge.
+
+    The list is authoritative: after this event no other bid of the round counts.
+    """
+
     type: Literal["JuryCalled"] = "JuryCalled"
     round: Round
-    bids: list[PlanForReview] = Field(min_length=1)
+    bids: list[BidSubmitted] = Field(min_length=1)
     jurors: list[Id]
     deadline: datetime
 
@@ -248,33 +263,27 @@ class RefinementCalled(TaskEvent):
     provisional_score: Finite
     invites: list[RefinementInvite] = Field(min_length=1)
     deadline: datetime
+    scored: list[ScoredBid] = Field(description="round 0, final: later reviews of it don't count")
 
 
-class BidRejected(TaskEvent):
+class SubmissionRejected(TaskEvent):
     """A bid or review the auction did not count, and why: nothing is dropped silently."""
 
-    type: Literal["BidRejected"] = "BidRejected"
+    type: Literal["SubmissionRejected"] = "SubmissionRejected"
     agent_id: Id
+    submission: Literal["bid", "review"]
+    rejected_event_id: UUID
     bid_id: UUID | None = None
-    reason: Literal["late", "duplicate", "unknown_agent", "unknown_task", "closed", "over_budget"]
+    reason: Literal[
+        "late",
+        "duplicate",
+        "unknown_agent",
+        "dead_agent",
+        "unknown_task",
+        "not_invited",
+        "wrong_round",
+    ]
     detail: Reason = ""
-
-
-class ScoredBid(Record):
-    """Every term of one bid's score, so a replay can recompute the decision from this alone."""
-
-    bid_id: UUID
-    agent_id: Id
-    round: Round
-    price: NonNegative
-    plan_tokens: Tokens
-    entropy: NonNegative
-    jury: dict[Id, JuryScore | None]
-    cost: Finite
-    value: Finite
-    score: Finite
-    eligible: bool = True
-    ineligible_reason: Reason = ""
 
 
 class AuctionClosed(TaskEvent):
@@ -351,7 +360,7 @@ AnyEvent = Annotated[
     | AuctionOpened
     | JuryCalled
     | RefinementCalled
-    | BidRejected
+    | SubmissionRejected
     | AuctionClosed
     | TaskResult
     | TaskOutcome

@@ -9,7 +9,6 @@ from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
-    BidRejected,
     BidScore,
     BidSubmitted,
     CodingChecks,
@@ -18,13 +17,13 @@ from schemas.events import (
     Event,
     JuryCalled,
     MemoryExample,
-    PlanForReview,
     RefinementCalled,
     RefinementInvite,
     ReviewSubmitted,
     ScoredBid,
     SearchChecks,
     SearchInputs,
+    SubmissionRejected,
     TaskChecks,
     TaskOutcome,
     TaskPosted,
@@ -62,6 +61,19 @@ def every_event(task_id: str = "he-0") -> list[Event]:
         winning_plan=PLAN,
         passed=True,
     )
+    bid = BidSubmitted(
+        producer="small",
+        task_id=task_id,
+        bid_id=BID,
+        agent_id="small",
+        model="smollm2-135m",
+        plan=PLAN,
+        plan_tokens=40,
+        entropy=0.7,
+        price=0.05,
+        usage=usage,
+        memory_refs=["he-1"],
+    )
     return [
         TaskPosted(
             producer="client",
@@ -88,19 +100,7 @@ def every_event(task_id: str = "he-0") -> list[Event]:
         TaskChecks(
             producer="client", task_id=task_id + "s", checks=SearchChecks(answers=["Frank Herbert"])
         ),
-        BidSubmitted(
-            producer="small",
-            task_id=task_id,
-            bid_id=BID,
-            agent_id="small",
-            model="smollm2-135m",
-            plan=PLAN,
-            plan_tokens=40,
-            entropy=0.7,
-            price=0.05,
-            usage=usage,
-            memory_refs=["he-1"],
-        ),
+        bid,
         ReviewSubmitted(
             producer="large",
             task_id=task_id,
@@ -116,7 +116,7 @@ def every_event(task_id: str = "he-0") -> list[Event]:
             task_id=task_id,
             round=0,
             jurors=["small", "large"],
-            bids=[PlanForReview(bid_id=BID, agent_id="small", round=0, plan=PLAN)],
+            bids=[bid],
             deadline=LATER,
         ),
         RefinementCalled(
@@ -127,12 +127,15 @@ def every_event(task_id: str = "he-0") -> list[Event]:
             provisional_score=-1.5,
             invites=[RefinementInvite(agent_id="small", examples=[example])],
             deadline=LATER,
+            scored=[scored],
         ),
-        BidRejected(
+        SubmissionRejected(
             producer="auctioneer",
             task_id=task_id,
             agent_id="small",
             bid_id=BID,
+            submission="bid",
+            rejected_event_id=BID,
             reason="late",
             detail="after the bid deadline",
         ),

@@ -1,0 +1,129 @@
+"""A scripted agent: deterministic, no model, for tests and load tests only.
+
+Its plans, jury scores and outputs are fixed by its settings, so an auction among scripted
+agents has a known answer and costs no LLM time. Never a stand-in where a user would run a real
+model: the real agents (issue #4) use LLM backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    BidScore,
+    BidSubmitted,
+    Event,
+    JuryCalled,
+    RefinementCalled,
+    ReviewSubmitted,
+    TaskPosted,
+    TaskResult,
+    Usage,
+)
+
+
+@dataclass
+class ScriptedAgent:
+    agent_id: str
+    price: float
+    plan_tokens: int = 100
+    entropy: float = 1.0
+    kinds: tuple[str, ...] = ("coding", "search")
+    # The score it gives a bid: by "bidder:round", else by bidder, else the default.
+    scores: Mapping[str, float] = field(default_factory=dict)
+    default_score: float = 3.0
+    refined_plan_tokens: int | None = None  # None: declines to refine
+    bids: bool = True  # False: a silent agent that never bids (but still judges)
+    judges: bool = True
+    delay_s: float = 0.0  # simulated thinking time before each answer
+
+    @property
+    def model(self) -> str:
+        return f"scripted-{self.agent_id}"
+
+    def heartbeat(self, status: str = "up") -> AgentHeartbeat:
+        return AgentHeartbeat(
+            producer=self.agent_id,
+            agent_id=self.agent_id,
+            model=self.model,
+            price=self.price,
+            kinds=list(self.kinds),
+            status=status,
+        )
+
+    async def respond(self, event: Event) -> list[Event]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self.answer(event)
+
+    def answer(self, event: Event) -> list[Event]:
+        """What this agent publishes in reply to `event` (often nothing)."""
+        match event:
+            case TaskPosted() if self.bids and event.kind in self.kinds:
+                return [self._bid(event.task_id, 0, self.plan_tokens, [])]
+            case JuryCalled() if self.judges and self.agent_id in event.jurors:
+                return [self._review(event)]
+            case RefinementCalled() if self.refined_plan_tokens is not None and any(
+                i.agent_id == self.agent_id for i in event.invites
+            ):
+                invite = next(i for i in event.invites if i.agent_id == self.agent_id)
+                refs = [example.task_id for example in invite.examples]
+                return [self._bid(event.task_id, 1, self.refined_plan_tokens, refs)]
+            case AuctionClosed() if event.winner_agent_id == self.agent_id:
+                return [self._result(event)]
+        return []
+
+    def _bid(self, task_id: str, round_: int, tokens: int, refs: list[str]) -> BidSubmitted:
+        return BidSubmitted(
+            producer=self.agent_id,
+            task_id=task_id,
+            agent_id=self.agent_id,
+            model=self.model,
+            round=round_,
+            plan=f"scripted plan of {self.agent_id}, round {round_}, {tokens} tokens",
+            plan_tokens=tokens,
+            entropy=self.entropy,
+            price=self.price,
+            usage=self._usage(prompt=50, completion=tokens),
+            memory_refs=refs,
+        )
+
+    def _review(self, jury: JuryCalled) -> ReviewSubmitted:
+        return ReviewSubmitted(
+            producer=self.agent_id,
+            task_id=jury.task_id,
+            juror=self.agent_id,
+            round=jury.round,
+            scores=[BidScore(bid_id=b.bid_id, score=self._score(b)) for b in jury.bids],
+            usage=self._usage(prompt=50 * len(jury.bids), completion=len(jury.bids)),
+        )
+
+    def _score(self, bid: BidSubmitted) -> float:
+        by_round = self.scores.get(f"{bid.agent_id}:{bid.round}")
+        return (
+            by_round if by_round is not None else self.scores.get(bid.agent_id, self.default_score)
+        )
+
+    def _result(self, closed: AuctionClosed) -> TaskResult:
+        usage = self._usage(prompt=100, completion=100)
+        return TaskResult(
+            producer=self.agent_id,
+            task_id=closed.task_id,
+            agent_id=self.agent_id,
+            bid_id=closed.winner_bid_id,
+            output=f"scripted output of {self.agent_id}",
+            usage=usage,
+            cost=usage.cost,
+        )
+
+    def _usage(self, prompt: int, completion: int) -> Usage:
+        return Usage(
+            requests=1,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=self.price * (prompt + completion) / 1_000_000,
+        )
