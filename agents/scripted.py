@@ -103,10 +103,10 @@ class ScriptedAgent:
         )
 
     def _score(self, bid: BidSubmitted) -> float:
-        by_round = self.scores.get(f"{bid.agent_id}:{bid.round}")
-        return (
-            by_round if by_round is not None else self.scores.get(bid.agent_id, self.default_score)
-        )
+        for key in (f"{bid.agent_id}:{bid.round}", bid.agent_id):
+            if key in self.scores:
+                return self.scores[key]
+        return self.default_score
 
     def _result(self, closed: AuctionClosed) -> TaskResult:
         usage = self._usage(prompt=100, completion=100)
