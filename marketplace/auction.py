@@ -149,8 +149,8 @@ class Auction:
         self, roster: Roster, windows: Windows, weights: Weights, now: datetime
     ) -> list[Event]:
         """Judges pending inputs, then returns the decisions now due. Apply them afterwards."""
-        if self.task is None:
-            return []
+        if self.task is None and self.phase != "closed":
+            return []  # inputs wait for their task (see `orphaned`)
         if self.phase == "new":
             return [self.open(roster, windows, now)]
         decisions: list[Event] = []
@@ -161,6 +161,16 @@ class Auction:
         if self.phase != "closed" and self._phase_done(roster, now):
             decisions.append(self._next_phase(roster, windows, weights, now))
         return decisions
+
+    def orphaned(self) -> list[SubmissionRejected]:
+        """Refuses every pending input: their task never arrived."""
+        rejections = [
+            self._reject(s, getattr(s, "agent_id", None) or s.juror, "unknown_task")
+            for s in self.pending
+            if s.event_id not in self.rejected
+        ]
+        self.pending.clear()
+        return rejections
 
     def _judge(
         self, submission: BidSubmitted | ReviewSubmitted, roster: Roster, now: datetime

@@ -78,10 +78,8 @@ class Bus:
         async def on_record(body: bytes, message: KafkaMessage) -> None:
             record = message.raw_message
             source = Source(record.topic, record.partition, record.offset, record.key)
-            try:
-                event = self._decode(body, record.topic)
-            except EventDecodeError as exc:
-                await self.dead_letter(source, body, group, str(exc))
+            event = await self.receive(body, source, group)
+            if event is None:
                 return
             try:
                 await handler(event, source)
@@ -99,6 +97,14 @@ class Bus:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )(on_record)
+
+    async def receive(self, body: bytes, source: Source, group: str) -> Event | None:
+        """The event in a record, or None after dead-lettering a record that holds none."""
+        try:
+            return self._decode(body, source.topic)
+        except EventDecodeError as exc:
+            await self.dead_letter(source, body, group, str(exc))
+            return None
 
     def _decode(self, body: bytes, topic: str) -> Event:
         event = decode(body)

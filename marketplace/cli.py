@@ -42,6 +42,17 @@ def _monitor(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _auctioneer(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.auctioneer import Auctioneer
+    from marketplace.bus import Bus
+    from marketplace.service import configure_logging, until_signalled
+
+    configure_logging("auctioneer")
+    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"))
+    asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
@@ -57,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="print one line per event on every stream")
     monitor.set_defaults(run=_monitor)
 
-    for sub in (up, topics, monitor):
+    auctioneer = commands.add_parser("auctioneer", help="run the auctioneer service")
+    auctioneer.set_defaults(run=_auctioneer)
+
+    for sub in (up, topics, monitor, auctioneer):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

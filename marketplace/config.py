@@ -19,7 +19,10 @@ from schemas.codec import describe
 from schemas.events import Id, TaskKind, Weights
 
 CONFIG_ENV = "SALE_CONFIG"
-SERVICES = ("monitor",)  # grows as services land; `sale up` starts those listed in [stack]
+SERVICES = (
+    "monitor",
+    "auctioneer",
+)  # grows as services land; `sale up` starts those listed in [stack]
 
 
 class ConfigError(ValueError):

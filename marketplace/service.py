@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from marketplace.bus import Bus
 
@@ -19,13 +20,22 @@ def configure_logging(name: str) -> None:
     logging.getLogger("sale.kafka").setLevel(logging.WARNING)  # FastStream's chatter
 
 
-async def serve(bus: Bus) -> None:
-    """Runs `bus` (its subscribers already attached) until the process is asked to stop."""
+async def until_signalled(run: Callable[[asyncio.Event], Awaitable[None]], name: str) -> None:
+    """Calls `run(stop)`; SIGTERM or SIGINT sets `stop`, and `run` should then return."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with bus:
-        logging.getLogger(bus.producer).info("serving")
-        await stop.wait()
-    logging.getLogger(bus.producer).info("stopped")
+    logging.getLogger(name).info("serving")
+    await run(stop)
+    logging.getLogger(name).info("stopped")
+
+
+async def serve(bus: Bus) -> None:
+    """Runs `bus` (its subscribers already attached) until the process is asked to stop."""
+
+    async def run(stop: asyncio.Event) -> None:
+        async with bus:
+            await stop.wait()
+
+    await until_signalled(run, bus.producer)

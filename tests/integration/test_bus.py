@@ -12,29 +12,10 @@ from marketplace.config import BrokerConfig
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, Event
 from schemas.topics import STREAMS, Topics
+from tests.inbox import Inbox
 from tests.samples import every_event
 
 RunBus = Callable[[Bus], AbstractAsyncContextManager]
-
-
-class Inbox:
-    """Collects what a subscriber receives, and waits for it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Event, Source]] = []
-        self._changed = asyncio.Condition()
-
-    async def __call__(self, event: Event, source: Source) -> None:
-        async with self._changed:
-            self.events.append((event, source))
-            self._changed.notify_all()
-
-    async def wait_for(self, count: int, timeout_s: float = 20.0) -> list[Event]:
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.events) >= count), timeout_s
-            )
-        return [event for event, _ in self.events]
 
 
 async def test_every_event_type_travels_and_comes_back_equal(
