@@ -131,9 +131,10 @@ class Bus:
         )
 
     async def joined(self, timeout_s: float = 30.0) -> None:
-        """Waits until every subscription has its partitions: from then on it hears new records.
+        """Waits until every subscription has its partitions and its starting offsets.
 
-        A group that starts from "now" would miss what is published before it joins.
+        From then on it hears every new record. A group that starts from "now" resolves "now"
+        lazily, so without the position lookups a record published just after joining is lost.
         """
         async with asyncio.timeout(timeout_s):
             while not all(
@@ -141,6 +142,9 @@ class Bus:
                 for sub in self.broker.subscribers
             ):
                 await asyncio.sleep(0.02)
+            for sub in self.broker.subscribers:
+                for tp in sub.consumer.assignment():
+                    await sub.consumer.position(tp)
 
     async def start(self) -> None:
         """Creates any missing topic first: an auto-created one would get the wrong partitions."""
