@@ -53,6 +53,12 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
+    from marketplace import loadtest
+
+    return loadtest.run(args.agents, args.auctions, args.in_flight)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
@@ -71,7 +77,15 @@ def parser() -> argparse.ArgumentParser:
     auctioneer = commands.add_parser("auctioneer", help="run the auctioneer service")
     auctioneer.set_defaults(run=_auctioneer)
 
-    for sub in (up, topics, monitor, auctioneer):
+    load = commands.add_parser(
+        "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"
+    )
+    load.add_argument("--agents", type=int, nargs="+", default=[3, 8], help="agent counts")
+    load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
+    load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
+    load.set_defaults(run=_loadtest, needs_config=False)
+
+    for sub in (up, topics, monitor, auctioneer, load):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 
@@ -80,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.config_path = config_path(args.config_sub or args.config)
     try:
-        config = load_config(args.config_path)
+        config = load_config(args.config_path) if getattr(args, "needs_config", True) else None
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)
