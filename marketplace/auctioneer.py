@@ -70,6 +70,9 @@ class Auctioneer:
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._closed_at: dict[str, datetime] = {}
+        self._active: set[str] = set()  # open, or holding input not yet judged
+        self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
+        self._last_sweep = clock()
         self._next_offsets: dict[TopicPartition, int] = {}
         self._catching_up: set[TopicPartition] = set()
         self._roster_ready = asyncio.Event()
@@ -137,6 +140,7 @@ class Auctioneer:
             )
             return
         auction.apply(event)
+        self._active.add(event.task_id)
         self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, offset)
 
     async def _act(self) -> None:
@@ -145,7 +149,8 @@ class Auctioneer:
         ready = {tp.partition for tp in self._consumer.assignment()} - {
             tp.partition for tp in self._catching_up
         }
-        for task_id, auction in list(self.auctions.items()):
+        for task_id in list(self._active):
+            auction = self.auctions[task_id]
             if self._partition(task_id) not in ready:
                 continue
             if auction.task is None and auction.phase != "closed":
@@ -156,16 +161,20 @@ class Auctioneer:
                 self.roster, self.windows, self.settings.weights, now
             ):
                 await self._publish_all(auction, decisions)
-            if auction.phase == "closed":
+            if auction.phase == "closed" and not auction.pending:
+                self._active.discard(task_id)
                 self._closed_at.setdefault(task_id, now)
-                if now - self._closed_at[task_id] > CLOSED_RETENTION:
+        if now - self._last_sweep > CLOSED_RETENTION / 10:
+            self._last_sweep = now
+            for task_id, closed_at in list(self._closed_at.items()):
+                if now - closed_at > CLOSED_RETENTION and task_id not in self._active:
                     self._forget(task_id)
 
     async def _publish_all(self, auction: Auction, decisions: list[Event]) -> None:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            await self.bus.publish(decision)
+            self._unconfirmed.append(await self.bus.send(decision))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 log.info(
@@ -219,10 +228,11 @@ class Auctioneer:
                     )
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
+        """Commits up to the oldest open auction, once every decision sent is acknowledged."""
+        await asyncio.gather(*self._unconfirmed)
+        self._unconfirmed.clear()
         safe = {tp: self._next_offsets[tp] for tp in partitions if tp in self._next_offsets}
-        for task_id, auction in self.auctions.items():
-            if auction.phase == "closed" and not auction.pending:
-                continue
+        for task_id in self._active:
             for tp, first in self._first_offsets.get(task_id, {}).items():
                 if tp in safe:
                     safe[tp] = min(safe[tp], first)
@@ -232,6 +242,7 @@ class Auctioneer:
     def _forget(self, task_id: str) -> None:
         for table in (self.auctions, self._first_offsets, self._first_seen, self._closed_at):
             table.pop(task_id, None)
+        self._active.discard(task_id)
 
     # --- liveness ------------------------------------------------------------------------
 

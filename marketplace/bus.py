@@ -60,11 +60,21 @@ class Bus:
         self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
 
     async def publish(self, event: Event) -> None:
-        await self.broker.publish(
+        """Publishes and waits for the broker's acknowledgement."""
+        await self.send(event, confirm=True)
+
+    async def send(self, event: Event, confirm: bool = False) -> asyncio.Future | None:
+        """Publishes; without `confirm`, returns a future to await before relying on delivery.
+
+        Records of one key keep their order. Lets a service pipeline many decisions and
+        confirm them together, e.g. before committing the offsets they answer.
+        """
+        return await self.broker.publish(
             encode(event),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
             headers={"type": event.type},
+            no_confirm=not confirm,
         )
 
     def subscribe(
