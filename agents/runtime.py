@@ -53,7 +53,11 @@ class AgentService:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beating
-        await self.bus.publish(self.agent.heartbeat("left"))
+        try:
+            async with asyncio.timeout(5):
+                await self.bus.publish(self.agent.heartbeat("left"))
+        except TimeoutError:
+            pass  # the broker is gone; our heartbeat will simply expire
         await self.bus.stop()
 
     async def __aenter__(self) -> AgentService:

@@ -42,7 +42,7 @@ class TopicStatus:
     topic: str
     partitions: int
     messages: int  # sum of high-water marks: records ever written, as the broker keeps all
-    lag: dict[str, int]  # consumer group → records not yet committed by it
+    lag: dict[str, int]  # consumer group (prefix included) → records it has not yet committed
 
 
 async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
@@ -55,7 +55,9 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
     await admin.start()
     try:
         topics = sorted(t for t in await admin.list_topics() if t.startswith(config.topic_prefix))
-        groups = sorted(g for g, _ in await admin.list_consumer_groups())
+        groups = sorted(
+            g for g, _ in await admin.list_consumer_groups() if g.startswith(config.topic_prefix)
+        )
     finally:
         await admin.close()
     highwater = await _highwater_marks(config.bootstrap, topics)

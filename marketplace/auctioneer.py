@@ -85,7 +85,7 @@ class Auctioneer:
         await self.bus.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=broker.bootstrap,
-            group_id=GROUP,
+            group_id=self.bus.group(GROUP),
             client_id=self.bus.producer,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -117,7 +117,7 @@ class Auctioneer:
         for tp, records in batches.items():
             for record in records:
                 source = Source(record.topic, record.partition, record.offset, record.key)
-                event = await self.bus.receive(record.value, source, GROUP)
+                event = await self.bus.receive(record.value, source, self.bus.group(GROUP))
                 if isinstance(event, TaskEvent):
                     await self._route(event, tp, record.offset)
                 self._next_offsets[tp] = record.offset + 1
@@ -135,7 +135,7 @@ class Auctioneer:
             await self.bus.dead_letter(
                 Source(tp.topic, tp.partition, offset, event.key.encode()),
                 event.model_dump_json().encode(),
-                GROUP,
+                self.bus.group(GROUP),
                 reason,
             )
             return
@@ -266,7 +266,8 @@ class Auctioneer:
                 for tp, records in batches.items():
                     for record in records:
                         source = Source(tp.topic, tp.partition, record.offset, record.key)
-                        event = await self.bus.receive(record.value, source, f"{GROUP}.roster")
+                        group = self.bus.group(f"{GROUP}.roster")
+                        event = await self.bus.receive(record.value, source, group)
                         if isinstance(event, AgentHeartbeat):
                             self.roster.apply(event)
                 if not self._roster_ready.is_set() and await _caught_up(consumer, parts):

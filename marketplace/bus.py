@@ -80,10 +80,15 @@ class Bus:
     def subscribe(
         self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
     ) -> None:
-        """Calls `handler` for each valid event on the streams, as consumer group `group`.
+        """Calls `handler` for each valid event on the streams, in consumer group `group`.
+
+        Group names carry the topic prefix, like topics: deployments (and tests) that share a
+        cluster under different prefixes never share a group.
 
         `from_start`: a new group reads each topic from its first record; otherwise from now.
         """
+
+        group = self.group(group)
 
         async def on_record(body: bytes, message: KafkaMessage) -> None:
             record = message.raw_message
@@ -107,6 +112,9 @@ class Bus:
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
         )(on_record)
+
+    def group(self, name: str) -> str:
+        return self.topics.prefix + name
 
     async def receive(self, body: bytes, source: Source, group: str) -> Event | None:
         """The event in a record, or None after dead-lettering a record that holds none."""

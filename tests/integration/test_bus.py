@@ -66,7 +66,7 @@ async def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(
         letter = by_raw[raw]
         assert reason in letter.error
         assert letter.source_topic == topics.tasks
-        assert letter.consumer_group == "tasks-reader"
+        assert letter.consumer_group == broker_config.topic_prefix + "tasks-reader"
         assert letter.raw_key == b"task-x"
 
 

@@ -203,4 +203,4 @@ async def test_topics_lists_partitions_messages_and_lag(
     assert set(rows) == set(topics.all())
     tasks_row = rows[topics.tasks]
     assert tasks_row[1:3] == [str(broker_config.partitions), "8"]
-    assert "reader=3" in tasks_row[3:]
+    assert f"{broker_config.topic_prefix}reader=3" in tasks_row[3:]
