@@ -26,6 +26,7 @@ class Agent(Protocol):
 
 class AgentService:
     def __init__(self, agent: Agent, bus: Bus, heartbeat_s: float = 5.0) -> None:
+        """`heartbeat_s` must stay well under the auctioneer's `heartbeat_ttl_s`."""
         self.agent = agent
         self.bus = bus
         self.heartbeat_s = heartbeat_s

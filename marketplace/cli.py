@@ -59,6 +59,42 @@ def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     return loadtest.run(args.agents, args.auctions, args.in_flight)
 
 
+def _agent(config: Config, args: argparse.Namespace) -> int:
+    from agents.agent import LLMAgent
+    from agents.backends import build
+    from agents.runtime import AgentService
+    from marketplace.bus import Bus
+    from marketplace.service import configure_logging, until_signalled
+
+    settings = config.agent(args.id)
+    configure_logging(f"agent.{settings.id}")
+    llm = build(settings)  # loads the model before joining: a bad model fails at start
+    service = AgentService(
+        LLMAgent(settings, llm),
+        Bus(config.broker, producer=settings.id),
+        heartbeat_s=settings.heartbeat_s,
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        async with service:
+            await stop.wait()
+
+    asyncio.run(until_signalled(run, f"agent.{settings.id}"))
+    return 0
+
+
+def _models(config: Config | None, args: argparse.Namespace) -> int:
+    from agents import models
+
+    if args.action == "install":
+        for tier in models.MODELS if args.tier == "all" else [args.tier]:
+            print(f"{tier}: {models.install(tier)}")
+        return 0
+    for spec, path, ok in models.list_models():
+        print(f"{spec.tier}  {spec.name:<40} {'installed' if ok else 'missing':<9}  {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
@@ -85,7 +121,16 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
     load.set_defaults(run=_loadtest, needs_config=False)
 
-    for sub in (up, topics, monitor, auctioneer, load):
+    agent = commands.add_parser("agent", help="run one agent of [[agents]]")
+    agent.add_argument("--id", required=True, help="the agent's id in the config")
+    agent.set_defaults(run=_agent)
+
+    models = commands.add_parser("models", help="install or list the local GGUF models")
+    models.add_argument("action", choices=["install", "list"])
+    models.add_argument("--tier", choices=["S", "M", "L", "all"], default="all")
+    models.set_defaults(run=_models, needs_config=False)
+
+    for sub in (up, topics, monitor, auctioneer, load, agent, models):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

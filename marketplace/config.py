@@ -70,14 +70,26 @@ class AgentConfig(Section):
     price_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     kinds: list[TaskKind] = Field(default=["coding"], min_length=1)
     path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
+    tier: Literal["S", "M", "L"] | None = Field(
+        default=None, description="llama_cpp: a model installed by `sale models install`"
+    )
     endpoint: str | None = Field(default=None, description="openai: the base URL")
     api_key_env: str | None = Field(default=None, description="openai: env var with the key")
     max_plan_tokens: int = Field(default=200, ge=8, le=4096)
+    execute_rounds: int = Field(default=3, ge=1, le=20, description="write-run-fix rounds")
+    execute_max_tokens: int = Field(default=512, ge=16, le=8192, description="per completion")
+    execute_token_budget: int = Field(default=4000, ge=16, description="for all rounds")
+    heartbeat_s: float = Field(default=5.0, gt=0, le=600)
+    context_tokens: int = Field(default=4096, ge=512, le=32768, description="llama_cpp: n_ctx")
 
     @model_validator(mode="after")
     def _backend_has_its_settings(self) -> AgentConfig:
         if self.backend == "openai" and not self.endpoint:
             raise ValueError("endpoint is required for the openai backend")
+        if self.backend == "llama_cpp" and (self.path is None) == (self.tier is None):
+            raise ValueError("the llama_cpp backend needs exactly one of path and tier")
+        if self.backend != "scripted" and "search" in self.kinds:
+            raise ValueError("kinds: model agents execute coding tasks only (search: not yet)")
         return self
 
 

@@ -44,7 +44,13 @@ def service_argv(name: str, config_path: Path) -> list[str]:
 
 
 def children_for(config: Config, config_path: Path, env: dict[str, str]) -> list[Child]:
-    return [Child(name, service_argv(name, config_path), env) for name in config.stack.services]
+    """The configured services, then one process per configured agent."""
+    services = [Child(name, service_argv(name, config_path), env) for name in config.stack.services]
+    agents = [
+        Child(f"agent.{a.id}", [*service_argv("agent", config_path), "--id", a.id], env)
+        for a in config.agents
+    ]
+    return services + agents
 
 
 @contextlib.contextmanager

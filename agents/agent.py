@@ -1,0 +1,165 @@
+"""An agent on a real LLM: it bids a plan, judges plans, refines its bid, executes what it won.
+
+Pure decisions about what to answer live here; the model work goes through the `LLM` protocol
+and the sandbox, and `agents.runtime.AgentService` moves the events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+from agents import coding, prompts
+from agents.llm import LLM, LLMError, read_score
+from marketplace.config import AgentConfig
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    BidScore,
+    BidSubmitted,
+    Event,
+    JuryCalled,
+    RefinementCalled,
+    ReviewSubmitted,
+    TaskPosted,
+    TaskResult,
+    Usage,
+)
+
+log = logging.getLogger("agent")
+KNOWN_TASKS = 1000  # tasks remembered for the jury, refinement and execution calls that follow
+
+
+class LLMAgent:
+    def __init__(self, config: AgentConfig, llm: LLM) -> None:
+        self.config = config
+        self.llm = llm
+        self.agent_id = config.id
+        self.tasks: OrderedDict[str, TaskPosted] = OrderedDict()
+        self.plans: dict[str, str] = {}  # task id → this agent's latest plan
+
+    def heartbeat(self, status: str = "up") -> AgentHeartbeat:
+        return AgentHeartbeat(
+            producer=self.agent_id,
+            agent_id=self.agent_id,
+            model=self.llm.model,
+            price=self.config.price_per_mtok,
+            kinds=list(self.config.kinds),
+            status=status,
+        )
+
+    async def respond(self, event: Event) -> list[Event]:
+        """The answer to `event`, if it asks anything of this agent. A model failure means no
+        answer (the auction treats it like silence) and a line in the log."""
+        try:
+            return await self._answer(event)
+        except LLMError as exc:
+            log.error(
+                "%s: no answer to %s for %s: %s",
+                self.agent_id,
+                event.type,
+                getattr(event, "task_id", "-"),
+                exc,
+            )
+            return []
+
+    async def _answer(self, event: Event) -> list[Event]:
+        match event:
+            case TaskPosted() if event.kind in self.config.kinds:
+                self._remember(event)
+                return [await self.bid(event, 0, prompts.bid(event), [])]
+            case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:
+                return [await self.judge(event)]
+            case RefinementCalled() if event.task_id in self.tasks:
+                for invite in event.invites:
+                    if invite.agent_id == self.agent_id:
+                        task = self.tasks[event.task_id]
+                        messages = prompts.refine(task, self.plans[task.task_id], invite.examples)
+                        refs = [e.task_id for e in invite.examples]
+                        return [await self.bid(task, 1, messages, refs)]
+            case AuctionClosed() if event.winner_agent_id == self.agent_id:
+                return [await self.execute(event)]
+        return []
+
+    def _remember(self, task: TaskPosted) -> None:
+        self.tasks[task.task_id] = task
+        while len(self.tasks) > KNOWN_TASKS:
+            forgotten, _ = self.tasks.popitem(last=False)
+            self.plans.pop(forgotten, None)
+
+    async def bid(
+        self, task: TaskPosted, round_: int, messages: list, refs: list[str]
+    ) -> BidSubmitted:
+        completion = await self.llm.complete(messages, max_tokens=self.config.max_plan_tokens)
+        plan = completion.text.strip() or "(empty plan)"
+        self.plans[task.task_id] = plan
+        return BidSubmitted(
+            producer=self.agent_id,
+            task_id=task.task_id,
+            agent_id=self.agent_id,
+            model=self.llm.model,
+            round=round_,
+            plan=plan,
+            plan_tokens=completion.completion_tokens,
+            entropy=completion.mean_entropy(),
+            price=self.config.price_per_mtok,
+            usage=completion.usage(self.config.price_per_mtok),
+            memory_refs=refs,
+        )
+
+    async def judge(self, jury: JuryCalled) -> ReviewSubmitted:
+        """One short prompt per plan, all sharing the task prefix; scores read from logprobs."""
+        task = self.tasks[jury.task_id]
+        usage, scores = Usage(), []
+        for bid in jury.bids:
+            completion = await self.llm.complete(
+                prompts.judge(task, bid.plan), max_tokens=2, top_logprobs=10
+            )
+            usage += completion.usage(self.config.price_per_mtok)
+            scores.append(BidScore(bid_id=bid.bid_id, score=read_score(completion)))
+        return ReviewSubmitted(
+            producer=self.agent_id,
+            task_id=jury.task_id,
+            juror=self.agent_id,
+            round=jury.round,
+            scores=scores,
+            usage=usage,
+        )
+
+    async def execute(self, closed: AuctionClosed) -> TaskResult:
+        start = time.monotonic()
+        task = self.tasks.get(closed.task_id)
+        result = dict(
+            producer=self.agent_id,
+            task_id=closed.task_id,
+            agent_id=self.agent_id,
+            bid_id=closed.winner_bid_id,
+        )
+        if task is None:
+            return TaskResult(**result, output="", error="the task is unknown to this agent")
+        try:
+            done = await coding.execute(
+                self.llm,
+                task,
+                closed.winning_plan,
+                self.config.price_per_mtok,
+                max_rounds=self.config.execute_rounds,
+                max_tokens=self.config.execute_max_tokens,
+                token_budget=self.config.execute_token_budget,
+            )
+        except LLMError as exc:
+            return TaskResult(
+                **result,
+                output="",
+                error=f"model failed: {exc}",
+                duration_s=time.monotonic() - start,
+            )
+        return TaskResult(
+            **result,
+            output=done.output,
+            usage=done.usage,
+            cost=done.usage.cost,
+            duration_s=time.monotonic() - start,
+            error=done.error,
+        )

@@ -1,0 +1,110 @@
+"""In-process llama.cpp (llama-cpp-python) for the embedded GGUF models.
+
+One thread per model (two threads on two shared cores ran ten times slower). Log-probabilities,
+top-k alternatives and the exact entropy are computed here from the raw logits that
+`logits_all=True` keeps, with numpy over the generated rows: llama-cpp-python's own `logprobs`
+path sorts the whole vocabulary in Python for every token (about six times slower). Decoding is
+greedy with no repetition penalty. Successive prompts that share a prefix reuse its evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agents.llm import Completion, GeneratedToken, LLMError, Message, TokenChoice
+from marketplace.config import AgentConfig
+
+
+class LlamaBackend:
+    def __init__(self, model: str, path: Path, context_tokens: int = 4096) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMError(
+                "llama-cpp-python is not installed: install the project with the `models` extra"
+            ) from exc
+        if not path.is_file():
+            raise LLMError(f"no model file at {path} (see `sale models install`)")
+        self.model = model
+        self.llama = Llama(
+            model_path=str(path),
+            n_ctx=context_tokens,
+            n_threads=1,
+            n_threads_batch=1,
+            logits_all=True,
+            verbose=False,
+        )
+        self._lock = asyncio.Lock()  # one generation at a time: the model keeps state
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> LlamaBackend:
+        if config.tier:
+            from agents.models import model_path
+
+            return cls(config.model, model_path(config.tier), config.context_tokens)
+        return cls(config.model, config.path, config.context_tokens)
+
+    async def complete(
+        self, messages: Sequence[Message], *, max_tokens: int, top_logprobs: int = 5
+    ) -> Completion:
+        async with self._lock:
+            return await asyncio.to_thread(self._complete, list(messages), max_tokens, top_logprobs)
+
+    def _complete(self, messages: list[Message], max_tokens: int, k: int) -> Completion:
+        start = time.monotonic()
+        try:
+            response = self.llama.create_chat_completion(
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                repeat_penalty=1.0,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LLMError(f"llama.cpp failed: {exc}") from exc
+        usage = response["usage"]
+        prompt, generated = usage["prompt_tokens"], usage["completion_tokens"]
+        tokens = self._tokens(prompt, generated, k)
+        return Completion(
+            text=response["choices"][0]["message"]["content"] or "",
+            tokens=tokens,
+            prompt_tokens=prompt,
+            completion_tokens=generated,
+            seconds=time.monotonic() - start,
+        )
+
+    def _tokens(self, prompt: int, generated: int, k: int) -> tuple[GeneratedToken, ...]:
+        """Per generated token: its log-probability, the top-k, and the exact entropy.
+
+        Row i of the logits predicts token i+1, so the rows prompt-1 … prompt+generated-2 hold
+        the distributions the generated tokens were drawn from. The last generated token was
+        never fed back, so its id is read as the row's argmax (greedy decoding).
+        """
+        if generated == 0:
+            return ()
+        rows = np.asarray(self.llama.scores[prompt - 1 : prompt - 1 + generated], dtype=np.float64)
+        logz = np.logaddexp.reduce(rows, axis=1, keepdims=True)
+        logp = rows - logz
+        entropy = -(np.exp(logp) * logp).sum(axis=1)
+        ids = list(self.llama.input_ids[prompt : prompt + generated])
+        ids += [int(np.argmax(rows[j])) for j in range(len(ids), generated)]
+        out = []
+        for j, token_id in enumerate(ids):
+            top_ids = np.argpartition(logp[j], -k)[-k:] if k else np.array([], dtype=int)
+            top_ids = top_ids[np.argsort(-logp[j][top_ids])]
+            out.append(
+                GeneratedToken(
+                    token=self._text(token_id),
+                    logprob=float(logp[j][token_id]),
+                    top=tuple(TokenChoice(self._text(int(t)), float(logp[j][t])) for t in top_ids),
+                    entropy=float(entropy[j]),
+                )
+            )
+        return tuple(out)
+
+    def _text(self, token_id: int) -> str:
+        return self.llama.detokenize([token_id]).decode("utf-8", errors="replace")

@@ -1,0 +1,46 @@
+"""A scripted LLM: deterministic answers with made-up log-probabilities, for tests and load
+tests only. It recognises which prompt it got (plan, score, code) and answers in kind, so an
+`LLMAgent` runs every job without a model."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+
+from agents import prompts
+from agents.llm import Completion, GeneratedToken, Message, TokenChoice
+
+Reply = Callable[[Sequence[Message]], str]
+
+
+def default_reply(messages: Sequence[Message]) -> str:
+    system = messages[0]["content"]
+    if system == prompts.JUROR:
+        return "4"
+    if system == prompts.CODER:
+        return "```python\ndef scripted():\n    return None\n```"
+    return "1. Read the task.\n2. Handle the edge cases.\n3. Return the result."
+
+
+class ScriptedLLM:
+    def __init__(self, model: str = "scripted", reply: Reply = default_reply) -> None:
+        self.model = model
+        self.reply = reply
+        self.calls: list[Sequence[Message]] = []
+
+    async def complete(
+        self, messages: Sequence[Message], *, max_tokens: int, top_logprobs: int = 5
+    ) -> Completion:
+        self.calls.append(messages)
+        words = self.reply(messages).split(" ")[:max_tokens]
+        tokens = tuple(self._token(w if i == 0 else " " + w) for i, w in enumerate(words))
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        return Completion(" ".join(words), tokens, prompt_tokens, len(tokens))
+
+    @staticmethod
+    def _token(text: str) -> GeneratedToken:
+        """A token whose probability is fixed by its text, with one alternative beside it."""
+        p = 0.5 + (hashlib.sha256(text.encode()).digest()[0] / 255) * 0.45
+        top = (TokenChoice(text, math.log(p)), TokenChoice("<other>", math.log(1 - p)))
+        return GeneratedToken(text, math.log(p), top)

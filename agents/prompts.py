@@ -1,0 +1,93 @@
+"""Every prompt an agent sends, as pure functions of events: bid, judge, refine, solve, fix.
+
+Prompts are short on purpose: on these machines a prompt token costs real seconds. Shared
+parts come first (system text, then the task) so that a backend that caches the evaluated
+prefix (llama.cpp does) pays for them once per task.
+"""
+
+from __future__ import annotations
+
+from agents.llm import Message
+from schemas.events import MemoryExample, TaskPosted
+
+PLANNER = (
+    "You are a senior engineer. You write short strategic plans, not solutions: the steps, "
+    "the tools or library functions to use, and the pitfalls to avoid."
+)
+JUROR = (
+    "You review plans for programming tasks. Rate how likely the plan leads to a correct "
+    "solution, from 0 (useless or wrong) to 5 (complete and correct). Answer with one digit."
+)
+CODER = (
+    "You are an expert Python programmer. Follow the plan. Answer with the complete function "
+    "in one ```python code block, including the imports it needs and nothing else."
+)
+
+
+def task_text(task: TaskPosted) -> str:
+    if task.inputs.kind == "coding":
+        return f"Write the Python function `{task.inputs.entry_point}`:\n\n{task.prompt}"
+    corpus = task.inputs.corpus
+    return f"Answer the question, searching the `{corpus}` corpus:\n\n{task.prompt}"
+
+
+def bid(task: TaskPosted) -> list[Message]:
+    return [
+        {"role": "system", "content": PLANNER},
+        {
+            "role": "user",
+            "content": f"{task_text(task)}\n\nWrite a plan of at most 5 numbered "
+            "steps. Do not write the code.",
+        },
+    ]
+
+
+def judge(task: TaskPosted, plan: str) -> list[Message]:
+    """One prompt per plan; system text and task come first and are shared by every plan."""
+    return [
+        {"role": "system", "content": JUROR},
+        {"role": "user", "content": f"{task_text(task)}\n\nPlan:\n{plan}\n\nScore (0-5):"},
+    ]
+
+
+def refine(task: TaskPosted, own_plan: str, examples: list[MemoryExample]) -> list[Message]:
+    """Contrastive: past tasks where one plan lost and another won, then the agent's own plan."""
+    shown = "\n\n".join(
+        f"Past task: {e.prompt[:600]}\nA plan that lost:\n{e.losing_plan}\n"
+        f"The plan that won{' and passed' if e.passed else ''}:\n{e.winning_plan}"
+        for e in examples
+    )
+    lessons = (
+        f"{shown}\n\nFor each past task, think about why the losing plan lost and the winning "
+        "plan won. Then improve your plan for the new task.\n\n"
+        if examples
+        else "Improve your plan: make it more specific and shorter.\n\n"
+    )
+    return [
+        {"role": "system", "content": PLANNER},
+        {
+            "role": "user",
+            "content": f"{lessons}New task: {task_text(task)}\n\nYour plan:\n"
+            f"{own_plan}\n\nWrite the improved plan, at most 5 numbered "
+            "steps. Do not write the code.",
+        },
+    ]
+
+
+def solve(task: TaskPosted, plan: str) -> list[Message]:
+    return [
+        {"role": "system", "content": CODER},
+        {"role": "user", "content": f"{task_text(task)}\n\nPlan:\n{plan}"},
+    ]
+
+
+def fix(task: TaskPosted, plan: str, code: str, failure: str) -> list[Message]:
+    return [
+        *solve(task, plan),
+        {"role": "assistant", "content": f"```python\n{code}\n```"},
+        {
+            "role": "user",
+            "content": f"Running the examples failed:\n{failure}\n\nFix the "
+            "function. Answer with the complete corrected function.",
+        },
+    ]

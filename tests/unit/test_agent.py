@@ -1,0 +1,234 @@
+"""The LLM agent's four jobs with the scripted backend (deterministic, no model)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from uuid import uuid4
+
+import pytest
+
+from agents import prompts
+from agents.agent import LLMAgent
+from agents.backends.scripted import ScriptedLLM, default_reply
+from agents.coding import extract_code, program
+from agents.llm import (
+    Completion,
+    GeneratedToken,
+    LLMError,
+    Message,
+    TokenChoice,
+    read_score,
+    top_k_entropy,
+)
+from marketplace.config import AgentConfig
+from schemas.events import (
+    AuctionClosed,
+    BidSubmitted,
+    CodingInputs,
+    JuryCalled,
+    MemoryExample,
+    RefinementCalled,
+    RefinementInvite,
+    ReviewSubmitted,
+    TaskPosted,
+    TaskResult,
+    Weights,
+)
+from tests.samples import LATER
+
+PROMPT = (
+    'def add(a: int, b: int) -> int:\n    """Add two numbers.\n    >>> add(1, 2)\n    3\n    """\n'
+)
+TASK = TaskPosted(
+    producer="client",
+    task_id="add",
+    kind="coding",
+    prompt=PROMPT,
+    inputs=CodingInputs(entry_point="add", examples=["assert add(1, 2) == 3"]),
+)
+CONFIG = AgentConfig(id="s", backend="scripted", model="scripted", price_per_mtok=2.0)
+
+
+def agent(reply=default_reply) -> LLMAgent:
+    return LLMAgent(CONFIG, ScriptedLLM(reply=reply))
+
+
+def other_bid(plan: str = "other plan") -> BidSubmitted:
+    return BidSubmitted(
+        producer="o",
+        task_id="add",
+        agent_id="o",
+        model="m",
+        plan=plan,
+        plan_tokens=3,
+        entropy=0.1,
+        price=1.0,
+    )
+
+
+async def test_a_bid_is_a_plan_with_tokens_entropy_price_and_usage() -> None:
+    [bid] = await agent().respond(TASK)
+    assert isinstance(bid, BidSubmitted) and bid.round == 0 and bid.agent_id == "s"
+    assert bid.plan.startswith("1.") and bid.plan_tokens == len(bid.plan.split(" "))
+    assert 0 < bid.entropy < math.log(2) + 1e-9
+    assert bid.usage.completion_tokens == bid.plan_tokens
+    assert bid.usage.cost == pytest.approx(2.0 * bid.usage.total_tokens / 1e6)
+
+
+async def test_a_task_of_another_kind_gets_no_bid() -> None:
+    search = TaskPosted(
+        producer="c", task_id="q", kind="search", prompt="Who?", inputs={"kind": "search"}
+    )
+    assert await agent().respond(search) == []
+
+
+async def test_the_jury_scores_every_bid_once_in_one_review() -> None:
+    a = agent()
+    [own] = await a.respond(TASK)
+    jury = JuryCalled(
+        producer="auctioneer",
+        task_id="add",
+        round=0,
+        bids=[own, other_bid()],
+        jurors=["s", "o"],
+        deadline=LATER,
+    )
+    [review] = await a.respond(jury)
+    assert isinstance(review, ReviewSubmitted) and review.juror == "s"
+    assert [s.bid_id for s in review.scores] == [own.bid_id, jury.bids[1].bid_id]
+    assert all(s.score is not None and 0 <= s.score <= 5 for s in review.scores)
+    assert review.usage.requests == 2
+
+
+async def test_a_juror_not_called_or_without_the_task_stays_silent() -> None:
+    jury = JuryCalled(
+        producer="auctioneer",
+        task_id="add",
+        round=0,
+        bids=[other_bid()],
+        jurors=["s"],
+        deadline=LATER,
+    )
+    assert await agent().respond(jury) == []  # never saw the task
+    a = agent()
+    await a.respond(TASK)
+    assert await a.respond(jury.model_copy(update={"jurors": ["o"]})) == []
+
+
+def completion(*tokens: GeneratedToken, text: str = "") -> Completion:
+    return Completion(text or "".join(t.token for t in tokens), tokens, 10, len(tokens))
+
+
+def test_the_score_is_the_expectation_over_the_digit_probabilities() -> None:
+    top = (
+        TokenChoice("5", math.log(0.6)),
+        TokenChoice("3", math.log(0.2)),
+        TokenChoice("x", math.log(0.2)),
+    )
+    assert read_score(completion(GeneratedToken("5", math.log(0.6), top))) == pytest.approx(4.5)
+    assert read_score(completion(GeneratedToken("I", -0.1), text="I give it 2 points")) == 2.0
+    assert read_score(completion(GeneratedToken("no", -0.1), text="no idea")) is None
+
+
+def test_top_k_entropy_counts_the_remainder_as_one_outcome() -> None:
+    assert top_k_entropy([math.log(0.5), math.log(0.5)]) == pytest.approx(math.log(2))
+    assert top_k_entropy([math.log(0.5)]) == pytest.approx(math.log(2))
+    assert top_k_entropy([0.0]) == 0.0
+
+
+async def test_refinement_answers_only_an_invitation_and_cites_its_examples() -> None:
+    a = agent()
+    await a.respond(TASK)
+    example = MemoryExample(
+        task_id="past",
+        prompt="def sub(a, b)",
+        similarity=0.9,
+        losing_agent="s",
+        losing_plan="guess",
+        winning_agent="o",
+        winning_plan="1. subtract",
+        passed=True,
+    )
+    call = RefinementCalled(
+        producer="auctioneer",
+        task_id="add",
+        provisional_bid_id=uuid4(),
+        provisional_agent_id="o",
+        provisional_score=-2.0,
+        invites=[RefinementInvite(agent_id="s", examples=[example])],
+        deadline=LATER,
+        scored=[],
+    )
+    [bid] = await a.respond(call)
+    assert bid.round == 1 and bid.memory_refs == ["past"]
+    assert "A plan that lost:\nguess" in a.llm.calls[-1][1]["content"]
+    uninvited = call.model_copy(update={"invites": [RefinementInvite(agent_id="o")]})
+    assert await a.respond(uninvited) == []
+
+
+def coder(*answers: str):
+    """A scripted reply that hands out code answers in turn and plans otherwise."""
+    queue = list(answers)
+
+    def reply(messages: Sequence[Message]) -> str:
+        if messages[0]["content"] == prompts.CODER:
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+        return default_reply(messages)
+
+    return reply
+
+
+def closed(winner: str = "s") -> AuctionClosed:
+    return AuctionClosed(
+        producer="auctioneer",
+        task_id="add",
+        reason="awarded",
+        winner_bid_id=uuid4(),
+        winner_agent_id=winner,
+        winning_plan="1. add",
+        weights=Weights(),
+    )
+
+
+async def test_execution_writes_runs_reads_the_failure_and_fixes() -> None:
+    wrong = "```python\ndef add(a, b):\n    return a - b\n```"
+    right = "```python\ndef add(a, b):\n    return a + b\n```"
+    a = agent(coder(wrong, right))
+    await a.respond(TASK)
+    [result] = await a.respond(closed())
+    assert isinstance(result, TaskResult) and result.error is None
+    assert "return a + b" in result.output
+    fix_prompt = a.llm.calls[-1][-1]["content"]
+    assert "AssertionError" in fix_prompt
+    assert result.usage.requests == 2 and result.cost == result.usage.cost > 0
+
+
+async def test_execution_that_never_passes_reports_the_last_failure() -> None:
+    a = agent(coder("```python\ndef add(a, b):\n    return 0\n```"))
+    await a.respond(TASK)
+    [result] = await a.respond(closed())
+    assert result.error and "AssertionError" in result.error
+    assert result.usage.requests == CONFIG.execute_rounds
+
+
+async def test_only_the_winner_executes() -> None:
+    a = agent()
+    await a.respond(TASK)
+    assert await a.respond(closed(winner="o")) == []
+
+
+async def test_a_failing_model_means_no_answer_not_a_crash() -> None:
+    def broken(messages: Sequence[Message]) -> str:
+        raise LLMError("the server is down")
+
+    assert await agent(broken).respond(TASK) == []
+
+
+def test_code_is_taken_from_the_fence_and_completed_from_the_prompt() -> None:
+    assert extract_code("Here:\n```python\nx = 1\n```\nbye") == "x = 1"
+    assert extract_code("```\ny = 2") == "y = 2"
+    whole = program(TASK, "from math import fsum\ndef add(a, b):\n    return a + b")
+    assert whole.startswith("from math import fsum")
+    body = program(TASK, "    return a + b\n")
+    assert body.startswith(PROMPT) and body.endswith("return a + b\n")
