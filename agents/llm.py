@@ -108,13 +108,33 @@ def expected_score(choices: Sequence[TokenChoice]) -> float | None:
     return sum(int(d) * p for d, p in mass.items()) / total
 
 
+def read_scores(completion: Completion, count: int) -> list[float | None]:
+    """Scores from a `Plan i: d` answer: the expectation at each digit that follows a colon."""
+    scores: list[float | None] = []
+    text = ""
+    for token in completion.tokens:
+        if _is_digit(token) and text.rstrip().endswith(":"):
+            scores.append(_expectation(token))
+        text += token.token
+    return (scores + [None] * count)[:count]
+
+
 def read_score(completion: Completion) -> float | None:
     """A juror's score: the expectation at the first digit generated, else a digit in the text.
 
     None when the answer holds no score at all: recorded as missing, never guessed.
     """
     for token in completion.tokens:
-        if token.token.strip() in SCORE_DIGITS and token.token.strip():
-            return expected_score(token.top or (TokenChoice(token.token, token.logprob),))
+        if _is_digit(token):
+            return _expectation(token)
     match = re.search(r"\b([0-5])\b", completion.text)
     return float(match.group(1)) if match else None
+
+
+def _is_digit(token: GeneratedToken) -> bool:
+    text = token.token.strip()
+    return len(text) == 1 and text in SCORE_DIGITS
+
+
+def _expectation(token: GeneratedToken) -> float | None:
+    return expected_score(token.top or (TokenChoice(token.token, token.logprob),))

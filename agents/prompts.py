@@ -50,6 +50,20 @@ def judge(task: TaskPosted, plan: str) -> list[Message]:
     ]
 
 
+def judge_all(task: TaskPosted, plans: list[str]) -> list[Message]:
+    """The alternative jury: every plan in one prompt, one `Plan i: d` line back per plan."""
+    listed = "\n\n".join(f"Plan {i}:\n{plan}" for i, plan in enumerate(plans, start=1))
+    lines = "\n".join(f"Plan {i}: <score>" for i in range(1, len(plans) + 1))
+    return [
+        {"role": "system", "content": JUROR.replace("Answer with one digit.", "")},
+        {
+            "role": "user",
+            "content": f"{task_text(task)}\n\n{listed}\n\nScore each plan from "
+            f"0 to 5, one line per plan:\n{lines}",
+        },
+    ]
+
+
 def refine(task: TaskPosted, own_plan: str, examples: list[MemoryExample]) -> list[Message]:
     """Contrastive: past tasks where one plan lost and another won, then the agent's own plan."""
     shown = "\n\n".join(

@@ -50,16 +50,23 @@ class AgentService:
         self._beating = asyncio.create_task(self._beat())
 
     async def stop(self) -> None:
+        """Draining, then gone: work in hand is finished if it ends within the bus's grace
+        period, else handed back (its offset is not committed, so it is redelivered)."""
         if self._beating:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beating
+        await self._say("draining")
+        await self.bus.stop_consuming()
+        await self._say("left")
+        await self.bus.stop()
+
+    async def _say(self, status: str) -> None:
         try:
             async with asyncio.timeout(5):
-                await self.bus.publish(self.agent.heartbeat("left"))
+                await self.bus.publish(self.agent.heartbeat(status))
         except TimeoutError:
-            pass  # the broker is gone; our heartbeat will simply expire
-        await self.bus.stop()
+            pass  # the broker is gone; our last heartbeat will simply expire
 
     async def __aenter__(self) -> AgentService:
         await self.start()

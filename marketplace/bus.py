@@ -169,6 +169,12 @@ class Bus:
         await ensure_topics(self.config)
         await self.broker.start()
 
+    async def stop_consuming(self) -> None:
+        """Stops the subscribers, letting a handler that is running finish (for a while);
+        the producer stays up, so a service can still say goodbye."""
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
+
     async def stop(self) -> None:
         await self.broker.stop()
 

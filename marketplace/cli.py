@@ -86,6 +86,11 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
 def _models(config: Config | None, args: argparse.Namespace) -> int:
     from agents import models
 
+    if args.action == "measure":
+        from agents import measure
+
+        tiers = list(models.MODELS) if args.tier == "all" else [args.tier]
+        return measure.run(tiers, args.problems, Path(args.results))
     if args.action == "install":
         for tier in models.MODELS if args.tier == "all" else [args.tier]:
             print(f"{tier}: {models.install(tier)}")
@@ -126,8 +131,10 @@ def parser() -> argparse.ArgumentParser:
     agent.set_defaults(run=_agent)
 
     models = commands.add_parser("models", help="install or list the local GGUF models")
-    models.add_argument("action", choices=["install", "list"])
+    models.add_argument("action", choices=["install", "list", "measure"])
     models.add_argument("--tier", choices=["S", "M", "L", "all"], default="all")
+    models.add_argument("--problems", default="0:20", help="measure: HumanEval range A:B")
+    models.add_argument("--results", default=".sale/measure.jsonl", help="measure: resumable log")
     models.set_defaults(run=_models, needs_config=False)
 
     for sub in (up, topics, monitor, auctioneer, load, agent, models):

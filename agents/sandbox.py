@@ -1,0 +1,449 @@
+"""Run untrusted, model-written Python in a subprocess — never in the caller's process.
+
+Each run gets a fresh directory, the code in `main.py` there, a minimal environment, and this
+command line (all three tools are util-linux; each sets one thing up and execs the next, so the
+process we started *is* the Python that runs the code)::
+
+    prlimit --cpu --as --fsize --nproc --core=0 -- \\
+        unshare -n -- \\
+        setpriv --reuid=U --regid=U --clear-groups --no-new-privs -- \\
+        /usr/bin/python3 -E -s -u main.py
+
+Why this shape (each choice was tried here, as root, on Linux 6.x with util-linux 2.38):
+
+- **Network**: `unshare -n` runs as root, so it can create the namespace; `setpriv` then drops to
+  an unprivileged uid *inside* it. The code has no capabilities in any namespace and sees its true
+  uid. The alternative — drop first, then `unshare -rn` — also works, but makes the code uid 0 of a
+  user namespace of its own, with capabilities there: more kernel surface for no gain. A non-root
+  caller has no choice: it gets `unshare -rn`. If the namespace cannot be made, nothing runs:
+  `SandboxUnavailable`, never a fallback with network. A probe on first use checks that the code
+  really sees only `lo` (down, so even 127.0.0.1 is "Network is unreachable").
+- **Limits via `prlimit`, not `preexec_fn`**: the rlimits are set before the first exec and are
+  inherited by `unshare`, `setpriv` and Python alike. `preexec_fn` is documented as unsafe when
+  the caller has threads, and `run_python_async` runs us in worker threads.
+- **A throwaway uid per run, not `nobody`**: as root RLIMIT_NPROC is not enforced, hence the drop.
+  But RLIMIT_NPROC counts *per uid*, so concurrent runs as `nobody` would share one budget, and
+  zombies count too: here PID 1 reaps orphans only some seconds later, so one run's fork bomb
+  would starve the next run. A uid of its own (random, from a range no account uses) gives each
+  run its own budget, and lets us find every process of the run afterwards — even one that left
+  the process group with `setsid()` — and kill it race-free through a pidfd.
+- **The interpreter**: Debian's `/usr/bin/python3` (3.11), readable by any uid; the pyenv Python
+  under /root is not. `-E -s`: no PYTHON* variables, no user site; the script's directory stays on
+  `sys.path` so the code may import modules it writes. `-u`: output written before a kill is kept.
+- **Output** goes to files outside the run's directory (the code cannot reach them by name); the
+  file-size limit bounds them too. We keep the head and tail of each, `output_kb` in all.
+
+Known gaps: the code can read world-readable files and write to world-writable ones (/tmp,
+/dev/shm); its own directory is removed afterwards, those are not. No seccomp filter. A non-root
+caller gets no sweep by uid (the code runs as the caller), only the process-group kill, and its
+process limit is approximate (RLIMIT_NPROC then counts the caller's own processes too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+# Per-run uids come from here: far above any account or subordinate-uid range in use.
+UID_BASE = 1_500_000_000
+UID_SPAN = 100_000_000
+_PATH = "/usr/local/bin:/usr/bin:/bin"
+_TAIL_LINES = 12
+_TOOL_ERRORS = ("prlimit: ", "unshare: ", "setpriv: ")
+
+
+class SandboxUnavailable(RuntimeError):
+    """The isolation cannot be set up here, so nothing was run."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_s: int = 10  # RLIMIT_CPU (SIGXCPU at cpu_s, SIGKILL one second later)
+    wall_s: float = 15.0  # wall-clock timeout; the whole run is killed
+    memory_mb: int = 512  # RLIMIT_AS
+    processes: int = 16  # RLIMIT_NPROC, for the run's own uid
+    file_mb: int = 10  # RLIMIT_FSIZE (also caps stdout/stderr on disk)
+    output_kb: int = 64  # of stdout and of stderr kept: head and tail, a marker between
+
+
+DEFAULT_LIMITS = Limits()
+
+_LIMIT_TEXT = {
+    "wall_time": "wall-clock time limit",
+    "cpu_time": "CPU time limit",
+    "memory": "memory limit",
+    "file_size": "file size limit",
+    "processes": "process limit",
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ok: bool  # exit code 0 and no limit hit
+    exit_code: int | None  # negative: killed by that signal; None: we killed it (wall time)
+    stdout: str
+    stderr: str
+    duration_s: float
+    limit: str | None  # "wall_time", "cpu_time", "memory", "file_size", "processes" or None
+
+    def summary(self) -> str:
+        """What happened, in a few lines a person or a model can act on."""
+        took = f"after {self.duration_s:.2f} s"
+        if self.ok:
+            head = f"ok: exit code 0 {took}"
+        elif self.limit:
+            head = f"stopped: hit the {_LIMIT_TEXT.get(self.limit, self.limit)} {took}"
+        elif self.exit_code is not None and self.exit_code < 0:
+            head = f"failed: killed by {_signal_name(-self.exit_code)} {took}"
+        else:
+            head = f"failed: exit code {self.exit_code} {took}"
+        lines = self.stderr.rstrip().splitlines()[-_TAIL_LINES:]
+        if not lines:
+            return head
+        return f"{head}\nstderr (last {len(lines)} lines):\n" + "\n".join(lines)
+
+
+def run_python(code: str, limits: Limits = DEFAULT_LIMITS, stdin: str = "") -> RunResult:
+    """Run `code` as a script in the sandbox and report how it went.
+
+    Raises `SandboxUnavailable` (running nothing) when the isolation cannot be set up.
+    """
+    tools = _tools()
+    _ensure_isolated(tools)
+    return _checked(_run(tools, code, limits, stdin))
+
+
+async def run_python_async(
+    code: str, limits: Limits = DEFAULT_LIMITS, stdin: str = ""
+) -> RunResult:
+    """`run_python` in a worker thread, so the event loop keeps going while the code runs."""
+    return await asyncio.to_thread(run_python, code, limits, stdin)
+
+
+# --- set-up checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tools:
+    python: str
+    prlimit: str
+    unshare: str
+    setpriv: str
+
+
+_UTIL_LINUX = ("prlimit", "unshare", "setpriv")  # in _Tools' order
+_tools_lock = threading.Lock()
+_tools_found: _Tools | None = None
+_isolation_checked = False
+
+
+def _tools() -> _Tools:
+    """Find the interpreter and the util-linux tools once; a clear error if one is missing."""
+    global _tools_found
+    with _tools_lock:
+        if _tools_found is None:
+            if not os.access(SYSTEM_PYTHON, os.X_OK):
+                raise SandboxUnavailable(
+                    f"{SYSTEM_PYTHON} is missing: the sandbox needs the system Python "
+                    "(Debian: apt-get install python3), which every uid can run"
+                )
+            found = {name: shutil.which(name, path=_PATH) for name in _UTIL_LINUX}
+            missing = [name for name, path in found.items() if path is None]
+            if missing:
+                raise SandboxUnavailable(
+                    f"missing {', '.join(missing)} (util-linux): refusing to run untrusted code"
+                )
+            _tools_found = _Tools(SYSTEM_PYTHON, *(str(found[name]) for name in _UTIL_LINUX))
+        return _tools_found
+
+
+_PROBE = "import os, socket\nprint(os.getuid(), *sorted(n for _, n in socket.if_nameindex()))\n"
+
+
+def _ensure_isolated(tools: _Tools) -> None:
+    """Once per process: run a probe and check it sees only `lo` and the uid we gave it."""
+    global _isolation_checked
+    with _tools_lock:
+        if _isolation_checked:
+            return
+        result = _checked(_run(tools, _PROBE, Limits(cpu_s=5, wall_s=20), ""))
+        words = result.stdout.split()
+        root = os.geteuid() == 0
+        uid = int(words[0]) if words and words[0].isdigit() else -1
+        uid_ok = uid >= UID_BASE if root else uid == 0
+        if not (result.ok and uid_ok and words[1:] == ["lo"]):
+            raise SandboxUnavailable(f"sandbox probe failed, refusing to run: {result.summary()}")
+        _isolation_checked = True
+
+
+def _checked(result: RunResult) -> RunResult:
+    """A tool before Python failing (e.g. `unshare: unshare failed`) means nothing ran.
+
+    Code that prints such a line itself and exits 1 is taken for the same: it can only make
+    the caller see `SandboxUnavailable`, which is the safe side.
+    """
+    if result.exit_code == 1 and result.stderr.startswith(_TOOL_ERRORS):
+        raise SandboxUnavailable(f"cannot isolate the code: {result.stderr.strip()}")
+    return result
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+_uids_lock = threading.Lock()
+_uids_in_use: set[int] = set()
+
+
+def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
+    root = os.geteuid() == 0
+    uid = _take_uid() if root else None
+    outer = Path(tempfile.mkdtemp(prefix="sale-sandbox-"))
+    try:
+        outer.chmod(0o711)  # the run's uid may pass through to work/, but not list or read here
+        work = outer / "work"
+        work.mkdir(mode=0o700)
+        script = work / "main.py"
+        script.write_text(code, encoding="utf-8")
+        (outer / "stdin").write_text(stdin, encoding="utf-8")
+        if uid is not None:
+            os.chown(work, uid, uid)
+            os.chown(script, uid, uid)
+        nproc = limits.processes if uid is not None else _threads_of(os.getuid()) + limits.processes
+        env = {"PATH": _PATH, "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
+        with (
+            open(outer / "stdin", "rb") as fin,
+            open(outer / "stdout", "wb") as fout,
+            open(outer / "stderr", "wb") as ferr,
+        ):
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    _command(tools, limits, uid, nproc),
+                    cwd=work,
+                    env=env,
+                    stdin=fin,
+                    stdout=fout,
+                    stderr=ferr,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                raise SandboxUnavailable(f"cannot start the sandbox: {error}") from error
+            try:
+                timed_out, code_or_signal, cpu_s = _wait(proc, limits.wall_s)
+            finally:
+                if uid is not None:
+                    _sweep(uid)
+            duration = time.monotonic() - start
+        keep = limits.output_kb * 1024 // 2
+        stdout = _read_capped(outer / "stdout", keep)
+        stderr = _read_capped(outer / "stderr", keep)
+    finally:
+        _remove(outer)
+        if uid is not None:
+            with _uids_lock:
+                _uids_in_use.discard(uid)
+    limit = _which_limit(timed_out, code_or_signal, stderr, cpu_s, limits)
+    return RunResult(
+        ok=code_or_signal == 0 and limit is None,
+        exit_code=None if timed_out else code_or_signal,
+        stdout=stdout,
+        stderr=stderr,
+        duration_s=duration,
+        limit=limit,
+    )
+
+
+def _command(tools: _Tools, limits: Limits, uid: int | None, nproc: int) -> list[str]:
+    mb = 1024 * 1024
+    command = [
+        tools.prlimit,
+        f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}",
+        f"--as={limits.memory_mb * mb}",
+        f"--fsize={limits.file_mb * mb}",
+        f"--nproc={nproc}",
+        "--core=0",
+        "--",
+        tools.unshare,
+    ]
+    if uid is None:  # not root: a user namespace is the only way to a network namespace
+        command += ["-rn", "--"]
+    else:
+        command += ["-n", "--", tools.setpriv, f"--reuid={uid}", f"--regid={uid}"]
+        command += ["--clear-groups", "--no-new-privs", "--"]
+    return [*command, tools.python, "-E", "-s", "-u", "main.py"]
+
+
+def _wait(proc: subprocess.Popen[bytes], wall_s: float) -> tuple[bool, int, float]:
+    """Wait up to `wall_s`; kill the process group; reap. → (timed out, exit status, CPU s).
+
+    The group is killed while the leader is still unreaped (a zombie at worst), so its pgid
+    cannot have been recycled; that also ends children left behind by a code that exited.
+    """
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], wall_s)
+    finally:
+        os.close(pidfd)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+    return not ready, proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _which_limit(
+    timed_out: bool, status: int, stderr: str, cpu_s: float, limits: Limits
+) -> str | None:
+    """Best effort, from the signal that ended the code and what it said on the way out."""
+    if timed_out:
+        return "wall_time"
+    if status == 0:
+        return None
+    if status == -signal.SIGXCPU or (status == -signal.SIGKILL and cpu_s >= limits.cpu_s):
+        return "cpu_time"  # SIGXCPU at the soft limit, SIGKILL at the hard one
+    if status == -signal.SIGXFSZ or "File too large" in stderr:
+        return "file_size"  # Python ignores SIGXFSZ, so it is usually OSError(EFBIG)
+    lowered = stderr.lower()
+    if "MemoryError" in stderr or "cannot allocate memory" in lowered:
+        return "memory"
+    if "out of memory" in lowered or "bad_alloc" in stderr:
+        return "memory"
+    if "Resource temporarily unavailable" in stderr or "can't start new thread" in stderr:
+        return "processes"  # fork() or a new thread refused by RLIMIT_NPROC
+    return None
+
+
+# --- uids and processes ------------------------------------------------------------------------
+
+
+def _take_uid() -> int:
+    """A uid no account, no other run of ours and no live process is using."""
+    busy = {uids[0] for _, _, uids, _ in _processes()}
+    with _uids_lock:
+        for _ in range(100):
+            uid = UID_BASE + secrets.randbelow(UID_SPAN)
+            if uid in _uids_in_use or uid in busy or _has_account(uid):
+                continue
+            _uids_in_use.add(uid)
+            return uid
+    raise SandboxUnavailable("no free uid for the sandbox")  # pragma: no cover
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _processes() -> Iterator[tuple[int, str, tuple[int, ...], int]]:
+    """(pid, state, (real, effective, saved, fs uid), threads) of every process, from /proc."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="utf-8", errors="replace") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue  # gone already
+        try:
+            uids = tuple(int(u) for u in fields["Uid"].split())
+            yield int(name), fields["State"].split()[0], uids, int(fields["Threads"])
+        except (KeyError, ValueError, IndexError):
+            continue
+
+
+def live_pids(uid: int) -> list[int]:
+    """Processes running under `uid`, zombies left out (they are dead, just not yet reaped)."""
+    return [pid for pid, state, uids, _ in _processes() if uid in uids and state not in "ZX"]
+
+
+def _threads_of(uid: int) -> int:
+    return sum(threads for _, _, uids, threads in _processes() if uids[0] == uid)
+
+
+def _sweep(uid: int) -> None:
+    """Kill every process of the run's uid; repeat until none is left (bounded)."""
+    for _ in range(200):
+        pids = live_pids(uid)
+        if not pids:
+            return
+        for pid in pids:
+            _kill_if_owned(pid, uid)
+        time.sleep(0.005)
+
+
+def _kill_if_owned(pid: int, uid: int) -> None:
+    """SIGKILL `pid` if it is still a process of `uid`.
+
+    The pidfd pins the process: its number cannot be reused while the fd is open, so the uid we
+    check is the uid of the process we signal.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # gone already
+        return
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
+            line = next((s for s in status if s.startswith("Uid:")), "")
+        if str(uid) in line.split()[1:]:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # it died meanwhile
+    finally:
+        os.close(pidfd)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _read_capped(path: Path, keep: int) -> str:
+    """All of the file if it is at most 2·`keep` bytes, else its head and tail and a marker."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= 2 * keep:
+            return f.read().decode("utf-8", errors="replace")
+        head = f.read(keep)
+        f.seek(size - keep)
+        tail = f.read(keep)
+    marker = f"\n[... {size - 2 * keep} bytes cut: output over {2 * keep // 1024} KB ...]\n"
+    return head.decode("utf-8", errors="replace") + marker + tail.decode("utf-8", errors="replace")
+
+
+def _remove(tree: Path) -> None:
+    """Remove the run's files. A non-root caller may meet directories the code made unreadable
+    or unwritable (it owns them then): open those up and try again."""
+    try:
+        shutil.rmtree(tree)
+    except OSError:
+        _open_up(tree)
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def _open_up(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.chmod(directory, 0o700)  # before listing it: the listing is what a 000 mode refuses
+        for entry in os.scandir(directory):
+            if entry.is_dir(follow_symlinks=False):
+                _open_up(Path(entry.path))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,111 @@
+"""The smallest real model (SmolLM2-135M, tier S) through the whole flow on the real broker:
+in-process llama.cpp, and the same model behind llama.cpp's OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from agents.agent import LLMAgent
+from agents.backends import build
+from agents.models import install
+from agents.runtime import AgentService
+from marketplace.bus import Bus
+from marketplace.config import AgentConfig, BrokerConfig
+from marketplace.tansu import free_port, wait_for_port
+from marketplace.tasks import humaneval
+from schemas.events import AuctionClosed, BidSubmitted, TaskResult
+from tests.integration.test_auctioneer import Market, make_config
+
+SMALL = dict(
+    model="smollm2-135m",
+    price_per_mtok=0.05,
+    max_plan_tokens=64,
+    execute_rounds=1,
+    execute_max_tokens=200,
+    context_tokens=2048,
+)
+
+
+@pytest.fixture(scope="session")
+def tier_s() -> str:
+    return str(install("S", progress=lambda line: None))
+
+
+@pytest.fixture(scope="session")
+def llama_server(tier_s: str) -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            tier_s,
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--n_ctx",
+            "2048",
+            "--logits_all",
+            "True",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout_s=120)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def one_auction(broker: BrokerConfig, settings: AgentConfig) -> list:
+    """One HumanEval task auctioned to one real agent; returns what the agent published."""
+    posted, _ = humaneval(0, 1)[0]
+    agent = LLMAgent(settings, build(settings))
+    market = Market(make_config(broker, window_s=120.0))
+    async with market:
+        service = AgentService(agent, Bus(broker, producer=settings.id))
+        async with service:
+            await service.bus.joined()
+            await market.auctioneer()
+            await market.post(posted)
+            await market.closed(posted.task_id, timeout_s=300)
+            await market.watch.wait_until(
+                lambda es: any(isinstance(e, TaskResult) for e in es), timeout_s=300
+            )
+    return market.watch.events and [e for e, _ in market.watch.events]
+
+
+def check(events: list) -> None:
+    [bid] = [e for e in events if isinstance(e, BidSubmitted)]
+    assert bid.plan_tokens > 0 and math.isfinite(bid.entropy) and bid.entropy > 0
+    assert bid.usage.prompt_tokens > 0
+    [closed] = [e for e in events if isinstance(e, AuctionClosed)]
+    assert closed.winner_agent_id == bid.agent_id
+    [score] = closed.bids[0].jury.values()
+    assert score is not None and 0 <= score <= 5
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    assert result.usage.completion_tokens > 0 and result.output
+    assert result.cost == pytest.approx(0.05 * result.usage.total_tokens / 1e6)
+
+
+async def test_tier_s_in_process_bids_judges_and_executes(
+    broker_config: BrokerConfig, topics: object, tier_s: str
+) -> None:
+    settings = AgentConfig(id="s-local", backend="llama_cpp", tier="S", **SMALL)
+    check(await one_auction(broker_config, settings))
+
+
+async def test_tier_s_over_http_bids_judges_and_executes(
+    broker_config: BrokerConfig, topics: object, llama_server: str
+) -> None:
+    settings = AgentConfig(id="s-http", backend="openai", endpoint=llama_server, **SMALL)
+    check(await one_auction(broker_config, settings))
