@@ -28,6 +28,7 @@ from schemas.events import (
 )
 
 log = logging.getLogger("agent")
+JURY_TOP_K = 20  # alternatives read at the answer position: the digits must be among them
 KNOWN_TASKS = 1000  # tasks remembered for the jury, refinement and execution calls that follow
 
 
@@ -114,7 +115,7 @@ class LLMAgent:
         usage, scores = Usage(), []
         for bid in jury.bids:
             completion = await self.llm.complete(
-                prompts.judge(task, bid.plan), max_tokens=2, top_logprobs=10
+                prompts.judge(task, bid.plan), max_tokens=2, top_logprobs=JURY_TOP_K
             )
             usage += completion.usage(self.config.price_per_mtok)
             scores.append(BidScore(bid_id=bid.bid_id, score=read_score(completion)))

@@ -120,13 +120,18 @@ def read_scores(completion: Completion, count: int) -> list[float | None]:
 
 
 def read_score(completion: Completion) -> float | None:
-    """A juror's score: the expectation at the first digit generated, else a digit in the text.
+    """A juror's score, from the first answer position where a digit was likely.
 
-    None when the answer holds no score at all: recorded as missing, never guessed.
+    The expectation at the first digit generated; else at the first position whose top
+    alternatives hold a digit (the juror wrote a word first but a score was on its mind); else a
+    digit in the text. None when nothing holds a score: recorded as missing, never guessed.
     """
     for token in completion.tokens:
         if _is_digit(token):
             return _expectation(token)
+    for token in completion.tokens:
+        if (score := expected_score(token.top)) is not None:
+            return score
     match = re.search(r"\b([0-5])\b", completion.text)
     return float(match.group(1)) if match else None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from statistics import fmean, median
 
 from agents import coding, prompts
-from agents.agent import LLMAgent
+from agents.agent import JURY_TOP_K, LLMAgent
 from agents.backends import build
 from agents.llm import LLM, read_score, read_scores
 from agents.models import MODELS
@@ -83,13 +83,15 @@ async def jury_modes(llm: LLM, task: TaskPosted, plans: list[str]) -> dict:
     start = time.monotonic()
     per_plan_tokens, per_plan_scores = 0, []
     for plan in plans:
-        completion = await llm.complete(prompts.judge(task, plan), max_tokens=2, top_logprobs=10)
+        completion = await llm.complete(
+            prompts.judge(task, plan), max_tokens=2, top_logprobs=JURY_TOP_K
+        )
         per_plan_tokens += completion.prompt_tokens + completion.completion_tokens
         per_plan_scores.append(read_score(completion))
     per_plan_s = time.monotonic() - start
     start = time.monotonic()
     together = await llm.complete(
-        prompts.judge_all(task, plans), max_tokens=8 * len(plans), top_logprobs=10
+        prompts.judge_all(task, plans), max_tokens=8 * len(plans), top_logprobs=JURY_TOP_K
     )
     return {
         "per_plan_tokens": per_plan_tokens,
