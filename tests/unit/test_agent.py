@@ -270,3 +270,14 @@ async def test_an_unreachable_endpoint_fails_with_a_clear_error_after_retries() 
     )
     with pytest.raises(LLMError, match=r"127\.0\.0\.1.*APIConnectionError after 5 attempts"):
         await backend.complete([{"role": "user", "content": "hi"}], max_tokens=1)
+
+
+async def test_runaway_code_is_stopped_and_reported_and_the_agent_keeps_serving() -> None:
+    loop = "```python\ndef add(a, b):\n    while True:\n        pass\n```"
+    settings = CONFIG.model_copy(update={"execute_rounds": 1})
+    a = LLMAgent(settings, ScriptedLLM(reply=coder(loop)))
+    await a.respond(TASK)
+    [result] = await a.respond(closed())
+    assert result.error and "time limit" in result.error
+    [bid] = await a.respond(TASK.model_copy(update={"task_id": "next"}))
+    assert bid.task_id == "next"
