@@ -158,32 +158,28 @@ async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: in
             for i in range(auctions):
                 async with progress:
                     await progress.wait_for(lambda: len(posted) - len(closed) < in_flight)
-                task = TaskPosted(
-                    producer="loadtest",
-                    task_id=f"lt-{i}",
-                    kind="coding",
-                    prompt="def f(): ...",
-                    inputs=CodingInputs(entry_point="f"),
-                )
-                posted[task.task_id] = time.perf_counter()
-                await watcher.publish(task)
+                await post(watcher, f"lt-{i}", posted)
             async with progress:
                 await asyncio.wait_for(progress.wait_for(lambda: len(closed) == auctions), 600)
             elapsed = time.perf_counter() - start
     return rate(auctions, elapsed, [closed[t] - posted[t] for t in posted])
 
 
-async def warm_up(bus: Bus, posted: dict, closed: dict, progress: asyncio.Condition) -> None:
-    """One auction first: the auctioneer has started, joined and read the roster."""
+async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
     task = TaskPosted(
         producer="loadtest",
-        task_id="warm-up",
+        task_id=task_id,
         kind="coding",
-        prompt="warm up",
+        prompt="def f(): ...",
         inputs=CodingInputs(entry_point="f"),
     )
-    posted[task.task_id] = time.perf_counter()
+    posted[task_id] = time.perf_counter()
     await bus.publish(task)
+
+
+async def warm_up(bus: Bus, posted: dict, closed: dict, progress: asyncio.Condition) -> None:
+    """One auction first: the auctioneer has started, joined and read the roster."""
+    await post(bus, "warm-up", posted)
     async with progress:
         await asyncio.wait_for(progress.wait_for(lambda: "warm-up" in closed), 120)
 
