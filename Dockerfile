@@ -8,6 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SALE_CONFIG=/etc/sale/sale.toml
 
+# The sandbox runs model-written code with Debian's own python3 in a network namespace
+# (util-linux's unshare, setpriv and prlimit are in the base image).
+RUN apt-get update && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY schemas ./schemas
