@@ -66,7 +66,7 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
     for topic in topics:
         parts = [tp for tp in highwater if tp.topic == topic]
         lag = {
-            group: sum(highwater[tp] - offsets[tp] for tp in parts)
+            group: sum(highwater[tp] - offsets.get(tp, 0) for tp in parts)
             for group, offsets in committed.items()
             if any(tp in offsets for tp in parts)
         }

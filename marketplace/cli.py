@@ -53,6 +53,19 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorder(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.bus import Bus
+    from marketplace.recorder import Recorder
+    from marketplace.service import configure_logging, until_signalled
+
+    if not config.database.url:
+        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+    configure_logging("recorder")
+    recorder = Recorder(config, Bus(config.broker, producer="recorder"), config.database.url)
+    asyncio.run(until_signalled(recorder.run, "recorder"))
+    return 0
+
+
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace import loadtest
 
@@ -118,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     auctioneer = commands.add_parser("auctioneer", help="run the auctioneer service")
     auctioneer.set_defaults(run=_auctioneer)
 
+    recorder = commands.add_parser("recorder", help="record every event in Postgres")
+    recorder.set_defaults(run=_recorder)
+
     load = commands.add_parser(
         "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"
     )
@@ -137,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--results", default=".sale/measure.jsonl", help="measure: resumable log")
     models.set_defaults(run=_models, needs_config=False)
 
-    for sub in (up, topics, monitor, auctioneer, load, agent, models):
+    for sub in (up, topics, monitor, auctioneer, recorder, load, agent, models):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

@@ -22,6 +22,7 @@ CONFIG_ENV = "SALE_CONFIG"
 SERVICES = (
     "monitor",
     "auctioneer",
+    "recorder",
 )  # grows as services land; `sale up` starts those listed in [stack]
 
 

@@ -1,0 +1,478 @@
+"""The recorder on the real broker and the real Postgres: every event once, nothing lost.
+
+Each test has its own topics (the `broker_config` prefix) and its own database, so the
+recorder's consumer group, log and projections start empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from marketplace.admin import _committed, _highwater_marks
+from marketplace.bus import Bus
+from marketplace.config import BrokerConfig, Config
+from marketplace.database import create_database, drop_database
+from marketplace.migrate import apply_migrations, migrations
+from marketplace.recorder import (
+    GROUP,
+    Incoming,
+    Position,
+    Recorder,
+    load_events,
+    store,
+)
+from schemas.events import (
+    BidScore,
+    BidSubmitted,
+    DeadLetter,
+    Event,
+    ReviewSubmitted,
+    SearchInputs,
+    TaskPosted,
+    TaskResult,
+    Usage,
+)
+from schemas.topics import Topics
+from tests.samples import BID, every_event
+
+pytestmark = pytest.mark.integration
+
+PROJECTIONS = ("auctions", "bids", "reviews", "rejections", "results", "outcomes", "spend")
+
+
+@pytest.fixture
+async def database(database_server: str) -> AsyncIterator[str]:
+    """An empty database of this test's own, as the recorder would meet it on a new install."""
+    url = await create_database(database_server, prefix="sale_rec")
+    yield url
+    await drop_database(database_server, url)
+
+
+@asynccontextmanager
+async def recording(broker_config: BrokerConfig, database: str) -> AsyncIterator[asyncio.Task]:
+    """Runs a recorder in this process until the block ends, then stops it cleanly."""
+    stop = asyncio.Event()
+    recorder = Recorder(Config(broker=broker_config), Bus(broker_config, "recorder"), database)
+    running = asyncio.create_task(recorder.run(stop))
+    try:
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
+
+
+async def publish(broker_config: BrokerConfig, events: list[Event]) -> None:
+    async with Bus(broker_config, producer="client") as bus:
+        for event in events:
+            await bus.publish(event)
+
+
+async def fetch(database: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def count(database: str) -> int:
+    """Rows in the log, 0 while the recorder has not created it yet."""
+    conn = await asyncpg.connect(database)
+    try:
+        if await conn.fetchval("SELECT to_regclass('events')") is None:
+            return 0
+        return await conn.fetchval("SELECT count(*) FROM events")
+    finally:
+        await conn.close()
+
+
+async def wait_for_count(
+    database: str, n: int, alive: Callable[[], bool] = lambda: True, timeout_s: float = 90
+) -> int:
+    """Waits until the log holds at least n rows; fails early if the recorder died."""
+    async with asyncio.timeout(timeout_s):
+        while (seen := await count(database)) < n:
+            assert alive(), "the recorder stopped"
+            await asyncio.sleep(0.1)
+    return seen
+
+
+async def snapshot(database: str) -> dict[str, list[tuple]]:
+    """Every row of the log and the projections, without the recorder's own timestamps."""
+    tables = {
+        "events": 'SELECT id, topic, partition, "offset", payload FROM events ORDER BY id',
+        **{t: f"SELECT * FROM {t} ORDER BY 1, 2" for t in PROJECTIONS},
+        "task_costs": "SELECT * FROM task_costs ORDER BY task_id",
+    }
+    return {name: [tuple(r) for r in await fetch(database, q)] for name, q in tables.items()}
+
+
+def auctions(n: int) -> list[Event]:
+    """n small auctions' worth of traffic: a task, a bid and a review each (3n events)."""
+    events: list[Event] = []
+    usage = Usage(requests=1, prompt_tokens=10, completion_tokens=5, cost=0.001)
+    for i in range(n):
+        task_id = f"task-{i}"
+        bid = BidSubmitted(
+            producer="a",
+            task_id=task_id,
+            agent_id="a",
+            model="m",
+            plan=f"plan {i}",
+            plan_tokens=2,
+            entropy=0.5,
+            price=0.1,
+            usage=usage,
+        )
+        review = ReviewSubmitted(
+            producer="b",
+            task_id=task_id,
+            juror="b",
+            scores=[BidScore(bid_id=bid.bid_id, score=3.0)],
+            usage=usage,
+        )
+        posted = TaskPosted(
+            producer="client", task_id=task_id, kind="search", prompt="q?", inputs=SearchInputs()
+        )
+        events += [posted, bid, review]
+    return events
+
+
+# --- every event, once, with its projections --------------------------------------------------
+
+
+async def test_every_event_lands_once_with_its_projections(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    sent = every_event("he-0")
+    await publish(broker_config, sent)
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, len(sent), lambda: not running.done())
+        await asyncio.sleep(1.0)  # a duplicate, if any, would land now
+    conn = await asyncpg.connect(database)
+    try:
+        stored = await load_events(conn)
+        one_task = await load_events(conn, "he-0")
+    finally:
+        await conn.close()
+    assert len(stored) == len(sent)
+    by_id = {s.event.event_id: s for s in stored}
+    for event in sent:
+        row = by_id[event.event_id]
+        assert (row.topic, row.type, row.event) == (topics.for_event(event), event.type, event)
+        assert row.key == event.key.encode()
+    assert {s.event.event_id for s in one_task} == {
+        e.event_id for e in sent if getattr(e, "task_id", None) == "he-0"
+    }
+    await check_projections(database)
+
+
+async def check_projections(database: str) -> None:
+    """The projections of tests.samples.every_event("he-0")."""
+    [auction] = await fetch(database, "SELECT * FROM auctions WHERE task_id = 'he-0'")
+    assert (auction["kind"], auction["tenant"], auction["budget"]) == ("coding", "acme", 0.01)
+    assert (auction["reason"], auction["winner_agent_id"]) == ("awarded", "small")
+    assert auction["winner_bid_id"] == BID and auction["closed_at"] is not None
+    assert json.loads(auction["weights"])["jurors"] == {"large": 2.0}
+    assert json.loads(auction["agents"]) == ["small", "large"]
+    assert (auction["provisional_agent_id"], auction["provisional_score"]) == ("large", -1.5)
+    [search] = await fetch(database, "SELECT * FROM auctions WHERE task_id = 'he-0s'")
+    assert (search["kind"], search["reason"]) == ("search", None)
+
+    [bid] = await fetch(database, "SELECT * FROM bids WHERE task_id = 'he-0'")
+    assert (bid["bid_id"], bid["agent_id"], bid["model"], bid["plan_tokens"]) == (
+        BID,
+        "small",
+        "smollm2-135m",
+        40,
+    )
+    assert (bid["cost"], bid["value"], bid["score"], bid["eligible"], bid["won"]) == (
+        2.0,
+        4.7,
+        -2.7,
+        True,
+        True,
+    )
+    assert json.loads(bid["jury"]) == {"small": 4.0, "large": None}
+    assert json.loads(bid["memory_refs"]) == ["he-1"]
+
+    [review] = await fetch(database, "SELECT * FROM reviews WHERE task_id = 'he-0'")
+    assert (review["task_id"], review["juror"], review["round"]) == ("he-0", "large", 0)
+    assert json.loads(review["scores"]) == {str(BID): 3.5}
+    [rejection] = await fetch(database, "SELECT * FROM rejections WHERE task_id = 'he-0'")
+    assert (rejection["reason"], rejection["submission"]) == ("late", "bid")
+    [result] = await fetch(database, "SELECT * FROM results WHERE task_id = 'he-0'")
+    assert (result["agent_id"], result["duration_s"]) == ("small", 1.5)
+    [outcome] = await fetch(database, "SELECT * FROM outcomes WHERE task_id = 'he-0'")
+    assert (outcome["task_id"], outcome["passed"], outcome["score"]) == ("he-0", True, 1.0)
+
+    [costs] = await fetch(database, "SELECT * FROM task_costs WHERE task_id = 'he-0'")
+    assert costs["task_id"] == "he-0"
+    assert costs["bids"] == costs["jury"] == costs["execution"] == pytest.approx(0.000008)
+    assert costs["refinement"] == 0
+    assert costs["total"] == pytest.approx(0.000024)
+    assert costs["tokens"] == 3 * 160
+
+
+async def test_recording_everything_again_from_offset_zero_changes_nothing(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    sent = every_event("he-0") + auctions(20)
+    await publish(broker_config, sent)
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, len(sent), lambda: not running.done())
+    before = await snapshot(database)
+    await rewind_group(broker_config, topics)
+    async with recording(broker_config, database) as running:
+        await wait_for_lag_zero(broker_config, topics, lambda: not running.done())
+    assert await snapshot(database) == before
+    await check_projections(database)
+
+
+async def rewind_group(broker_config: BrokerConfig, topics: Topics) -> None:
+    """Commits offset 0 for the recorder's group on every partition: as if it never committed.
+
+    It joins the group as its only member to do so (the broker takes commits from members).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker_config.bootstrap,
+        group_id=topics.prefix + GROUP,
+        enable_auto_commit=False,
+        session_timeout_ms=broker_config.session_timeout_ms,
+        heartbeat_interval_ms=broker_config.heartbeat_interval_ms,
+    )
+    consumer.subscribe(topics.all())
+    await consumer.start()
+    try:
+        everything = len(topics.all()) * broker_config.partitions
+        async with asyncio.timeout(60):
+            while len(consumer.assignment()) < everything:
+                await consumer.getmany(timeout_ms=100, max_records=1)
+        await consumer.commit({tp: 0 for tp in consumer.assignment()})
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_lag_zero(
+    broker_config: BrokerConfig, topics: Topics, alive: Callable[[], bool]
+) -> None:
+    """Waits until the recorder's group has committed every record of every topic."""
+    bootstrap, group = broker_config.bootstrap, topics.prefix + GROUP
+    async with asyncio.timeout(90):
+        while True:
+            highwater = await _highwater_marks(bootstrap, topics.all())
+            committed = await _committed(bootstrap, group, list(highwater))
+            if all(mark == 0 or committed.get(tp) == mark for tp, mark in highwater.items()):
+                return
+            assert alive(), "the recorder stopped"
+            await asyncio.sleep(0.2)
+
+
+# --- a crash loses nothing and duplicates nothing ---------------------------------------------
+
+
+async def test_a_killed_recorder_restarts_without_loss_or_duplicates(
+    broker_config: BrokerConfig, topics: Topics, database: str, tmp_path: Path
+) -> None:
+    sent = auctions(100)  # 300 events
+    assert len(sent) == 300
+    await publish(broker_config, sent[:99])
+    victim = start_recorder_process(broker_config, database, tmp_path, "victim")
+    try:
+        await wait_for_count(database, 99, lambda: victim.poll() is None)
+        paced = asyncio.create_task(publish_paced(broker_config, sent[99:]))
+        at_kill = await wait_for_count(database, 150, lambda: victim.poll() is None)
+        victim.send_signal(signal.SIGKILL)  # mid-stream: no goodbye, no last commit
+        victim.wait(timeout=30)
+        assert not paced.done(), "the stream ended before the kill; nothing was mid-stream"
+        await paced
+        assert at_kill < len(sent)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(timeout=30)
+    survivor = start_recorder_process(broker_config, database, tmp_path, "survivor")
+    try:
+        await wait_for_count(database, len(sent), lambda: survivor.poll() is None)
+        await wait_for_lag_zero(broker_config, topics, lambda: survivor.poll() is None)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=60) == 0
+    [row] = await fetch(
+        database, "SELECT count(*) AS n, count(DISTINCT event_id) AS distinct_ids FROM events"
+    )
+    assert (row["n"], row["distinct_ids"]) == (300, 300)
+    assert {r["event_id"] for r in await fetch(database, "SELECT event_id FROM events")} == {
+        e.event_id for e in sent
+    }
+    [totals] = await fetch(
+        database, "SELECT count(*) AS tasks, sum(total) AS total, sum(jury) AS jury FROM task_costs"
+    )
+    assert totals["tasks"] == 100
+    assert totals["total"] == pytest.approx(0.2) and totals["jury"] == pytest.approx(0.1)
+    assert [r[0] for r in await fetch(database, "SELECT count(*) FROM bids")] == [100]
+
+
+async def publish_paced(broker_config: BrokerConfig, events: list[Event]) -> None:
+    """Publishes a few events at a time, so the recorder is always mid-stream."""
+    async with Bus(broker_config, producer="client") as bus:
+        for i, event in enumerate(events):
+            await bus.publish(event)
+            if i % 5 == 4:
+                await asyncio.sleep(0.05)
+
+
+def start_recorder_process(
+    broker_config: BrokerConfig, database: str, tmp_path: Path, name: str
+) -> subprocess.Popen:
+    """`python -m marketplace.cli recorder`, as `sale up` would run it."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n'
+        f"partitions = {broker_config.partitions}\nfetch_max_wait_ms = 10\n"
+        f"session_timeout_ms = 2000\nheartbeat_interval_ms = 300\n"
+    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap, "DATABASE_URL": database}
+    return subprocess.Popen(
+        [sys.executable, "-m", "marketplace.cli", "--config", str(path), "recorder"],
+        env=env,
+        stdout=(tmp_path / f"{name}.log").open("w"),  # kept by pytest for a failed run
+        stderr=subprocess.STDOUT,
+    )
+
+
+# --- malformed records ------------------------------------------------------------------------
+
+
+async def test_a_malformed_record_is_recorded_as_a_dead_letter(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    posted = every_event("he-7")[0]
+    async with Bus(broker_config, producer="client") as bus:
+        await bus.broker.publish(b"{this is not json", topic=topics.bids, key=b"he-7")
+        await bus.broker.publish(b"garbage on the dlq itself", topic=topics.dlq, key=b"x")
+        await bus.publish(posted)  # the recorder carries on after the bad ones
+    async with recording(broker_config, database) as running:
+        # the good event, the bad dlq record in place, and the dead letter for the bad bid
+        await wait_for_count(database, 3, lambda: not running.done())
+        await asyncio.sleep(1.0)
+    rows = await fetch(database, 'SELECT topic, "offset", type, payload FROM events ORDER BY id')
+    assert sorted(r["type"] for r in rows) == ["DeadLetter", "DeadLetter", "TaskPosted"]
+    letters = {
+        (letter := DeadLetter.model_validate_json(r["payload"])).source_topic: (r, letter)
+        for r in rows
+        if r["type"] == "DeadLetter"
+    }
+    row, letter = letters[topics.bids]
+    assert row["topic"] == topics.dlq
+    assert letter.raw_value == b"{this is not json" and letter.raw_key == b"he-7"
+    assert "Invalid JSON" in letter.error
+    assert letter.consumer_group == topics.prefix + GROUP
+    row, letter = letters[topics.dlq]
+    assert (row["topic"], row["offset"]) == (topics.dlq, letter.offset)
+    assert letter.raw_value == b"garbage on the dlq itself" and "Invalid JSON" in letter.error
+
+
+async def test_an_event_postgres_refuses_is_dead_lettered_and_the_log_goes_on(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    [posted, bid, review] = auctions(1)
+    absurd = bid.model_copy(update={"plan_tokens": 2**70})  # valid, but no bigint holds it
+    await publish(broker_config, [posted, absurd, review])
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, 3, lambda: not running.done())
+        await asyncio.sleep(1.0)
+    rows = await fetch(database, "SELECT type, payload FROM events ORDER BY id")
+    assert sorted(r["type"] for r in rows) == ["DeadLetter", "ReviewSubmitted", "TaskPosted"]
+    [letter] = [
+        DeadLetter.model_validate_json(r["payload"]) for r in rows if r["type"] == "DeadLetter"
+    ]
+    assert letter.source_topic == topics.bids and "recorder could not store" in letter.error
+    assert BidSubmitted.model_validate_json(letter.raw_value) == absurd
+
+
+# --- storage, without Kafka -------------------------------------------------------------------
+
+
+def incoming(events: list[Event], topic: str = "t.stream") -> list[Incoming]:
+    return [Incoming.of(Position(topic, 0, i), e.key.encode(), e) for i, e in enumerate(events)]
+
+
+async def test_storing_a_batch_twice_or_in_another_order_gives_the_same_tables(
+    database: str, database_server: str
+) -> None:
+    batch = incoming(every_event("he-0") + auctions(5))
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        assert await store(conn, batch) == len(batch)
+        assert await store(conn, batch) == 0  # redelivered: refused by position
+    finally:
+        await conn.close()
+    first = await snapshot(database)
+    other = await create_database(database_server, prefix="sale_rec")
+    try:
+        shuffled = list(batch)
+        random.Random(7).shuffle(shuffled)
+        conn = await asyncpg.connect(other)
+        try:
+            await apply_migrations(conn)
+            for item in shuffled:  # one record per transaction, in another order
+                await store(conn, [item])
+        finally:
+            await conn.close()
+        second = await snapshot(other)
+    finally:
+        await drop_database(database_server, other)
+    del first["events"], second["events"]  # ids follow arrival order; the rest must not
+    assert first == second
+
+
+async def test_text_with_nul_is_stored_with_a_replacement_character(database: str) -> None:
+    result = TaskResult(
+        producer="a", task_id="t", agent_id="a", bid_id=uuid.uuid4(), output="a\x00b"
+    )
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        assert await store(conn, incoming([result])) == 1
+        [stored] = await load_events(conn)
+        assert stored.event.output == "a\ufffdb"
+        assert await conn.fetchval("SELECT output FROM results") == "a\ufffdb"
+    finally:
+        await conn.close()
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+async def test_migrations_apply_once_and_the_log_is_append_only(database: str) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        versions = [m.version for m in migrations()]
+        assert await apply_migrations(conn) == versions
+        assert await apply_migrations(conn) == []  # idempotent
+        recorded = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in recorded] == versions
+        await store(conn, incoming(every_event("he-0")[:1]))
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("UPDATE events SET type = 'x'")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("DELETE FROM events")
+    finally:
+        await conn.close()
