@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from marketplace.auction import Auction, Roster, Windows
 from marketplace.bus import Bus, Source
@@ -89,6 +90,8 @@ class Auctioneer:
             client_id=self.bus.producer,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Range, not the default round-robin: partition p of every topic to one instance.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             fetch_max_wait_ms=broker.fetch_max_wait_ms,
             session_timeout_ms=broker.session_timeout_ms,
             heartbeat_interval_ms=broker.heartbeat_interval_ms,

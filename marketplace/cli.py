@@ -66,6 +66,59 @@ def _recorder(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _verifier(config: Config, args: argparse.Namespace) -> int:
+    from agents.sandbox import SandboxUnavailable
+    from marketplace.bus import Bus
+    from marketplace.service import configure_logging, until_signalled
+    from marketplace.verifier import Verifier
+
+    configure_logging("verifier")
+    verifier = Verifier(config, Bus(config.broker, producer="verifier"))
+    try:
+        asyncio.run(until_signalled(verifier.run, "verifier"))
+    except SandboxUnavailable as exc:
+        print(f"sale verifier: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replay(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import replay
+
+    weights = replay.load_weights(Path(args.weights)) if args.weights else None
+    try:
+        log = asyncio.run(replay.read(config, args.from_kafka))
+    except replay.LogUnavailable as exc:
+        print(f"sale replay: {exc}", file=sys.stderr)
+        return 2
+    if weights is None:
+        found = replay.verify(log.events)
+        print(log.report(found))
+        return 1 if found or log.unreadable else 0
+    print(replay.counterfactual(log.events, weights).render())
+    for unreadable in log.unreadable:  # left out of the counterfactual: say so
+        print(f"sale replay: skipped {unreadable}", file=sys.stderr)
+    return 1 if log.unreadable else 0
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import audit
+    from marketplace.replay import LogUnavailable
+
+    if not config.database.url:
+        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+    try:
+        stored = asyncio.run(audit.load(config.database.url, args.task_id))
+    except LogUnavailable as exc:
+        print(f"sale audit: {exc}", file=sys.stderr)
+        return 2
+    if not stored:
+        print(f"sale audit: no events recorded for task {args.task_id!r}", file=sys.stderr)
+        return 1
+    print(audit.render(stored), end="")
+    return 0
+
+
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace import loadtest
 
@@ -133,6 +186,27 @@ def parser() -> argparse.ArgumentParser:
 
     recorder = commands.add_parser("recorder", help="record every event in Postgres")
     recorder.set_defaults(run=_recorder)
+
+    verifier = commands.add_parser("verifier", help="verify results against the hidden checks")
+    verifier.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    verifier.set_defaults(run=_verifier)
+
+    replay = commands.add_parser(
+        "replay", help="recompute every recorded auction decision, or re-score history"
+    )
+    what = replay.add_mutually_exclusive_group(required=True)
+    what.add_argument("--verify", action="store_true", help="exit 1 listing decisions that differ")
+    what.add_argument("--weights", metavar="FILE", help="TOML with [auction.weights]' keys")
+    replay.add_argument(
+        "--from-kafka", action="store_true", help="read the streams from offset 0, not Postgres"
+    )
+    replay.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    replay.set_defaults(run=_replay)
+
+    audit = commands.add_parser("audit", help="print the whole story of one task")
+    audit.add_argument("task_id", metavar="TASK_ID")
+    audit.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    audit.set_defaults(run=_audit)
 
     load = commands.add_parser(
         "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"

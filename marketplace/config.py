@@ -23,6 +23,7 @@ SERVICES = (
     "monitor",
     "auctioneer",
     "recorder",
+    "verifier",
 )  # grows as services land; `sale up` starts those listed in [stack]
 
 

@@ -90,7 +90,8 @@ class LlamaBackend:
         logz = np.logaddexp.reduce(rows, axis=1, keepdims=True)
         logp = rows - logz
         entropy = -(np.exp(logp) * logp).sum(axis=1)
-        ids = list(self.llama.input_ids[prompt : prompt + generated])
+        fed_back = min(prompt + generated, self.llama.n_tokens)  # input_ids is preallocated
+        ids = [int(i) for i in self.llama.input_ids[prompt:fed_back]]
         ids += [int(np.argmax(rows[j])) for j in range(len(ids), generated)]
         out = []
         for j, token_id in enumerate(ids):

@@ -251,6 +251,11 @@ async def test_two_auctioneers_share_the_partitions_and_decide_each_task_once(
     assert all(closes[p.task_id] == 1 for p in posted), closes
     owned = {tp.partition for a in (first, second) for tp in a._consumer.assignment()}
     assert owned == set(range(m.config.broker.partitions))
+    for auctioneer in (first, second):  # co-partitioned: whole partitions, every topic
+        assignment = auctioneer._consumer.assignment()
+        numbers = {tp.partition for tp in assignment}
+        assert len(assignment) == len(numbers) * 4
+    assert all(e.winner_agent_id == "a" for e in m.watch.of(AuctionClosed))
 
 
 def _owns(auctioneer: Auctioneer) -> bool:
