@@ -99,6 +99,7 @@ class RunResult:
     stderr: str
     duration_s: float
     limit: str | None  # "wall_time", "cpu_time", "memory", "file_size", "processes" or None
+    uid: int | None = None  # the throwaway uid the code ran as (None: the caller's own)
 
     def summary(self) -> str:
         """What happened, in a few lines a person or a model can act on."""
@@ -263,6 +264,7 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
         stderr=stderr,
         duration_s=duration,
         limit=limit,
+        uid=uid,
     )
 
 

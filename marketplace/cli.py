@@ -7,8 +7,12 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from marketplace.config import Config, ConfigError, config_path, load_config
+
+if TYPE_CHECKING:
+    from marketplace.memory import Memory
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:
@@ -48,9 +52,29 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     from marketplace.service import configure_logging, until_signalled
 
     configure_logging("auctioneer")
-    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"))
+    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
+
+
+def _memory(config: Config) -> Memory:
+    """The auction memory in Postgres when there is a database and the embeddings model."""
+    import logging
+
+    from marketplace import embeddings
+    from marketplace.memory import NoMemory, PostgresMemory
+
+    log = logging.getLogger("marketplace.auctioneer")
+    if not config.database.url:
+        log.warning("no database configured: refinement runs without memory examples")
+        return NoMemory()
+    if not embeddings.available():
+        log.warning(
+            "embeddings unavailable (install the `memory` extra): "
+            "refinement runs without memory examples"
+        )
+        return NoMemory()
+    return PostgresMemory(config.database.url)
 
 
 def _recorder(config: Config, args: argparse.Namespace) -> int:
@@ -123,6 +147,12 @@ def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace import loadtest
 
     return loadtest.run(args.agents, args.auctions, args.in_flight)
+
+
+def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
+    from marketplace import ingest
+
+    return ingest.run(args.events)
 
 
 def _agent(config: Config, args: argparse.Namespace) -> int:
@@ -216,6 +246,12 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
     load.set_defaults(run=_loadtest, needs_config=False)
 
+    bench = commands.add_parser(
+        "ingest-bench", help="recorder and replay events/s, next to the raw Kafka consume rate"
+    )
+    bench.add_argument("--events", type=int, default=20000, help="events to publish and record")
+    bench.set_defaults(run=_ingest_bench, needs_config=False)
+
     agent = commands.add_parser("agent", help="run one agent of [[agents]]")
     agent.add_argument("--id", required=True, help="the agent's id in the config")
     agent.set_defaults(run=_agent)
@@ -227,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--results", default=".sale/measure.jsonl", help="measure: resumable log")
     models.set_defaults(run=_models, needs_config=False)
 
-    for sub in (up, topics, monitor, auctioneer, recorder, load, agent, models):
+    for sub in (up, topics, monitor, auctioneer, recorder, load, bench, agent, models):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

@@ -21,8 +21,11 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the per-run uid needs ro
 QUICK = Limits(cpu_s=2, wall_s=10, memory_mb=256, processes=8, file_mb=1, output_kb=16)
 
 
-def sandbox_processes() -> list[str]:
-    """Live processes (zombies aside) of any sandbox uid, as /proc status texts."""
+def sandbox_processes(only: int | None = None) -> list[str]:
+    """Live processes (zombies aside) of one run's uid, or of any sandbox uid, from /proc.
+
+    Tests ask about their own run's uid: other sandbox users may run meanwhile.
+    """
     found = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -32,7 +35,8 @@ def sandbox_processes() -> list[str]:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         uid = int(fields["Uid"].split()[0])
         in_range = sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_SPAN
-        if in_range and fields["State"].split()[0] not in "ZX":
+        mine = in_range if only is None else uid == only
+        if mine and fields["State"].split()[0] not in "ZX":
             found.append(status)
     return found
 
@@ -81,7 +85,7 @@ def test_fork_bomb_hits_processes_and_leaves_nothing() -> None:
     assert not result.ok
     assert result.limit == "processes", result.summary()
     assert "Resource temporarily unavailable" in result.stderr
-    assert sandbox_processes() == []
+    assert result.uid is not None and sandbox_processes(result.uid) == []
 
 
 @as_root
@@ -89,7 +93,7 @@ def test_process_that_leaves_the_group_is_killed_too() -> None:
     code = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('bye')"
     result = run_python(code, QUICK)
     assert result.ok, result.summary()
-    assert sandbox_processes() == []
+    assert result.uid is not None and sandbox_processes(result.uid) == []
 
 
 def test_huge_file_hits_file_size() -> None:
@@ -174,4 +178,4 @@ async def test_async_runs_concurrently() -> None:
 def test_caller_is_fine_after_all_that() -> None:
     result = run_python("print(sum(range(10)))")
     assert result.ok and result.stdout == "45\n"
-    assert sandbox_processes() == [] or os.geteuid() != 0
+    assert os.geteuid() != 0 or sandbox_processes(result.uid) == []
