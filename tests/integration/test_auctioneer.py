@@ -25,6 +25,7 @@ from agents.scripted import ScriptedAgent
 from marketplace.auctioneer import Auctioneer
 from marketplace.bus import Bus
 from marketplace.config import AuctionConfig, BrokerConfig, Config
+from marketplace.memory import Memory
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -89,8 +90,9 @@ class Market:
             await running
         await self._stack.aclose()
 
-    async def auctioneer(self) -> Auctioneer:
-        auctioneer = Auctioneer(self.config, Bus(self.config.broker, producer="auctioneer"))
+    async def auctioneer(self, memory: Memory | None = None) -> Auctioneer:
+        bus = Bus(self.config.broker, producer="auctioneer")
+        auctioneer = Auctioneer(self.config, bus, memory=memory)
         stop = asyncio.Event()
         self.auctioneers.append((auctioneer, stop, asyncio.create_task(auctioneer.run(stop))))
         return auctioneer
