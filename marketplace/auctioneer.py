@@ -20,8 +20,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from marketplace.auction import Auction, Roster, Windows
 from marketplace.bus import Bus, Source
@@ -82,24 +81,8 @@ class Auctioneer:
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        broker = self.bus.config
         await self.bus.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap,
-            group_id=self.bus.group(GROUP),
-            client_id=self.bus.producer,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # Range, not the default round-robin: partition p of every topic to one instance.
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            fetch_max_wait_ms=broker.fetch_max_wait_ms,
-            session_timeout_ms=broker.session_timeout_ms,
-            heartbeat_interval_ms=broker.heartbeat_interval_ms,
-        )
-        self._consumer.subscribe(
-            [getattr(self.bus.topics, s) for s in STREAMS], listener=_Rebalance(self)
-        )
-        await self._consumer.start()
+        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
         roster = asyncio.create_task(self._follow_roster(stop))
         try:
             await self._roster_ready.wait()
@@ -285,14 +268,3 @@ async def _caught_up(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) ->
         if highwater is None or await consumer.position(tp) < highwater:
             return False
     return True
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, auctioneer: Auctioneer) -> None:
-        self.auctioneer = auctioneer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.auctioneer.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.auctioneer.assigned(set(assigned))

@@ -13,8 +13,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -38,6 +40,14 @@ class Source:
 
 
 Handler = Callable[[Event, Source], Awaitable[None]]
+
+
+class PartitionOwner(Protocol):
+    """A service that keeps state per partition and must know when ownership changes."""
+
+    def assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
 async def _raw_body(message: Any) -> bytes:
@@ -148,6 +158,32 @@ class Bus:
             )
         )
 
+    async def group_consumer(
+        self, streams: Iterable[str], group: str, owner: PartitionOwner | None = None
+    ) -> AIOKafkaConsumer:
+        """A started consumer for services that commit by hand (auctioneer, recorder, verifier).
+
+        Range assignment, not aiokafka's default round-robin: partition p of every stream goes
+        to the same member, which is what co-partitioning by task id relies on. `owner` hears
+        of partitions assigned and revoked.
+        """
+        config = self.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.bootstrap,
+            group_id=self.group(group),
+            client_id=self.producer,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+        )
+        topics = [self.topics.prefix + s for s in streams]
+        consumer.subscribe(topics, listener=_Rebalance(owner) if owner else None)
+        await consumer.start()
+        return consumer
+
     async def joined(self, timeout_s: float = 30.0) -> None:
         """Waits until every subscription has its partitions and its starting offsets.
 
@@ -184,3 +220,14 @@ class Bus:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: PartitionOwner) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owner.assigned(set(assigned))

@@ -47,6 +47,7 @@ from schemas.events import (
     TaskResult,
     Usage,
 )
+from schemas.topics import STREAMS
 
 log = logging.getLogger("recorder")
 GROUP = "recorder"
@@ -479,19 +480,7 @@ class Recorder:
             await self._pool.close()
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        broker = self.bus.config
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap,
-            group_id=self.group,
-            client_id=self.bus.producer,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=broker.fetch_max_wait_ms,
-            session_timeout_ms=broker.session_timeout_ms,
-            heartbeat_interval_ms=broker.heartbeat_interval_ms,
-        )
-        self._consumer.subscribe(self.bus.topics.all())
-        await self._consumer.start()
+        self._consumer = await self.bus.group_consumer(STREAMS, GROUP)
         log.info("recording every stream under %r in group %s", self.bus.topics.prefix, self.group)
         try:
             while not stop.is_set():

@@ -51,8 +51,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.sandbox import Limits, run_python_async
@@ -181,23 +180,8 @@ class Verifier:
     async def run(self, stop: asyncio.Event) -> None:
         """Verifies until `stop` is set; then lets running verifications finish (for a while)."""
         await run_python_async("pass", Limits(cpu_s=5, wall_s=20))  # SandboxUnavailable: no start
-        broker = self.bus.config
         await self.bus.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap,
-            group_id=self.group,
-            client_id=self.bus.producer,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),  # co-partitioned ownership
-            fetch_max_wait_ms=broker.fetch_max_wait_ms,
-            session_timeout_ms=broker.session_timeout_ms,
-            heartbeat_interval_ms=broker.heartbeat_interval_ms,
-        )
-        self._consumer.subscribe(
-            [getattr(self.bus.topics, s) for s in STREAMS], listener=_Rebalance(self)
-        )
-        await self._consumer.start()
+        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
         log.info("verifying in group %s", self.group)
         try:
             while not stop.is_set():
@@ -385,14 +369,3 @@ class Verifier:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, verifier: Verifier) -> None:
-        self.verifier = verifier
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.verifier.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.verifier.assigned(set(assigned))

@@ -21,7 +21,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from marketplace.admin import _committed, _highwater_marks
 from marketplace.bus import Bus
@@ -47,7 +46,7 @@ from schemas.events import (
     TaskResult,
     Usage,
 )
-from schemas.topics import Topics
+from schemas.topics import STREAMS, Topics
 from tests.samples import BID, every_event
 
 pytestmark = pytest.mark.integration
@@ -249,15 +248,7 @@ async def rewind_group(broker_config: BrokerConfig, topics: Topics) -> None:
 
     It joins the group as its only member to do so (the broker takes commits from members).
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker_config.bootstrap,
-        group_id=topics.prefix + GROUP,
-        enable_auto_commit=False,
-        session_timeout_ms=broker_config.session_timeout_ms,
-        heartbeat_interval_ms=broker_config.heartbeat_interval_ms,
-    )
-    consumer.subscribe(topics.all())
-    await consumer.start()
+    consumer = await Bus(broker_config, "rewinder").group_consumer(list(STREAMS), GROUP)
     try:
         everything = len(topics.all()) * broker_config.partitions
         async with asyncio.timeout(60):
