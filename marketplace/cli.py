@@ -196,6 +196,23 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import publish
+    from marketplace.bus import Bus
+
+    if args.jsonl:
+        with open(args.jsonl) as lines:
+            postings, bad = publish.parse_jsonl(lines)
+    else:
+        start, stop = (int(x) for x in args.range.split(":"))
+        postings, bad = publish.from_dataset(args.dataset, start, stop), []
+    for message in bad:
+        print(f"sale publish: {args.jsonl}: {message}", file=sys.stderr)
+    asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
+    print(f"posted {len(postings)} tasks, {len(bad)} bad lines")
+    return 1 if bad else 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
@@ -252,6 +269,13 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20000, help="events to publish and record")
     bench.set_defaults(run=_ingest_bench, needs_config=False)
 
+    post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")
+    source = post.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=["humaneval"], help="a built-in dataset")
+    source.add_argument("--jsonl", help="one task per line (see marketplace/publish.py)")
+    post.add_argument("--range", default="0:10", help="dataset problems A:B")
+    post.set_defaults(run=_publish)
+
     agent = commands.add_parser("agent", help="run one agent of [[agents]]")
     agent.add_argument("--id", required=True, help="the agent's id in the config")
     agent.set_defaults(run=_agent)
@@ -263,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     models.add_argument("--results", default=".sale/measure.jsonl", help="measure: resumable log")
     models.set_defaults(run=_models, needs_config=False)
 
-    for sub in (up, topics, monitor, auctioneer, recorder, load, bench, agent, models):
+    for sub in (up, topics, monitor, auctioneer, recorder, load, bench, agent, models, post):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

@@ -1,0 +1,55 @@
+"""`sale publish` as a user runs it: good lines reach the broker, bad ones are named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from marketplace.bus import Bus
+from marketplace.config import BrokerConfig
+from schemas.events import TaskChecks, TaskPosted
+from schemas.topics import Topics
+from tests.inbox import Inbox
+from tests.unit.test_publish import GOOD
+
+
+async def test_publish_posts_good_lines_and_names_bad_ones(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(json.dumps(GOOD) + "\n{oops\n" + json.dumps({**GOOD, "task_id": "t9"}) + "\n")
+    config = tmp_path / "sale.toml"
+    config.write_text(
+        f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n'
+        f"partitions = {broker_config.partitions}\n"
+    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "marketplace.cli",
+            "--config",
+            str(config),
+            "publish",
+            "--jsonl",
+            str(tasks),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "line 2: not JSON" in result.stderr
+    assert "posted 2 tasks, 1 bad lines" in result.stdout
+    inbox = Inbox()
+    reader = Bus(broker_config, producer="reader")
+    reader.subscribe(["tasks", "checks"], "reader", inbox)
+    async with reader:
+        events = await inbox.wait_for(4)
+    assert sorted(e.task_id for e in events if isinstance(e, TaskPosted)) == ["t1", "t9"]
+    assert sorted(e.task_id for e in events if isinstance(e, TaskChecks)) == ["t1", "t9"]
