@@ -60,8 +60,8 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
         )
     finally:
         await admin.close()
-    highwater = await _highwater_marks(config.bootstrap, topics)
-    committed = {g: await _committed(config.bootstrap, g, list(highwater)) for g in groups}
+    highwater = await highwater_marks(config.bootstrap, topics)
+    committed = {g: await committed_offsets(config.bootstrap, g, list(highwater)) for g in groups}
     status = []
     for topic in topics:
         parts = [tp for tp in highwater if tp.topic == topic]
@@ -74,7 +74,7 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
     return status
 
 
-async def _highwater_marks(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+async def highwater_marks(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -101,7 +101,7 @@ async def _highwater_marks(bootstrap: str, topics: list[str]) -> dict[TopicParti
         await consumer.stop()
 
 
-async def _committed(
+async def committed_offsets(
     bootstrap: str, group: str, parts: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """Offsets `group` has committed, read without joining the group (it is not disturbed)."""

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from marketplace.auction import Auction, Roster, Windows
-from marketplace.bus import Bus, Source
+from marketplace.bus import Bus, Source, caught_up
 from marketplace.config import AuctionConfig, Config
 from marketplace.memory import Memory, NoMemory
 from schemas.events import (
@@ -203,8 +203,7 @@ class Auctioneer:
 
     async def _check_caught_up(self) -> None:
         for tp in list(self._catching_up):
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None and await self._consumer.position(tp) >= highwater:
+            if await caught_up(self._consumer, [tp]):
                 self._catching_up.discard(tp)
                 if not any(c.partition == tp.partition for c in self._catching_up):
                     log.info(
@@ -256,15 +255,7 @@ class Auctioneer:
                         event = await self.bus.receive(record.value, source, group)
                         if isinstance(event, AgentHeartbeat):
                             self.roster.apply(event)
-                if not self._roster_ready.is_set() and await _caught_up(consumer, parts):
+                if not self._roster_ready.is_set() and await caught_up(consumer, parts):
                     self._roster_ready.set()
         finally:
             await consumer.stop()
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> bool:
-    for tp in parts:
-        highwater = consumer.highwater(tp)
-        if highwater is None or await consumer.position(tp) < highwater:
-            return False
-    return True

@@ -222,6 +222,18 @@ class Bus:
         await self.stop()
 
 
+async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:
+    """Whether the consumer has read, on each partition, all that was there when it last fetched.
+
+    Uses the high-water mark of the fetch responses: Tansu answers `end_offsets()` wrongly.
+    """
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is None or await consumer.position(tp) < highwater:
+            return False
+    return True
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, owner: PartitionOwner) -> None:
         self.owner = owner

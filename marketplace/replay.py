@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from marketplace import scoring
-from marketplace.admin import _highwater_marks
+from marketplace.admin import highwater_marks
 from marketplace.config import BrokerConfig, Config, ConfigError
 from schemas.codec import EventDecodeError, decode, describe
 from schemas.events import (
@@ -594,7 +594,7 @@ async def read_kafka(broker: BrokerConfig, streams: Sequence[str] = STREAMS) -> 
     """The streams from offset 0 up to their current end, with a consumer of no group: the
     replay neither commits nor takes partitions from anyone."""
     topics = Topics(broker.topic_prefix)
-    ends = await _highwater_marks(broker.bootstrap, [getattr(topics, s) for s in streams])
+    ends = await highwater_marks(broker.bootstrap, [getattr(topics, s) for s in streams])
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,

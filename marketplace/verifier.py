@@ -55,7 +55,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from agents.sandbox import Limits, run_python_async
-from marketplace.bus import Bus, Source
+from marketplace.bus import Bus, Source, caught_up
 from marketplace.config import Config
 from marketplace.grading import grade
 from schemas.events import (
@@ -314,8 +314,7 @@ class Verifier:
 
     async def _check_caught_up(self) -> None:
         for tp in list(self._catching_up):
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None and await self._consumer.position(tp) >= highwater:
+            if await caught_up(self._consumer, [tp]):
                 self._catching_up.discard(tp)
                 if not any(c.partition == tp.partition for c in self._catching_up):
                     waiting = sum(t.partition == tp.partition for t in self._open.values())

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from marketplace.admin import _committed, _highwater_marks
+from marketplace.admin import committed_offsets, highwater_marks
 from marketplace.bus import Bus
 from marketplace.config import BrokerConfig, Config
 from marketplace.database import create_database, drop_database
@@ -266,8 +266,8 @@ async def wait_for_lag_zero(
     bootstrap, group = broker_config.bootstrap, topics.prefix + GROUP
     async with asyncio.timeout(90):
         while True:
-            highwater = await _highwater_marks(bootstrap, topics.all())
-            committed = await _committed(bootstrap, group, list(highwater))
+            highwater = await highwater_marks(bootstrap, topics.all())
+            committed = await committed_offsets(bootstrap, group, list(highwater))
             if all(mark == 0 or committed.get(tp) == mark for tp, mark in highwater.items()):
                 return
             assert alive(), "the recorder stopped"
