@@ -271,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
 
     post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")
     source = post.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=["humaneval"], help="a built-in dataset")
+    source.add_argument("--dataset", choices=["humaneval", "mbpp"], help="a built-in dataset")
     source.add_argument("--jsonl", help="one task per line (see marketplace/publish.py)")
     post.add_argument("--range", default="0:10", help="dataset problems A:B")
     post.set_defaults(run=_publish)

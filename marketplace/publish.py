@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter, ValidationError
 
 from marketplace.bus import Bus
-from marketplace.tasks import PRODUCER, humaneval
+from marketplace.tasks import PRODUCER, humaneval, mbpp
 from schemas.codec import describe
 from schemas.events import CodingChecks, SearchChecks, TaskChecks, TaskPosted
 
@@ -65,9 +65,10 @@ def parse_jsonl(lines: Iterable[str]) -> tuple[list[Posting], list[str]]:
 
 
 def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
-    if name != "humaneval":
-        raise ValueError(f"unknown dataset {name!r} (humaneval; mbpp is not wired yet)")
-    return [Posting(task, checks) for task, checks in humaneval(start, stop)]
+    datasets = {"humaneval": humaneval, "mbpp": mbpp}
+    if name not in datasets:
+        raise ValueError(f"unknown dataset {name!r} (one of: {', '.join(datasets)})")
+    return [Posting(task, checks) for task, checks in datasets[name](start, stop)]
 
 
 async def publish(bus: Bus, postings: list[Posting]) -> None:

@@ -43,3 +43,18 @@ def test_sale_up_runs_each_configured_agent_as_a_child() -> None:
     children = children_for(config, Path("sale.toml"), env={})
     assert [c.name for c in children] == ["auctioneer", "agent.a"]
     assert "agent" in children[1].argv and children[1].argv[-2:] == ["--id", "a"]
+
+
+def test_mbpp_tasks_show_one_assert_and_hide_them_all() -> None:
+    from marketplace.tasks import mbpp
+
+    tasks = mbpp(0, 200)
+    assert len(tasks) == 200 and tasks[0][0].task_id == "MBPP-0"
+    for posted, checks in tasks:
+        [example] = posted.inputs.examples
+        assert example.startswith(f"assert {posted.inputs.entry_point}(")
+        assert f"def {posted.inputs.entry_point}(" in posted.prompt
+        assert f"check({posted.inputs.entry_point})" in checks.checks.tests
+    posted, checks = tasks[1]
+    wrong = run_python(posted.prompt + "    return None\n" + checks.checks.tests, Limits())
+    assert not wrong.ok and "AssertionError" in wrong.stderr
