@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from uuid import UUID
 
 from agents import coding, prompts
 from agents.llm import LLM, LLMError, read_score
@@ -71,7 +72,7 @@ class LLMAgent:
                 self._remember(event)
                 return [await self.bid(event, 0, prompts.bid(event), [])]
             case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:
-                return [await self.judge(event)]
+                return [await self.judge(event.task_id, event.round, event.bids)]
             case RefinementCalled() if event.task_id in self.tasks:
                 for invite in event.invites:
                     if invite.agent_id == self.agent_id:
@@ -80,7 +81,7 @@ class LLMAgent:
                         refs = [e.task_id for e in invite.examples]
                         return [await self.bid(task, 1, messages, refs)]
             case AuctionClosed() if event.winner_agent_id == self.agent_id:
-                return [await self.execute(event)]
+                return [await self.execute(event.task_id, event.winner_bid_id, event.winning_plan)]
         return []
 
     def _remember(self, task: TaskPosted) -> None:
@@ -109,11 +110,11 @@ class LLMAgent:
             memory_refs=refs,
         )
 
-    async def judge(self, jury: JuryCalled) -> ReviewSubmitted:
+    async def judge(self, task_id: str, round_: int, bids: list[BidSubmitted]) -> ReviewSubmitted:
         """One short prompt per plan, all sharing the task prefix; scores read from logprobs."""
-        task = self.tasks[jury.task_id]
+        task = self.tasks[task_id]
         usage, scores = Usage(), []
-        for bid in jury.bids:
+        for bid in bids:
             completion = await self.llm.complete(
                 prompts.judge(task, bid.plan), max_tokens=2, top_logprobs=JURY_TOP_K
             )
@@ -121,21 +122,19 @@ class LLMAgent:
             scores.append(BidScore(bid_id=bid.bid_id, score=read_score(completion)))
         return ReviewSubmitted(
             producer=self.agent_id,
-            task_id=jury.task_id,
+            task_id=task_id,
             juror=self.agent_id,
-            round=jury.round,
+            round=round_,
             scores=scores,
             usage=usage,
         )
 
-    async def execute(self, closed: AuctionClosed) -> TaskResult:
+    async def execute(self, task_id: str, bid_id: UUID | None, plan: str | None) -> TaskResult:
+        """Runs the task following `plan` (the bid this agent won with)."""
         start = time.monotonic()
-        task = self.tasks.get(closed.task_id)
+        task = self.tasks.get(task_id)
         result = dict(
-            producer=self.agent_id,
-            task_id=closed.task_id,
-            agent_id=self.agent_id,
-            bid_id=closed.winner_bid_id,
+            producer=self.agent_id, task_id=task_id, agent_id=self.agent_id, bid_id=bid_id
         )
         if task is None:
             return TaskResult(**result, output="", error="the task is unknown to this agent")
@@ -143,7 +142,7 @@ class LLMAgent:
             done = await coding.execute(
                 self.llm,
                 task,
-                closed.winning_plan,
+                plan or "",
                 self.config.price_per_mtok,
                 max_rounds=self.config.execute_rounds,
                 max_tokens=self.config.execute_max_tokens,

@@ -72,7 +72,7 @@ async def execute(
         result = await run_python_async(with_examples(source, task.inputs.examples), limits)
         if result.ok:
             return Execution(source, usage, round_, None)
-        failure = result.summary()
+        failure = result.summary(timed=False)
         if usage.total_tokens >= token_budget:
             break
         messages = prompts.fix(task, plan, code, failure)

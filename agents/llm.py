@@ -45,7 +45,7 @@ class Completion:
     tokens: tuple[GeneratedToken, ...]
     prompt_tokens: int
     completion_tokens: int
-    seconds: float = 0.0
+    seconds: float = 0.0  # compute: CPU-seconds in process, wall-clock seconds over HTTP
 
     def usage(self, price_per_mtok: float) -> Usage:
         return Usage(
@@ -53,6 +53,7 @@ class Completion:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost=price_per_mtok * (self.prompt_tokens + self.completion_tokens) / 1_000_000,
+            seconds=self.seconds,
         )
 
     def mean_entropy(self) -> float:

@@ -19,8 +19,9 @@ JUROR = (
     "solution, from 0 (useless or wrong) to 5 (complete and correct). Answer with one digit."
 )
 CODER = (
-    "You are an expert Python programmer. Follow the plan. Answer with the complete function "
-    "in one ```python code block, including the imports it needs and nothing else."
+    "You are an expert Python programmer. Use the plan where it helps; where it disagrees with "
+    "the task, the task is right. Answer with the complete function in one ```python code "
+    "block, including the imports it needs and nothing else."
 )
 
 
@@ -36,7 +37,7 @@ def bid(task: TaskPosted) -> list[Message]:
         {"role": "system", "content": PLANNER},
         {
             "role": "user",
-            "content": f"{task_text(task)}\n\nWrite a plan of at most 5 numbered "
+            "content": f"{task_text(task)}\n\nWrite a plan of at most 3 short numbered "
             "steps. Do not write the code.",
         },
     ]
@@ -82,7 +83,7 @@ def refine(task: TaskPosted, own_plan: str, examples: list[MemoryExample]) -> li
         {
             "role": "user",
             "content": f"{lessons}New task: {task_text(task)}\n\nYour plan:\n"
-            f"{own_plan}\n\nWrite the improved plan, at most 5 numbered "
+            f"{own_plan}\n\nWrite the improved plan, at most 3 short numbered "
             "steps. Do not write the code.",
         },
     ]

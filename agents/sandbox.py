@@ -101,9 +101,10 @@ class RunResult:
     limit: str | None  # "wall_time", "cpu_time", "memory", "file_size", "processes" or None
     uid: int | None = None  # the throwaway uid the code ran as (None: the caller's own)
 
-    def summary(self) -> str:
-        """What happened, in a few lines a person or a model can act on."""
-        took = f"after {self.duration_s:.2f} s"
+    def summary(self, timed: bool = True) -> str:
+        """What happened, in a few lines a person or a model can act on. Untimed, the same run
+        reads the same every time (a prompt made of it can be answered from the cache)."""
+        took = f"after {self.duration_s:.2f} s" if timed else ""
         if self.ok:
             head = f"ok: exit code 0 {took}"
         elif self.limit:
@@ -112,6 +113,7 @@ class RunResult:
             head = f"failed: killed by {_signal_name(-self.exit_code)} {took}"
         else:
             head = f"failed: exit code {self.exit_code} {took}"
+        head = head.rstrip()
         lines = self.stderr.rstrip().splitlines()[-_TAIL_LINES:]
         if not lines:
             return head
@@ -250,7 +252,7 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
             duration = time.monotonic() - start
         keep = limits.output_kb * 1024 // 2
         stdout = _read_capped(outer / "stdout", keep)
-        stderr = _read_capped(outer / "stderr", keep)
+        stderr = _read_capped(outer / "stderr", keep).replace(f"{work}/", "")  # same every run
     finally:
         _remove(outer)
         if uid is not None:

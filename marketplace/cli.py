@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from marketplace.config import Config, ConfigError, config_path, load_config
+from marketplace.config import Config, ConfigError, config_path, load_config, load_weights
 
 if TYPE_CHECKING:
     from marketplace.memory import Memory
@@ -109,7 +109,7 @@ def _verifier(config: Config, args: argparse.Namespace) -> int:
 def _replay(config: Config, args: argparse.Namespace) -> int:
     from marketplace import replay
 
-    weights = replay.load_weights(Path(args.weights)) if args.weights else None
+    weights = load_weights(Path(args.weights)) if args.weights else None
     try:
         log = asyncio.run(replay.read(config, args.from_kafka))
     except replay.LogUnavailable as exc:
@@ -165,6 +165,12 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
     settings = config.agent(args.id)
     configure_logging(f"agent.{settings.id}")
     llm = build(settings)  # loads the model before joining: a bad model fails at start
+    if settings.cache:
+        from agents.cache import CachedLLM
+
+        if not config.database.url:
+            raise ConfigError(f"agents.{settings.id}.cache needs database.url (or DATABASE_URL)")
+        llm = CachedLLM(llm, config.database.url)
     service = AgentService(
         LLMAgent(settings, llm),
         Bus(config.broker, producer=settings.id),
@@ -182,11 +188,16 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
 def _models(config: Config | None, args: argparse.Namespace) -> int:
     from agents import models
 
+    if args.action == "calibrate":
+        from agents import calibrate
+
+        tiers = list(models.MODELS) if args.tier == "all" else [args.tier]
+        return calibrate.run(tiers, Path(args.results or ".sale/calibration.json"))
     if args.action == "measure":
         from agents import measure
 
         tiers = list(models.MODELS) if args.tier == "all" else [args.tier]
-        return measure.run(tiers, args.problems, Path(args.results))
+        return measure.run(tiers, args.problems, Path(args.results or ".sale/measure.jsonl"))
     if args.action == "install":
         for tier in models.MODELS if args.tier == "all" else [args.tier]:
             print(f"{tier}: {models.install(tier)}")
@@ -211,6 +222,80 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
     asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
     print(f"posted {len(postings)} tasks, {len(bad)} bad lines")
     return 1 if bad else 0
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import job, publish
+
+    start, stop = (int(x) for x in args.range.split(":"))
+    postings = publish.from_dataset(args.dataset, start, stop)
+    return asyncio.run(job.run_job(config, args.config_path, postings, Path(args.run_dir)))
+
+
+def _report(config: Config, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from marketplace.report import run_report
+
+    if not config.database.url:
+        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+
+    async def report() -> str:
+        conn = await asyncpg.connect(config.database.url)
+        try:
+            return await run_report(conn, args.tasks)
+        finally:
+            await conn.close()
+
+    print(asyncio.run(report()))
+    return 0
+
+
+def _weights(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import fit, matrix
+    from marketplace.database import resolve_server
+
+    prices = {a.id: a.price_per_mtok for a in config.agents}
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        train = asyncio.run(matrix.load_split(_with_database(config, url), args.tasks))
+    complete = train.complete_tasks()
+    if not complete:
+        raise ConfigError(
+            f"no complete matrix rows for {' '.join(args.tasks)}: run `sale bench matrix`"
+        )
+    weights, utility = fit.fit(train, prices, args.lam, args.seed)
+    note = (
+        f"sale weights fit --tasks {' '.join(args.tasks)} --lambda {args.lam} --seed {args.seed}: "
+        f"{len(complete)} training tasks, training utility {utility:.4f}"
+    )
+    Path(args.out).write_text(fit.weights_toml(weights, note))
+    print(f"{note}\nwritten to {args.out}:\n{Path(args.out).read_text()}")
+    return 0
+
+
+def _with_database(config: Config, url: str) -> Config:
+    return config.model_copy(update={"database": config.database.model_copy(update={"url": url})})
+
+
+def _bench(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    from marketplace import matrix
+    from marketplace.database import resolve_server
+
+    if args.action == "worker":
+        from marketplace.service import configure_logging
+
+        configure_logging("bench.worker")
+        return 0 if asyncio.run(matrix.work(config, args.tasks)) >= 0 else 1
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
+        config = _with_database(config, url)
+        name = asyncio.run(
+            matrix.build_matrix(config, str(args.config_path), args.tasks, args.workers)
+        )
+    print(f"matrix {name}: complete")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -281,13 +366,63 @@ def parser() -> argparse.ArgumentParser:
     agent.set_defaults(run=_agent)
 
     models = commands.add_parser("models", help="install or list the local GGUF models")
-    models.add_argument("action", choices=["install", "list", "measure"])
+    models.add_argument("action", choices=["install", "list", "measure", "calibrate"])
     models.add_argument("--tier", choices=["S", "M", "L", "all"], default="all")
     models.add_argument("--problems", default="0:20", help="measure: HumanEval range A:B")
-    models.add_argument("--results", default=".sale/measure.jsonl", help="measure: resumable log")
+    models.add_argument(
+        "--results", help="measure: resumable log (.sale/measure.jsonl); calibrate: the record"
+    )
     models.set_defaults(run=_models, needs_config=False)
 
-    for sub in (up, topics, monitor, auctioneer, recorder, load, bench, agent, models, post):
+    run = commands.add_parser(
+        "run", help="the main job: the stack, a set of tasks through real auctions, a report"
+    )
+    run.add_argument("--dataset", choices=["humaneval", "mbpp"], default="humaneval")
+    run.add_argument("--range", default="0:10", help="dataset problems A:B")
+    run.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    run.set_defaults(run=_run)
+
+    report = commands.add_parser("report", help="markdown tables of what the log says happened")
+    report.add_argument("--tasks", nargs="+", help="only these task ids (default: all)")
+    report.set_defaults(run=_report)
+
+    weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
+    weights.add_argument("action", choices=["fit"])
+    weights.add_argument("--tasks", nargs="+", default=["mbpp:0:100"], help="training split")
+    weights.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost's weight")
+    weights.add_argument("--seed", type=int, default=0)
+    weights.add_argument("--out", default="weights.toml", help="the weights file to write")
+    weights.set_defaults(run=_weights)
+
+    bench_cmd = commands.add_parser(
+        "bench", help="the benchmark: fill the matrix of every agent on every task"
+    )
+    bench_cmd.add_argument("action", choices=["matrix", "worker"])
+    bench_cmd.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["mbpp:0:100", "humaneval:0:164"],
+        help="task sets DATASET:START:STOP (default: the training and evaluation splits)",
+    )
+    bench_cmd.add_argument("--workers", type=int, default=2, help="model processes at once")
+    bench_cmd.set_defaults(run=_bench)
+
+    for sub in (
+        weights,
+        run,
+        report,
+        bench_cmd,
+        up,
+        topics,
+        monitor,
+        auctioneer,
+        recorder,
+        load,
+        bench,
+        agent,
+        models,
+        post,
+    ):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     return root
 

@@ -63,6 +63,10 @@ class AuctionConfig(Section):
     heartbeat_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     memory_k: int = Field(default=8, ge=0, le=100)
     weights: Weights = Weights()
+    weights_file: Path | None = Field(
+        default=None,
+        description="TOML with [auction.weights] (`sale weights fit` writes one); replaces weights",
+    )
 
 
 class AgentConfig(Section):
@@ -83,6 +87,9 @@ class AgentConfig(Section):
     execute_token_budget: int = Field(default=4000, ge=16, description="for all rounds")
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
     context_tokens: int = Field(default=4096, ge=512, le=32768, description="llama_cpp: n_ctx")
+    cache: bool = Field(
+        default=False, description="reuse completions kept in Postgres (benchmarks; agents.cache)"
+    )
 
     @model_validator(mode="after")
     def _backend_has_its_settings(self) -> AgentConfig:
@@ -147,6 +154,27 @@ def parse_config(data: dict, env: Mapping[str, str] = os.environ, source: str = 
         if env.get(var):
             data = {**data, section: {**data.get(section, {}), field: env[var]}}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe(exc)}") from None
+    if (path := config.auction.weights_file) is not None:
+        if not path.is_absolute() and source != "config":
+            path = Path(source).parent / path
+        auction = config.auction.model_copy(update={"weights": load_weights(path)})
+        config = config.model_copy(update={"auction": auction})
+    return config
+
+
+def load_weights(path: Path) -> Weights:
+    """Weights from a TOML file with the keys of [auction.weights], or from a whole sale.toml."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such weights file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = data.get("auction", {}).get("weights", {}) if "auction" in data else data
+    try:
+        return Weights.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe(exc)}") from None

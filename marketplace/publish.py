@@ -71,10 +71,14 @@ def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
     return [Posting(task, checks) for task, checks in datasets[name](start, stop)]
 
 
-async def publish(bus: Bus, postings: list[Posting]) -> None:
+async def publish_one(bus: Bus, posting: Posting) -> None:
     """Checks first, so the verifier never sees a result before it could know the checks exist."""
+    if posting.checks is not None:
+        await bus.publish(posting.checks)
+    await bus.publish(posting.task)
+
+
+async def publish(bus: Bus, postings: list[Posting]) -> None:
     async with bus:
         for posting in postings:
-            if posting.checks is not None:
-                await bus.publish(posting.checks)
-            await bus.publish(posting.task)
+            await publish_one(bus, posting)

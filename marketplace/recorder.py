@@ -275,8 +275,8 @@ ON CONFLICT DO NOTHING
 """
 _SPEND = """
 INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
-                   cost)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   cost, seconds)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT DO NOTHING
 """
 
@@ -436,7 +436,7 @@ def _result_row(event: TaskResult, at: datetime) -> tuple[Any, ...]:
 
 def _spend(event: Event, agent_id: str, part: str, usage: Usage) -> Write:
     task_id = getattr(event, "task_id", "")
-    return (_SPEND, (event.event_id, task_id, agent_id, part, *_usage(usage)))
+    return (_SPEND, (event.event_id, task_id, agent_id, part, *_usage(usage), usage.seconds))
 
 
 def _usage(usage: Usage) -> tuple[int, int, int, float]:

@@ -17,21 +17,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from pydantic import ValidationError
 
 from marketplace import scoring
 from marketplace.admin import highwater_marks
 from marketplace.config import BrokerConfig, Config, ConfigError
-from schemas.codec import EventDecodeError, decode, describe
+from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     AuctionClosed,
     BidSubmitted,
@@ -495,21 +492,6 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
         kept_outcomes=kept_outcomes,
         kept_passed=kept_passed,
     )
-
-
-def load_weights(path: Path) -> Weights:
-    """Weights from a TOML file with the keys of [auction.weights], or from a whole sale.toml."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such weights file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    table = data.get("auction", {}).get("weights", {}) if "auction" in data else data
-    try:
-        return Weights.model_validate(table)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe(exc)}") from None
 
 
 # --- reading the log --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    log: Path | None = None  # where its output goes; None: prefixed lines on our stdout
     process: asyncio.subprocess.Process | None = None
     stopping: bool = False
     restarts: int = field(default=0)
@@ -69,12 +70,14 @@ def infrastructure(config: Config, run_dir: Path) -> Iterator[tuple[str, str]]:
         yield bootstrap, database_url
 
 
-async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -> int:
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, config_path: Path, run_dir: Path, stop: asyncio.Event, quiet: bool = False
+) -> AsyncIterator[tuple[str, str]]:
+    """The whole stack while the block runs; yields (bootstrap, database URL). Leaving the block
+    stops the children (newest first), then Postgres and the broker if they were started here.
+    `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     with infrastructure(config, run_dir) as (bootstrap, database_url):
         broker = config.broker.model_copy(update={"bootstrap": bootstrap})
         created = await ensure_topics(broker)
@@ -86,17 +89,36 @@ async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -
             "PYTHONUNBUFFERED": "1",
         }
         children = children_for(config, config_path.absolute(), env)
+        if quiet:
+            for child in children:
+                child.log = run_dir / f"{child.name}.log"
         supervisors = [asyncio.create_task(supervise(child, stop)) for child in children]
         say(
             f"ready: broker {bootstrap}, database {database_url}, "
             f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
         )
-        await stop.wait()
-        say("stopping")
-        for child in reversed(children):
-            await terminate(child)
-        await asyncio.gather(*supervisors)
+        try:
+            yield bootstrap, database_url
+        finally:
+            stop.set()
+            say("stopping")
+            for child in reversed(children):
+                await terminate(child)
+            await asyncio.gather(*supervisors)
     say("stopped")
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with running(config, config_path, run_dir, stop):
+        await stop.wait()
     return 0
 
 
@@ -115,8 +137,10 @@ async def supervise(child: Child, stop: asyncio.Event) -> None:
         if child.stopping:  # stop arrived while it was starting
             child.process.terminate()
         assert child.process.stdout is not None
-        async for line in child.process.stdout:
-            print(f"[{child.name}] {line.decode(errors='replace').rstrip()}", flush=True)
+        with child.log.open("a") if child.log else contextlib.nullcontext() as log:
+            async for line in child.process.stdout:
+                text = f"[{child.name}] {line.decode(errors='replace').rstrip()}"
+                print(text, file=log, flush=True)
         code = await child.process.wait()
         if child.stopping or stop.is_set():
             return

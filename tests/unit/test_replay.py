@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from marketplace import audit, replay, scoring
-from marketplace.config import ConfigError
+from marketplace.config import ConfigError, load_weights
 from marketplace.recorder import StoredEvent
 from marketplace.replay import Discrepancy
 from schemas.events import (
@@ -424,16 +424,16 @@ def test_a_refined_bid_wins_a_counterfactual_only_when_strictly_better() -> None
 def test_weights_load_from_a_weights_table_or_a_whole_config(tmp_path: Path) -> None:
     flat = tmp_path / "w.toml"
     flat.write_text("cost = 2\nentropy = 0.5\n[jurors]\nlarge = 3.0\n")
-    assert replay.load_weights(flat) == Weights(cost=2.0, entropy=0.5, jurors={"large": 3.0})
+    assert load_weights(flat) == Weights(cost=2.0, entropy=0.5, jurors={"large": 3.0})
     whole = tmp_path / "sale.toml"
     whole.write_text("[broker]\npartitions = 2\n[auction.weights]\njury = 0.5\n")
-    assert replay.load_weights(whole) == Weights(jury=0.5)
+    assert load_weights(whole) == Weights(jury=0.5)
     bad = tmp_path / "bad.toml"
     bad.write_text("cost = 'much'\n")
     with pytest.raises(ConfigError, match="cost"):
-        replay.load_weights(bad)
+        load_weights(bad)
     with pytest.raises(ConfigError, match="no such"):
-        replay.load_weights(tmp_path / "missing.toml")
+        load_weights(tmp_path / "missing.toml")
 
 
 # --- audit --------------------------------------------------------------------------------------

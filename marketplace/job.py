@@ -1,0 +1,156 @@
+"""`sale run`: the main job. The whole marketplace, a set of tasks, real auctions, a final table.
+
+It starts the stack of `./sale.toml` (broker, Postgres, services, one process per agent; their
+logs go to the run directory), waits until every configured agent is up, then posts the tasks
+one at a time — the next when the previous auction closes, so each auction finds the memory
+of the ones before it — and prints each auction's story as it streams by. When every task has
+its outcome in the Postgres log, it prints `sale report`'s table of those tasks and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+from marketplace.bus import Bus, Source
+from marketplace.config import Config
+from marketplace.publish import Posting, publish_one
+from marketplace.report import run_report
+from marketplace.stack import running, stop_on_signals
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    BidSubmitted,
+    Event,
+    RefinementCalled,
+    ReviewSubmitted,
+    TaskOutcome,
+    TaskPosted,
+    TaskResult,
+)
+from schemas.topics import STREAMS
+
+AGENTS_UP_S = 600.0  # loading three models from a cold disk takes a while
+RECORDED_S = 60.0
+
+
+class Progress:
+    """Follows the streams: prints each auction's steps and knows which tasks are done."""
+
+    def __init__(self, agents: Sequence[str]) -> None:
+        self.expected = set(agents)
+        self.up: set[str] = set()
+        self.all_up = asyncio.Event()
+        self.closed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.outcomes: dict[str, TaskOutcome] = {}
+        self.cost: dict[str, float] = defaultdict(float)
+        self.changed = asyncio.Event()
+
+    async def on_event(self, event: Event, source: Source) -> None:
+        if line := self.line(event):
+            print(line, flush=True)
+        self.changed.set()
+
+    def line(self, event: Event) -> str | None:
+        usage = getattr(event, "usage", None)
+        if usage is not None and hasattr(event, "task_id"):
+            self.cost[event.task_id] += usage.cost
+        match event:
+            case AgentHeartbeat(status="up") if event.agent_id not in self.up:
+                self.up.add(event.agent_id)
+                if self.expected <= self.up:
+                    self.all_up.set()
+                return f"agent {event.agent_id} up ({event.model}, price {event.price:g})"
+            case TaskPosted():
+                return f"{event.task_id}: posted"
+            case BidSubmitted():
+                return (
+                    f"{event.task_id}:   bid by {event.agent_id} (round {event.round}): "
+                    f"{event.plan_tokens} tokens, entropy {event.entropy:.2f}"
+                )
+            case ReviewSubmitted():
+                return f"{event.task_id}:   {event.juror} judged {len(event.scores)} plan(s)"
+            case RefinementCalled():
+                refiners = ", ".join(i.agent_id for i in event.invites)
+                return (
+                    f"{event.task_id}:   provisional winner {event.provisional_agent_id}; "
+                    f"refining: {refiners}"
+                )
+            case AuctionClosed():
+                self.closed[event.task_id].set()
+                return f"{event.task_id}:   winner {event.winner_agent_id or '-'} ({event.reason})"
+            case TaskResult():
+                checked = "examples pass" if event.error is None else "examples fail"
+                return f"{event.task_id}:   executed by {event.agent_id} ({checked})"
+            case TaskOutcome():
+                self.outcomes[event.task_id] = event
+                verdict = "PASS" if event.passed else "FAIL"
+                return f"{event.task_id}: {verdict}, cost {self.cost[event.task_id]:.6f}"
+        return None
+
+
+async def drive(config: Config, postings: Sequence[Posting], database_url: str) -> str:
+    """Posts the tasks one auction at a time and returns the report of them from the log."""
+    progress = Progress([a.id for a in config.agents])
+    bus = Bus(config.broker, producer="client")
+    bus.subscribe(list(STREAMS), "job", progress.on_event, from_start=False)
+    async with bus:
+        await bus.joined()
+        print(f"waiting for agents: {', '.join(sorted(progress.expected))}", flush=True)
+        try:
+            await asyncio.wait_for(progress.all_up.wait(), AGENTS_UP_S)
+        except TimeoutError:
+            missing = ", ".join(sorted(progress.expected - progress.up))
+            raise RuntimeError(f"agents not up after {AGENTS_UP_S:.0f}s: {missing}") from None
+        for posting in postings:
+            await publish_one(bus, posting)
+            await progress.closed[posting.task.task_id].wait()
+        task_ids = [p.task.task_id for p in postings]
+        while not all(t in progress.outcomes for t in task_ids):
+            progress.changed.clear()
+            await progress.changed.wait()
+    return await recorded_report(database_url, task_ids)
+
+
+async def recorded_report(database_url: str, task_ids: list[str]) -> str:
+    """`sale report` of `task_ids`, once the recorder has every outcome in Postgres."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + RECORDED_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM outcomes WHERE task_id = ANY($1)", task_ids
+                )
+                if count == len(task_ids):
+                    break
+            await asyncio.sleep(0.5)
+        return await run_report(conn, task_ids)
+    finally:
+        await conn.close()
+
+
+async def run_job(
+    config: Config, config_path: Path, postings: Sequence[Posting], run_dir: Path
+) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with running(config, config_path, run_dir, stop, quiet=True) as (bootstrap, url):
+        job_config = config.model_copy(
+            update={"broker": config.broker.model_copy(update={"bootstrap": bootstrap})}
+        )
+        job = asyncio.create_task(drive(job_config, postings, url))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([job, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not job.done():
+            job.cancel()
+            print("interrupted: the log keeps what was done; `sale report` shows it")
+            return 130
+        print("\n" + job.result(), flush=True)
+    return 0

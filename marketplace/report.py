@@ -1,0 +1,102 @@
+"""`sale report`: what the Postgres log says happened, as markdown tables.
+
+Per task: who won and how, what each part of the auction and the execution cost, and whether
+the result passed; then the run's totals (pass@1, cost, the auction's share of it, how the work
+was shared between agents). The main job prints exactly this at its end, from the same log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from marketplace.metrics import AUCTION_PARTS, MethodResult, Prices, Spend, TaskRun, cost, summarize
+
+_TASKS = """
+SELECT a.task_id, a.winner_agent_id, a.reason, o.passed
+FROM auctions a LEFT JOIN outcomes o ON o.task_id = a.task_id
+WHERE a.closed_at IS NOT NULL AND ($1::text[] IS NULL OR a.task_id = ANY($1::text[]))
+ORDER BY a.posted_at, a.task_id
+"""
+_SPEND = """
+SELECT task_id, agent_id, part, prompt_tokens + completion_tokens AS tokens, seconds
+FROM spend WHERE $1::text[] IS NULL OR task_id = ANY($1::text[])
+"""
+_PRICES = "SELECT DISTINCT ON (agent_id) agent_id, price FROM bids ORDER BY agent_id, round"
+
+
+async def log_runs(
+    conn: asyncpg.Connection, task_ids: Sequence[str] | None = None
+) -> tuple[list[TaskRun], Prices, dict[str, str]]:
+    """Every closed auction (or those of `task_ids`) as a `TaskRun`, in posting order; the
+    agents' prices as they bid; and each task's decision reason."""
+    wanted = list(task_ids) if task_ids is not None else None
+    spend: dict[str, list[Spend]] = {}
+    for row in await conn.fetch(_SPEND, wanted):
+        spend.setdefault(row["task_id"], []).append(
+            Spend(row["agent_id"], row["part"], int(row["tokens"]), float(row["seconds"]))
+        )
+    runs, reasons = [], {}
+    for row in await conn.fetch(_TASKS, wanted):
+        runs.append(
+            TaskRun(
+                task_id=row["task_id"],
+                executor=row["winner_agent_id"],
+                passed=bool(row["passed"]),
+                spend=tuple(spend.get(row["task_id"], ())),
+            )
+        )
+        reasons[row["task_id"]] = row["reason"]
+    prices = {row["agent_id"]: row["price"] for row in await conn.fetch(_PRICES)}
+    return runs, prices, reasons
+
+
+def largest_agent(prices: Prices) -> str:
+    """The dearest agent: the one whose use the marketplace tries to cut."""
+    return max(sorted(prices), key=lambda agent: prices[agent])
+
+
+def task_table(runs: Sequence[TaskRun], prices: Prices, reasons: dict[str, str]) -> str:
+    lines = [
+        "| task | winner | decision | auction cost | execution cost | total | CPU-s | passed |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for run in runs:
+        auction = cost([s for s in run.spend if s.part in AUCTION_PARTS], prices)
+        execution = cost([s for s in run.spend if s.part == "execution"], prices)
+        seconds = sum(s.seconds for s in run.spend)
+        lines.append(
+            f"| {run.task_id} | {run.executor or '-'} | {reasons.get(run.task_id, '')} "
+            f"| {auction:.6f} | {execution:.6f} | {auction + execution:.6f} | {seconds:.1f} "
+            f"| {'yes' if run.passed else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def totals_table(result: MethodResult) -> str:
+    shares = ", ".join(f"{agent} {count}" for agent, count in sorted(result.executors.items()))
+    return "\n".join(
+        [
+            "| tasks | passed | pass@1 | cost | CPU-s | auction share | largest agent's share "
+            "| executed by |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {result.tasks} | {result.passed} | {result.pass_at_1:.1%} | {result.cost:.6f} "
+            f"| {result.seconds:.1f} | {result.auction_share:.1%} | {result.largest_share:.1%} "
+            f"| {shares} |",
+        ]
+    )
+
+
+async def run_report(conn: asyncpg.Connection, task_ids: Sequence[str] | None = None) -> str:
+    """The log's story of `task_ids` (default: every closed auction) as markdown."""
+    runs, prices, reasons = await log_runs(conn, task_ids)
+    if not runs:
+        return "No closed auctions in the log yet."
+    result = summarize("SALE (live)", runs, prices, largest_agent(prices))
+    price_list = ", ".join(f"{a} {p:g}" for a, p in sorted(prices.items()))
+    return (
+        f"{task_table(runs, prices, reasons)}\n\n{totals_table(result)}\n\n"
+        f"Costs at the agents' prices per million tokens ({price_list}); CPU-s is the measured "
+        "compute of every model call the tasks made."
+    )

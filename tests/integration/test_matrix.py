@@ -1,0 +1,93 @@
+"""The benchmark matrix on the real Postgres, with the scripted LLM backend (tests only): two
+workers fill it without doing any item twice, a rerun does nothing, and a matrix rebuilt after
+its cells are lost answers every model call from the completion cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from marketplace import matrix
+from marketplace.config import Config
+from marketplace.database import create_database, drop_database
+from marketplace.migrate import apply_migrations
+
+TASKS = ["humaneval:0:2"]
+
+
+@pytest.fixture
+async def fresh_url(database_server: str) -> AsyncIterator[str]:
+    url = await create_database(database_server, prefix="sale_matrix")
+    yield url
+    await drop_database(database_server, url)
+
+
+def scripted_config(url: str) -> Config:
+    agents = [
+        {"id": agent, "backend": "scripted", "model": f"scripted-{agent}", "price_per_mtok": p}
+        for agent, p in (("small", 1.0), ("large", 4.0))
+    ]
+    return Config.model_validate({"database": {"url": url}, "agents": agents})
+
+
+async def fill(config: Config, workers: int) -> list[int]:
+    postings = matrix.parse_task_sets(TASKS)
+    name = matrix.fingerprint(config.agents)
+    conns = [await asyncpg.connect(config.database.url) for _ in range(workers)]
+    try:
+        await apply_migrations(conns[0])
+        workers_ = [matrix.Worker(config, name, postings, conn) for conn in conns]
+        try:
+            return await asyncio.gather(*(w.run() for w in workers_))
+        finally:
+            for worker in workers_:
+                await worker.close()
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_two_workers_fill_the_matrix_once_and_a_rerun_does_nothing(fresh_url: str) -> None:
+    config = scripted_config(fresh_url)
+    computed = await fill(config, workers=2)
+    assert sum(computed) == 2 * 2 * 3  # tasks × agents × (bid, execute, judge)
+    built = await matrix.load_split(config, TASKS)
+    assert built.complete_tasks() == ("HumanEval-0", "HumanEval-1")
+    cell = built.cell("HumanEval-0", "small")
+    assert {s.bid_id for s in cell.review.scores} == {
+        built.cell("HumanEval-0", a).bid.bid_id for a in ("small", "large")
+    }
+    assert cell.outcome.passed is False and cell.self_check is False  # scripted code is wrong
+    assert await fill(config, workers=1) == [0]
+
+
+async def test_lost_cells_are_rebuilt_from_the_completion_cache(fresh_url: str) -> None:
+    config = scripted_config(fresh_url)
+    await fill(config, workers=1)
+    conn = await asyncpg.connect(fresh_url)
+    try:
+        calls = await conn.fetchval("SELECT count(*) FROM completions")
+        before = await conn.fetch("SELECT task_id, agent_id, kind, event FROM matrix_cells")
+        await conn.execute("DELETE FROM matrix_cells")
+        await fill(config, workers=1)
+        assert await conn.fetchval("SELECT count(*) FROM completions") == calls  # no new call
+        after = await conn.fetch("SELECT task_id, agent_id, kind FROM matrix_cells")
+    finally:
+        await conn.close()
+    assert {tuple(r.values())[:3] for r in before} == {tuple(r.values()) for r in after}
+
+
+def test_the_matrix_name_ignores_prices_but_not_prompt_limits() -> None:
+    config = scripted_config("postgresql://unused")
+    cheaper = [a.model_copy(update={"price_per_mtok": 0.5}) for a in config.agents]
+    shorter = [a.model_copy(update={"max_plan_tokens": 50}) for a in config.agents]
+    assert matrix.fingerprint(cheaper) == matrix.fingerprint(config.agents)
+    assert matrix.fingerprint(shorter) != matrix.fingerprint(config.agents)
+
+
+def test_a_bad_task_set_is_named() -> None:
+    with pytest.raises(ValueError, match="humaneval-0-2"):
+        matrix.parse_task_sets(["humaneval-0-2"])

@@ -1,0 +1,87 @@
+"""The weight fit: winners from normalised terms, the utility, and that the search finds the
+routing that the training outcomes reward."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from marketplace import fit, scoring
+from schemas.events import BidSubmitted
+
+
+def data(passed: list[list[bool]], jury: list[list[float]]) -> fit.Terms:
+    """Two agents (cheap first, dear second) on len(passed) tasks; every juror gives the same
+    score to a bid (the `jury` value), so juror terms are easy to reason about."""
+    tasks = len(passed)
+    cost = np.tile([100.0, 400.0], (tasks, 1))
+    scores = np.array(jury, dtype=float)
+    return fit.Terms(
+        agents=("small", "large"),
+        cost=cost,
+        entropy=np.full((tasks, 2), 0.5),
+        jury=np.repeat(scores[..., None], 2, axis=2),
+        passed=np.array(passed, dtype=bool),
+        execution_cost=np.tile([1.0, 4.0], (tasks, 1)),
+    )
+
+
+def test_cost_weight_alone_picks_the_cheaper_agent() -> None:
+    terms = data([[True, True]] * 3, [[3, 3]] * 3)
+    x, _ = fit.features(terms)
+    chosen = fit.winners(x, np.array([[1.0, 0.0, 0.0, 0.0]]))
+    assert chosen.tolist() == [[0, 0, 0]]
+
+
+def test_utility_charges_cost_relative_to_the_largest() -> None:
+    terms = data([[False, True], [True, True]], [[0, 0], [0, 0]])
+    always_small = np.array([[0, 0]])
+    always_large = np.array([[1, 1]])
+    assert fit.utility(terms, always_small, lam=0.1)[0] == 0.5 - 0.1 * 2 / 8
+    assert fit.utility(terms, always_large, lam=0.1)[0] == 1.0 - 0.1
+
+
+def test_search_learns_to_trust_the_jury_when_it_predicts_passing() -> None:
+    # The small agent passes exactly where the jury rates its plan above the large one's.
+    passed = [[True, True], [False, True]] * 10
+    jury = [[4, 2], [1, 3]] * 10
+    _, score = fit.search(data(passed, jury), lam=0.1, samples=2000, seed=1)
+    # The ideal: small on the even tasks, large on the odd ones: all pass, cost (10+40)/80.
+    assert score == 1.0 - 0.1 * 50 / 80
+
+
+def test_raw_weights_decide_like_the_normalised_ones() -> None:
+    terms = data([[True, False], [False, True]], [[4, 1], [1, 4]])
+    normalised = np.array([0.2, 0.1, 0.7, 0.3])
+    _, scale = fit.features(terms)
+    weights = fit.to_weights(normalised, scale, terms.agents)
+    x, _ = fit.features(terms)
+    expected = fit.winners(x, normalised[None, :])[0]
+    for t in range(2):
+        scored = [
+            scoring.score_bid(
+                BidSubmitted(
+                    producer=agent,
+                    task_id=f"t{t}",
+                    agent_id=agent,
+                    model="m",
+                    plan="p",
+                    plan_tokens=int(terms.cost[t, a] / price),
+                    entropy=float(terms.entropy[t, a]),
+                    price=price,
+                ),
+                {j: float(terms.jury[t, a, k]) for k, j in enumerate(terms.agents)},
+                weights,
+            )
+            for a, (agent, price) in enumerate(zip(terms.agents, (1.0, 4.0), strict=True))
+        ]
+        winner = scoring.best(scored, 0)
+        assert winner is not None and winner.agent_id == terms.agents[expected[t]]
+
+
+def test_weights_file_round_trips(tmp_path) -> None:
+    from marketplace.config import load_weights
+
+    weights = fit.to_weights(np.array([0.5, -0.2, 0.3, 0.1]), np.ones(4), ("S", "L"))
+    path = tmp_path / "weights.toml"
+    path.write_text(fit.weights_toml(weights, "fitted in a test"))
+    assert load_weights(path) == weights
