@@ -1,0 +1,172 @@
+"""The methods SALE is compared with, and SALE without refinement, replayed over a matrix.
+
+Every method here chooses, per task, one agent whose round-0 plan is executed; the matrix
+already holds each agent's plan, its execution and the hidden verdict, so a method is only a
+choice and an account of what that choice spent. Each function returns one `TaskRun` per
+complete task of the matrix (`Matrix.complete_tasks()`), in the matrix's task order.
+
+Accounting rule: every method pays for the plan its executor followed. A router has no auction:
+the agent it picks writes its plan (its round-0 bid) and then executes it, so a router pays that
+agent's bid usage and result usage, both under part "execution", and nothing under the auction
+parts. A cascade pays that for every agent it tries. SALE pays every agent's bid ("bids"),
+every juror's review ("jury") and the winner's execution of the plan it already bid
+("execution").
+
+Ties between equal prices go to the lower agent id, as in the auction's tie rule.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from statistics import fmean
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import numpy as np
+
+from marketplace import scoring
+from marketplace.metrics import Part, Prices, Spend, TaskRun
+from schemas.events import ReviewSubmitted, ScoredBid, Usage, Weights
+
+if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
+    from marketplace.matrix import Cell, Matrix
+
+TIE = 1e-9  # estimated pass rates this close count as equal
+
+
+def _spend(agent_id: str, part: Part, usage: Usage) -> Spend:
+    return Spend(agent_id, part, usage.total_tokens, usage.seconds)
+
+
+def plan_and_execution(agent_id: str, cell: Cell) -> Spend:
+    """What a router pays for using one agent: writing its plan, then executing it."""
+    return _spend(agent_id, "execution", cell.bid.usage + cell.result.usage)
+
+
+def by_price(agents: Sequence[str], prices: Prices) -> list[str]:
+    """Cheapest first; equal prices by agent id."""
+    return sorted(agents, key=lambda a: (prices[a], a))
+
+
+def _routed(matrix: Matrix, task_id: str, agent_id: str, tried: Sequence[str]) -> TaskRun:
+    """`agent_id` executes; every agent in `tried` (it included) paid plan and execution."""
+    spend = tuple(plan_and_execution(a, matrix.cell(task_id, a)) for a in tried)
+    return TaskRun(task_id, agent_id, matrix.cell(task_id, agent_id).passed, spend)
+
+
+def always(matrix: Matrix, agent_id: str) -> list[TaskRun]:
+    """The same agent for every task: with the largest agent, the reference."""
+    if agent_id not in matrix.agents:
+        raise ValueError(f"{agent_id!r} is not an agent of the matrix {matrix.agents}")
+    return [_routed(matrix, t, agent_id, [agent_id]) for t in matrix.complete_tasks()]
+
+
+def random_choice(matrix: Matrix, seed: int) -> list[TaskRun]:
+    """A uniformly random agent per task: what choosing costs and earns without information."""
+    rng = random.Random(seed)
+    runs = []
+    for task_id in matrix.complete_tasks():
+        agent_id = rng.choice(matrix.agents)
+        runs.append(_routed(matrix, task_id, agent_id, [agent_id]))
+    return runs
+
+
+def cascade(matrix: Matrix, prices: Prices) -> list[TaskRun]:
+    """FrugalGPT-style: cheapest first, escalating while the agent's code fails the task's
+    visible examples; the dearest agent is accepted regardless. Every try is paid for."""
+    order = by_price(matrix.agents, prices)
+    runs = []
+    for task_id in matrix.complete_tasks():
+        tried = []
+        for agent_id in order:
+            tried.append(agent_id)
+            if matrix.cell(task_id, agent_id).self_check:
+                break
+        runs.append(_routed(matrix, task_id, tried[-1], tried))
+    return runs
+
+
+def oracle(matrix: Matrix, prices: Prices) -> list[TaskRun]:
+    """The cheapest agent that passes the hidden checks (the cheapest if none does): the bound
+    no router can beat on cost at the best achievable pass rate."""
+    order = by_price(matrix.agents, prices)
+    runs = []
+    for task_id in matrix.complete_tasks():
+        passing = [a for a in order if matrix.cell(task_id, a).passed]
+        agent_id = passing[0] if passing else order[0]
+        runs.append(_routed(matrix, task_id, agent_id, [agent_id]))
+    return runs
+
+
+def neighbours(
+    task_id: str, train_tasks: Sequence[str], embeddings: Mapping[str, np.ndarray], k: int
+) -> list[str]:
+    """The `k` train tasks most similar to `task_id` (cosine of unit vectors), ties by id."""
+    query = embeddings[task_id]
+    similarity = {t: float(np.dot(embeddings[t], query)) for t in train_tasks}
+    return sorted(train_tasks, key=lambda t: (-similarity[t], t))[:k]
+
+
+def knn(
+    train: Matrix,
+    test: Matrix,
+    embeddings: Mapping[str, np.ndarray],
+    prices: Prices,
+    k: int = 10,
+) -> list[TaskRun]:
+    """A learned router: per test task, each agent's pass rate on the `k` most similar train
+    tasks; the cheapest agent with the best rate executes. Only train outcomes are read."""
+    if overlap := set(train.tasks) & set(test.tasks):
+        raise ValueError(f"train and test share tasks: {sorted(overlap)}")
+    if set(train.agents) != set(test.agents):
+        raise ValueError(f"train agents {train.agents} differ from test agents {test.agents}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    known = train.complete_tasks()
+    if not known:
+        raise ValueError("the train matrix has no complete task")
+    order = by_price(test.agents, prices)
+    runs = []
+    for task_id in test.complete_tasks():
+        near = neighbours(task_id, known, embeddings, k)
+        rate = {a: fmean(train.cell(t, a).passed for t in near) for a in order}
+        top = max(rate.values())
+        agent_id = next(a for a in order if rate[a] >= top - TIE)
+        runs.append(_routed(test, task_id, agent_id, [agent_id]))
+    return runs
+
+
+def juror_score(review: ReviewSubmitted, bid_id: UUID) -> float | None:
+    """The juror's score of one bid; None if its review did not score it."""
+    return next((s.score for s in review.scores if s.bid_id == bid_id), None)
+
+
+def scored_bids(matrix: Matrix, task_id: str, weights: Weights, prices: Prices) -> list[ScoredBid]:
+    """Every round-0 bid of the task, at the price table's prices, scored by every juror of the
+    matrix, in the matrix's agent order: the auction's round 0 as the auctioneer would score it."""
+    cells = {a: matrix.cell(task_id, a) for a in matrix.agents}
+    scored = []
+    for agent_id, cell in cells.items():
+        bid = cell.bid.model_copy(update={"price": prices[agent_id]})
+        jury = {juror: juror_score(c.review, bid.bid_id) for juror, c in cells.items()}
+        scored.append(scoring.score_bid(bid, jury, weights))
+    return scored
+
+
+def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRun]:
+    """SALE without refinement: the best-scored round-0 bid executes. Every bid and every
+    review is paid for, as the auction spends them whoever wins."""
+    runs = []
+    for task_id in matrix.complete_tasks():
+        winner = scoring.best(scored_bids(matrix, task_id, weights, prices), 0)
+        assert winner is not None  # a complete task has every agent's bid, and no budget
+        cells = {a: matrix.cell(task_id, a) for a in matrix.agents}
+        won = cells[winner.agent_id]
+        spend = (
+            *(_spend(a, "bids", c.bid.usage) for a, c in cells.items()),
+            *(_spend(a, "jury", c.review.usage) for a, c in cells.items()),
+            _spend(winner.agent_id, "execution", won.result.usage),
+        )
+        runs.append(TaskRun(task_id, winner.agent_id, won.passed, spend))
+    return runs

@@ -1,0 +1,69 @@
+"""The main job as a user runs it (`sale run`), with scripted agents (the deterministic test
+backend) instead of models: real processes, the real broker and the real Postgres. Its final
+table must be exactly what `sale report` computes from the log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from marketplace.database import create_database, drop_database
+from marketplace.report import run_report
+
+SALE = [sys.executable, "-m", "marketplace.cli"]
+
+
+@pytest.fixture
+async def job_database(database_server: str) -> AsyncIterator[str]:
+    url = await create_database(database_server, prefix="sale_job")
+    yield url
+    await drop_database(database_server, url)
+
+
+def job_config(path: Path) -> Path:
+    prefix = f"job{uuid.uuid4().hex[:8]}."
+    agents = "".join(
+        f'[[agents]]\nid = "{agent}"\nbackend = "scripted"\nmodel = "scripted-{agent}"\n'
+        f"price_per_mtok = {price}\nheartbeat_s = 1\n"
+        for agent, price in (("S", 1.0), ("L", 4.0))
+    )
+    path.write_text(
+        f'[broker]\ntopic_prefix = "{prefix}"\npartitions = 2\n'
+        "session_timeout_ms = 2000\nheartbeat_interval_ms = 300\nfetch_max_wait_ms = 10\n"
+        "[auction]\nbid_window_s = 20\njury_window_s = 20\nrefine_window_s = 20\n"
+        '[stack]\nservices = ["auctioneer", "recorder", "verifier"]\n' + agents
+    )
+    return path
+
+
+@pytest.mark.timeout(240)
+async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
+    tmp_path: Path, kafka_bootstrap: str, job_database: str
+) -> None:
+    config = job_config(tmp_path / "sale.toml")
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": job_database, "PATH": "/usr/bin"}
+    done = subprocess.run(
+        [*SALE, "--config", str(config), "run", "--range", "0:3", "--run-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for task in ("HumanEval-0", "HumanEval-1", "HumanEval-2"):
+        assert f"{task}: posted" in done.stdout
+        assert f"{task}: FAIL" in done.stdout  # scripted code never passes the hidden tests
+    conn = await asyncpg.connect(job_database)
+    try:
+        report = await run_report(conn, ["HumanEval-0", "HumanEval-1", "HumanEval-2"])
+    finally:
+        await conn.close()
+    assert report in done.stdout
+    assert "| 3 | 0 | 0.0% |" in report
+    assert (tmp_path / "agent.S.log").exists()  # the children's output went to the run dir

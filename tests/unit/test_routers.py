@@ -1,0 +1,261 @@
+"""The routers and SALE's round 0, replayed over hand-built matrices with known answers.
+
+Agents S, M, L cost 1, 2 and 4 per million tokens. Every bid uses 0.2 Mtok, every execution
+0.8 Mtok and every review 0.5 Mtok, so one agent's plan and execution is exactly 1 Mtok and
+costs exactly its price. Bids carry price 0: a method that forgot to apply the price table
+would choose differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import numpy as np
+import pytest
+
+from marketplace import routers
+from marketplace.matrix import Cell, Matrix
+from marketplace.metrics import Spend, TaskRun, cost, summarize
+from schemas.events import (
+    BidScore,
+    BidSubmitted,
+    ReviewSubmitted,
+    TaskOutcome,
+    TaskResult,
+    Usage,
+    Weights,
+)
+
+AGENTS = ("S", "M", "L")
+PRICES = {"S": 1.0, "M": 2.0, "L": 4.0}
+BID = Usage(requests=1, prompt_tokens=150_000, completion_tokens=50_000, seconds=1.0)
+RESULT = Usage(requests=1, prompt_tokens=600_000, completion_tokens=200_000, seconds=2.0)
+REVIEW = Usage(requests=1, prompt_tokens=400_000, completion_tokens=100_000, seconds=0.5)
+Scores = dict[str, tuple[float | None, ...]]  # bidder → each juror's score, in AGENTS order
+
+
+def bid_id(task: str, agent: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"{task}/{agent}")
+
+
+def cell(task: str, agent: str, passed: bool, checked: bool, scores: Scores) -> Cell:
+    juror = AGENTS.index(agent)
+    given = [
+        BidScore(bid_id=bid_id(task, bidder), score=s[juror])
+        for bidder, s in scores.items()
+        if s[juror] is not None  # None: this juror's review left the bid out
+    ]
+    return Cell(
+        bid=BidSubmitted(
+            producer=agent,
+            task_id=task,
+            bid_id=bid_id(task, agent),
+            agent_id=agent,
+            model=f"model-{agent}",
+            plan=f"{agent}'s plan",
+            plan_tokens=100,
+            entropy=0.0,
+            price=0.0,
+            usage=BID,
+        ),
+        result=TaskResult(
+            producer=agent,
+            task_id=task,
+            agent_id=agent,
+            bid_id=bid_id(task, agent),
+            output="def f(): ...",
+            usage=RESULT,
+            error=None if checked else "visible example failed",
+        ),
+        outcome=TaskOutcome(producer="verifier", task_id=task, passed=passed, score=float(passed)),
+        review=ReviewSubmitted(
+            producer=agent, task_id=task, juror=agent, scores=given, usage=REVIEW
+        ),
+    )
+
+
+def build(
+    passed: dict[str, str],
+    checks: dict[str, str] | None = None,
+    scores: dict[str, Scores] | None = None,
+) -> Matrix:
+    """`passed[task]`: agents passing the hidden checks; `checks[task]`: those passing the
+    visible examples (default: the same); `scores[task]`: the jury (default: 3 from everyone)."""
+    cells = {}
+    for task, passing in passed.items():
+        checked = (checks or {}).get(task, passing)
+        jury = (scores or {}).get(task, {a: (3.0, 3.0, 3.0) for a in AGENTS})
+        for agent in AGENTS:
+            cells[(task, agent)] = cell(task, agent, agent in passing, agent in checked, jury)
+    return Matrix(
+        tasks=tuple(passed), agents=AGENTS, cells=cells, prompts=dict.fromkeys(passed, "p")
+    )
+
+
+def without(matrix: Matrix, task: str, agent: str) -> Matrix:
+    cells = {k: v for k, v in matrix.cells.items() if k != (task, agent)}
+    return dataclasses.replace(matrix, cells=cells)
+
+
+def plan_run(agent: str) -> Spend:
+    """What a router spends on one agent: its 0.2 Mtok plan and 0.8 Mtok execution."""
+    return Spend(agent, "execution", 1_000_000, 3.0)
+
+
+def executors(runs: list[TaskRun]) -> list[str | None]:
+    return [r.executor for r in runs]
+
+
+def test_always_pays_its_agents_plan_and_execution_and_no_auction() -> None:
+    runs = routers.always(build({"t1": "SL", "t2": "", "t3": "L"}), "L")
+    assert executors(runs) == ["L", "L", "L"]
+    assert [r.passed for r in runs] == [True, False, True]
+    assert all(r.spend == (plan_run("L"),) for r in runs)
+    result = summarize("always-L", runs, PRICES, "L")
+    assert (result.cost, result.auction_cost, result.largest_share) == (12.0, 0.0, 1.0)
+
+
+def test_always_refuses_an_agent_the_matrix_does_not_have() -> None:
+    with pytest.raises(ValueError):
+        routers.always(build({"t1": "S"}), "XL")
+
+
+WEIGHTS = Weights(cost=0.01, entropy=0.0, jury=1.0)
+METHODS: dict[str, Callable[[Matrix], list[TaskRun]]] = {
+    "always": lambda m: routers.always(m, "S"),
+    "random": lambda m: routers.random_choice(m, 3),
+    "cascade": lambda m: routers.cascade(m, PRICES),
+    "oracle": lambda m: routers.oracle(m, PRICES),
+    "sale": lambda m: routers.sale_round0(m, WEIGHTS, PRICES),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_complete_tasks_are_run_in_matrix_order(method: str) -> None:
+    matrix = without(build({"t3": "S", "t1": "S", "t2": "S"}), "t1", "M")
+    assert [r.task_id for r in METHODS[method](matrix)] == ["t3", "t2"]
+
+
+def test_random_choice_is_the_seeded_draw_per_task() -> None:
+    matrix = build({f"t{i:02}": "S" for i in range(20)})
+    draw = random.Random(11)
+    assert executors(routers.random_choice(matrix, 11)) == [draw.choice(AGENTS) for _ in range(20)]
+    assert executors(routers.random_choice(matrix, 12)) != executors(
+        routers.random_choice(matrix, 11)
+    )
+    run = routers.random_choice(matrix, 11)[0]
+    assert run.spend == (plan_run(run.executor or ""),)
+
+
+def test_cascade_escalates_from_cheapest_until_the_visible_examples_pass() -> None:
+    matrix = build(
+        {"t1": "SML", "t2": "ML", "t3": "", "t4": "L"},
+        checks={"t1": "SML", "t2": "ML", "t3": "", "t4": "S"},
+    )
+    runs = routers.cascade(matrix, PRICES)
+    assert executors(runs) == ["S", "M", "L", "S"]  # t3: the dearest is accepted regardless
+    assert [r.passed for r in runs] == [True, True, False, False]  # t4: examples ≠ hidden checks
+    assert [[s.agent_id for s in r.spend] for r in runs] == [
+        ["S"],
+        ["S", "M"],
+        ["S", "M", "L"],
+        ["S"],
+    ]
+    assert [cost(r.spend, PRICES) for r in runs] == [1.0, 3.0, 7.0, 1.0]
+    assert all(s == plan_run(s.agent_id) for r in runs for s in r.spend)
+
+
+def test_cascade_order_is_by_price_not_by_agent_order() -> None:
+    matrix = build({"t1": "ML"}, checks={"t1": "SM"})
+    [run] = routers.cascade(matrix, {"S": 2.0, "M": 1.0, "L": 4.0})
+    assert run.executor == "M"
+    assert run.spend == (plan_run("M"),)
+
+
+def test_oracle_picks_the_cheapest_passing_agent_or_the_cheapest_when_none_passes() -> None:
+    runs = routers.oracle(build({"t1": "ML", "t2": "", "t3": "SML"}), PRICES)
+    assert executors(runs) == ["M", "S", "S"]
+    assert [r.passed for r in runs] == [True, False, True]
+    assert [r.spend for r in runs] == [(plan_run("M"),), (plan_run("S"),), (plan_run("S"),)]
+
+
+def unit(x: float, y: float) -> np.ndarray:
+    vector = np.array([x, y])
+    return vector / np.linalg.norm(vector)
+
+
+EMBEDDINGS = {
+    "a1": unit(1, 0),
+    "a2": unit(0.9, 0.1),
+    "b1": unit(0, 1),
+    "b2": unit(0.1, 0.9),
+    "x1": unit(0.95, 0.05),
+    "y1": unit(0.02, 1),
+}
+TRAIN = {"a1": "L", "a2": "L", "b1": "SL", "b2": "SL"}  # L alone near x; S and L near y
+
+
+def test_knn_chooses_the_cheapest_best_agent_of_the_nearest_train_tasks() -> None:
+    test = build({"x1": "S", "y1": "SML"})  # x1's own outcomes would favour S: they are unseen
+    runs = routers.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=2)
+    assert executors(runs) == ["L", "S"]
+    assert [r.passed for r in runs] == [False, True]
+    assert [r.spend for r in runs] == [(plan_run("L"),), (plan_run("S"),)]
+
+
+def test_knn_with_every_train_task_as_neighbour_follows_the_overall_rate() -> None:
+    test = build({"x1": "S", "y1": "SML"})
+    runs = routers.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=4)
+    assert executors(runs) == ["L", "L"]  # L passes 4/4, S 2/4
+
+
+def test_knn_breaks_equal_similarity_by_task_id() -> None:
+    train = build({"c2": "M", "c1": "S"})
+    embeddings = {"c1": unit(1, 0), "c2": unit(1, 0), "x1": unit(1, 1)}
+    [run] = routers.knn(train, build({"x1": ""}), embeddings, PRICES, k=1)
+    assert run.executor == "S"
+
+
+def test_knn_refuses_a_test_task_it_was_trained_on() -> None:
+    with pytest.raises(ValueError, match="b1"):
+        routers.knn(build(TRAIN), build({"x1": "S", "b1": "S"}), EMBEDDINGS, PRICES)
+
+
+SALE = {
+    # cost terms 0.01·price·100 = 1, 2, 4; values = sum of the three jurors' scores
+    "t1": {"S": (1.0, 1.0, 1.0), "M": (4.0, 4.0, 4.0), "L": (4.5, 4.5, 4.5)},
+    # M's second juror left it out: it counts as the others' mean (5), not as 0
+    "t2": {"S": (1.0, 1.0, 1.0), "M": (5.0, None, 5.0), "L": (4.5, 4.5, 4.5)},
+}
+
+
+def test_sale_round0_scores_with_the_price_table_and_the_whole_jury() -> None:
+    matrix = build({"t1": "SL", "t2": "M"}, scores=SALE)
+    t1 = routers.scored_bids(matrix, "t1", WEIGHTS, PRICES)
+    assert [b.agent_id for b in t1] == list(AGENTS)
+    assert [b.price for b in t1] == [1.0, 2.0, 4.0]
+    assert [b.score for b in t1] == pytest.approx([1 - 3, 2 - 12, 4 - 13.5])
+    t2 = routers.scored_bids(matrix, "t2", WEIGHTS, PRICES)
+    assert t2[1].jury == {"S": 5.0, "M": None, "L": 5.0}
+    assert t2[1].score == pytest.approx(2 - 15)
+
+
+def test_sale_round0_awards_the_lowest_cost_minus_value() -> None:
+    runs = routers.sale_round0(build({"t1": "SL", "t2": "M"}, scores=SALE), WEIGHTS, PRICES)
+    assert executors(runs) == ["M", "M"]
+    assert [r.passed for r in runs] == [False, True]  # the winner's own verdict, not the best
+
+
+def test_sale_round0_pays_every_bid_and_review_and_the_winners_execution() -> None:
+    [run] = routers.sale_round0(build({"t1": "SL"}, scores=SALE), WEIGHTS, PRICES)
+    assert Counter((s.part, s.agent_id) for s in run.spend) == Counter(
+        [("bids", a) for a in AGENTS] + [("jury", a) for a in AGENTS] + [("execution", "M")]
+    )
+    result = summarize("sale", [run], PRICES, "L")
+    assert result.auction_cost == pytest.approx(0.2 * 7 + 0.5 * 7)
+    assert result.cost == pytest.approx(4.9 + 0.8 * 2)
+    assert result.seconds == pytest.approx(3 * 1.0 + 3 * 0.5 + 2.0)
