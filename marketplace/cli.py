@@ -168,9 +168,10 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
     if settings.cache:
         from agents.cache import CachedLLM
 
-        if not config.database.url:
+        url = settings.cache_url or config.database.url
+        if not url:
             raise ConfigError(f"agents.{settings.id}.cache needs database.url (or DATABASE_URL)")
-        llm = CachedLLM(llm, config.database.url)
+        llm = CachedLLM(llm, url)
     service = AgentService(
         LLMAgent(settings, llm),
         Bus(config.broker, producer=settings.id),
@@ -235,10 +236,14 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _report(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
-    from marketplace.report import run_report
+    from marketplace.report import bench_report, run_report
 
     if not config.database.url:
         raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+    if args.bench:
+        print(asyncio.run(bench_report(config, args.train, args.test, Path(args.out))))
+        print(f"written to {args.out}/")
+        return 0
 
     async def report() -> str:
         conn = await asyncpg.connect(config.database.url)
@@ -291,11 +296,40 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
     with resolve_server(config.database.url, config.database.data_dir) as url:
         os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
         config = _with_database(config, url)
+        if args.action == "export":
+            counts = asyncio.run(_archive(url, Path(args.archive), export=True))
+            print(f"{args.archive}: {counts}")
+            return 0
+        if Path(args.archive).exists():
+            added = asyncio.run(_archive(url, Path(args.archive), export=False))
+            print(f"{args.archive}: rows added {added}")
+        if args.action == "live":
+            from marketplace import job, live
+
+            run_dir = Path(args.run_dir) / live.run_name(args.variant, args.order)
+            postings = matrix.parse_task_sets(args.tasks)
+            path, run_config, todo = asyncio.run(
+                live.prepare(config, args.variant, args.order, postings, run_dir)
+            )
+            print(f"{live.run_name(args.variant, args.order)}: {len(todo)} tasks to go")
+            return asyncio.run(job.run_job(run_config, path, todo, run_dir))
         name = asyncio.run(
             matrix.build_matrix(config, str(args.config_path), args.tasks, args.workers)
         )
     print(f"matrix {name}: complete")
     return 0
+
+
+async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
+    import asyncpg
+
+    from marketplace import archive
+
+    conn = await asyncpg.connect(url)
+    try:
+        return await (archive.export(conn, path) if export else archive.restore(conn, path))
+    finally:
+        await conn.close()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -384,6 +418,10 @@ def parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="markdown tables of what the log says happened")
     report.add_argument("--tasks", nargs="+", help="only these task ids (default: all)")
+    report.add_argument("--bench", action="store_true", help="the benchmark's methods and plots")
+    report.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="bench: train split")
+    report.add_argument("--test", nargs="+", default=["humaneval:0:164"], help="bench: eval split")
+    report.add_argument("--out", default="docs/bench", help="bench: where README.md and PNGs go")
     report.set_defaults(run=_report)
 
     weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
@@ -397,7 +435,7 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd = commands.add_parser(
         "bench", help="the benchmark: fill the matrix of every agent on every task"
     )
-    bench_cmd.add_argument("action", choices=["matrix", "worker"])
+    bench_cmd.add_argument("action", choices=["matrix", "live", "export", "worker"])
     bench_cmd.add_argument(
         "--tasks",
         nargs="+",
@@ -405,6 +443,14 @@ def parser() -> argparse.ArgumentParser:
         help="task sets DATASET:START:STOP (default: the training and evaluation splits)",
     )
     bench_cmd.add_argument("--workers", type=int, default=2, help="model processes at once")
+    bench_cmd.add_argument("--variant", default="full", help="live: full or no-memory")
+    bench_cmd.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
+    bench_cmd.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
+    bench_cmd.add_argument(
+        "--archive",
+        default="bench/archive.jsonl.gz",
+        help="the computed work as a file: loaded first if it exists; `export` writes it",
+    )
     bench_cmd.set_defaults(run=_bench)
 
     for sub in (

@@ -90,6 +90,7 @@ class AgentConfig(Section):
     cache: bool = Field(
         default=False, description="reuse completions kept in Postgres (benchmarks; agents.cache)"
     )
+    cache_url: str = Field(default="", description="where completions are kept; empty: database")
 
     @model_validator(mode="after")
     def _backend_has_its_settings(self) -> AgentConfig:
@@ -163,6 +164,37 @@ def parse_config(data: dict, env: Mapping[str, str] = os.environ, source: str = 
         auction = config.auction.model_copy(update={"weights": load_weights(path)})
         config = config.model_copy(update={"auction": auction})
     return config
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML that `load_config` reads back to an equal config (settings that are
+    at their defaults are left out), for a program that writes a config for its children."""
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    lines: list[str] = []
+    for section, table in data.items():
+        if section == "agents":
+            for agent in table:
+                lines += ["", "[[agents]]", *(f"{k} = {_toml(v)}" for k, v in agent.items())]
+        else:
+            lines += _table([section], table)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _table(path: list[str], table: dict) -> list[str]:
+    scalars = [f"{k} = {_toml(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    lines = ["", f"[{'.'.join(path)}]", *scalars]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += _table([*path, key], value)
+    return lines
+
+
+def _toml(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # strings, numbers and lists of them read the same in TOML
 
 
 def load_weights(path: Path) -> Weights:

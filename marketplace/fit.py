@@ -28,6 +28,7 @@ import numpy as np
 
 from marketplace.matrix import Matrix
 from marketplace.metrics import Prices
+from marketplace.routers import juror_score
 from marketplace.scoring import filled_jury
 from schemas.events import Weights
 
@@ -60,10 +61,7 @@ def terms(matrix: Matrix, prices: Prices) -> Terms:
             entropy[t, a] = cell.bid.entropy
             passed[t, a] = cell.passed
             execution[t, a] = prices[agent_id] * cell.result.usage.total_tokens / 1e6
-            scores = {
-                j: next((s.score for s in r.scores if s.bid_id == cell.bid.bid_id), None)
-                for j, r in reviews.items()
-            }
+            scores = {j: juror_score(r, cell.bid.bid_id) for j, r in reviews.items()}
             filled = filled_jury(scores)
             jury[t, a] = [filled[j] for j in agents]
     return Terms(agents, cost, entropy, jury, passed.astype(bool), execution)

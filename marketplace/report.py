@@ -8,9 +8,11 @@ was shared between agents). The main job prints exactly this at its end, from th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 
+from marketplace.config import Config
 from marketplace.metrics import AUCTION_PARTS, MethodResult, Prices, Spend, TaskRun, cost, summarize
 
 _TASKS = """
@@ -100,3 +102,65 @@ async def run_report(conn: asyncpg.Connection, task_ids: Sequence[str] | None = 
         f"Costs at the agents' prices per million tokens ({price_list}); CPU-s is the measured "
         "compute of every model call the tasks made."
     )
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+async def live_runs(server_url: str) -> dict[str, list[list[TaskRun]]]:
+    """SALE with refinement as each live run logged it: `SALE (variant)` → one list per order."""
+    from marketplace.database import with_database
+    from marketplace.live import VARIANTS, run_name
+
+    conn = await asyncpg.connect(server_url)
+    try:
+        names = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+    finally:
+        await conn.close()
+    found: dict[str, list[list[TaskRun]]] = {}
+    for variant in VARIANTS:
+        for order in range(100):
+            if run_name(variant, order) not in names:
+                continue
+            run = await asyncpg.connect(with_database(server_url, run_name(variant, order)))
+            try:
+                runs, _, _ = await log_runs(run)
+            finally:
+                await run.close()
+            if runs:
+                found.setdefault(f"SALE with refinement ({variant})", []).append(runs)
+    return found
+
+
+async def bench_report(
+    config: Config, train_specs: Sequence[str], test_specs: Sequence[str], out: Path
+) -> str:
+    """Writes `out/README.md` and the plots; returns the markdown."""
+    from marketplace import bench, embeddings, matrix
+
+    prices = {a.id: a.price_per_mtok for a in config.agents}
+    largest = largest_agent(prices)
+    train = await matrix.load_split(config, train_specs)
+    test = await matrix.load_split(config, test_specs)
+    vectors = bench.embeddings_for([train, test], embeddings.embed)
+    methods = bench.matrix_methods(train, test, config.auction.weights, prices, vectors)
+    methods.update(await live_runs(config.database.url))
+    table = bench.rows(methods, prices, largest)
+    out.mkdir(parents=True, exist_ok=True)
+    bench.plot_cost_vs_pass(table, out / "cost_vs_pass.png")
+    shares = {name: reps[0] for name, reps in methods.items() if name.startswith("SALE")}
+    bench.plot_shares(shares, bench_agents(prices), 20, out / "shares_over_time.png")
+    tasks = table[0].result.tasks
+    text = (
+        f"{bench.markdown(table)}\n\n"
+        f"{tasks} tasks of {' '.join(test_specs)} that every method ran; kNN trained and "
+        f"weights fitted on {' '.join(train_specs)} ({len(train.complete_tasks())} tasks). "
+        f"Prices per million tokens: {', '.join(f'{a} {p:g}' for a, p in prices.items())}.\n\n"
+        "![cost vs pass@1](cost_vs_pass.png)\n\n![shares over time](shares_over_time.png)\n"
+    )
+    (out / "README.md").write_text(text)
+    return text
+
+
+def bench_agents(prices: Prices) -> list[str]:
+    return sorted(prices, key=lambda agent: (prices[agent], agent))

@@ -91,3 +91,31 @@ def test_the_matrix_name_ignores_prices_but_not_prompt_limits() -> None:
 def test_a_bad_task_set_is_named() -> None:
     with pytest.raises(ValueError, match="humaneval-0-2"):
         matrix.parse_task_sets(["humaneval-0-2"])
+
+
+async def test_the_archive_carries_the_matrix_to_another_database(
+    fresh_url: str, database_server: str, tmp_path
+) -> None:
+    from marketplace import archive
+
+    config = scripted_config(fresh_url)
+    await fill(config, workers=1)
+    path = tmp_path / "archive.jsonl.gz"
+    conn = await asyncpg.connect(fresh_url)
+    try:
+        counts = await archive.export(conn, path)
+    finally:
+        await conn.close()
+    other = await create_database(database_server, prefix="sale_archive")
+    try:
+        conn = await asyncpg.connect(other)
+        try:
+            assert await archive.restore(conn, path) == counts
+            assert await archive.restore(conn, path) == {"completions": 0, "matrix_cells": 0}
+        finally:
+            await conn.close()
+        moved = scripted_config(other)
+        assert await matrix.load_split(moved, TASKS) == await matrix.load_split(config, TASKS)
+        assert await fill(moved, workers=1) == [0]  # nothing left to compute
+    finally:
+        await drop_database(database_server, other)

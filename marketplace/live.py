@@ -1,0 +1,98 @@
+"""`sale bench live`: SALE with refinement, through the live marketplace, for one variant and
+one task order.
+
+Each run is the main job (`marketplace.job`) on the evaluation tasks with the fitted weights,
+in a database of its own (the run's log, hence its memory, starts empty), while the agents
+answer from the shared completion cache: round-0 bids, reviews and executions of round-0 plans
+are the matrix's, so a run only computes what refinement adds, and that is kept for the next.
+An interrupted run resumes: tasks whose outcome is in the run's log are not posted again.
+
+Variants: `full`; `no-memory` (refinement with no retrieved examples, `memory_k = 0`).
+Orders: 0 is the dataset's order; order k > 0 shuffles it with seed k.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+from marketplace.config import Config, to_toml
+from marketplace.database import with_database
+from marketplace.publish import Posting
+
+VARIANTS = ("full", "no-memory")
+WINDOW_S = 900.0  # refinement and re-judging on two shared cores take minutes, not seconds
+
+
+def run_name(variant: str, order: int) -> str:
+    return f"sale_live_{variant.replace('-', '_')}_{order}"
+
+
+def ordered(postings: Sequence[Posting], order: int) -> list[Posting]:
+    shuffled = list(postings)
+    if order:
+        random.Random(order).shuffle(shuffled)
+    return shuffled
+
+
+def live_config(config: Config, variant: str, server_url: str, cache_url: str) -> Config:
+    """The run's config: its own database, cached agents, the variant's memory, no monitor."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (one of: {', '.join(VARIANTS)})")
+    auction = config.auction.model_copy(
+        update={
+            "bid_window_s": WINDOW_S,
+            "jury_window_s": WINDOW_S,
+            "refine_window_s": WINDOW_S,
+            "memory_k": 0 if variant == "no-memory" else config.auction.memory_k,
+            "weights_file": None,
+        }
+    )
+    agents = [a.model_copy(update={"cache": True, "cache_url": cache_url}) for a in config.agents]
+    return config.model_copy(
+        update={
+            "auction": auction,
+            "agents": agents,
+            "database": config.database.model_copy(update={"url": server_url}),
+            "stack": config.stack.model_copy(
+                update={"services": ["auctioneer", "recorder", "verifier"]}
+            ),
+        }
+    )
+
+
+async def ensure_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(server_url, name)
+
+
+async def done_tasks(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('outcomes') IS NOT NULL")
+        rows = await conn.fetch("SELECT task_id FROM outcomes") if exists else []
+    finally:
+        await conn.close()
+    return {r["task_id"] for r in rows}
+
+
+async def prepare(
+    config: Config, variant: str, order: int, postings: Sequence[Posting], run_dir: Path
+) -> tuple[Path, Config, list[Posting]]:
+    """Writes the run's config; returns it with the tasks still to post, in the run's order."""
+    server = config.database.url
+    url = await ensure_database(server, run_name(variant, order))
+    run_config = live_config(config, variant, url, cache_url=server)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "sale.toml"
+    path.write_text(to_toml(run_config))
+    done = await done_tasks(url)
+    return path, run_config, [p for p in ordered(postings, order) if p.task.task_id not in done]

@@ -1,0 +1,79 @@
+"""The benchmark's table over a hand-built matrix, the live runs' config, and the config writer."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+from marketplace import bench, live
+from marketplace.config import Config, parse_config, to_toml
+from marketplace.publish import from_dataset
+from schemas.events import Weights
+from tests.matrices import PRICES, build
+
+
+def embeddings(*matrices) -> dict[str, np.ndarray]:
+    return bench.embeddings_for(matrices, lambda texts: np.eye(len(texts)))
+
+
+def test_every_method_is_compared_with_always_largest_on_the_same_tasks() -> None:
+    train = build({"a": "SML", "b": "ML"})
+    test = build({"c": "SML", "d": "L", "e": ""})
+    methods = bench.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
+    table = {row.result.method: row for row in bench.rows(methods, PRICES, "L")}
+    assert table["always L"].result.pass_at_1 == pytest.approx(2 / 3)
+    assert table["always L"].versus_largest.cost_vs_largest == 1.0
+    oracle = table["oracle"]
+    assert oracle.result.executors == {"S": 2, "L": 1}  # c → S, d → L, e (nobody) → S
+    assert oracle.versus_largest.cost_vs_largest == pytest.approx((1 + 4 + 1) / 12)
+    assert oracle.versus_largest.largest_use_cut == pytest.approx(2 / 3)
+    assert table["random"].pass_spread.n == len(bench.RANDOM_SEEDS)
+    assert (
+        table["SALE round 0, no jury"].result.auction_share
+        < table["SALE round 0"].result.auction_share
+    )  # no jury: nothing spent on one
+    markdown = bench.markdown(list(table.values()))
+    assert "| oracle | 1 | 66.7% |" in markdown
+
+
+def test_a_live_run_has_its_own_database_cached_agents_and_its_variant() -> None:
+    config = parse_config(
+        {
+            "agents": [
+                {"id": "S", "backend": "scripted", "model": "s", "price_per_mtok": 1.0},
+            ]
+        },
+        env={},
+    )
+    run = live.live_config(config, "no-memory", "postgresql://h/run", "postgresql://h/cache")
+    assert run.database.url == "postgresql://h/run"
+    assert run.auction.memory_k == 0 and run.auction.bid_window_s == live.WINDOW_S
+    assert all(a.cache and a.cache_url == "postgresql://h/cache" for a in run.agents)
+    assert "monitor" not in run.stack.services
+    with pytest.raises(ValueError, match="unknown variant"):
+        live.live_config(config, "no-jury", "u", "u")
+
+
+def test_task_orders_are_the_dataset_order_then_seeded_shuffles() -> None:
+    postings = from_dataset("humaneval", 0, 6)
+    ids = [p.task.task_id for p in postings]
+    assert [p.task.task_id for p in live.ordered(postings, 0)] == ids
+    once, again = live.ordered(postings, 1), live.ordered(postings, 1)
+    assert [p.task.task_id for p in once] == [p.task.task_id for p in again] != ids
+    assert sorted(p.task.task_id for p in once) == sorted(ids)
+
+
+def test_a_written_config_reads_back_equal() -> None:
+    config = Config.model_validate(
+        {
+            "auction": {"memory_k": 3, "weights": {"cost": -0.5, "jurors": {"S": 2.0}}},
+            "agents": [
+                {"id": "S", "backend": "scripted", "model": "s", "price_per_mtok": 1.5},
+                {"id": "L", "backend": "scripted", "model": "l", "price_per_mtok": 4.0},
+            ],
+            "stack": {"services": ["recorder"]},
+        }
+    )
+    assert parse_config(tomllib.loads(to_toml(config)), env={}) == config
