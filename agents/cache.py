@@ -26,6 +26,7 @@ _GET = "SELECT completion FROM completions WHERE key = $1"
 _PUT = """
 INSERT INTO completions (key, model, completion) VALUES ($1, $2, $3::jsonb)
 ON CONFLICT (key) DO NOTHING
+RETURNING key
 """
 
 
@@ -86,7 +87,10 @@ class CachedLLM:
             messages, max_tokens=max_tokens, top_logprobs=top_logprobs
         )
         self.misses += 1
-        await pool.execute(_PUT, key, self.model, to_json(completion))
+        if await pool.fetchval(_PUT, key, self.model, to_json(completion)) is None:
+            # Another process made the same call at the same time and stored first: its answer
+            # is the one everybody gets, so every reader of this call sees the same completion.
+            return from_json(json.loads(await pool.fetchval(_GET, key)))
         return completion
 
     async def close(self) -> None:
