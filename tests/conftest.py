@@ -52,6 +52,15 @@ async def database_url(database_server: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def fresh_database(database_server: str) -> AsyncIterator[str]:
+    """A whole database of this test's own, for code that connects by URL (several processes
+    or pools), where a schema on one connection would not reach."""
+    url = await create_database(database_server, prefix="sale_t")
+    yield url
+    await drop_database(database_server, url)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection whose search_path is a schema of this test's own."""
     schema = f"t_{uuid.uuid4().hex[:12]}"

@@ -4,23 +4,13 @@ keeps the compute it took, and two processes racing on one call end up with one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-
-import pytest
+from collections.abc import Sequence
 
 from agents.backends.scripted import ScriptedLLM
 from agents.cache import CachedLLM, completion_key
 from agents.llm import Completion, Message
-from marketplace.database import create_database, drop_database
 
 CHAT = [{"role": "user", "content": "Write a plan."}]
-
-
-@pytest.fixture
-async def url(database_server: str) -> AsyncIterator[str]:
-    url = await create_database(database_server, prefix="sale_cache")
-    yield url
-    await drop_database(database_server, url)
 
 
 class Gated:
@@ -38,9 +28,11 @@ class Gated:
         return Completion(self.text, (), prompt_tokens=3, completion_tokens=1, seconds=2.5)
 
 
-async def test_a_repeated_call_is_answered_from_the_cache_with_its_cost(url: str) -> None:
+async def test_a_repeated_call_is_answered_from_the_cache_with_its_cost(
+    fresh_database: str,
+) -> None:
     model = ScriptedLLM(model="scripted")
-    cached = CachedLLM(model, url)
+    cached = CachedLLM(model, fresh_database)
     try:
         first = await cached.complete(CHAT, max_tokens=20)
         again = await cached.complete(CHAT, max_tokens=20)
@@ -52,9 +44,12 @@ async def test_a_repeated_call_is_answered_from_the_cache_with_its_cost(url: str
     assert other.text == first.text
 
 
-async def test_racing_callers_all_get_the_first_stored_answer(url: str) -> None:
+async def test_racing_callers_all_get_the_first_stored_answer(fresh_database: str) -> None:
     gate = asyncio.Event()
-    one, two = CachedLLM(Gated("A", gate), url), CachedLLM(Gated("B", gate), url)
+    one, two = (
+        CachedLLM(Gated("A", gate), fresh_database),
+        CachedLLM(Gated("B", gate), fresh_database),
+    )
     try:
         racing = [asyncio.create_task(c.complete(CHAT, max_tokens=5)) for c in (one, two)]
         await asyncio.sleep(0.5)  # both have missed the cache and are computing

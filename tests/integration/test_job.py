@@ -7,23 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from marketplace.database import create_database, drop_database
 from marketplace.report import run_report
 
 SALE = [sys.executable, "-m", "marketplace.cli"]
-
-
-@pytest.fixture
-async def job_database(database_server: str) -> AsyncIterator[str]:
-    url = await create_database(database_server, prefix="sale_job")
-    yield url
-    await drop_database(database_server, url)
 
 
 def job_config(path: Path) -> Path:
@@ -44,10 +35,10 @@ def job_config(path: Path) -> Path:
 
 @pytest.mark.timeout(240)
 async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
-    tmp_path: Path, kafka_bootstrap: str, job_database: str
+    tmp_path: Path, kafka_bootstrap: str, fresh_database: str
 ) -> None:
     config = job_config(tmp_path / "sale.toml")
-    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": job_database, "PATH": "/usr/bin"}
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": fresh_database, "PATH": "/usr/bin"}
     done = subprocess.run(
         [*SALE, "--config", str(config), "run", "--range", "0:3", "--run-dir", str(tmp_path)],
         env=env,
@@ -59,7 +50,7 @@ async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
     for task in ("HumanEval-0", "HumanEval-1", "HumanEval-2"):
         assert f"{task}: posted" in done.stdout
         assert f"{task}: FAIL" in done.stdout  # scripted code never passes the hidden tests
-    conn = await asyncpg.connect(job_database)
+    conn = await asyncpg.connect(fresh_database)
     try:
         report = await run_report(conn, ["HumanEval-0", "HumanEval-1", "HumanEval-2"])
     finally:

@@ -5,7 +5,6 @@ its cells are lost answers every model call from the completion cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -16,13 +15,6 @@ from marketplace.database import create_database, drop_database
 from marketplace.migrate import apply_migrations
 
 TASKS = ["humaneval:0:2"]
-
-
-@pytest.fixture
-async def fresh_url(database_server: str) -> AsyncIterator[str]:
-    url = await create_database(database_server, prefix="sale_matrix")
-    yield url
-    await drop_database(database_server, url)
 
 
 def scripted_config(url: str) -> Config:
@@ -50,8 +42,10 @@ async def fill(config: Config, workers: int) -> list[int]:
             await conn.close()
 
 
-async def test_two_workers_fill_the_matrix_once_and_a_rerun_does_nothing(fresh_url: str) -> None:
-    config = scripted_config(fresh_url)
+async def test_two_workers_fill_the_matrix_once_and_a_rerun_does_nothing(
+    fresh_database: str,
+) -> None:
+    config = scripted_config(fresh_database)
     computed = await fill(config, workers=2)
     assert sum(computed) == 2 * 2 * 3  # tasks × agents × (bid, execute, judge)
     built = await matrix.load_split(config, TASKS)
@@ -64,10 +58,10 @@ async def test_two_workers_fill_the_matrix_once_and_a_rerun_does_nothing(fresh_u
     assert await fill(config, workers=1) == [0]
 
 
-async def test_lost_cells_are_rebuilt_from_the_completion_cache(fresh_url: str) -> None:
-    config = scripted_config(fresh_url)
+async def test_lost_cells_are_rebuilt_from_the_completion_cache(fresh_database: str) -> None:
+    config = scripted_config(fresh_database)
     await fill(config, workers=1)
-    conn = await asyncpg.connect(fresh_url)
+    conn = await asyncpg.connect(fresh_database)
     try:
         calls = await conn.fetchval("SELECT count(*) FROM completions")
         before = await conn.fetch("SELECT task_id, agent_id, kind, event FROM matrix_cells")
@@ -94,14 +88,14 @@ def test_a_bad_task_set_is_named() -> None:
 
 
 async def test_the_archive_carries_the_matrix_to_another_database(
-    fresh_url: str, database_server: str, tmp_path
+    fresh_database: str, database_server: str, tmp_path
 ) -> None:
     from marketplace import archive
 
-    config = scripted_config(fresh_url)
+    config = scripted_config(fresh_database)
     await fill(config, workers=1)
     path = tmp_path / "archive.jsonl.gz"
-    conn = await asyncpg.connect(fresh_url)
+    conn = await asyncpg.connect(fresh_database)
     try:
         counts = await archive.export(conn, path)
     finally:
