@@ -236,23 +236,24 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _report(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
+    from marketplace.database import resolve_server
     from marketplace.report import bench_report, run_report
 
-    if not config.database.url:
-        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
-    if args.bench:
-        print(asyncio.run(bench_report(config, args.train, args.test, Path(args.out))))
-        print(f"written to {args.out}/")
-        return 0
-
-    async def report() -> str:
-        conn = await asyncpg.connect(config.database.url)
+    async def report(url: str) -> str:
+        if args.bench:
+            return await bench_report(
+                _with_database(config, url), args.train, args.test, Path(args.out)
+            )
+        conn = await asyncpg.connect(url)
         try:
             return await run_report(conn, args.tasks)
         finally:
             await conn.close()
 
-    print(asyncio.run(report()))
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        print(asyncio.run(report(url)))
+    if args.bench:
+        print(f"written to {args.out}/")
     return 0
 
 
