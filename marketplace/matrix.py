@@ -42,6 +42,9 @@ from schemas.events import BidSubmitted, ReviewSubmitted, TaskOutcome, TaskResul
 log = logging.getLogger("matrix")
 KINDS = ("bid", "result", "outcome", "review")
 POLL_S = 5.0
+# Settings an agent's answers do not depend on. A new setting that does not change answers must
+# be added here, or every stored matrix would look stale.
+NOT_IN_FINGERPRINT = {"price_per_mtok", "heartbeat_s", "cache", "cache_url"}
 
 _CELLS = "SELECT task_id, agent_id, kind, event FROM matrix_cells WHERE matrix = $1"
 _PUT = """
@@ -55,7 +58,7 @@ _BIDS = "SELECT event FROM matrix_cells WHERE matrix = $1 AND task_id = $2 AND k
 def fingerprint(agents: Sequence[AgentConfig]) -> str:
     """The matrix's name: what the agents' answers depend on (not prices, which apply later)."""
     settings = [
-        a.model_dump(mode="json", exclude={"price_per_mtok", "heartbeat_s", "cache"})
+        a.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT)
         for a in sorted(agents, key=lambda a: a.id)
     ]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

@@ -78,7 +78,11 @@ def test_the_matrix_name_ignores_prices_but_not_prompt_limits() -> None:
     config = scripted_config("postgresql://unused")
     cheaper = [a.model_copy(update={"price_per_mtok": 0.5}) for a in config.agents]
     shorter = [a.model_copy(update={"max_plan_tokens": 50}) for a in config.agents]
+    cached = [
+        a.model_copy(update={"cache": True, "cache_url": "postgresql://x"}) for a in config.agents
+    ]
     assert matrix.fingerprint(cheaper) == matrix.fingerprint(config.agents)
+    assert matrix.fingerprint(cached) == matrix.fingerprint(config.agents)
     assert matrix.fingerprint(shorter) != matrix.fingerprint(config.agents)
 
 
