@@ -294,13 +294,16 @@ class Auction:
         if self.phase in ("bidding", "refining"):
             if not round_bids:
                 return self._close(weights)
+            # A juror whose weight is 0 cannot change any score: it is not asked, and with
+            # nobody to ask the jury phase ends at once (its deadline is now).
+            jurors = [a for a in roster.live(now) if scoring.juror_weight(weights, a) != 0]
             return JuryCalled(
                 producer=PRODUCER,
                 task_id=self.task_id,
                 round=self.round,
                 bids=sorted(round_bids, key=lambda b: (b.agent_id, str(b.bid_id))),
-                jurors=roster.live(now),
-                deadline=now + windows.jury,
+                jurors=jurors,
+                deadline=now + windows.jury if jurors else now,
             )
         scored = self._score_round(self.round, weights)
         if self.round == 1:

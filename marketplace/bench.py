@@ -10,7 +10,7 @@ values; `sale report --bench` writes them as markdown and PNG plots.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,6 @@ def without_jury(weights: Weights) -> Weights:
     return weights.model_copy(update={"jury": 0.0, "jurors": dict.fromkeys(weights.jurors, 0.0)})
 
 
-def unjudged(runs: Sequence[TaskRun]) -> list[TaskRun]:
-    """An auction with no jury spends nothing on one."""
-    return [replace(r, spend=tuple(s for s in r.spend if s.part != "jury")) for r in runs]
-
-
 def matrix_methods(
     train: Matrix,
     test: Matrix,
@@ -72,9 +67,7 @@ def matrix_methods(
     methods["SALE round 0"] = [routers.sale_round0(test, weights, prices)]
     no_entropy = weights.model_copy(update={"entropy": 0.0})
     methods["SALE round 0, no entropy"] = [routers.sale_round0(test, no_entropy, prices)]
-    methods["SALE round 0, no jury"] = [
-        unjudged(routers.sale_round0(test, without_jury(weights), prices))
-    ]
+    methods["SALE round 0, no jury"] = [routers.sale_round0(test, without_jury(weights), prices)]
     return methods
 
 

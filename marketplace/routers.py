@@ -143,20 +143,27 @@ def juror_score(review: ReviewSubmitted, bid_id: UUID) -> float | None:
 
 
 def scored_bids(matrix: Matrix, task_id: str, weights: Weights, prices: Prices) -> list[ScoredBid]:
-    """Every round-0 bid of the task, at the price table's prices, scored by every juror of the
-    matrix, in the matrix's agent order: the auction's round 0 as the auctioneer would score it."""
+    """Every round-0 bid of the task, at the price table's prices, scored by the jurors the
+    auction would ask (those of non-zero weight), in the matrix's agent order: the auction's
+    round 0 as the auctioneer would score it."""
     cells = {a: matrix.cell(task_id, a) for a in matrix.agents}
+    asked = jurors(matrix, weights)
     scored = []
     for agent_id, cell in cells.items():
         bid = cell.bid.model_copy(update={"price": prices[agent_id]})
-        jury = {juror: juror_score(c.review, bid.bid_id) for juror, c in cells.items()}
+        jury = {juror: juror_score(cells[juror].review, bid.bid_id) for juror in asked}
         scored.append(scoring.score_bid(bid, jury, weights))
     return scored
 
 
+def jurors(matrix: Matrix, weights: Weights) -> list[str]:
+    """The agents the auction asks to judge: a juror of weight 0 could change nothing."""
+    return [a for a in matrix.agents if scoring.juror_weight(weights, a) != 0]
+
+
 def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRun]:
     """SALE without refinement: the best-scored round-0 bid executes. Every bid and every
-    review is paid for, as the auction spends them whoever wins."""
+    review asked for is paid for, as the auction spends them whoever wins."""
     runs = []
     for task_id in matrix.complete_tasks():
         winner = scoring.best(scored_bids(matrix, task_id, weights, prices), 0)
@@ -165,7 +172,7 @@ def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRu
         won = cells[winner.agent_id]
         spend = (
             *(_spend(a, "bids", c.bid.usage) for a, c in cells.items()),
-            *(_spend(a, "jury", c.review.usage) for a, c in cells.items()),
+            *(_spend(j, "jury", cells[j].review.usage) for j in jurors(matrix, weights)),
             _spend(winner.agent_id, "execution", won.result.usage),
         )
         runs.append(TaskRun(task_id, winner.agent_id, won.passed, spend))

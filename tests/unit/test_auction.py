@@ -15,6 +15,7 @@ from schemas.events import (
     Event,
     JuryCalled,
     RefinementCalled,
+    ReviewSubmitted,
     SubmissionRejected,
     TaskPosted,
     Weights,
@@ -41,8 +42,11 @@ def task(task_id: str = "t1", budget: float | None = None) -> TaskPosted:
 class Market:
     """Delivers events between one auction and some scripted agents, all in memory."""
 
-    def __init__(self, *agents: ScriptedAgent, ttl_s: float = 60) -> None:
+    def __init__(
+        self, *agents: ScriptedAgent, ttl_s: float = 60, weights: Weights = WEIGHTS
+    ) -> None:
         self.agents = {a.agent_id: a for a in agents}
+        self.weights = weights
         self.roster = Roster(ttl=timedelta(seconds=ttl_s))
         for agent in agents:
             self.roster.apply(agent.heartbeat().model_copy(update={"occurred_at": T0}))
@@ -62,7 +66,7 @@ class Market:
         """Advances the clock, settles, and lets agents answer each decision (and the task)."""
         self.now += timedelta(seconds=seconds)
         decided: list[Event] = []
-        while decisions := self.auction.settle(self.roster, WINDOWS, WEIGHTS, self.now):
+        while decisions := self.auction.settle(self.roster, WINDOWS, self.weights, self.now):
             for decision in decisions:
                 self.deliver(decision)
                 decided.append(decision)
@@ -103,6 +107,29 @@ def test_a_full_auction_with_jury_and_refinement_awards_the_refined_cheap_bid() 
     assert len(closed.bids) == 3 and closed.weights == WEIGHTS
     assert closed.winning_plan == jury1.bids[0].plan
     assert market.now == T0  # every phase closed early: everyone answered
+
+
+def test_a_juror_whose_weight_is_zero_is_not_asked() -> None:
+    weights = WEIGHTS.model_copy(update={"jurors": {"large": 0.0}})
+    small, large = ScriptedAgent("small", price=0.05), ScriptedAgent("large", price=0.36)
+    market = Market(small, large, weights=weights)
+    market.post(task())
+    market.step()
+    assert all(jury.jurors == ["small"] for jury in market.of(JuryCalled))
+    assert {r.juror for r in market.of(ReviewSubmitted)} == {"small"}
+    [closed] = market.of(AuctionClosed)
+    assert all(set(b.jury) == {"small"} for b in closed.bids)
+
+
+def test_with_no_weighted_juror_the_jury_phase_ends_at_once() -> None:
+    weights = Weights(cost=0.05, entropy=0.0, jury=0.0)
+    market = Market(ScriptedAgent("a", price=0.1), ScriptedAgent("b", price=0.2), weights=weights)
+    market.post(task())
+    market.step()
+    assert [j.jurors for j in market.of(JuryCalled)] == [[]]
+    assert market.of(ReviewSubmitted) == []
+    [closed] = market.of(AuctionClosed)
+    assert closed.winner_agent_id == "a" and market.now == T0
 
 
 def test_no_refinement_when_the_cheapest_agent_already_leads() -> None:

@@ -186,3 +186,14 @@ def test_sale_round0_pays_every_bid_and_review_and_the_winners_execution() -> No
     assert result.auction_cost == pytest.approx(0.2 * 7 + 0.5 * 7)
     assert result.cost == pytest.approx(4.9 + 0.8 * 2)
     assert result.seconds == pytest.approx(3 * 1.0 + 3 * 0.5 + 2.0)
+
+
+def test_sale_round0_neither_asks_nor_pays_a_juror_of_weight_zero() -> None:
+    matrix = build({"a": "SML"})
+    weights = Weights(cost=1.0, entropy=0.0, jury=1.0, jurors={"L": 0.0})
+    [run] = routers.sale_round0(matrix, weights, PRICES)
+    assert sorted(s.agent_id for s in run.spend if s.part == "jury") == ["M", "S"]
+    scored = routers.scored_bids(matrix, "a", weights, PRICES)
+    assert all(set(b.jury) == {"S", "M"} for b in scored)
+    [unjudged] = routers.sale_round0(matrix, Weights(cost=1.0, entropy=0.0, jury=0.0), PRICES)
+    assert [s for s in unjudged.spend if s.part == "jury"] == []
