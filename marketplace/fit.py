@@ -2,18 +2,19 @@
 
 The paper fitted its weights once, offline, with a min–max mixed-integer program whose exact
 constraints it does not give. Ours, stated so it can be checked: choose the weights that make
-the round-0 auction's winners best on the training tasks by
+the round-0 auction best on the training tasks by
 
-    utility = pass@1 − λ · (execution cost of the winners / execution cost of always-largest)
+    utility = pass@1 − λ · (what the auction and the winners cost / what always-largest costs)
 
-that is, a point of pass@1 is worth λ/100 of the largest agent's bill (λ = 0.1 by default: doing
-everything with the largest agent costs ten points). The search is over every weight at once,
-each allowed either sign (a pilot found lower plan entropy, not higher, went with passing):
-`samples` random directions on the unit sphere of normalised terms, then a shrinking local
-search around the best. Terms are normalised by their spread on the training bids so the
-weights are comparable; the written weights are converted back to the raw terms the auctioneer
-computes. Deterministic for a given seed. Ties go to the smaller weight vector's order of
-discovery, which is fixed by the seed.
+where the auction's cost is every bid plus the reviews of the jurors it asks (a juror of weight
+0 is not asked, so dropping a juror saves its reviews), and always-largest pays its own plan and
+execution. A point of pass@1 is worth λ/100 of the largest agent's bill (λ = 0.1 by default:
+spending as much as always-largest costs ten points). The search tries every subset of jurors
+(the integer part) and, for each, every weight at once with either sign (a pilot found lower
+plan entropy, not higher, went with passing): `samples` random directions on the unit sphere of
+normalised terms, then a shrinking local search around the best. Terms are normalised by their
+spread on the training bids so the weights are comparable; the written weights are converted
+back to the raw terms the auctioneer computes. Deterministic for a given seed.
 
 Fit on MBPP problems 0–99 (`--tasks mbpp:0:100`); never on the evaluation split, nor on MBPP
 problems 200 and above.
@@ -29,7 +30,7 @@ import numpy as np
 from marketplace.matrix import Matrix
 from marketplace.metrics import Prices
 from marketplace.routers import juror_score
-from marketplace.scoring import filled_jury
+from marketplace.scoring import filled_jury, money
 from schemas.events import Weights
 
 DEFAULT_LAMBDA = 0.1
@@ -45,13 +46,15 @@ class Terms:
     jury: np.ndarray  # [task, agent, juror]: juror scores, missing ones filled as scoring does
     passed: np.ndarray  # bool
     execution_cost: np.ndarray  # what the agent's execution of its plan cost, at its price
+    plan_cost: np.ndarray  # [task, agent]: what writing its bid cost
+    review_cost: np.ndarray  # [task, juror]: what its review of the task's bids cost
 
 
 def terms(matrix: Matrix, prices: Prices) -> Terms:
     tasks = matrix.complete_tasks()
     agents = matrix.agents
     shape = (len(tasks), len(agents))
-    cost, entropy, passed, execution = (np.zeros(shape) for _ in range(4))
+    cost, entropy, passed, execution, plan, review = (np.zeros(shape) for _ in range(6))
     jury = np.zeros((*shape, len(agents)))
     for t, task_id in enumerate(tasks):
         reviews = {j: matrix.cell(task_id, j).review for j in agents}
@@ -60,11 +63,13 @@ def terms(matrix: Matrix, prices: Prices) -> Terms:
             cost[t, a] = prices[agent_id] * cell.bid.plan_tokens
             entropy[t, a] = cell.bid.entropy
             passed[t, a] = cell.passed
-            execution[t, a] = prices[agent_id] * cell.result.usage.total_tokens / 1e6
+            execution[t, a] = money(prices[agent_id], cell.result.usage.total_tokens)
+            plan[t, a] = money(prices[agent_id], cell.bid.usage.total_tokens)
+            review[t, a] = money(prices[agent_id], cell.review.usage.total_tokens)
             scores = {j: juror_score(r, cell.bid.bid_id) for j, r in reviews.items()}
             filled = filled_jury(scores)
             jury[t, a] = [filled[j] for j in agents]
-    return Terms(agents, cost, entropy, jury, passed.astype(bool), execution)
+    return Terms(agents, cost, entropy, jury, passed.astype(bool), execution, plan, review)
 
 
 def features(data: Terms) -> tuple[np.ndarray, np.ndarray]:
@@ -84,30 +89,54 @@ def winners(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return scores.argmin(axis=2)
 
 
-def utility(data: Terms, chosen: np.ndarray, lam: float) -> np.ndarray:
-    """[candidate] → pass@1 − λ · execution cost relative to always-largest."""
+def utility(data: Terms, chosen: np.ndarray, lam: float, asked: np.ndarray) -> np.ndarray:
+    """[candidate] → pass@1 − λ · cost relative to always-largest; `asked`: the jurors' mask."""
     tasks = np.arange(chosen.shape[1])
     passed = data.passed[tasks, chosen].mean(axis=1)
-    spent = data.execution_cost[tasks, chosen].sum(axis=1)
-    largest = data.execution_cost[:, -1].sum() or 1.0
+    auction = data.plan_cost.sum() + data.review_cost[:, asked].sum()
+    spent = auction + data.execution_cost[tasks, chosen].sum(axis=1)
+    largest = (data.plan_cost[:, -1] + data.execution_cost[:, -1]).sum() or 1.0
     return passed - lam * spent / largest
 
 
 def search(
     data: Terms, lam: float = DEFAULT_LAMBDA, samples: int = 20_000, seed: int = 0
 ) -> tuple[np.ndarray, float]:
-    """The best normalised weight vector found, and its training utility."""
+    """The best normalised weight vector over every subset of jurors, and its utility."""
     x, _ = features(data)
     rng = np.random.default_rng(seed)
-    candidates = rng.normal(size=(samples, x.shape[2]))
-    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
-    scores = utility(data, winners(x, candidates), lam)
-    best = candidates[scores.argmax()]
-    best_score = float(scores.max())
+    jurors = x.shape[2] - 2
+    best, best_score = np.zeros(x.shape[2]), -np.inf
+    for subset in range(2**jurors):
+        asked = np.array([bool(subset >> j & 1) for j in range(jurors)])
+        mask = np.concatenate([[True, True], asked])
+        found, score = _search_masked(data, x, mask, lam, samples, rng)
+        if score > best_score:
+            best, best_score = found, score
+    return best, best_score
+
+
+def _search_masked(
+    data: Terms,
+    x: np.ndarray,
+    mask: np.ndarray,
+    lam: float,
+    samples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
+    """Random then local search over weights that are zero outside `mask`."""
+    asked = mask[2:]
+
+    def draw(centre: np.ndarray, spread: float, n: int) -> np.ndarray:
+        w = (centre + spread * rng.normal(size=(n, x.shape[2]))) * mask
+        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+
+    candidates = draw(np.zeros(x.shape[2]), 1.0, samples)
+    scores = utility(data, winners(x, candidates), lam, asked)
+    best, best_score = candidates[scores.argmax()], float(scores.max())
     for step in (0.5, 0.25, 0.1, 0.05):
-        local = best + step * rng.normal(size=(samples // 10, x.shape[2]))
-        local /= np.linalg.norm(local, axis=1, keepdims=True)
-        local_scores = utility(data, winners(x, local), lam)
+        local = draw(best, step, samples // 10)
+        local_scores = utility(data, winners(x, local), lam, asked)
         if local_scores.max() > best_score:
             best, best_score = local[local_scores.argmax()], float(local_scores.max())
     return best, best_score

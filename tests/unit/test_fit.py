@@ -9,9 +9,10 @@ from marketplace import fit, scoring
 from schemas.events import BidSubmitted
 
 
-def data(passed: list[list[bool]], jury: list[list[float]]) -> fit.Terms:
+def data(passed: list[list[bool]], jury: list[list[float]], review_cost: float = 0.0) -> fit.Terms:
     """Two agents (cheap first, dear second) on len(passed) tasks; every juror gives the same
-    score to a bid (the `jury` value), so juror terms are easy to reason about."""
+    score to a bid (the `jury` value), so juror terms are easy to reason about. Plans are free;
+    each review costs `review_cost`."""
     tasks = len(passed)
     cost = np.tile([100.0, 400.0], (tasks, 1))
     scores = np.array(jury, dtype=float)
@@ -22,6 +23,8 @@ def data(passed: list[list[bool]], jury: list[list[float]]) -> fit.Terms:
         jury=np.repeat(scores[..., None], 2, axis=2),
         passed=np.array(passed, dtype=bool),
         execution_cost=np.tile([1.0, 4.0], (tasks, 1)),
+        plan_cost=np.zeros((tasks, 2)),
+        review_cost=np.full((tasks, 2), review_cost),
     )
 
 
@@ -36,8 +39,9 @@ def test_utility_charges_cost_relative_to_the_largest() -> None:
     terms = data([[False, True], [True, True]], [[0, 0], [0, 0]])
     always_small = np.array([[0, 0]])
     always_large = np.array([[1, 1]])
-    assert fit.utility(terms, always_small, lam=0.1)[0] == 0.5 - 0.1 * 2 / 8
-    assert fit.utility(terms, always_large, lam=0.1)[0] == 1.0 - 0.1
+    nobody = np.array([False, False])
+    assert fit.utility(terms, always_small, 0.1, nobody)[0] == 0.5 - 0.1 * 2 / 8
+    assert fit.utility(terms, always_large, 0.1, nobody)[0] == 1.0 - 0.1
 
 
 def test_search_learns_to_trust_the_jury_when_it_predicts_passing() -> None:
@@ -47,6 +51,21 @@ def test_search_learns_to_trust_the_jury_when_it_predicts_passing() -> None:
     _, score = fit.search(data(passed, jury), lam=0.1, samples=2000, seed=1)
     # The ideal: small on the even tasks, large on the odd ones: all pass, cost (10+40)/80.
     assert score == 1.0 - 0.1 * 50 / 80
+
+
+def test_asked_jurors_are_paid_for() -> None:
+    terms = data([[True, True]], [[0, 0]], review_cost=1.0)
+    both = np.array([True, True])
+    assert fit.utility(terms, np.array([[1]]), 0.1, both)[0] == 1.0 - 0.1 * (4 + 2) / 4
+
+
+def test_a_jury_that_predicts_nothing_is_dropped_when_it_costs() -> None:
+    # The small agent always passes; the jury's scores carry no information and cost.
+    passed = [[True, True]] * 10
+    jury = [[2, 3], [3, 2]] * 5
+    normalised, score = fit.search(data(passed, jury, review_cost=0.5), samples=2000, seed=3)
+    assert list(normalised[2:]) == [0.0, 0.0]  # no juror asked
+    assert score == 1.0 - 0.1 * 10 / 40  # always the small agent, no review paid
 
 
 def test_raw_weights_decide_like_the_normalised_ones() -> None:
