@@ -307,12 +307,13 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         if args.action == "live":
             from marketplace import job, live
 
-            run_dir = Path(args.run_dir) / live.run_name(args.variant, args.order)
+            name = live.run_name(matrix.fingerprint(config.agents), args.variant, args.order)
+            run_dir = Path(args.run_dir) / name
             postings = matrix.parse_task_sets(args.tasks)
             path, run_config, todo = asyncio.run(
                 live.prepare(config, args.variant, args.order, postings, run_dir)
             )
-            print(f"{live.run_name(args.variant, args.order)}: {len(todo)} tasks to go")
+            print(f"{name}: {len(todo)} tasks to go")
             return asyncio.run(job.run_job(run_config, path, todo, run_dir))
         name = asyncio.run(
             matrix.build_matrix(config, str(args.config_path), args.tasks, args.workers)

@@ -21,14 +21,16 @@ import asyncpg
 
 from marketplace.config import Config, to_toml
 from marketplace.database import with_database
+from marketplace.matrix import fingerprint
 from marketplace.publish import Posting
 
 VARIANTS = ("full", "no-memory")
 WINDOW_S = 900.0  # refinement and re-judging on two shared cores take minutes, not seconds
 
 
-def run_name(variant: str, order: int) -> str:
-    return f"sale_live_{variant.replace('-', '_')}_{order}"
+def run_name(matrix: str, variant: str, order: int) -> str:
+    """The run's database: one per matrix (agents' settings), variant and order."""
+    return f"sale_live_{matrix}_{variant.replace('-', '_')}_{order}"
 
 
 def ordered(postings: Sequence[Posting], order: int) -> list[Posting]:
@@ -89,7 +91,7 @@ async def prepare(
 ) -> tuple[Path, Config, list[Posting]]:
     """Writes the run's config; returns it with the tasks still to post, in the run's order."""
     server = config.database.url
-    url = await ensure_database(server, run_name(variant, order))
+    url = await ensure_database(server, run_name(fingerprint(config.agents), variant, order))
     run_config = live_config(config, variant, url, cache_url=server)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "sale.toml"

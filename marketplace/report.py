@@ -107,7 +107,7 @@ async def run_report(conn: asyncpg.Connection, task_ids: Sequence[str] | None = 
 # --- the benchmark ---------------------------------------------------------------------------
 
 
-async def live_runs(server_url: str) -> dict[str, list[list[TaskRun]]]:
+async def live_runs(server_url: str, matrix: str) -> dict[str, list[list[TaskRun]]]:
     """SALE with refinement as each live run logged it: `SALE (variant)` → one list per order."""
     from marketplace.database import with_database
     from marketplace.live import VARIANTS, run_name
@@ -120,9 +120,9 @@ async def live_runs(server_url: str) -> dict[str, list[list[TaskRun]]]:
     found: dict[str, list[list[TaskRun]]] = {}
     for variant in VARIANTS:
         for order in range(100):
-            if run_name(variant, order) not in names:
+            if run_name(matrix, variant, order) not in names:
                 continue
-            run = await asyncpg.connect(with_database(server_url, run_name(variant, order)))
+            run = await asyncpg.connect(with_database(server_url, run_name(matrix, variant, order)))
             try:
                 runs, _, _ = await log_runs(run)
             finally:
@@ -135,7 +135,10 @@ async def live_runs(server_url: str) -> dict[str, list[list[TaskRun]]]:
 async def bench_report(
     config: Config, train_specs: Sequence[str], test_specs: Sequence[str], out: Path
 ) -> str:
-    """Writes `out/README.md` and the plots; returns the markdown."""
+    """Writes `out/README.md` and the plots; returns the markdown.
+
+    The first table compares every method replayed from the matrix on every evaluation task;
+    when live runs exist, a second compares them all on the tasks the live runs finished."""
     from marketplace import bench, embeddings, matrix
 
     prices = {a.id: a.price_per_mtok for a in config.agents}
@@ -143,23 +146,46 @@ async def bench_report(
     train = await matrix.load_split(config, train_specs)
     test = await matrix.load_split(config, test_specs)
     vectors = bench.embeddings_for([train, test], embeddings.embed)
-    methods = bench.matrix_methods(train, test, config.auction.weights, prices, vectors)
-    methods.update(await live_runs(config.database.url))
-    table = bench.rows(methods, prices, largest)
+    replayed = bench.matrix_methods(train, test, config.auction.weights, prices, vectors)
+    live = await live_runs(config.database.url, matrix.fingerprint(config.agents))
     out.mkdir(parents=True, exist_ok=True)
-    bench.plot_cost_vs_pass(table, out / "cost_vs_pass.png")
-    shares = {name: reps[0] for name, reps in methods.items() if name.startswith("SALE")}
+    sections = [_bench_section("Replayed from the matrix", replayed, prices, largest, out, "")]
+    if live:
+        both = {**replayed, **live}
+        sections.append(_bench_section("With the live runs", both, prices, largest, out, "live_"))
+    shares = {name: reps[0] for name, reps in {**replayed, **live}.items() if "SALE" in name}
     bench.plot_shares(shares, bench_agents(prices), 20, out / "shares_over_time.png")
-    tasks = table[0].result.tasks
+    price_list = ", ".join(f"{a} {p:g}" for a, p in prices.items())
     text = (
-        f"{bench.markdown(table)}\n\n"
-        f"{tasks} tasks of {' '.join(test_specs)} that every method ran; kNN trained and "
-        f"weights fitted on {' '.join(train_specs)} ({len(train.complete_tasks())} tasks). "
-        f"Prices per million tokens: {', '.join(f'{a} {p:g}' for a, p in prices.items())}.\n\n"
-        "![cost vs pass@1](cost_vs_pass.png)\n\n![shares over time](shares_over_time.png)\n"
+        "\n\n".join(sections)
+        + f"\n\nEvaluation: {' '.join(test_specs)} ({len(test.complete_tasks())} tasks in the "
+        f"matrix). kNN trained and weights fitted on {' '.join(train_specs)} "
+        f"({len(train.complete_tasks())} tasks). Prices per million tokens (CPU-seconds): "
+        f"{price_list}. Weights: {config.auction.weights.model_dump()}.\n\n"
+        "![shares over time](shares_over_time.png)\n"
     )
     (out / "README.md").write_text(text)
     return text
+
+
+def _bench_section(
+    title: str,
+    methods: dict[str, list[list[TaskRun]]],
+    prices: Prices,
+    largest: str,
+    out: Path,
+    prefix: str,
+) -> str:
+    from marketplace import bench
+
+    table = bench.rows(methods, prices, largest)
+    plot = f"{prefix}cost_vs_pass.png"
+    bench.plot_cost_vs_pass(table, out / plot)
+    tasks = table[0].result.tasks
+    return (
+        f"### {title} ({tasks} tasks every method ran)\n\n{bench.markdown(table)}\n\n"
+        f"![cost vs pass@1]({plot})"
+    )
 
 
 def bench_agents(prices: Prices) -> list[str]:
