@@ -43,8 +43,10 @@ RECORDED_S = 60.0
 class Progress:
     """Follows the streams: prints each auction's steps and knows which tasks are done."""
 
-    def __init__(self, agents: Sequence[str]) -> None:
+    def __init__(self, agents: Sequence[str], tasks: int = 0) -> None:
         self.expected = set(agents)
+        self.tasks = tasks
+        self.started = time.monotonic()
         self.up: set[str] = set()
         self.all_up = asyncio.Event()
         self.closed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -91,13 +93,23 @@ class Progress:
             case TaskOutcome():
                 self.outcomes[event.task_id] = event
                 verdict = "PASS" if event.passed else "FAIL"
-                return f"{event.task_id}: {verdict}, cost {self.cost[event.task_id]:.6f}"
+                return (
+                    f"{event.task_id}: {verdict}, cost {self.cost[event.task_id]:.6f}"
+                    f"{self.time_left()}"
+                )
         return None
+
+    def time_left(self) -> str:
+        done, elapsed = len(self.outcomes), time.monotonic() - self.started
+        if not self.tasks or not done:
+            return ""
+        left = (self.tasks - done) * elapsed / done
+        return f" ({done}/{self.tasks} done, about {left / 60:.0f} min left)"
 
 
 async def drive(config: Config, postings: Sequence[Posting], database_url: str) -> str:
     """Posts the tasks one auction at a time and returns the report of them from the log."""
-    progress = Progress([a.id for a in config.agents])
+    progress = Progress([a.id for a in config.agents], len(postings))
     bus = Bus(config.broker, producer="client")
     bus.subscribe(list(STREAMS), "job", progress.on_event, from_start=False)
     async with bus:
