@@ -144,7 +144,7 @@ def _search_masked(
 
 def to_weights(normalised: np.ndarray, scale: np.ndarray, agents: Sequence[str]) -> Weights:
     """Weights on the raw terms the auctioneer computes (cost = w_c · price · plan tokens)."""
-    raw = normalised / scale
+    raw = normalised / scale + 0.0  # + 0.0: no "-0.0" in the written file
     return Weights(
         cost=float(raw[0]),
         entropy=float(raw[1]),
