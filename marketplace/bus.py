@@ -222,6 +222,19 @@ class Bus:
         await self.stop()
 
 
+async def reader(config: BrokerConfig) -> AIOKafkaConsumer:
+    """A started consumer of no group that commits nothing: for reading history (replay from
+    Kafka, the ingest benchmark), where offsets are chosen by hand."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=config.bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    return consumer
+
+
 async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:
     """Whether the consumer has read, on each partition, all that was there when it last fetched.
 

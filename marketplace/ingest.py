@@ -29,11 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from marketplace import replay, scoring
 from marketplace.admin import ensure_topics
-from marketplace.bus import Bus
+from marketplace.bus import Bus, reader
 from marketplace.config import BrokerConfig, Config
 from marketplace.database import (
     create_database,
@@ -281,13 +281,7 @@ async def publish(broker: BrokerConfig, events: list[Event]) -> None:
 
 async def raw_consume_rate(broker: BrokerConfig, count: int) -> Measure:
     """Every record of every topic from offset 0, by a consumer of no group, not decoded."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=broker.fetch_max_wait_ms,
-    )
-    await consumer.start()
+    consumer = await reader(broker)
     progress = Progress("raw consume", count)
     try:
         start = time.perf_counter()

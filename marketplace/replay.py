@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from marketplace import scoring
 from marketplace.admin import highwater_marks
+from marketplace.bus import reader
 from marketplace.config import BrokerConfig, Config, ConfigError
 from schemas.codec import EventDecodeError, decode
 from schemas.events import (
@@ -578,13 +579,7 @@ async def read_kafka(broker: BrokerConfig, streams: Sequence[str] = STREAMS) -> 
     topics = Topics(broker.topic_prefix)
     ends = await highwater_marks(broker.bootstrap, [getattr(topics, s) for s in streams])
     wanted = {tp: end for tp, end in ends.items() if end > 0}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=broker.fetch_max_wait_ms,
-    )
-    await consumer.start()
+    consumer = await reader(broker)
     try:
         records = await _read_until(consumer, wanted) if wanted else []
     finally:
