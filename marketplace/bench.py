@@ -168,7 +168,7 @@ def plot_shares(
     )
     for ax, (name, runs) in zip(axes[:, 0], runs_by_name.items(), strict=True):
         shares = share_over_time(runs, agents, window)
-        xs = [window * (i + 1) for i in range(len(shares))]
+        xs = [window * i for i in range(len(shares))]
         bottom = np.zeros(len(shares))
         for agent in agents:
             values = np.array([s.get(agent, 0.0) for s in shares])
