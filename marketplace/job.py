@@ -2,9 +2,10 @@
 
 It starts the stack of `./sale.toml` (broker, Postgres, services, one process per agent; their
 logs go to the run directory), waits until every configured agent is up, then posts the tasks
-one at a time — the next when the previous auction closes, so each auction finds the memory
-of the ones before it — and prints each auction's story as it streams by. When every task has
-its outcome in the Postgres log, it prints `sale report`'s table of those tasks and stops.
+one at a time — the next when the previous task's outcome is in the Postgres log, so each
+auction finds the memory of all the ones before it, outcomes included, whatever the timing (a
+rerun with cached agents makes the same calls) — and prints each auction's story as it streams
+by. When every task is done, it prints `sale report`'s table of those tasks and stops.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ class Progress:
         self.started = time.monotonic()
         self.up: set[str] = set()
         self.all_up = asyncio.Event()
-        self.closed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.outcomes: dict[str, TaskOutcome] = {}
         self.cost: dict[str, float] = defaultdict(float)
         self.changed = asyncio.Event()
@@ -85,7 +85,6 @@ class Progress:
                     f"refining: {refiners}"
                 )
             case AuctionClosed():
-                self.closed[event.task_id].set()
                 return f"{event.task_id}:   winner {event.winner_agent_id or '-'} ({event.reason})"
             case TaskResult():
                 checked = "examples pass" if event.error is None else "examples fail"
@@ -98,6 +97,12 @@ class Progress:
                     f"{self.time_left()}"
                 )
         return None
+
+    async def outcome_of(self, task_id: str) -> TaskOutcome:
+        while task_id not in self.outcomes:
+            self.changed.clear()
+            await self.changed.wait()
+        return self.outcomes[task_id]
 
     def time_left(self) -> str:
         done, elapsed = len(self.outcomes), time.monotonic() - self.started
@@ -120,32 +125,32 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
         except TimeoutError:
             missing = ", ".join(sorted(progress.expected - progress.up))
             raise RuntimeError(f"agents not up after {AGENTS_UP_S:.0f}s: {missing}") from None
-        for posting in postings:
-            await publish_one(bus, posting)
-            await progress.closed[posting.task.task_id].wait()
-        task_ids = [p.task.task_id for p in postings]
-        while not all(t in progress.outcomes for t in task_ids):
-            progress.changed.clear()
-            await progress.changed.wait()
-    return await recorded_report(database_url, task_ids)
+        conn = await asyncpg.connect(database_url)
+        try:
+            for posting in postings:
+                await publish_one(bus, posting)
+                await progress.outcome_of(posting.task.task_id)
+                await recorded(conn, [posting.task.task_id])
+            task_ids = [p.task.task_id for p in postings]
+            return await run_report(conn, task_ids or None)  # nothing new: the whole log
+        finally:
+            await conn.close()
 
 
-async def recorded_report(database_url: str, task_ids: list[str]) -> str:
-    """`sale report` of `task_ids`, once the recorder has every outcome in Postgres."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        deadline = time.monotonic() + RECORDED_S
-        while time.monotonic() < deadline:
-            with contextlib.suppress(asyncpg.UndefinedTableError):
-                count = await conn.fetchval(
-                    "SELECT count(*) FROM outcomes WHERE task_id = ANY($1)", task_ids
-                )
-                if count == len(task_ids):
-                    break
-            await asyncio.sleep(0.5)
-        return await run_report(conn, task_ids or None)  # nothing new: the whole log
-    finally:
-        await conn.close()
+async def recorded(conn: asyncpg.Connection, task_ids: list[str]) -> None:
+    """Returns once the recorder has the outcome of every one of `task_ids` in Postgres."""
+    deadline = time.monotonic() + RECORDED_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(asyncpg.UndefinedTableError):
+            count = await conn.fetchval(
+                "SELECT count(*) FROM outcomes WHERE task_id = ANY($1)", task_ids
+            )
+            if count == len(task_ids):
+                return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(
+        f"the recorder has not logged the outcome of {task_ids} after {RECORDED_S:.0f}s"
+    )
 
 
 async def run_job(

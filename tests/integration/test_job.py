@@ -50,6 +50,10 @@ async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
     for task in ("HumanEval-0", "HumanEval-1", "HumanEval-2"):
         assert f"{task}: posted" in done.stdout
         assert f"{task}: FAIL" in done.stdout  # scripted code never passes the hidden tests
+    # the next task is posted only once the previous one's outcome is in (the memory has it)
+    out = done.stdout
+    assert out.index("HumanEval-0: FAIL") < out.index("HumanEval-1: posted")
+    assert out.index("HumanEval-1: FAIL") < out.index("HumanEval-2: posted")
     conn = await asyncpg.connect(fresh_database)
     try:
         report = await run_report(conn, ["HumanEval-0", "HumanEval-1", "HumanEval-2"])
