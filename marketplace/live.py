@@ -26,6 +26,9 @@ from marketplace.publish import Posting
 
 VARIANTS = ("full", "no-memory")
 WINDOW_S = 900.0  # refinement and re-judging on two shared cores take minutes, not seconds
+# Consumers long-poll the broker this long: a run's hops wait for models anyway, and with the
+# default 50 ms a few idle stacks side by side spend a core on fetching nothing.
+FETCH_WAIT_MS = 1_000
 
 
 def run_name(matrix: str, variant: str, order: int) -> str:
@@ -41,7 +44,8 @@ def ordered(postings: Sequence[Posting], order: int) -> list[Posting]:
 
 
 def live_config(config: Config, variant: str, server_url: str, cache_url: str) -> Config:
-    """The run's config: its own database, cached agents, the variant's memory, no monitor."""
+    """The run's config: its own database, cached agents, the variant's memory, no monitor,
+    patient consumers."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (one of: {', '.join(VARIANTS)})")
     auction = config.auction.model_copy(
@@ -56,6 +60,7 @@ def live_config(config: Config, variant: str, server_url: str, cache_url: str) -
     agents = [a.model_copy(update={"cache": True, "cache_url": cache_url}) for a in config.agents]
     return config.model_copy(
         update={
+            "broker": config.broker.model_copy(update={"fetch_max_wait_ms": FETCH_WAIT_MS}),
             "auction": auction,
             "agents": agents,
             "database": config.database.model_copy(update={"url": server_url}),

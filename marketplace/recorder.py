@@ -3,10 +3,11 @@
 Postgres is the marketplace's memory and audit trail, so the log must hold every record exactly
 once. The recorder reads all topics in consumer group `recorder` with manual commits, in
 batches. Each batch is one transaction: the records are appended to `events`, where the unique
-(topic, partition, offset) refuses any record already there, and the projections are updated
-for the records actually appended. Only after that transaction commits are the Kafka offsets
-committed. A crash between the two means redelivery, which the constraint turns into a no-op:
-no event lost, none written twice.
+event id refuses any event already there, and the projections are updated for the records
+actually appended. Only after that transaction commits are the Kafka offsets committed. A
+crash between the two means redelivery, which the constraint turns into a no-op: no event
+lost, none written twice. (Not the Kafka position: a new broker starts its offsets at 0
+again, while the log in Postgres lives on.)
 
 A record that holds no valid event is dead-lettered by the bus; the `DeadLetter` on `dlq` is
 recorded like any other event, so the malformed record reaches the log whole with its reason.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -68,7 +71,8 @@ _BAD_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError
 
 @dataclass(frozen=True)
 class Position:
-    """Where a record sits in Kafka: its identity in the log."""
+    """Where a record sat in Kafka, kept with it in the log (its identity is its event id:
+    positions start again on a new broker)."""
 
     topic: str
     partition: int
@@ -158,20 +162,24 @@ FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::text[], $6::uu
             $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
      AS r(topic, partition, "offset", key, type, event_id, task_id, agent_id,
           producer, occurred_at, payload)
-ON CONFLICT (topic, partition, "offset") DO NOTHING
-RETURNING topic, partition, "offset"
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
 """
 
 
 async def append(conn: asyncpg.Connection, batch: Sequence[Incoming]) -> list[Incoming]:
-    """Appends the batch in one statement; returns the records that were not there yet."""
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    """Appends the batch in one statement; returns the records whose event was not there yet
+    (once each, in batch order)."""
+    firsts: dict[uuid.UUID, Incoming] = {}
     for item in batch:
+        firsts.setdefault(item.event.event_id, item)
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for item in firsts.values():
         for column, value in zip(columns, _event_row(item), strict=True):
             column.append(value)
     rows = await conn.fetch(_APPEND, *columns)
-    new = {Position(r["topic"], r["partition"], r["offset"]) for r in rows}
-    return [item for item in batch if item.position in new]
+    new = {r["event_id"] for r in rows}
+    return [item for event_id, item in firsts.items() if event_id in new]
 
 
 def _event_row(item: Incoming) -> tuple[Any, ...]:
@@ -513,12 +521,16 @@ class Recorder:
 
     def _dead_letter_in_place(self, source: Source, body: bytes) -> DeadLetter:
         """A malformed record on `dlq` itself: the bus will not dead-letter it again (that could
-        loop), so it is logged here, at its own position, as the dead letter it should have been."""
+        loop), so it is logged here as the dead letter it should have been. Its event id is
+        derived from the record, so a redelivery is refused like any other event's."""
         try:
             error = f"type: {decode(body).type} does not belong on the dlq stream"
         except EventDecodeError as exc:
             error = str(exc)
+        digest = hashlib.sha256(body).hexdigest()
+        where = f"{source.topic}/{source.partition}/{source.offset}/{digest}"
         return DeadLetter(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, where),
             producer=self.bus.producer,
             source_topic=source.topic,
             partition=source.partition,
@@ -566,7 +578,7 @@ class Recorder:
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commits after the transaction; a commit lost to a rebalance only means redelivery,
-        which the log's unique position absorbs."""
+        which the log's unique event ids absorb."""
         try:
             await self._consumer.commit(offsets)
         except KafkaError as exc:

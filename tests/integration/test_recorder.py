@@ -412,7 +412,7 @@ async def test_storing_a_batch_twice_or_in_another_order_gives_the_same_tables(
     try:
         await apply_migrations(conn)
         assert await store(conn, batch) == len(batch)
-        assert await store(conn, batch) == 0  # redelivered: refused by position
+        assert await store(conn, batch) == 0  # redelivered: refused by event id
     finally:
         await conn.close()
     first = await snapshot(database)
@@ -432,6 +432,25 @@ async def test_storing_a_batch_twice_or_in_another_order_gives_the_same_tables(
         await drop_database(database_server, other)
     del first["events"], second["events"]  # ids follow arrival order; the rest must not
     assert first == second
+
+
+async def test_a_new_broker_reusing_positions_loses_nothing_and_duplicates_nothing(
+    database: str,
+) -> None:
+    """`sale up` starts a fresh Tansu whose offsets begin at 0 again; the log lives on."""
+    first, second = incoming(auctions(3)), incoming(auctions(3))  # same positions, new events
+    moved = [Incoming.of(Position("t.other", 1, 99), i.key, i.event) for i in first[:2]]
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        assert await store(conn, first) == len(first)
+        assert await store(conn, second) == len(second)
+        assert await store(conn, moved) == 0  # the same events again, elsewhere: refused
+        [new] = incoming(auctions(1))[:1]
+        assert await store(conn, [new, new]) == 1  # written twice by a retrying producer
+        assert await conn.fetchval("SELECT count(*) FROM events") == len(first) + len(second) + 1
+    finally:
+        await conn.close()
 
 
 async def test_text_with_nul_is_stored_with_a_replacement_character(database: str) -> None:
