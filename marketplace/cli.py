@@ -313,7 +313,7 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
             path, run_config, todo = asyncio.run(
                 live.prepare(config, args.variant, args.order, postings, run_dir)
             )
-            print(f"{name}: {len(todo)} tasks to go")
+            print(f"{name}: {len(todo)} tasks")
             return asyncio.run(job.run_job(run_config, path, todo, run_dir))
         name = asyncio.run(
             matrix.build_matrix(config, str(args.config_path), args.tasks, args.workers)

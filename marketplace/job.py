@@ -5,7 +5,9 @@ logs go to the run directory), waits until every configured agent is up, then po
 one at a time — the next when the previous task's outcome is in the Postgres log, so each
 auction finds the memory of all the ones before it, outcomes included, whatever the timing (a
 rerun with cached agents makes the same calls) — and prints each auction's story as it streams
-by. When every task is done, it prints `sale report`'s table of those tasks and stops.
+by. When every task is done, it prints `sale report`'s table of those tasks and stops. Tasks
+whose outcome is already in the log (a job run again, or resumed after an interruption) are
+not posted again; the table still shows them.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
             raise RuntimeError(f"agents not up after {AGENTS_UP_S:.0f}s: {missing}") from None
         conn = await asyncpg.connect(database_url)
         try:
-            for posting in postings:
+            done = await done_tasks(conn)
+            if skipped := [p.task.task_id for p in postings if p.task.task_id in done]:
+                print(f"already done in this log, not posted again: {len(skipped)} task(s)")
+            for posting in [p for p in postings if p.task.task_id not in done]:
                 await publish_one(bus, posting)
                 await progress.outcome_of(posting.task.task_id)
                 await recorded(conn, [posting.task.task_id])
@@ -135,6 +140,13 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
             return await run_report(conn, task_ids or None)  # nothing new: the whole log
         finally:
             await conn.close()
+
+
+async def done_tasks(conn: asyncpg.Connection) -> set[str]:
+    """The tasks whose outcome is in the log: a job run again (or resumed) does not post them."""
+    with contextlib.suppress(asyncpg.UndefinedTableError):
+        return {r["task_id"] for r in await conn.fetch("SELECT task_id FROM outcomes")}
+    return set()
 
 
 async def recorded(conn: asyncpg.Connection, task_ids: list[str]) -> None:

@@ -81,25 +81,15 @@ async def ensure_database(server_url: str, name: str) -> str:
     return with_database(server_url, name)
 
 
-async def done_tasks(url: str) -> set[str]:
-    conn = await asyncpg.connect(url)
-    try:
-        exists = await conn.fetchval("SELECT to_regclass('outcomes') IS NOT NULL")
-        rows = await conn.fetch("SELECT task_id FROM outcomes") if exists else []
-    finally:
-        await conn.close()
-    return {r["task_id"] for r in rows}
-
-
 async def prepare(
     config: Config, variant: str, order: int, postings: Sequence[Posting], run_dir: Path
 ) -> tuple[Path, Config, list[Posting]]:
-    """Writes the run's config; returns it with the tasks still to post, in the run's order."""
+    """Writes the run's config; returns it with the tasks in the run's order (the job skips
+    those already done in the run's log)."""
     server = config.database.url
     url = await ensure_database(server, run_name(fingerprint(config.agents), variant, order))
     run_config = live_config(config, variant, url, cache_url=server)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "sale.toml"
     path.write_text(to_toml(run_config))
-    done = await done_tasks(url)
-    return path, run_config, [p for p in ordered(postings, order) if p.task.task_id not in done]
+    return path, run_config, ordered(postings, order)

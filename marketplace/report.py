@@ -21,9 +21,16 @@ FROM auctions a LEFT JOIN outcomes o ON o.task_id = a.task_id
 WHERE a.closed_at IS NOT NULL AND ($1::text[] IS NULL OR a.task_id = ANY($1::text[]))
 ORDER BY a.posted_at, a.task_id
 """
+# A task posted again (a job resumed after an interruption mid-auction) is counted from its
+# last posting: the work of the interrupted attempt was repeated, not added to.
 _SPEND = """
-SELECT task_id, agent_id, part, prompt_tokens + completion_tokens AS tokens, seconds
-FROM spend WHERE $1::text[] IS NULL OR task_id = ANY($1::text[])
+SELECT s.task_id, s.agent_id, s.part, s.prompt_tokens + s.completion_tokens AS tokens, s.seconds
+FROM spend s
+JOIN events e ON e.event_id = s.event_id
+LEFT JOIN (SELECT task_id, max(occurred_at) AS at FROM events WHERE type = 'TaskPosted'
+           GROUP BY task_id) posted ON posted.task_id = s.task_id
+WHERE ($1::text[] IS NULL OR s.task_id = ANY($1::text[]))
+  AND (posted.at IS NULL OR e.occurred_at >= posted.at)
 """
 _PRICES = "SELECT DISTINCT ON (agent_id) agent_id, price FROM bids ORDER BY agent_id, round"
 

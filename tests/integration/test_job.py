@@ -39,13 +39,8 @@ async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
 ) -> None:
     config = job_config(tmp_path / "sale.toml")
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": fresh_database, "PATH": "/usr/bin"}
-    done = subprocess.run(
-        [*SALE, "--config", str(config), "run", "--range", "0:3", "--run-dir", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    command = [*SALE, "--config", str(config), "run", "--range", "0:3", "--run-dir", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     for task in ("HumanEval-0", "HumanEval-1", "HumanEval-2"):
         assert f"{task}: posted" in done.stdout
@@ -62,3 +57,9 @@ async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
     assert report in done.stdout
     assert "| 3 | 0 | 0.0% |" in report
     assert (tmp_path / "agent.S.log").exists()  # the children's output went to the run dir
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already done in this log, not posted again: 3 task(s)" in again.stdout
+    assert "posted" not in again.stdout.replace("not posted again", "")
+    assert report in again.stdout  # the same table: nothing was counted twice

@@ -3,12 +3,14 @@ each agent's price, the run's pass@1, the auction's share and the largest agent'
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 import pytest
 
 from marketplace.metrics import summarize
 from marketplace.migrate import apply_migrations
-from marketplace.recorder import project
+from marketplace.recorder import Incoming, Position, store
 from marketplace.report import largest_agent, log_runs, run_report
 from schemas.events import (
     AuctionClosed,
@@ -84,11 +86,19 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int) -> list[
     return [posted, *bids.values(), *reviews, closed, result, outcome]
 
 
+async def append(db: asyncpg.Connection, events: list[Event]) -> None:
+    """Into the log as the recorder would: the events, then their projections."""
+    start = await db.fetchval("SELECT count(*) FROM events")
+    await store(
+        db, [Incoming.of(Position("t", 0, start + i), None, e) for i, e in enumerate(events)]
+    )
+
+
 @pytest.fixture
 async def log(db: asyncpg.Connection) -> asyncpg.Connection:
     await apply_migrations(db)
-    await project(db, task_events("t-1", "S", True, executed=2_000))
-    await project(db, task_events("t-2", "L", False, executed=1_000))
+    await append(db, task_events("t-1", "S", True, executed=2_000))
+    await append(db, task_events("t-2", "L", False, executed=1_000))
     return db
 
 
@@ -115,6 +125,17 @@ async def test_the_report_table_shows_the_same_figures(log) -> None:
     assert "| t-1 | S | awarded | 0.007500 | 0.002000 | 0.009500 | 8.0 | yes |" in report
     assert "| t-2 | L | awarded | 0.007500 | 0.004000 | 0.011500 | 8.0 | no |" in report
     assert "| 2 | 1 | 50.0% | 0.021000 | 16.0 | 71.4% | 50.0% | L 1, S 1 |" in report
+
+
+async def test_a_task_posted_again_is_counted_from_its_last_posting(log) -> None:
+    """A job interrupted mid-auction posts the task again; its work is repeated, not added."""
+    before = await run_report(log)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    again = [
+        e.model_copy(update={"occurred_at": later}) for e in task_events("t-1", "S", True, 2_000)
+    ]
+    await append(log, again)
+    assert await run_report(log) == before
 
 
 async def test_only_the_asked_tasks_are_reported(log) -> None:
