@@ -41,6 +41,7 @@ from schemas.topics import STREAMS
 
 AGENTS_UP_S = 600.0  # loading three models from a cold disk takes a while
 RECORDED_S = 60.0
+RATE_WINDOW = 10  # tasks: the time left is judged on the recent pace, not the whole run's
 
 
 class Progress:
@@ -53,6 +54,7 @@ class Progress:
         self.up: set[str] = set()
         self.all_up = asyncio.Event()
         self.outcomes: dict[str, TaskOutcome] = {}
+        self.finished: list[float] = []
         self.cost: dict[str, float] = defaultdict(float)
         self.changed = asyncio.Event()
 
@@ -93,6 +95,7 @@ class Progress:
                 return f"{event.task_id}:   executed by {event.agent_id} ({checked})"
             case TaskOutcome():
                 self.outcomes[event.task_id] = event
+                self.finished.append(time.monotonic())
                 verdict = "PASS" if event.passed else "FAIL"
                 return (
                     f"{event.task_id}: {verdict}, cost {self.cost[event.task_id]:.6f}"
@@ -107,11 +110,18 @@ class Progress:
         return self.outcomes[task_id]
 
     def time_left(self) -> str:
-        done, elapsed = len(self.outcomes), time.monotonic() - self.started
+        done = len(self.outcomes)
         if not self.tasks or not done:
             return ""
-        left = (self.tasks - done) * elapsed / done
+        left = (self.tasks - done) * seconds_per_task([self.started, *self.finished])
         return f" ({done}/{self.tasks} done, about {left / 60:.0f} min left)"
+
+
+def seconds_per_task(times: Sequence[float], window: int = RATE_WINDOW) -> float:
+    """The recent pace: the start and each task's end time in, the mean of the last `window`
+    gaps out. A resumed or cached run starts fast and then slows to the real pace."""
+    recent = times[-(window + 1) :]
+    return (recent[-1] - recent[0]) / (len(recent) - 1) if len(recent) > 1 else 0.0
 
 
 async def drive(config: Config, postings: Sequence[Posting], database_url: str) -> str:
