@@ -1,9 +1,10 @@
 """In-process llama.cpp (llama-cpp-python) for the embedded GGUF models.
 
 One thread per model (two threads on two shared cores ran ten times slower). Log-probabilities,
-top-k alternatives and the exact entropy are computed here from the raw logits that
-`logits_all=True` keeps, with numpy over the generated rows: llama-cpp-python's own `logprobs`
-path sorts the whole vocabulary in Python for every token (about six times slower). Decoding is
+top-k alternatives and the exact entropy are computed here, with numpy, from the raw logits of
+each generated step, which a logits processor copies as decoding goes: llama-cpp-python's own
+`logprobs` path needs `logits_all`, which makes llama.cpp compute logits for every prompt token
+too, and sorts the whole vocabulary in Python for every token (about six times slower). Decoding is
 greedy with no repetition penalty. Successive prompts that share a prefix reuse its evaluation.
 A completion's `seconds` are the process's CPU-seconds: with one thread, the model's compute,
 whatever else shares the cores.
@@ -38,7 +39,7 @@ class LlamaBackend:
             n_ctx=context_tokens,
             n_threads=1,
             n_threads_batch=1,
-            logits_all=True,
+            logits_all=False,
             verbose=False,
         )
         self._lock = asyncio.Lock()  # one generation at a time: the model keeps state
@@ -58,6 +59,14 @@ class LlamaBackend:
             return await asyncio.to_thread(self._complete, list(messages), max_tokens, top_logprobs)
 
     def _complete(self, messages: list[Message], max_tokens: int, k: int) -> Completion:
+        from llama_cpp import LogitsProcessorList
+
+        rows: list[np.ndarray] = []
+
+        def keep(_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+            rows.append(np.array(logits, dtype=np.float64))
+            return logits
+
         start = time.process_time()
         try:
             response = self.llama.create_chat_completion(
@@ -65,12 +74,13 @@ class LlamaBackend:
                 max_tokens=max_tokens,
                 temperature=0.0,
                 repeat_penalty=1.0,
+                logits_processor=LogitsProcessorList([keep]),
             )
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"llama.cpp failed: {exc}") from exc
         usage = response["usage"]
         prompt, generated = usage["prompt_tokens"], usage["completion_tokens"]
-        tokens = self._tokens(prompt, generated, k)
+        tokens = self._tokens(rows[:generated], prompt, k)
         return Completion(
             text=response["choices"][0]["message"]["content"] or "",
             tokens=tokens,
@@ -79,16 +89,17 @@ class LlamaBackend:
             seconds=time.process_time() - start,
         )
 
-    def _tokens(self, prompt: int, generated: int, k: int) -> tuple[GeneratedToken, ...]:
+    def _tokens(self, steps: list[np.ndarray], prompt: int, k: int) -> tuple[GeneratedToken, ...]:
         """Per generated token: its log-probability, the top-k, and the exact entropy.
 
-        Row i of the logits predicts token i+1, so the rows prompt-1 … prompt+generated-2 hold
-        the distributions the generated tokens were drawn from. The last generated token was
-        never fed back, so its id is read as the row's argmax (greedy decoding).
+        `steps` are the logits each generated token was drawn from (a final end-of-text step is
+        not a generated token). The last generated token was never fed back, so its id is read
+        as the row's argmax (greedy decoding).
         """
+        generated = len(steps)
         if generated == 0:
             return ()
-        rows = np.asarray(self.llama.scores[prompt - 1 : prompt - 1 + generated], dtype=np.float64)
+        rows = np.stack(steps)
         logz = np.logaddexp.reduce(rows, axis=1, keepdims=True)
         logp = rows - logz
         entropy = -(np.exp(logp) * logp).sum(axis=1)
