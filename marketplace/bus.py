@@ -121,6 +121,7 @@ class Bus:
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            max_poll_interval_ms=self.config.max_poll_interval_ms,
         )(on_record)
 
     def group(self, name: str) -> str:
@@ -178,6 +179,7 @@ class Bus:
             fetch_max_wait_ms=config.fetch_max_wait_ms,
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
         )
         topics = [self.topics.prefix + s for s in streams]
         consumer.subscribe(topics, listener=_Rebalance(owner) if owner else None)

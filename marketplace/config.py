@@ -43,6 +43,9 @@ class BrokerConfig(Section):
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
     session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
     heartbeat_interval_ms: int = Field(default=500, ge=100, le=60_000)
+    # How long one event's handling may take before the group gives the member's partitions
+    # away: an agent's model call runs inside its handler, minutes long on slow cores.
+    max_poll_interval_ms: int = Field(default=3_600_000, ge=10_000, le=86_400_000)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> BrokerConfig:

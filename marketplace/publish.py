@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -72,10 +73,14 @@ def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
 
 
 async def publish_one(bus: Bus, posting: Posting) -> None:
-    """Checks first, so the verifier never sees a result before it could know the checks exist."""
+    """Checks first, so the verifier never sees a result before it could know the checks exist.
+
+    Both are stamped as they are sent: a job parses its postings at the start and sends them
+    one by one for hours, and the verifier gives up on checks an hour after their posting."""
+    now = datetime.now(UTC)
     if posting.checks is not None:
-        await bus.publish(posting.checks)
-    await bus.publish(posting.task)
+        await bus.publish(posting.checks.model_copy(update={"occurred_at": now}))
+    await bus.publish(posting.task.model_copy(update={"occurred_at": now}))
 
 
 async def publish(bus: Bus, postings: list[Posting]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from marketplace.bus import Bus
 from marketplace.config import BrokerConfig
+from marketplace.publish import from_dataset, publish_one
 from schemas.events import TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.inbox import Inbox
@@ -53,3 +55,22 @@ async def test_publish_posts_good_lines_and_names_bad_ones(
         events = await inbox.wait_for(4)
     assert sorted(e.task_id for e in events if isinstance(e, TaskPosted)) == ["t1", "t9"]
     assert sorted(e.task_id for e in events if isinstance(e, TaskChecks)) == ["t1", "t9"]
+
+
+async def test_a_posting_is_stamped_when_it_is_sent_not_when_it_was_parsed(
+    broker_config: BrokerConfig,
+) -> None:
+    """A job parses all its tasks at the start and sends them over hours; the verifier gives
+    up on checks an hour after their posting, so the posting's time must be the sending's."""
+    [posting] = from_dataset("humaneval", 0, 1)
+    parsed = posting.task.occurred_at
+    inbox = Inbox()
+    bus = Bus(broker_config, producer="client")
+    bus.subscribe(["tasks", "checks"], "reader", inbox)
+    async with bus:
+        await bus.joined()
+        await asyncio.sleep(0.05)
+        await publish_one(bus, posting)
+        events = await inbox.wait_for(2)
+    assert all(e.occurred_at > parsed for e in events)
+    assert {e.event_id for e in events} == {posting.task.event_id, posting.checks.event_id}
