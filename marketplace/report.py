@@ -15,9 +15,11 @@ import asyncpg
 from marketplace.config import Config
 from marketplace.metrics import AUCTION_PARTS, MethodResult, Prices, Spend, TaskRun, cost, summarize
 
+# A task counts once its outcome is in: an auction closed by an interrupted run whose winner
+# never executed is not a failure of the method, just unfinished.
 _TASKS = """
 SELECT a.task_id, a.winner_agent_id, a.reason, o.passed
-FROM auctions a LEFT JOIN outcomes o ON o.task_id = a.task_id
+FROM auctions a JOIN outcomes o ON o.task_id = a.task_id
 WHERE a.closed_at IS NOT NULL AND ($1::text[] IS NULL OR a.task_id = ANY($1::text[]))
 ORDER BY a.posted_at, a.task_id
 """
@@ -38,7 +40,7 @@ _PRICES = "SELECT DISTINCT ON (agent_id) agent_id, price FROM bids ORDER BY agen
 async def log_runs(
     conn: asyncpg.Connection, task_ids: Sequence[str] | None = None
 ) -> tuple[list[TaskRun], Prices, dict[str, str]]:
-    """Every closed auction (or those of `task_ids`) as a `TaskRun`, in posting order; the
+    """Every finished task (or those of `task_ids`) as a `TaskRun`, in posting order; the
     agents' prices as they bid; and each task's decision reason."""
     wanted = list(task_ids) if task_ids is not None else None
     spend: dict[str, list[Spend]] = {}
@@ -101,7 +103,7 @@ async def run_report(conn: asyncpg.Connection, task_ids: Sequence[str] | None = 
     """The log's story of `task_ids` (default: every closed auction) as markdown."""
     runs, prices, reasons = await log_runs(conn, task_ids)
     if not runs:
-        return "No closed auctions in the log yet."
+        return "No finished tasks in the log yet."
     result = summarize("SALE (live)", runs, prices, largest_agent(prices))
     price_list = ", ".join(f"{a} {p:g}" for a, p in sorted(prices.items()))
     return (
