@@ -71,7 +71,9 @@ async def run(broker_config: BrokerConfig, topics: Topics, database: str, tmp_pa
 
 
 async def run_auctions(broker_config: BrokerConfig) -> dict[str, AuctionClosed]:
-    async with Market(make_config(broker_config)) as market:
+    # Long windows: every phase closes early once all answers are in, and a loaded CI machine
+    # must not turn a refined auction into an awarded one by a late bid.
+    async with Market(make_config(broker_config, window_s=20.0)) as market:
         await market.agent(
             ScriptedAgent("small", price=0.05, scores=SCORES, refined_plan_tokens=60)
         )
@@ -144,6 +146,7 @@ async def test_a_recorded_run_verifies_and_a_tampered_row_is_named(run: Run) -> 
 async def test_audit_tells_a_task_story_and_weights_replay_counterfactually(
     run: Run, tmp_path: Path
 ) -> None:
+    assert [c.reason for c in run.closed.values()] == ["refined", "refined", "awarded"]
     story = run.sale("audit", run.task(0))
     assert story.returncode == 0, story.stderr
     text = story.stdout
