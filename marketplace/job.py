@@ -145,7 +145,7 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
             for posting in [p for p in postings if p.task.task_id not in done]:
                 await publish_one(bus, posting)
                 await progress.outcome_of(posting.task.task_id)
-                await recorded(conn, [posting.task.task_id])
+                await recorded(conn, posting.task.task_id)
             task_ids = [p.task.task_id for p in postings]
             return await run_report(conn, task_ids or None)  # nothing new: the whole log
         finally:
@@ -159,20 +159,15 @@ async def done_tasks(conn: asyncpg.Connection) -> set[str]:
     return set()
 
 
-async def recorded(conn: asyncpg.Connection, task_ids: list[str]) -> None:
-    """Returns once the recorder has the outcome of every one of `task_ids` in Postgres."""
+async def recorded(conn: asyncpg.Connection, task_id: str) -> None:
+    """Returns once the recorder has the task's outcome in Postgres, where memory reads it."""
     deadline = time.monotonic() + RECORDED_S
     while time.monotonic() < deadline:
         with contextlib.suppress(asyncpg.UndefinedTableError):
-            count = await conn.fetchval(
-                "SELECT count(*) FROM outcomes WHERE task_id = ANY($1)", task_ids
-            )
-            if count == len(task_ids):
+            if await conn.fetchval("SELECT 1 FROM outcomes WHERE task_id = $1", task_id):
                 return
         await asyncio.sleep(0.5)
-    raise RuntimeError(
-        f"the recorder has not logged the outcome of {task_ids} after {RECORDED_S:.0f}s"
-    )
+    raise RuntimeError(f"the recorder has not logged the outcome of {task_id} in {RECORDED_S:.0f}s")
 
 
 async def run_job(
