@@ -1,4 +1,5 @@
-"""An agent on a real LLM: it bids a plan, judges plans, refines its bid, executes what it won.
+"""An agent on a real LLM: it bids a plan, judges plans, refines its bid, executes what it won
+(the paper's auction); or, in the lean auction, drafts when called and delivers its draft.
 
 Pure decisions about what to answer live here; the model work goes through the `LLM` protocol
 and the sandbox, and `agents.runtime.AgentService` moves the events.
@@ -15,12 +16,17 @@ from agents import coding, prompts
 from agents.llm import LLM, LLMError, read_score
 from marketplace.config import AgentConfig
 from schemas.events import (
+    MAX_PLAN,
+    MAX_REASON,
     AgentHeartbeat,
     AuctionClosed,
+    BidRequested,
     BidScore,
     BidSubmitted,
     Event,
+    FailedDraft,
     JuryCalled,
+    Mechanism,
     RefinementCalled,
     ReviewSubmitted,
     TaskPosted,
@@ -34,19 +40,24 @@ KNOWN_TASKS = 1000  # tasks remembered for the jury, refinement and execution ca
 
 
 class LLMAgent:
-    def __init__(self, config: AgentConfig, llm: LLM) -> None:
+    def __init__(self, config: AgentConfig, llm: LLM, mechanism: Mechanism = "paper") -> None:
+        """`mechanism` is the marketplace's `[auction] mechanism`: under "lean" a task is only
+        remembered, as the auction calls for drafts (`BidRequested`) instead of plans."""
         self.config = config
         self.llm = llm
         self.agent_id = config.id
+        self.mechanism = mechanism
         self.tasks: OrderedDict[str, TaskPosted] = OrderedDict()
         self.plans: dict[str, str] = {}  # task id → this agent's latest plan
+        self.failures: dict[str, str | None] = {}  # task id → why its draft fails, or None
 
     def heartbeat(self, status: str = "up") -> AgentHeartbeat:
         return AgentHeartbeat(
             producer=self.agent_id,
             agent_id=self.agent_id,
             model=self.llm.model,
-            price=self.config.price_per_mtok,
+            price=self.config.output_price,
+            input_price=self.config.input_price,
             kinds=list(self.config.kinds),
             status=status,
         )
@@ -70,7 +81,13 @@ class LLMAgent:
         match event:
             case TaskPosted() if event.kind in self.config.kinds:
                 self._remember(event)
+                if self.mechanism == "lean":
+                    return []
                 return [await self.bid(event, 0, prompts.bid(event), [])]
+            case BidRequested() if event.agent_id == self.agent_id and event.task_id in self.tasks:
+                return [await self.draft_bid(self.tasks[event.task_id], event.feedback)]
+            case AuctionClosed(mechanism="lean") if event.winner_agent_id == self.agent_id:
+                return [self.deliver(event)]
             case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:
                 return [await self.judge(event.task_id, event.round, event.bids)]
             case RefinementCalled() if event.task_id in self.tasks:
@@ -89,6 +106,51 @@ class LLMAgent:
         while len(self.tasks) > KNOWN_TASKS:
             forgotten, _ = self.tasks.popitem(last=False)
             self.plans.pop(forgotten, None)
+            self.failures.pop(forgotten, None)
+
+    async def draft_bid(self, task: TaskPosted, feedback: FailedDraft | None) -> BidSubmitted:
+        """A draft bid: the program this agent writes (fixing `feedback`, a cheaper agent's
+        failing draft, if given) and whether it passes the visible examples. The draft is the
+        work itself: if it wins, it is delivered as it is (`deliver`), not written again.
+        Its entropy is not measured (the executor asks for no log-probabilities): 0."""
+        attempt = coding.Attempt(feedback.source, Usage(), feedback.error) if feedback else None
+        result = await self.draft(task, attempt)
+        source = result.output if result.output.strip() else ""
+        failure = result.error
+        if len(source) > MAX_PLAN:  # too long for a bid: it cannot be delivered, so it fails
+            source, failure = source[:MAX_PLAN], f"the program is over {MAX_PLAN} characters"
+        failure = failure[:MAX_REASON] if failure is not None else None
+        self.failures[task.task_id] = failure
+        return BidSubmitted(
+            producer=self.agent_id,
+            task_id=task.task_id,
+            agent_id=self.agent_id,
+            model=self.llm.model,
+            plan=source or "(no code)",
+            plan_tokens=result.usage.completion_tokens,
+            entropy=0.0,
+            price=self.config.output_price,
+            usage=result.usage,
+            examples_pass=failure is None,
+            failure=failure,
+        )
+
+    def deliver(self, closed: AuctionClosed) -> TaskResult:
+        """The winning draft as the result, with no model call: it was paid for in the bid."""
+        failure = self.failures.get(closed.task_id)
+        if closed.task_id not in self.failures:  # drafted before a restart: the close says
+            mine = [d for d in closed.lean.drafts if d.bid_id == closed.winner_bid_id]
+            failure = None if mine and mine[0].examples_pass else "it fails the visible examples"
+        return TaskResult(
+            producer=self.agent_id,
+            task_id=closed.task_id,
+            agent_id=self.agent_id,
+            bid_id=closed.winner_bid_id,
+            output=closed.winning_plan,
+            usage=Usage(),
+            cost=0.0,
+            error=failure,
+        )
 
     async def bid(
         self, task: TaskPosted, round_: int, messages: list, refs: list[str]
@@ -105,8 +167,8 @@ class LLMAgent:
             plan=plan,
             plan_tokens=completion.completion_tokens,
             entropy=completion.mean_entropy(),
-            price=self.config.price_per_mtok,
-            usage=completion.usage(self.config.price_per_mtok),
+            price=self.config.output_price,
+            usage=completion.usage(self.config.price),
             memory_refs=refs,
         )
 
@@ -118,7 +180,7 @@ class LLMAgent:
             completion = await self.llm.complete(
                 prompts.judge(task, bid.plan), max_tokens=2, top_logprobs=JURY_TOP_K
             )
-            usage += completion.usage(self.config.price_per_mtok)
+            usage += completion.usage(self.config.price)
             scores.append(BidScore(bid_id=bid.bid_id, score=read_score(completion)))
         return ReviewSubmitted(
             producer=self.agent_id,
@@ -131,22 +193,46 @@ class LLMAgent:
 
     async def execute(self, task_id: str, bid_id: UUID | None, plan: str | None) -> TaskResult:
         """Runs the task following `plan` (the bid this agent won with)."""
-        start = time.monotonic()
         task = self.tasks.get(task_id)
-        result = dict(
-            producer=self.agent_id, task_id=task_id, agent_id=self.agent_id, bid_id=bid_id
-        )
         if task is None:
-            return TaskResult(**result, output="", error="the task is unknown to this agent")
+            return TaskResult(
+                producer=self.agent_id,
+                task_id=task_id,
+                agent_id=self.agent_id,
+                bid_id=bid_id,
+                output="",
+                error="the task is unknown to this agent",
+            )
+        return await self.draft(task, plan=plan or "", bid_id=bid_id)
+
+    async def draft(
+        self,
+        task: TaskPosted,
+        feedback: coding.Attempt | None = None,
+        *,
+        plan: str = "",
+        bid_id: UUID | None = None,
+    ) -> TaskResult:
+        """The task done by this agent's executor; given `feedback` (another agent's failing
+        attempt), by fixing that. `error` says why the visible examples still fail, if they do."""
+        start = time.monotonic()
+        result = dict(
+            producer=self.agent_id,
+            task_id=task.task_id,
+            agent_id=self.agent_id,
+            bid_id=bid_id or task.event_id,
+        )
         try:
             done = await coding.execute(
                 self.llm,
                 task,
-                plan or "",
-                self.config.price_per_mtok,
+                plan,
+                self.config.price,
+                style=self.config.executor,
                 max_rounds=self.config.execute_rounds,
                 max_tokens=self.config.execute_max_tokens,
                 token_budget=self.config.execute_token_budget,
+                feedback=feedback,
             )
         except LLMError as exc:
             return TaskResult(

@@ -1,9 +1,13 @@
-"""`sale models calibrate`: each local tier's price, from the compute its tokens take here.
+"""`sale models calibrate`: each local tier's prices, from the compute its tokens take here.
 
-A price per million tokens should mean something physical on this machine, so it is measured:
-each tier bids and solves a few development tasks (MBPP 100–102: never the evaluation split, nor
-MBPP 200 and above) with one thread, and its price is the CPU-seconds it spent per million
-tokens (prompt and generated tokens together, in the mix an agent's work has). With these
+A price per million tokens should mean something physical on this machine, so it is measured,
+per direction as model price lists quote it: reading a prompt token (prefill, batched) costs far
+less than writing one (decode, one forward pass per token), and a prompt prefix the model still
+holds evaluated costs almost nothing. Each tier, with one thread, reads and writes on a few
+development tasks (MBPP 100–105: never the evaluation split, nor MBPP 200 and above) in three
+kinds of call — a fresh prompt read with one token written, the same prompt again (held), and a
+fresh prompt with a long answer — and the CPU-seconds of every call are split by least squares
+into seconds per fresh prompt token, per held prompt token and per generated token. With these
 prices a task's cost is an estimate, in CPU-seconds, of the compute it took.
 """
 
@@ -15,34 +19,47 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from agents import prompts
 from agents.backends import build
+from agents.llm import Completion
 from agents.measure import tier_config
 from marketplace.tasks import mbpp
 
-TASKS = (100, 103)
-PLAN_TOKENS = 96
-SOLVE_TOKENS = 256
+TASKS = (100, 106)
+WRITE_TOKENS = 256
 
 
 async def calibrate_tier(tier: str) -> dict:
     llm = build(tier_config(tier))
-    seconds, tokens = 0.0, 0
+    calls: list[Completion] = []
     for task, _ in mbpp(*TASKS):
-        for messages, limit in (
-            (prompts.bid(task), PLAN_TOKENS),
-            (prompts.solve(task, ""), SOLVE_TOKENS),
-        ):
-            completion = await llm.complete(messages, max_tokens=limit, top_logprobs=0)
-            seconds += completion.seconds
-            tokens += completion.prompt_tokens + completion.completion_tokens
+        read = prompts.solve(task, "", "complete")
+        calls.append(await llm.complete(read, max_tokens=1, top_logprobs=0))
+        calls.append(await llm.complete(read, max_tokens=1, top_logprobs=0))  # held
+        write = prompts.bid(task)
+        calls.append(await llm.complete(write, max_tokens=WRITE_TOKENS, top_logprobs=0))
+    per_token = split_seconds(calls)
     return {
         "tier": tier,
         "model": llm.model,
-        "tokens": tokens,
-        "cpu_seconds": round(seconds, 3),
-        "price_per_mtok": round(seconds / tokens * 1_000_000, 1),
+        "calls": len(calls),
+        "cpu_seconds": round(sum(c.seconds for c in calls), 3),
+        **{name: round(s * 1_000_000, 1) for name, s in per_token.items()},
     }
+
+
+def split_seconds(calls: list[Completion]) -> dict[str, float]:
+    """Seconds per fresh prompt token, held prompt token and generated token (least squares,
+    none below zero)."""
+    rows = np.array(
+        [[c.prompt_tokens - c.cached_tokens, c.cached_tokens, c.completion_tokens] for c in calls],
+        dtype=float,
+    )
+    seconds = np.array([c.seconds for c in calls])
+    coef = np.clip(np.linalg.lstsq(rows, seconds, rcond=None)[0], 0.0, None)
+    return dict(zip(("input_price", "cached_input_price", "output_price"), coef, strict=True))
 
 
 def cpu_model() -> str:
@@ -60,8 +77,9 @@ def run(tiers: list[str], out: Path) -> int:
     print(f"CPU: {record['cpu']}")
     for row in rows:
         print(
-            f"{row['tier']}  {row['model']:<40} {row['tokens']:>6} tokens "
-            f"{row['cpu_seconds']:>8.1f} CPU-s  price_per_mtok = {row['price_per_mtok']}"
+            f"{row['tier']}  {row['model']:<40} {row['calls']:>3} calls {row['cpu_seconds']:>7.1f} "
+            f"CPU-s  input_price = {row['input_price']}  cached_input_price = "
+            f"{row['cached_input_price']}  output_price = {row['output_price']}"
         )
     print(f"written to {out}")
     return 0

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from agents import prompts
 from agents.llm import LLM
 from agents.sandbox import Limits, run_python_async
-from schemas.events import TaskPosted, Usage
+from marketplace.config import ExecutorStyle
+from schemas.events import Price, TaskPosted, Usage
 
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
@@ -42,38 +43,68 @@ def with_examples(source: str, examples: list[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Execution:
-    output: str  # the final program
+class Attempt:
+    """One write or fix: the program it made, what its call spent, and whether the visible
+    examples pass (`error` None) or why not."""
+
+    source: str
     usage: Usage
-    rounds: int
-    error: str | None  # why the examples still fail, if they do
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Execution:
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def output(self) -> str:
+        """The final program."""
+        return self.attempts[-1].source
+
+    @property
+    def error(self) -> str | None:
+        """Why the final program still fails the visible examples, if it does."""
+        return self.attempts[-1].error
+
+    @property
+    def usage(self) -> Usage:
+        return sum((a.usage for a in self.attempts), Usage())
+
+    @property
+    def rounds(self) -> int:
+        return len(self.attempts)
 
 
 async def execute(
     llm: LLM,
     task: TaskPosted,
     plan: str,
-    price: float,
+    price: Price,
     *,
-    max_rounds: int = 3,
+    style: ExecutorStyle = "continue",
+    max_rounds: int = 1,
     max_tokens: int = 512,
     token_budget: int = 4000,
+    feedback: Attempt | None = None,
     limits: Limits | None = None,
 ) -> Execution:
+    """Write the function (or, given `feedback` — another agent's failed attempt — fix that),
+    run the visible examples, and fix on failure, for up to `max_rounds` calls."""
     limits = limits or Limits()
-    usage = Usage()
-    messages = prompts.solve(task, plan)
-    source, failure = "", "no attempt made"
-    for round_ in range(1, max_rounds + 1):
+    if feedback is not None and feedback.error is not None:
+        messages = prompts.fix(task, plan, feedback.source, feedback.error, style)
+    else:
+        messages = prompts.solve(task, plan, style)
+    attempts: list[Attempt] = []
+    for _ in range(max_rounds):
         completion = await llm.complete(messages, max_tokens=max_tokens, top_logprobs=0)
-        usage += completion.usage(price)
         code = extract_code(completion.text)
         source = program(task, code)
         result = await run_python_async(with_examples(source, task.inputs.examples), limits)
-        if result.ok:
-            return Execution(source, usage, round_, None)
-        failure = result.summary(timed=False)
-        if usage.total_tokens >= token_budget:
+        error = None if result.ok else result.summary(timed=False)
+        attempts.append(Attempt(source, completion.usage(price), error))
+        spent = sum(a.usage.total_tokens for a in attempts)
+        if error is None or spent >= token_budget:
             break
-        messages = prompts.fix(task, plan, code, failure)
-    return Execution(source, usage, round_, failure)
+        messages = prompts.fix(task, plan, source, error, style)
+    return Execution(tuple(attempts))

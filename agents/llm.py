@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Protocol
 
-from schemas.events import Usage
+from schemas.events import Price, Usage
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -46,13 +46,15 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     seconds: float = 0.0  # compute: CPU-seconds in process, wall-clock seconds over HTTP
+    cached_tokens: int = 0  # prompt tokens the backend already held evaluated
 
-    def usage(self, price_per_mtok: float) -> Usage:
+    def usage(self, price: Price) -> Usage:
         return Usage(
             requests=1,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            cost=price_per_mtok * (self.prompt_tokens + self.completion_tokens) / 1_000_000,
+            cached_tokens=self.cached_tokens,
+            cost=price.cost(self.prompt_tokens, self.completion_tokens, self.cached_tokens),
             seconds=self.seconds,
         )
 

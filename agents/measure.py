@@ -35,7 +35,8 @@ def tier_config(tier: str) -> AgentConfig:
         backend="llama_cpp",
         tier=tier,
         model=MODELS[tier].name,
-        price_per_mtok=PRICE,
+        input_price=PRICE,
+        output_price=PRICE,
     )
 
 
@@ -43,7 +44,7 @@ async def measure_problem(agent: LLMAgent, posted: TaskPosted, tests: str) -> di
     start = time.monotonic()
     [bid] = await agent.respond(posted)
     bid_s = time.monotonic() - start
-    done = await coding.execute(agent.llm, posted, bid.plan, PRICE)
+    done = await coding.execute(agent.llm, posted, bid.plan, agent.config.price)
     verdict = await run_python_async(f"{done.output}\n\n{tests}", Limits(wall_s=30))
     return {
         "task_id": posted.task_id,

@@ -8,6 +8,7 @@ prefix (llama.cpp does) pays for them once per task.
 from __future__ import annotations
 
 from agents.llm import Message
+from marketplace.config import ExecutorStyle
 from schemas.events import MemoryExample, TaskPosted
 
 PLANNER = (
@@ -22,6 +23,11 @@ CODER = (
     "You are an expert Python programmer. Use the plan where it helps; where it disagrees with "
     "the task, the task is right. Answer with the complete function in one ```python code "
     "block, including the imports it needs and nothing else."
+)
+PROGRAMMER = "You are a careful Python programmer."
+COMPLETE = (
+    "Complete the following Python function. Reply with the complete function in one "
+    "```python block."
 )
 
 
@@ -89,16 +95,47 @@ def refine(task: TaskPosted, own_plan: str, examples: list[MemoryExample]) -> li
     ]
 
 
-def solve(task: TaskPosted, plan: str) -> list[Message]:
-    return [
-        {"role": "system", "content": CODER},
-        {"role": "user", "content": f"{task_text(task)}\n\nPlan:\n{plan}"},
+def solve(task: TaskPosted, plan: str, style: ExecutorStyle = "continue") -> list[Message]:
+    """The executor's first prompt, in one of three shapes (`docs/executors.md` compares them):
+
+    - "chat": "Write the Python function …" with the plan in its own slot (the first executor);
+    - "complete": "Complete the following Python function", the task as a fenced block, the
+      plan (if any) as a hint after it;
+    - "continue": "complete", with the answer begun for the model — an open fence and the task's
+      own code — so it writes only the body, not the signature and docstring again.
+    """
+    if style == "chat":
+        return [
+            {"role": "system", "content": CODER},
+            {"role": "user", "content": f"{task_text(task)}\n\nPlan:\n{plan}"},
+        ]
+    hint = f"\n\nA plan you may follow:\n{plan}" if plan else ""
+    messages: list[Message] = [
+        {"role": "system", "content": PROGRAMMER},
+        {"role": "user", "content": f"{COMPLETE}\n\n```python\n{task.prompt}```{hint}"},
     ]
+    if style == "continue":
+        messages.append({"role": "assistant", "content": f"```python\n{task.prompt}"})
+    return messages
 
 
-def fix(task: TaskPosted, plan: str, code: str, failure: str) -> list[Message]:
+def fix(
+    task: TaskPosted, plan: str, code: str, failure: str, style: ExecutorStyle = "continue"
+) -> list[Message]:
+    """A failed attempt (the agent's own, or a cheaper agent's it is asked to fix) and why it
+    fails. "chat" and "complete" show it as the model's answer and the failure as the user's
+    reply; "continue" shows both in the request and begins the answer again, so the model
+    writes only the new body."""
+    if style == "continue":
+        *request, begun = solve(task, plan, "continue")
+        shown = (
+            f"{request[-1]['content']}\n\nThis attempt fails the examples:\n```python\n{code}\n```"
+            f"\n{failure}\n\nWrite a correct version."
+        )
+        return [*request[:-1], {"role": "user", "content": shown}, begun]
+    first = solve(task, plan, style)
     return [
-        *solve(task, plan),
+        *first,
         {"role": "assistant", "content": f"```python\n{code}\n```"},
         {
             "role": "user",

@@ -1,8 +1,10 @@
 """A scripted agent: deterministic, no model, for tests and load tests only.
 
-Its plans, jury scores and outputs are fixed by its settings, so an auction among scripted
-agents has a known answer and costs no LLM time. Never a stand-in where a user would run a real
-model: the real agents (issue #4) use LLM backends.
+Its plans, jury scores, drafts and outputs are fixed by its settings, so an auction among
+scripted agents has a known answer and costs no LLM time. Under the lean mechanism it bids no
+plan on a task; called for a draft, it answers one that passes the visible examples or not
+(`draft_passes`), naming in its source the failing draft it was shown, if any. Never a
+stand-in where a user would run a real model: the real agents (issue #4) use LLM backends.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass, field
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
+    BidRequested,
     BidScore,
     BidSubmitted,
     Event,
     JuryCalled,
+    Mechanism,
     RefinementCalled,
     ReviewSubmitted,
     TaskPosted,
@@ -40,6 +44,10 @@ class ScriptedAgent:
     bids: bool = True  # False: a silent agent that never bids (but still judges)
     judges: bool = True
     delay_s: float = 0.0  # simulated thinking time before each answer
+    mechanism: Mechanism = "paper"  # lean: bids no plan on a task, only drafts when called
+    drafts: bool = True  # False: silent when called for a draft
+    draft_passes: bool = True  # whether its draft passes the visible examples
+    draft_tokens: int = 80
 
     @property
     def model(self) -> str:
@@ -64,7 +72,13 @@ class ScriptedAgent:
         """What this agent publishes in reply to `event` (often nothing)."""
         match event:
             case TaskPosted() if self.bids and event.kind in self.kinds:
+                if self.mechanism == "lean":
+                    return []
                 return [self._bid(event.task_id, 0, self.plan_tokens, [])]
+            case BidRequested() if self.drafts and event.agent_id == self.agent_id:
+                return [self._draft(event)]
+            case AuctionClosed(mechanism="lean") if event.winner_agent_id == self.agent_id:
+                return [self._delivery(event)]
             case JuryCalled() if self.judges and self.agent_id in event.jurors:
                 return [self._review(event)]
             case RefinementCalled() if self.refined_plan_tokens is not None and any(
@@ -90,6 +104,37 @@ class ScriptedAgent:
             price=self.price,
             usage=self._usage(prompt=50, completion=tokens),
             memory_refs=refs,
+        )
+
+    @property
+    def failure(self) -> str | None:
+        return None if self.draft_passes else f"AssertionError: {self.agent_id}'s scripted draft"
+
+    def _draft(self, call: BidRequested) -> BidSubmitted:
+        fixing = f", fixing {call.feedback.agent_id}'s" if call.feedback else ""
+        return BidSubmitted(
+            producer=self.agent_id,
+            task_id=call.task_id,
+            agent_id=self.agent_id,
+            model=self.model,
+            plan=f"# scripted draft of {self.agent_id}{fixing}\ndef f():\n    return None\n",
+            plan_tokens=self.draft_tokens,
+            entropy=0.0,
+            price=self.price,
+            usage=self._usage(prompt=100, completion=self.draft_tokens),
+            examples_pass=self.draft_passes,
+            failure=self.failure,
+        )
+
+    def _delivery(self, closed: AuctionClosed) -> TaskResult:
+        """The winning draft, delivered as it is: no second piece of work, nothing more spent."""
+        return TaskResult(
+            producer=self.agent_id,
+            task_id=closed.task_id,
+            agent_id=self.agent_id,
+            bid_id=closed.winner_bid_id,
+            output=closed.winning_plan,
+            error=self.failure,
         )
 
     def _review(self, jury: JuryCalled) -> ReviewSubmitted:

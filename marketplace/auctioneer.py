@@ -1,4 +1,9 @@
-"""The auctioneer service: moves events between Kafka and the pure `Auction` state machine.
+"""The auctioneer service: moves events between Kafka and a pure auction state machine.
+
+Which machine is `[auction] mechanism`: `lean` (`marketplace.lean_auction`, calls for drafts one
+agent at a time, the default) or `paper` (`marketplace.auction`, SALE's plans, jury and
+refinement). For a lean auction the service also reads the memory once, when the first call is
+due, and passes the resulting estimates in: the machine itself does no I/O.
 
 Instances share the work in consumer group `auctioneer`. Task-scoped topics are co-partitioned
 by task id, so whoever owns partition p of `tasks` owns partition p of `bids`, `reviews` and
@@ -22,9 +27,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from marketplace import lean
 from marketplace.auction import Auction, Roster, Windows
 from marketplace.bus import Bus, Source, caught_up
 from marketplace.config import AuctionConfig, Config
+from marketplace.lean_auction import LeanAuction, prior_for
 from marketplace.memory import Memory, NoMemory
 from schemas.events import (
     AgentHeartbeat,
@@ -48,6 +55,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+AnyAuction = Auction | LeanAuction
+
+
 class Auctioneer:
     def __init__(
         self,
@@ -66,7 +76,12 @@ class Auctioneer:
         self.memory = memory or NoMemory()
         self.clock = clock
         self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
-        self.auctions: dict[str, Auction] = {}
+        self.lean = lean.Settings(
+            value=config.auction.lean.value,
+            neighbours=config.auction.lean.neighbours,
+            strength=config.auction.lean.strength,
+        )
+        self.auctions: dict[str, AnyAuction] = {}
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._closed_at: dict[str, datetime] = {}
@@ -114,7 +129,7 @@ class Auctioneer:
     async def _route(self, event: TaskEvent, tp: TopicPartition, offset: int) -> None:
         auction = self.auctions.get(event.task_id)
         if auction is None:
-            auction = self.auctions[event.task_id] = Auction(event.task_id)
+            auction = self.auctions[event.task_id] = self._new_auction(event.task_id)
             self._first_seen[event.task_id] = self.clock()
         if isinstance(event, TaskPosted) and auction.task and auction.task != event:
             reason = f"task_id {event.task_id} was already posted"
@@ -143,9 +158,7 @@ class Auctioneer:
                 if now - self._first_seen[task_id] > ORPHAN_TTL:
                     await self._publish_all(auction, auction.orphaned())
                 continue
-            while decisions := auction.settle(
-                self.roster, self.windows, self.settings.weights, now
-            ):
+            while decisions := await self._settle(auction, now):
                 await self._publish_all(auction, decisions)
             if auction.phase == "closed" and not auction.pending:
                 self._active.discard(task_id)
@@ -156,7 +169,35 @@ class Auctioneer:
                 if now - closed_at > CLOSED_RETENTION and task_id not in self._active:
                     self._forget(task_id)
 
-    async def _publish_all(self, auction: Auction, decisions: list[Event]) -> None:
+    def _new_auction(self, task_id: str) -> AnyAuction:
+        """The configured mechanism's machine. Switching mechanism while auctions are open is
+        not supported: an open auction is rebuilt by the machine of the current setting."""
+        return LeanAuction(task_id) if self.settings.mechanism == "lean" else Auction(task_id)
+
+    async def _settle(self, auction: AnyAuction, now: datetime) -> list[Event]:
+        if isinstance(auction, LeanAuction):
+            estimates = await self._estimates(auction, now)
+            return auction.settle(self.roster, self.windows, self.lean.value, now, estimates)
+        return auction.settle(self.roster, self.windows, self.settings.weights, now)
+
+    async def _estimates(self, auction: LeanAuction, now: datetime) -> list[lean.Estimate] | None:
+        """What the memory says of each agent that may be asked, when the first call is due."""
+        agents = auction.candidates(self.roster, now)
+        if agents is None:
+            return None
+        records = await self.memory.records(auction.task, agents)
+        priors = self.settings.lean.priors
+        return [
+            lean.estimate(
+                agent_id,
+                prior_for(priors, agent_id, self.roster.beats[agent_id].price),
+                records,
+                self.lean,
+            )
+            for agent_id in agents
+        ]
+
+    async def _publish_all(self, auction: AnyAuction, decisions: list[Event]) -> None:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
@@ -164,10 +205,11 @@ class Auctioneer:
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 log.info(
-                    "%s closed: %s, winner %s",
+                    "%s closed: %s, winner %s%s",
                     decision.task_id,
                     decision.reason,
                     decision.winner_agent_id,
+                    f" ({decision.lean.why})" if decision.lean else "",
                 )
 
     async def _with_examples(self, auction: Auction, call: RefinementCalled) -> RefinementCalled:

@@ -5,6 +5,9 @@ whether the result passed. Every answer is in the recorded events, so the story 
 from them (pure: stored events in, text out) rather than from projections the log could
 contradict. Rejected bids and reviews appear in the story and in the cost: their tokens were
 spent all the same.
+
+A lean auction's story is its calls instead of its scores: the estimates it began with, whom it
+asked and why, each draft's verdict on the visible examples, and why the calls stopped.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
+    BidRequested,
     BidSubmitted,
     DeadLetter,
     Event,
     JuryCalled,
+    LeanEstimate,
     RefinementCalled,
     ReviewSubmitted,
     ScoredBid,
@@ -44,11 +49,12 @@ def render(stored: Sequence[StoredEvent]) -> str:
     """The story: the task, its events in recorded order, the scores, winner, cost, outcome."""
     events = [s.event for s in stored]
     labels = _labels(events)
+    lean = _is_lean(events)
     sections = [
         _header(events),
         _timeline(stored, labels),
-        _scores(events),
-        _winner(events),
+        _calls(events) if lean else _scores(events),
+        _lean_winner(events) if lean else _winner(events),
         _costs(events),
         _outcome(events),
     ]
@@ -60,6 +66,8 @@ def _labels(events: list[Event]) -> dict[UUID, str]:
     labels: dict[UUID, str] = {}
     for event in events:
         match event:
+            case BidSubmitted() if event.is_draft:
+                labels[event.bid_id] = f"{event.agent_id}:draft"
             case BidSubmitted():
                 labels[event.bid_id] = bid_label(event)
             case JuryCalled():
@@ -121,8 +129,15 @@ def gist(event: Event, labels: dict[UUID, str] | None = None) -> str:
             return f"{event.kind} task from {event.producer}"
         case TaskChecks():
             return f"hidden {event.checks.kind} checks (for the verifier)"
+        case AuctionOpened(mechanism="lean"):
+            return f"lean: may ask {', '.join(event.agents) or 'nobody'}"
         case AuctionOpened():
             return f"expects bids from {', '.join(event.agents) or 'nobody'}"
+        case BidRequested():
+            shown = f"; shown {event.feedback.agent_id}'s failing draft" if event.feedback else ""
+            return f"call {event.call}: asks {event.agent_id} ({event.why}){shown}"
+        case BidSubmitted() if event.is_draft:
+            return f"{event.agent_id} draft: {_verdict(event)}, cost {event.usage.cost:.6g}"
         case BidSubmitted():
             return (
                 f"{bid_label(event)} price {event.price:g}, {event.plan_tokens} plan tokens, "
@@ -145,6 +160,8 @@ def gist(event: Event, labels: dict[UUID, str] | None = None) -> str:
             )
         case SubmissionRejected():
             return f"{event.submission} from {event.agent_id} not counted: {event.reason}"
+        case AuctionClosed(mechanism="lean"):
+            return f"{event.reason}: winner {event.winner_agent_id or '-'} ({event.lean.why})"
         case AuctionClosed():
             return f"{event.reason}: winner {_name(labels, event.winner_bid_id)}"
         case TaskResult():
@@ -214,6 +231,79 @@ def _winner(events: list[Event]) -> str:
     label = bid_label(bid) if bid else str(closed.winner_bid_id)
     plan = "\n".join(f"    {line}" for line in closed.winning_plan.splitlines()[:8])
     return f"winner: {closed.winner_agent_id} with bid {label} ({closed.reason})\n  plan:\n{plan}"
+
+
+# --- the lean auction: calls and drafts ---------------------------------------------------------
+
+
+def _is_lean(events: list[Event]) -> bool:
+    return any(
+        (isinstance(e, AuctionOpened | AuctionClosed) and e.mechanism == "lean")
+        or isinstance(e, BidRequested)
+        for e in events
+    )
+
+
+def _verdict(draft: BidSubmitted) -> str:
+    if draft.examples_pass:
+        return "passes the visible examples"
+    reason = (draft.failure or "").strip().splitlines()
+    return "fails the visible examples" + (f" ({reason[-1][:80]})" if reason else "")
+
+
+def _calls(events: list[Event]) -> str:
+    """Each call (who, why, the estimate), each draft's verdict, and why the calls stopped."""
+    calls = sorted((e for e in events if isinstance(e, BidRequested)), key=lambda c: c.call)
+    closed = _last(events, AuctionClosed)
+    terms = closed.lean if closed is not None else None
+    estimates = calls[0].estimates if calls else terms.estimates if terms else []
+    value = calls[0].value if calls else terms.value if terms else None
+    lines = [f"lean auction: a right answer is worth {value:g}" if value is not None else "lean"]
+    lines += _estimate_table(estimates)
+    lines.append("calls" if calls else "calls: none")
+    drafts = {e.agent_id: e for e in events if isinstance(e, BidSubmitted) and e.is_draft}
+    rejected = {e.rejected_event_id for e in events if isinstance(e, SubmissionRejected)}
+    worth = {d.bid_id: d.worth for d in (terms.drafts if terms else [])}
+    for call in calls:
+        shown = f"; shown {call.feedback.agent_id}'s failing draft" if call.feedback else ""
+        lines.append(f"  {call.call}. ask {call.agent_id}: {call.why}{shown}")
+        draft = drafts.get(call.agent_id)
+        if draft is None:
+            lines.append("     no draft")
+            continue
+        counted = "" if draft.event_id not in rejected else ", not counted"
+        held = f", worth {worth[draft.bid_id]:.4g}" if draft.bid_id in worth else ""
+        lines.append(f"     draft: {_verdict(draft)}{held}{counted}")
+    if terms is None:
+        lines.append("stopped: not yet (the auction has not closed)")
+    else:
+        lines.append(f"stopped: {terms.why}")
+    return "\n".join(lines)
+
+
+def _estimate_table(estimates: list[LeanEstimate]) -> list[str]:
+    head = f"  {'agent':<16} {'price':>8} {'P(pass)':>8} {'P(right|pass)':>13} "
+    head += f"{'P(right|fail)':>13} {'cost':>10} {'reservation':>11}"
+    lines = ["estimates (from the memory, fixed at the first call; asked by reservation)", head]
+    for e in sorted(estimates, key=lambda e: (-e.reservation, e.price, e.agent_id)):
+        lines.append(
+            f"  {e.agent_id:<16} {e.price:>8.4g} {e.examples_pass:>8.3g} {e.right_if_pass:>13.3g} "
+            f"{e.right_if_fail:>13.3g} {e.cost:>10.4g} {e.reservation:>11.4g}"
+        )
+    return lines if estimates else [*lines, "  (no agent could be asked)"]
+
+
+def _lean_winner(events: list[Event]) -> str:
+    closed = _last(events, AuctionClosed)
+    if closed is None:
+        return "winner: none yet (the auction has not closed)"
+    if closed.winner_bid_id is None:
+        return f"winner: none ({closed.reason})"
+    program = "\n".join(f"    {line}" for line in closed.winning_plan.splitlines()[:8])
+    return (
+        f"winner: {closed.winner_agent_id} with its draft ({closed.reason}); the draft is the "
+        f"result, not executed again\n  draft:\n{program}"
+    )
 
 
 # --- cost and outcome ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The benchmark's comparison: every method on the evaluation split, from one matrix and the log.
 
 Methods that only choose an agent per task (always-X, random, cascade, kNN, oracle) and SALE's
-auction without refinement are replayed over the matrix (`marketplace.routers`); SALE with
+auction without refinement are replayed over the matrix (`marketplace.routers`; the auction only
+on the tasks where every agent bid and reviewed, and left out when there are none); SALE with
 refinement ran through the live marketplace, once per task order, and is read from the Postgres
 log of each run (`marketplace.report.log_runs`). Every figure is computed here from those
 values; `sale report --bench` writes them as markdown and PNG plots.
@@ -12,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 
 import numpy as np
 
-from marketplace import routers
+from marketplace import lean_method, routers
+from marketplace.bootstrap import Interval, Paired, paired
+from marketplace.config import LeanConfig
 from marketplace.matrix import Matrix
 from marketplace.metrics import (
     Comparison,
@@ -24,6 +28,7 @@ from marketplace.metrics import (
     Spread,
     TaskRun,
     compare,
+    cost,
     mean_result,
     share_over_time,
     spread,
@@ -34,14 +39,27 @@ from schemas.events import Weights
 RANDOM_SEEDS = range(10)
 
 
+LEAN_NAMES: dict[str, lean_method.Variant] = {
+    "SALE-lean": "full",
+    "SALE-lean, no memory value": "no memory",
+    "SALE-lean, no evidence": "no evidence",
+    "SALE-lean, no price-order calls": "all at once",
+    "SALE-lean, no feedback": "no feedback",
+}
+ORDERS = 3  # task orders for the methods whose memory depends on the order
+
+
 @dataclass(frozen=True)
 class Row:
-    """One method: its mean result over repetitions (seeds or task orders) and their spread."""
+    """One method: its mean result over repetitions (seeds or task orders), their spread, and
+    paired bootstrap intervals of its difference from always-largest (price and CPU-seconds)."""
 
     result: MethodResult
     pass_spread: Spread
     cost_spread: Spread
     versus_largest: Comparison
+    paired: Paired
+    seconds_ratio: Interval
 
 
 def without_jury(weights: Weights) -> Weights:
@@ -54,8 +72,10 @@ def matrix_methods(
     weights: Weights,
     prices: Prices,
     embeddings: Mapping[str, np.ndarray],
+    lean: LeanConfig | None = None,
 ) -> dict[str, list[list[TaskRun]]]:
-    """Each replayed method's runs, one list per repetition."""
+    """Each replayed method's runs, one list per repetition; the always-X methods cheapest
+    first (`routers.by_price`)."""
     ordered = routers.by_price(test.agents, prices)
     methods: dict[str, list[list[TaskRun]]] = {
         f"always {agent}": [routers.always(test, agent)] for agent in ordered
@@ -64,10 +84,42 @@ def matrix_methods(
     methods["cascade (FrugalGPT-style)"] = [routers.cascade(test, prices)]
     methods["kNN router"] = [routers.knn(train, test, embeddings, prices)]
     methods["oracle"] = [routers.oracle(test, prices)]
-    methods["SALE round 0"] = [routers.sale_round0(test, weights, prices)]
+    if test.complete_tasks(plans=True):  # else the auction has nothing to run on
+        methods.update(sale_methods(test, weights, prices))
+    if lean is not None and lean.priors:
+        methods.update(lean_methods(test, lean, prices, embeddings))
+    return methods
+
+
+def lean_methods(
+    test: Matrix, table: LeanConfig, prices: Prices, embeddings: Mapping[str, np.ndarray]
+) -> dict[str, list[list[TaskRun]]]:
+    """SALE-lean and its ablations, each in `ORDERS` task orders (one without memory: its runs
+    do not depend on the order)."""
+    from marketplace.lean import Prior, Settings
+
+    priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
+    settings = Settings(table.value, table.neighbours, table.strength)
+    tasks = test.complete_tasks()
+    methods = {}
+    for name, variant in LEAN_NAMES.items():
+        orders = lean_method.orders(tasks, 1 if variant == "no memory" else ORDERS)
+        runs = [
+            lean_method.lean_runs(test, o, priors, settings, prices, embeddings, variant)
+            for o in orders
+        ]
+        methods[name] = [sorted(r, key=lambda run: tasks.index(run.task_id)) for r in runs]
+    return methods
+
+
+def sale_methods(test: Matrix, weights: Weights, prices: Prices) -> dict[str, list[list[TaskRun]]]:
+    """SALE's round 0 and its ablations, on the tasks where every agent bid and reviewed."""
+    methods: dict[str, list[list[TaskRun]]] = {}
+    methods["SALE-paper round 0"] = [routers.sale_round0(test, weights, prices)]
     no_entropy = weights.model_copy(update={"entropy": 0.0})
-    methods["SALE round 0, no entropy"] = [routers.sale_round0(test, no_entropy, prices)]
-    methods["SALE round 0, no jury"] = [routers.sale_round0(test, without_jury(weights), prices)]
+    methods["SALE-paper round 0, no entropy"] = [routers.sale_round0(test, no_entropy, prices)]
+    no_jury = without_jury(weights)
+    methods["SALE-paper round 0, no jury"] = [routers.sale_round0(test, no_jury, prices)]
     return methods
 
 
@@ -84,37 +136,62 @@ def rows(
         for name, reps in methods.items()
     }
     reference = results[f"always {largest}"][0]
+    tasks = sorted(common)
+    ref = per_task(methods[f"always {largest}"], tasks, prices)
     table = []
     for name, reps in results.items():
         mean = mean_result(name, reps)
+        mine = per_task(methods[name], tasks, prices)
         table.append(
             Row(
                 mean,
                 spread([r.pass_at_1 for r in reps]),
                 spread([r.cost for r in reps]),
                 compare(mean, reference),
+                paired(mine[0], mine[1], ref[0], ref[1]),
+                paired(mine[0], mine[2], ref[0], ref[2]).cost_ratio,
             )
         )
     return table
 
 
+def per_task(
+    reps: Sequence[Sequence[TaskRun]], tasks: Sequence[str], prices: Prices
+) -> tuple[list[float], list[float], list[float]]:
+    """Each task's pass rate, cost and CPU-seconds, averaged over the repetitions."""
+    by_task = [{r.task_id: r for r in rep} for rep in reps]
+    passed, costs, seconds = [], [], []
+    for task_id in tasks:
+        runs = [rep[task_id] for rep in by_task]
+        passed.append(fmean(r.passed for r in runs))
+        costs.append(fmean(cost(r.spend, prices) for r in runs))
+        seconds.append(fmean(sum(s.seconds for s in r.spend) for r in runs))
+    return passed, costs, seconds
+
+
 def markdown(table: Sequence[Row]) -> str:
+    """The comparison table; intervals are paired bootstrap 95% intervals against
+    always-largest, spreads (in parentheses) the range over repetitions."""
     lines = [
-        "| method | runs | pass@1 | cost | cost vs always-largest | CPU-s | auction share "
-        "| largest agent's share | largest use cut | executed by |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | runs | pass@1 | Δ pass@1 vs always-largest | cost | cost vs always-largest "
+        "| CPU-s | CPU-s vs always-largest | auction share | largest agent's share "
+        "| largest use cut | executed by |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in table:
-        r, c = row.result, row.versus_largest
+        r, c, p = row.result, row.versus_largest, row.paired
         span = (
             f" ({row.pass_spread.low:.1%}–{row.pass_spread.high:.1%})"
             if row.pass_spread.n > 1
             else ""
         )
         executors = ", ".join(f"{a} {n}" for a, n in sorted(r.executors.items()))
+        delta = p.pass_delta
         lines.append(
-            f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} | {r.cost:,.1f} "
-            f"| {c.cost_vs_largest:.2f} | {r.seconds:,.0f} | {r.auction_share:.1%} "
+            f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} "
+            f"| {100 * delta.estimate:+.1f} [{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] "
+            f"| {r.cost:,.1f} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
+            f"| {row.seconds_ratio.show('.2f')} | {r.auction_share:.1%} "
             f"| {r.largest_share:.1%} | {c.largest_use_cut:.0%} | {executors} |"
         )
     return "\n".join(lines)
@@ -193,3 +270,48 @@ def embeddings_for(matrices: Sequence[Matrix], embed: Embedder) -> dict[str, np.
     ids = sorted(prompts)
     vectors = embed([prompts[t] for t in ids])
     return dict(zip(ids, vectors, strict=True))
+
+
+def target(table: Sequence[Row], method: str, largest: str) -> str:
+    """The issue's target for `method`, checked: at least half of the oracle's gain over
+    always-largest on pass@1 and on cost (in prices and in CPU-seconds), the auction at most 15%
+    of the method's cost and the largest agent executing at most 45% of the tasks."""
+    by_name = {row.result.method: row for row in table}
+    if method not in by_name or "oracle" not in by_name:
+        return ""
+    row, oracle, ref = by_name[method], by_name["oracle"], by_name[f"always {largest}"]
+    need_pass = ref.result.pass_at_1 + (oracle.result.pass_at_1 - ref.result.pass_at_1) / 2
+    need_cost = 1 - (1 - oracle.paired.cost_ratio.estimate) / 2
+    need_seconds = 1 - (1 - oracle.seconds_ratio.estimate) / 2
+    checks = [
+        ("pass@1", row.result.pass_at_1, ">=", need_pass, ".1%"),
+        ("cost vs always-largest", row.paired.cost_ratio.estimate, "<=", need_cost, ".3f"),
+        ("CPU-s vs always-largest", row.seconds_ratio.estimate, "<=", need_seconds, ".3f"),
+        ("auction share", row.result.auction_share, "<=", 0.15, ".1%"),
+        ("largest agent's share", row.result.largest_share, "<=", 0.45, ".1%"),
+    ]
+    lines = [f"Target for {method} (half of the oracle's gain over always-{largest}):", ""]
+    for name, got, op, need, fmt in checks:
+        met = got >= need if op == ">=" else got <= need
+        verdict = "met" if met else "missed"
+        lines.append(f"- {name}: {got:{fmt}} (target {op} {need:{fmt}}): {verdict}")
+    return "\n".join(lines)
+
+
+def diagnosis(method: Sequence[TaskRun], largest: Sequence[TaskRun]) -> str:
+    """Where a method and always-largest part ways, task by task (one repetition)."""
+    ref = {r.task_id: r for r in largest}
+    lost = [r for r in method if ref[r.task_id].passed and not r.passed]
+    won = [r for r in method if r.passed and not ref[r.task_id].passed]
+
+    def who(runs: Sequence[TaskRun]) -> str:
+        counts: dict[str, int] = {}
+        for r in runs:
+            asked = "→".join(s.agent_id for s in r.spend)
+            counts[asked] = counts.get(asked, 0) + 1
+        return ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    return (
+        f"Tasks always-largest passes and it fails: {len(lost)} (agents asked: {who(lost)}); "
+        f"tasks it passes and always-largest fails: {len(won)} (agents asked: {who(won)})."
+    )

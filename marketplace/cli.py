@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,7 +174,7 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError(f"agents.{settings.id}.cache needs database.url (or DATABASE_URL)")
         llm = CachedLLM(llm, url)
     service = AgentService(
-        LLMAgent(settings, llm),
+        LLMAgent(settings, llm, mechanism=config.auction.mechanism),
         Bus(config.broker, producer=settings.id),
         heartbeat_s=settings.heartbeat_s,
     )
@@ -246,7 +247,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
             )
         conn = await asyncpg.connect(url)
         try:
-            return await run_report(conn, args.tasks)
+            return await run_report(conn, args.tasks, prices={a.id: a.price for a in config.agents})
         finally:
             await conn.close()
 
@@ -261,10 +262,10 @@ def _weights(config: Config, args: argparse.Namespace) -> int:
     from marketplace import fit, matrix
     from marketplace.database import resolve_server
 
-    prices = {a.id: a.price_per_mtok for a in config.agents}
+    prices = {a.id: a.price for a in config.agents}
     with resolve_server(config.database.url, config.database.data_dir) as url:
         train = asyncio.run(matrix.load_split(_with_database(config, url), args.tasks))
-    complete = train.complete_tasks()
+    complete = train.complete_tasks(plans=True)
     if not complete:
         raise ConfigError(
             f"no complete matrix rows for {' '.join(args.tasks)}: run `sale bench matrix`"
@@ -276,6 +277,34 @@ def _weights(config: Config, args: argparse.Namespace) -> int:
     )
     Path(args.out).write_text(fit.weights_toml(weights, note))
     print(f"{note}\nwritten to {args.out}:\n{Path(args.out).read_text()}")
+    return 0
+
+
+def _lean(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import lean_method
+    from marketplace.database import resolve_server
+
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        try:
+            table, ranked = asyncio.run(
+                lean_method.fit_lean(_with_database(config, url), args.train, args.dev)
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for c in ranked[:10]:
+        s = c.settings
+        print(
+            f"value {s.value:10.4g}  neighbours {s.neighbours:3}  strength {s.strength:4g}  "
+            f"pass gain {c.pass_gain:6.1%}  cost gain {c.cost_gain:6.1%}"
+        )
+    note = (
+        f"sale lean fit --train {' '.join(args.train)} --dev {' '.join(args.dev)}: priors from "
+        f"the training split, settings chosen on the development split (of {len(ranked)} tried)"
+    )
+    out = Path(args.out)
+    existing = out.read_text() if out.exists() else ""
+    out.write_text(lean_method.with_lean(existing, lean_method.lean_toml(table, note)))
+    print(f"{note}\nwritten to {out}")
     return 0
 
 
@@ -293,7 +322,8 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         from marketplace.service import configure_logging
 
         configure_logging("bench.worker")
-        return 0 if asyncio.run(matrix.work(config, args.tasks)) >= 0 else 1
+        plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
+        return 0 if asyncio.run(matrix.work(config, plan)) >= 0 else 1
     with resolve_server(config.database.url, config.database.data_dir) as url:
         os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
         config = _with_database(config, url)
@@ -304,6 +334,10 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         if Path(args.archive).exists():
             added = asyncio.run(_archive(url, Path(args.archive), export=False))
             print(f"{args.archive}: rows added {added}")
+        if args.action == "executors":
+            return asyncio.run(_executors(config, args))
+        if args.action == "compare":
+            return _compare(config, args)
         if args.action == "live":
             from marketplace import job, live
 
@@ -315,10 +349,63 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
             )
             print(f"{name}: {len(todo)} tasks")
             return asyncio.run(job.run_job(run_config, path, todo, run_dir))
-        name = asyncio.run(
-            matrix.build_matrix(config, str(args.config_path), args.tasks, args.workers)
-        )
+        plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
+        worker = [sys.executable, "-m", "marketplace.cli", "--config", str(args.config_path)]
+        worker += ["bench", "worker", "--tasks", *args.tasks, "--plans", *args.plans]
+        worker += ["--escalate", *args.escalate] if args.escalate else []
+        name = asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
     print(f"matrix {name}: complete")
+    return 0
+
+
+def _compare(config: Config, args: argparse.Namespace) -> int:
+    """The whole comparison on any split, in one command: the matrix of the training and test
+    splits (drafts, escalations, plans and reviews), then every method on the test split, with
+    escalations the lean replay asks for and the matrix lacks computed on the way."""
+    from marketplace import lean_method, matrix
+    from marketplace.report import bench_report
+
+    specs = [*args.train, *args.test]
+    plan = matrix.make_plan(config, specs, specs, args.escalate)
+    worker = [sys.executable, "-m", "marketplace.cli", "--config", str(args.config_path)]
+    worker += ["bench", "worker", "--tasks", *specs, "--plans", *specs]
+    worker += ["--escalate", *args.escalate] if args.escalate else []
+    asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
+    out = Path(args.out or "docs/bench")
+    while True:
+        try:
+            text = asyncio.run(bench_report(config, args.train, args.test, out))
+            break
+        except lean_method.Missing as missing:
+            print(f"computing what the lean replay needs: {missing}", flush=True)
+            one = matrix.make_plan(config, [], [], [f"{missing.after}:{missing.agent_id}"])
+            task = [p for p in plan.postings if p.task.task_id == missing.task_id]
+            asyncio.run(matrix.work(config, dataclasses.replace(one, postings=tuple(task))))
+    print(f"{text}\nwritten to {out}/")
+    return 0
+
+
+async def _executors(config: Config, args: argparse.Namespace) -> int:
+    from marketplace import executors, matrix
+
+    postings = matrix.parse_task_sets(args.tasks)
+    agents = args.agents or [a.id for a in config.agents]
+    trials = []
+    for agent_id in agents:
+        trials += await executors.run_agent(config, agent_id, postings, args.styles)
+        if args.with_plan:
+            trials += await executors.run_agent(
+                config, agent_id, postings, args.styles, planned=True
+            )
+    table = executors.markdown(
+        executors.summarize(trials, {a: config.agent(a).price for a in agents})
+    )
+    print(table)
+    if args.out:
+        Path(args.out).write_text(
+            f"Command: `sale bench executors --tasks {' '.join(args.tasks)}`\n\n{table}\n"
+        )
+        print(f"written to {args.out}")
     return 0
 
 
@@ -434,15 +521,51 @@ def parser() -> argparse.ArgumentParser:
     weights.add_argument("--out", default="weights.toml", help="the weights file to write")
     weights.set_defaults(run=_weights)
 
+    lean = commands.add_parser("lean", help="fit the lean auction's priors and settings")
+    lean.add_argument("action", choices=["fit"])
+    lean.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="priors from here")
+    lean.add_argument("--dev", nargs="+", default=["mbpp:100:200"], help="settings chosen here")
+    lean.add_argument("--out", default="weights.toml", help="the weights file to update")
+    lean.set_defaults(run=_lean)
+
     bench_cmd = commands.add_parser(
         "bench", help="the benchmark: fill the matrix of every agent on every task"
     )
-    bench_cmd.add_argument("action", choices=["matrix", "live", "export", "worker"])
+    bench_cmd.add_argument("action", choices=["matrix", "live", "export", "worker", "executors"])
+    bench_cmd.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
+    bench_cmd.add_argument(
+        "--styles",
+        nargs="+",
+        default=["chat", "complete", "continue"],
+        choices=["chat", "complete", "continue"],
+        help="executors: the prompt shapes to compare",
+    )
+    bench_cmd.add_argument(
+        "--out", help="executors: a markdown file for the table; compare: a folder (docs/bench)"
+    )
+    bench_cmd.add_argument(
+        "--with-plan",
+        action="store_true",
+        help="executors: also each shape with the agent's own plan as a hint",
+    )
     bench_cmd.add_argument(
         "--tasks",
         nargs="+",
         default=["mbpp:0:100", "humaneval:0:164"],
         help="task sets DATASET:START:STOP (default: the training and evaluation splits)",
+    )
+    bench_cmd.add_argument(
+        "--plans",
+        nargs="+",
+        default=["mbpp:0:100", "humaneval:0:164"],
+        help="matrix: task sets that also get every agent's plan and reviews (the paper's auction)",
+    )
+    bench_cmd.add_argument(
+        "--escalate",
+        nargs="*",
+        default=[],
+        metavar="CHEAPER:DEARER",
+        help="matrix: agent pairs whose escalation drafts to compute (e.g. M:L)",
     )
     bench_cmd.add_argument("--workers", type=int, default=2, help="model processes at once")
     bench_cmd.add_argument("--variant", default="full", help="live: full or no-memory")
@@ -457,6 +580,7 @@ def parser() -> argparse.ArgumentParser:
 
     for sub in (
         weights,
+        lean,
         run,
         report,
         bench_cmd,

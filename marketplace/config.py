@@ -16,9 +16,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.codec import describe
-from schemas.events import Id, TaskKind, Weights
+from schemas.events import Id, Price, TaskKind, Weights
 
 CONFIG_ENV = "SALE_CONFIG"
+ExecutorStyle = Literal["chat", "complete", "continue"]
 SERVICES = (
     "monitor",
     "auctioneer",
@@ -59,7 +60,35 @@ class DatabaseConfig(Section):
     data_dir: Path = Field(default=Path(".sale/postgres"), description="embedded Postgres files")
 
 
+class PriorConfig(Section):
+    """What the training split says of one agent's drafts (`marketplace.lean.Prior`)."""
+
+    examples_pass: float = Field(ge=0, le=1)
+    right_if_pass: float = Field(ge=0, le=1)
+    right_if_fail: float = Field(ge=0, le=1)
+    cost: float = Field(ge=0, allow_inf_nan=False)
+
+
+class LeanConfig(Section):
+    """The lean auction's settings (`marketplace.lean`); `sale lean fit` writes them."""
+
+    value: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False, description="a right answer's worth, in price units"
+    )
+    neighbours: int = Field(default=10, ge=0, le=1000, description="past drafts read per agent")
+    strength: float = Field(default=4.0, ge=0, allow_inf_nan=False, description="prior, in drafts")
+    priors: dict[Id, PriorConfig] = Field(
+        default_factory=dict,
+        description="by agent id; an agent without one gets an agnostic prior "
+        "(marketplace.lean_auction.prior_for)",
+    )
+
+
 class AuctionConfig(Section):
+    mechanism: Literal["lean", "paper"] = Field(
+        default="lean", description="lean: calls for drafts with a stopping rule; paper: SALE"
+    )
+    lean: LeanConfig = LeanConfig()
     bid_window_s: float = Field(default=120.0, gt=0, le=3600)
     jury_window_s: float = Field(default=120.0, gt=0, le=3600)
     refine_window_s: float = Field(default=120.0, gt=0, le=3600)
@@ -68,7 +97,8 @@ class AuctionConfig(Section):
     weights: Weights = Weights()
     weights_file: Path | None = Field(
         default=None,
-        description="TOML with [auction.weights] (`sale weights fit` writes one); replaces weights",
+        description="TOML with [auction.weights] and/or [auction.lean] (`sale weights fit` and "
+        "`sale lean fit` write them); replaces those sections",
     )
 
 
@@ -76,7 +106,17 @@ class AgentConfig(Section):
     id: Id
     backend: Literal["llama_cpp", "openai", "scripted"]
     model: str = Field(min_length=1, max_length=128)
-    price_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    input_price: float = Field(ge=0, allow_inf_nan=False, description="per million prompt tokens")
+    output_price: float = Field(
+        ge=0, allow_inf_nan=False, description="per million generated tokens"
+    )
+    cached_input_price: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="per million prompt tokens the "
+        "backend already holds evaluated (llama.cpp keeps a prefix); empty: input_price",
+    )
     kinds: list[TaskKind] = Field(default=["coding"], min_length=1)
     path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
     tier: Literal["S", "M", "L"] | None = Field(
@@ -85,7 +125,12 @@ class AgentConfig(Section):
     endpoint: str | None = Field(default=None, description="openai: the base URL")
     api_key_env: str | None = Field(default=None, description="openai: env var with the key")
     max_plan_tokens: int = Field(default=200, ge=8, le=4096)
-    execute_rounds: int = Field(default=3, ge=1, le=20, description="write-run-fix rounds")
+    executor: ExecutorStyle = Field(
+        default="continue", description="the executor's prompt shape (docs/executors.md)"
+    )
+    execute_rounds: int = Field(
+        default=1, ge=1, le=20, description="calls per execution: 1 writes, each more fixes"
+    )
     execute_max_tokens: int = Field(default=512, ge=16, le=8192, description="per completion")
     execute_token_budget: int = Field(default=4000, ge=16, description="for all rounds")
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
@@ -94,6 +139,12 @@ class AgentConfig(Section):
         default=False, description="reuse completions kept in Postgres (benchmarks; agents.cache)"
     )
     cache_url: str = Field(default="", description="where completions are kept; empty: database")
+
+    @property
+    def price(self) -> Price:
+        return Price(
+            input=self.input_price, output=self.output_price, cached_input=self.cached_input_price
+        )
 
     @model_validator(mode="after")
     def _backend_has_its_settings(self) -> AgentConfig:
@@ -164,7 +215,7 @@ def parse_config(data: dict, env: Mapping[str, str] = os.environ, source: str = 
     if (path := config.auction.weights_file) is not None:
         if not path.is_absolute() and source != "config":
             path = Path(source).parent / path
-        auction = config.auction.model_copy(update={"weights": load_weights(path)})
+        auction = config.auction.model_copy(update=load_fitted(path))
         config = config.model_copy(update={"auction": auction})
     return config
 
@@ -200,14 +251,33 @@ def _toml(value: object) -> str:
     return json.dumps(value)  # strings, numbers and lists of them read the same in TOML
 
 
-def load_weights(path: Path) -> Weights:
-    """Weights from a TOML file with the keys of [auction.weights], or from a whole sale.toml."""
+def load_fitted(path: Path) -> dict[str, Weights | LeanConfig]:
+    """The fitted sections a weights file holds: `weights` and/or `lean`."""
+    data = _read_toml(path, "weights file")
+    auction = data.get("auction", {})
+    fitted: dict[str, Weights | LeanConfig] = {}
+    if "weights" in auction or "lean" not in auction:
+        fitted["weights"] = load_weights(path)
+    if "lean" in auction:
+        try:
+            fitted["lean"] = LeanConfig.model_validate(auction["lean"])
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: auction.lean: {describe(exc)}") from None
+    return fitted
+
+
+def _read_toml(path: Path, what: str) -> dict:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such weights file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_weights(path: Path) -> Weights:
+    """Weights from a TOML file with the keys of [auction.weights], or from a whole sale.toml."""
+    data = _read_toml(path, "weights file")
     table = data.get("auction", {}).get("weights", {}) if "auction" in data else data
     try:
         return Weights.model_validate(table)

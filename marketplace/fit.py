@@ -7,14 +7,18 @@ the round-0 auction best on the training tasks by
     utility = pass@1 − λ · (what the auction and the winners cost / what always-largest costs)
 
 where the auction's cost is every bid plus the reviews of the jurors it asks (a juror of weight
-0 is not asked, so dropping a juror saves its reviews), and always-largest pays its own plan and
-execution. A point of pass@1 is worth λ/100 of the largest agent's bill (λ = 0.1 by default:
-spending as much as always-largest costs ten points). The search tries every subset of jurors
-(the integer part) and, for each, every weight at once with either sign (a pilot found lower
-plan entropy, not higher, went with passing): `samples` random directions on the unit sphere of
-normalised terms, then a shrinking local search around the best. Terms are normalised by their
-spread on the training bids so the weights are comparable; the written weights are converted
-back to the raw terms the auctioneer computes. Deterministic for a given seed.
+0 is not asked, so dropping a juror saves its reviews), the winners' cost their drafts, and
+always-largest pays its own draft (as `marketplace.routers` accounts them). Every call is priced
+per direction (input, cached input, output); the score's cost term stays w_c · output price ·
+plan tokens, as the auctioneer computes it. Only tasks where every agent bid and reviewed are
+fitted on (`Matrix.complete_tasks(plans=True)`). A point of pass@1 is worth λ/100 of the largest
+agent's bill (λ = 0.1 by default: spending as much as always-largest costs ten points). The
+search tries every subset of jurors (the integer part) and, for each, every weight at once with
+either sign (a pilot found lower plan entropy, not higher, went with passing): `samples` random
+directions on the unit sphere of normalised terms, then a shrinking local search around the
+best. Terms are normalised by their spread on the training bids so the weights are comparable;
+the written weights are converted back to the raw terms the auctioneer computes. Deterministic
+for a given seed.
 
 Fit on MBPP problems 0–99 (`--tasks mbpp:0:100`); never on the evaluation split, nor on MBPP
 problems 200 and above.
@@ -28,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from marketplace.matrix import Matrix
-from marketplace.metrics import Prices
-from marketplace.routers import juror_score
-from marketplace.scoring import filled_jury, money
+from marketplace.metrics import Prices, priced
+from marketplace.routers import by_price, juror_score
+from marketplace.scoring import filled_jury
 from schemas.events import Weights
 
 DEFAULT_LAMBDA = 0.1
@@ -38,20 +42,20 @@ DEFAULT_LAMBDA = 0.1
 
 @dataclass(frozen=True)
 class Terms:
-    """The round-0 terms of every bid on every complete task, as arrays [task, agent, ...]."""
+    """The round-0 terms of every bid on every plan task, as arrays [task, agent, ...]."""
 
     agents: tuple[str, ...]
-    cost: np.ndarray  # price · plan tokens
+    cost: np.ndarray  # output price · plan tokens
     entropy: np.ndarray
     jury: np.ndarray  # [task, agent, juror]: juror scores, missing ones filled as scoring does
     passed: np.ndarray  # bool
-    execution_cost: np.ndarray  # what the agent's execution of its plan cost, at its price
+    execution_cost: np.ndarray  # what the agent's draft of the task cost, at its prices
     plan_cost: np.ndarray  # [task, agent]: what writing its bid cost
     review_cost: np.ndarray  # [task, juror]: what its review of the task's bids cost
 
 
 def terms(matrix: Matrix, prices: Prices) -> Terms:
-    tasks = matrix.complete_tasks()
+    tasks = matrix.complete_tasks(plans=True)
     agents = matrix.agents
     shape = (len(tasks), len(agents))
     cost, entropy, passed, execution, plan, review = (np.zeros(shape) for _ in range(6))
@@ -60,12 +64,13 @@ def terms(matrix: Matrix, prices: Prices) -> Terms:
         reviews = {j: matrix.cell(task_id, j).review for j in agents}
         for a, agent_id in enumerate(agents):
             cell = matrix.cell(task_id, agent_id)
-            cost[t, a] = prices[agent_id] * cell.bid.plan_tokens
+            price = prices[agent_id]
+            cost[t, a] = price.output * cell.bid.plan_tokens  # as scoring.terms: a bid's price
             entropy[t, a] = cell.bid.entropy
             passed[t, a] = cell.passed
-            execution[t, a] = money(prices[agent_id], cell.result.usage.total_tokens)
-            plan[t, a] = money(prices[agent_id], cell.bid.usage.total_tokens)
-            review[t, a] = money(prices[agent_id], cell.review.usage.total_tokens)
+            execution[t, a] = priced(cell.result.usage, price)
+            plan[t, a] = priced(cell.bid.usage, price)
+            review[t, a] = priced(cell.review.usage, price)
             scores = {j: juror_score(r, cell.bid.bid_id) for j, r in reviews.items()}
             filled = filled_jury(scores)
             jury[t, a] = [filled[j] for j in agents]
@@ -95,7 +100,7 @@ def utility(data: Terms, chosen: np.ndarray, lam: float, asked: np.ndarray) -> n
     passed = data.passed[tasks, chosen].mean(axis=1)
     auction = data.plan_cost.sum() + data.review_cost[:, asked].sum()
     spent = auction + data.execution_cost[tasks, chosen].sum(axis=1)
-    largest = (data.plan_cost[:, -1] + data.execution_cost[:, -1]).sum() or 1.0
+    largest = data.execution_cost[:, -1].sum() or 1.0  # always-largest: its draft, no auction
     return passed - lam * spent / largest
 
 
@@ -156,8 +161,9 @@ def to_weights(normalised: np.ndarray, scale: np.ndarray, agents: Sequence[str])
 def fit(
     matrix: Matrix, prices: Prices, lam: float = DEFAULT_LAMBDA, seed: int = 0
 ) -> tuple[Weights, float]:
-    """Weights for `matrix`'s agents (ordered cheapest first), and their training utility."""
-    ordered = tuple(sorted(matrix.agents, key=lambda a: (prices[a], a)))
+    """Weights for `matrix`'s agents (ordered cheapest first, as `routers.by_price` orders
+    them), and their training utility."""
+    ordered = tuple(by_price(matrix.agents, prices))
     data = terms(Matrix(matrix.tasks, ordered, matrix.cells, matrix.prompts), prices)
     best, score = search(data, lam, seed=seed)
     _, scale = features(data)

@@ -29,6 +29,7 @@ from marketplace.stack import running, stop_on_signals
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
+    BidRequested,
     BidSubmitted,
     Event,
     RefinementCalled,
@@ -75,6 +76,14 @@ class Progress:
                 return f"agent {event.agent_id} up ({event.model}, price {event.price:g})"
             case TaskPosted():
                 return f"{event.task_id}: posted"
+            case BidRequested():
+                return asked_line(event)
+            case BidSubmitted() if event.examples_pass is not None:
+                verdict = "passes" if event.examples_pass else "fails"
+                return (
+                    f"{event.task_id}:   draft by {event.agent_id}: {event.plan_tokens} tokens, "
+                    f"{verdict} the visible examples"
+                )
             case BidSubmitted():
                 return (
                     f"{event.task_id}:   bid by {event.agent_id} (round {event.round}): "
@@ -88,6 +97,8 @@ class Progress:
                     f"{event.task_id}:   provisional winner {event.provisional_agent_id}; "
                     f"refining: {refiners}"
                 )
+            case AuctionClosed() if event.lean is not None:
+                return f"{event.task_id}:   winner {event.winner_agent_id or '-'}: {event.lean.why}"
             case AuctionClosed():
                 return f"{event.task_id}:   winner {event.winner_agent_id or '-'} ({event.reason})"
             case TaskResult():
@@ -115,6 +126,17 @@ class Progress:
             return ""
         left = (self.tasks - done) * seconds_per_task([self.started, *self.finished])
         return f" ({done}/{self.tasks} done, about {left / 60:.0f} min left)"
+
+
+def asked_line(event: BidRequested) -> str:
+    """Who the lean auction asks, why, and what it expects of the agent."""
+    [e] = [e for e in event.estimates if e.agent_id == event.agent_id]
+    fixing = f", to fix {event.feedback.agent_id}'s failing draft" if event.feedback else ""
+    return (
+        f"{event.task_id}:   asks {event.agent_id}{fixing} ({event.why}); expects its draft to "
+        f"pass the examples {e.examples_pass:.0%}, to be right if it does {e.right_if_pass:.0%}, "
+        f"to cost {e.cost:.3g}"
+    )
 
 
 def seconds_per_task(times: Sequence[float], window: int = RATE_WINDOW) -> float:
@@ -147,7 +169,8 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
                 await progress.outcome_of(posting.task.task_id)
                 await recorded(conn, posting.task.task_id)
             task_ids = [p.task.task_id for p in postings]
-            return await run_report(conn, task_ids or None)  # nothing new: the whole log
+            prices = {a.id: a.price for a in config.agents}
+            return await run_report(conn, task_ids or None, prices=prices)  # none: whole log
         finally:
             await conn.close()
 

@@ -1,14 +1,16 @@
-"""`sale bench live`: SALE with refinement, through the live marketplace, for one variant and
+"""`sale bench live`: an auction mechanism through the live marketplace, for one variant and
 one task order.
 
 Each run is the main job (`marketplace.job`) on the evaluation tasks with the fitted weights,
 in a database of its own (the run's log, hence its memory, starts empty), while the agents
-answer from the shared completion cache: round-0 bids, reviews and executions of round-0 plans
-are the matrix's, so a run only computes what refinement adds, and that is kept for the next.
-An interrupted run resumes: tasks whose outcome is in the run's log are not posted again.
+answer from the shared completion cache: drafts, round-0 bids and reviews are the matrix's, so
+a run only computes what the live flow adds (the paper's refinement), and that is kept for the
+next. An interrupted run resumes: tasks whose outcome is in the run's log are not posted again.
 
-Variants: `full`; `no-memory` (refinement with no retrieved examples, `memory_k = 0`).
-Orders: 0 is the dataset's order; order k > 0 shuffles it with seed k.
+Variants: `lean` (the lean auction: its replay over the matrix must give the same decisions);
+`full` (the paper's SALE with refinement); `no-memory` (the paper's, refinement with no
+retrieved examples, `memory_k = 0`). Orders: 0 is the dataset's order; order k > 0 shuffles it
+with seed k.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
@@ -24,7 +27,8 @@ from marketplace.database import with_database
 from marketplace.matrix import fingerprint
 from marketplace.publish import Posting
 
-VARIANTS = ("full", "no-memory")
+T = TypeVar("T")
+VARIANTS = ("lean", "full", "no-memory")
 WINDOW_S = 900.0  # refinement and re-judging on two shared cores take minutes, not seconds
 # Consumers long-poll the broker this long: a run's hops wait for models anyway, and with the
 # default 50 ms a few idle stacks side by side spend a core on fetching nothing.
@@ -36,7 +40,8 @@ def run_name(matrix: str, variant: str, order: int) -> str:
     return f"sale_live_{matrix}_{variant.replace('-', '_')}_{order}"
 
 
-def ordered(postings: Sequence[Posting], order: int) -> list[Posting]:
+def ordered(postings: Sequence[T], order: int) -> list[T]:
+    """Order 0 is the given order; order k shuffles it with seed k."""
     shuffled = list(postings)
     if order:
         random.Random(order).shuffle(shuffled)
@@ -50,6 +55,7 @@ def live_config(config: Config, variant: str, server_url: str, cache_url: str) -
         raise ValueError(f"unknown variant {variant!r} (one of: {', '.join(VARIANTS)})")
     auction = config.auction.model_copy(
         update={
+            "mechanism": "lean" if variant == "lean" else "paper",
             "bid_window_s": WINDOW_S,
             "jury_window_s": WINDOW_S,
             "refine_window_s": WINDOW_S,

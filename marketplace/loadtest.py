@@ -107,7 +107,8 @@ def auctioneer_process(broker: BrokerConfig, workdir: Path) -> Iterator[subproce
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
-        "fetch_max_wait_ms = 10\n[auction]\nbid_window_s = 30\njury_window_s = 30\n"
+        'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = 30\n'
+        "jury_window_s = 30\n"
         "refine_window_s = 30\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n"
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}

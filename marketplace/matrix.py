@@ -1,16 +1,19 @@
-"""The benchmark's matrix: every agent bids on, judges and executes every task, once.
+"""The benchmark's matrix: every agent drafts every task once; plans and reviews where needed.
 
-Compute once, evaluate many. Round-0 bids, the jury's scores of them and each agent's execution
-of its own round-0 plan (graded by the hidden checks) are shared by every method the benchmark
-compares, so they are computed once per task and agent and kept in Postgres (`matrix_cells`),
-with every model call also kept in `completions` (agents.cache). Only refinement, which depends
-on memory and so on task order, makes new work later.
+Compute once, evaluate many. Each agent's draft of each task (the chosen executor, no plan),
+graded by the hidden checks, is shared by every method the benchmark compares; so are the
+escalations (a dearer agent's draft written after a cheaper agent's draft failed the visible
+examples, with that failure as feedback) and, on the tasks the paper's auction is run or fitted
+on, every agent's round-0 plan and its jury scores of every plan. All of it is computed once per
+task and agent and kept in Postgres (`matrix_cells`), with every model call also kept in
+`completions` (agents.cache). Only the paper's refinement, which depends on memory and so on
+task order, makes new work later.
 
 Several worker processes (one model thread each) fill the same matrix. Work items — (task,
-agent, bid | execute | judge) — are claimed with Postgres advisory locks, so two workers never
-compute the same item and both stay busy until the end; a model is loaded by a worker when it
-first needs it. An interrupted build resumes where it stopped: a cell exists or it does not.
-A matrix is named by a fingerprint of the agents' settings, so a changed prompt limit or model
+agent, draft | escalate | bid | judge) — are claimed with Postgres advisory locks, so two workers
+never compute the same item and both stay busy until the end; a model is loaded by a worker when
+it first needs it. An interrupted build resumes where it stopped: a cell exists or it does not.
+A matrix is named by a fingerprint of the agents' settings, so a changed executor or model
 starts a new matrix instead of mixing old cells with new ones.
 """
 
@@ -21,16 +24,16 @@ import contextlib
 import hashlib
 import json
 import logging
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from agents import prompts
 from agents.agent import LLMAgent
+from agents.coding import Attempt
 from agents.llm import LLMError
 from marketplace.config import AgentConfig, Config
 from marketplace.migrate import apply_migrations
@@ -40,19 +43,23 @@ from schemas.codec import decode, encode
 from schemas.events import BidSubmitted, ReviewSubmitted, TaskOutcome, TaskResult
 
 log = logging.getLogger("matrix")
-KINDS = ("bid", "result", "outcome", "review")
 POLL_S = 5.0
 # Settings an agent's answers do not depend on. A new setting that does not change answers must
 # be added here, or every stored matrix would look stale.
-NOT_IN_FINGERPRINT = {"price_per_mtok", "heartbeat_s", "cache", "cache_url"}
+NOT_IN_FINGERPRINT = {
+    "input_price",
+    "output_price",
+    "cached_input_price",
+    "heartbeat_s",
+    "cache",
+    "cache_url",
+}
 
 _CELLS = "SELECT task_id, agent_id, kind, event FROM matrix_cells WHERE matrix = $1"
 _PUT = """
 INSERT INTO matrix_cells (matrix, task_id, agent_id, kind, event) VALUES ($1, $2, $3, $4, $5::jsonb)
 ON CONFLICT DO NOTHING
 """
-_HAS = "SELECT count(*) FROM matrix_cells WHERE matrix = $1 AND task_id = $2 AND agent_id = $3"
-_BIDS = "SELECT event FROM matrix_cells WHERE matrix = $1 AND task_id = $2 AND kind = 'bid'"
 
 
 def fingerprint(agents: Sequence[AgentConfig]) -> str:
@@ -80,13 +87,11 @@ def parse_task_sets(specs: Sequence[str]) -> list[Posting]:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One agent on one task: its round-0 bid, its execution of that plan, and the verdict."""
+class Draft:
+    """An agent's execution of a task and the hidden checks' verdict on it."""
 
-    bid: BidSubmitted
     result: TaskResult
     outcome: TaskOutcome
-    review: ReviewSubmitted  # this agent as a juror of every round-0 bid on the task
 
     @property
     def passed(self) -> bool:
@@ -99,32 +104,68 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Cell(Draft):
+    """One agent on one task: its draft and, where the paper's auction needs them, its round-0
+    bid and its review of every round-0 bid on the task."""
+
+    bid: BidSubmitted | None = None
+    review: ReviewSubmitted | None = None
+
+
+@dataclass(frozen=True)
 class Matrix:
     tasks: tuple[str, ...]
     agents: tuple[str, ...]
     cells: dict[tuple[str, str], Cell]
     prompts: dict[str, str]
+    escalations: dict[tuple[str, str, str], Draft] = field(default_factory=dict)
+    """(task, agent, the cheaper agent whose failing draft it was shown) → its draft."""
 
     def cell(self, task_id: str, agent_id: str) -> Cell:
         return self.cells[(task_id, agent_id)]
 
-    def complete_tasks(self) -> tuple[str, ...]:
-        return tuple(t for t in self.tasks if all((t, a) in self.cells for a in self.agents))
+    def complete_tasks(self, plans: bool = False) -> tuple[str, ...]:
+        """Tasks with every agent's draft (and, with `plans`, every bid and review)."""
+        return tuple(
+            t
+            for t in self.tasks
+            if all(
+                (t, a) in self.cells
+                and (not plans or (self.cells[(t, a)].bid and self.cells[(t, a)].review))
+                for a in self.agents
+            )
+        )
+
+    def escalation(self, task_id: str, agent_id: str, after: str) -> Draft | None:
+        return self.escalations.get((task_id, agent_id, after))
 
 
 def assemble(
     postings: Sequence[Posting], agents: Sequence[str], rows: Sequence[tuple[str, str, str, str]]
 ) -> Matrix:
-    """The matrix from stored rows (task, agent, kind, event JSON); partial cells are left out."""
+    """The matrix from stored rows (task, agent, kind, event JSON); drafts without their
+    verdict are left out."""
     found: dict[tuple[str, str], dict[str, object]] = defaultdict(dict)
     for task_id, agent_id, kind, event in rows:
         found[(task_id, agent_id)][kind] = decode(event)
-    cells = {key: Cell(**parts) for key, parts in found.items() if all(k in parts for k in KINDS)}
+    cells, escalations = {}, {}
+    for (task_id, agent_id), parts in found.items():
+        if "result" in parts and "outcome" in parts:
+            cells[(task_id, agent_id)] = Cell(
+                parts["result"], parts["outcome"], parts.get("bid"), parts.get("review")
+            )
+        for kind, result in parts.items():
+            if kind.startswith("escalation:") and (
+                verdict := parts.get(kind.replace(":", "_outcome:", 1))
+            ):
+                after = kind.split(":", 1)[1]
+                escalations[(task_id, agent_id, after)] = Draft(result, verdict)
     return Matrix(
         tasks=tuple(p.task.task_id for p in postings),
         agents=tuple(agents),
         cells=cells,
         prompts={p.task.task_id: p.task.prompt for p in postings},
+        escalations=escalations,
     )
 
 
@@ -141,33 +182,54 @@ async def load_matrix(
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What to compute: drafts of every task, plans and reviews of `plan_tasks`, and the
+    escalations `(cheaper, dearer)` wherever the cheaper agent's draft fails its examples."""
+
+    postings: tuple[Posting, ...]
+    agents: tuple[str, ...]
+    plan_tasks: frozenset[str] = frozenset()
+    escalate: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Item:
     task_index: int
     agent_id: str
-    kind: str  # "bid", "execute" or "judge"
+    kind: str  # "draft", "escalate:<cheaper agent>", "bid" or "judge"
 
     def lock_key(self, matrix: str) -> int:
         digest = hashlib.sha256(f"{matrix}/{self.task_index}/{self.agent_id}/{self.kind}".encode())
         return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
+    @property
+    def stored_as(self) -> str:
+        """The kind of the cell that exists once this item is done."""
+        if self.kind.startswith("escalate:"):
+            return "escalation_outcome:" + self.kind.split(":", 1)[1]
+        return {"draft": "outcome", "bid": "bid", "judge": "review"}[self.kind]
 
-def items(tasks: int, agents: Sequence[str]) -> Iterator[Item]:
-    """Task by task, so finished tasks accumulate from the start; bids first within a task."""
-    for index in range(tasks):
-        for kind in ("bid", "execute", "judge"):
-            for agent_id in agents:
-                yield Item(index, agent_id, kind)
+
+def items(plan: Plan) -> Iterator[Item]:
+    """Task by task, so finished tasks accumulate from the start; drafts first within a task."""
+    for index, posting in enumerate(plan.postings):
+        for agent_id in plan.agents:
+            yield Item(index, agent_id, "draft")
+        for cheaper, dearer in plan.escalate:
+            yield Item(index, dearer, f"escalate:{cheaper}")
+        if posting.task.task_id in plan.plan_tasks:
+            for kind in ("bid", "judge"):
+                for agent_id in plan.agents:
+                    yield Item(index, agent_id, kind)
 
 
 class Worker:
     """One process's share: it claims items no other worker holds and computes them."""
 
-    def __init__(
-        self, config: Config, name: str, postings: Sequence[Posting], conn: asyncpg.Connection
-    ) -> None:
+    def __init__(self, config: Config, name: str, plan: Plan, conn: asyncpg.Connection) -> None:
         self.config = config
         self.name = name
-        self.postings = postings
+        self.plan = plan
         self.conn = conn
         self.agents: dict[str, LLMAgent] = {}
 
@@ -186,21 +248,23 @@ class Worker:
             await agent.llm.close()  # type: ignore[attr-defined]  (a CachedLLM)
 
     async def run(self) -> int:
-        """Does the first item that is ready and unclaimed, again and again, until none is left
-        (earliest tasks first, so whole tasks finish from the start); returns how many it did."""
-        agent_ids = [a.id for a in self.config.agents]
+        """Does the first item that is ready, needed and unclaimed, again and again, until none
+        is left (earliest tasks first, so whole tasks finish from the start); returns how many
+        it did."""
         computed, failed = 0, set()
         while True:
             done = await self._done()
             todo = [
                 i
-                for i in items(len(self.postings), agent_ids)
-                if not self._is_done(i, done) and i not in failed
+                for i in items(self.plan)
+                if (self._task(i), i.agent_id, i.stored_as) not in done
+                and i not in failed
+                and self._needed(i, done)
             ]
             if not todo:
                 return computed
             for item in todo:
-                if not await self._ready(item):
+                if not self._ready(item, done):
                     continue
                 try:
                     if await self._claim_and_do(item):
@@ -211,40 +275,45 @@ class Worker:
                     failed.add(item)
                     break
             else:
-                await asyncio.sleep(POLL_S)  # what is left waits for another worker's bids
+                await asyncio.sleep(POLL_S)  # what is left waits for another worker's work
 
-    async def _done(self) -> set[tuple[str, str, str]]:
-        rows = await self.conn.fetch(
-            "SELECT task_id, agent_id, kind FROM matrix_cells WHERE matrix = $1", self.name
-        )
-        return {(r["task_id"], r["agent_id"], r["kind"]) for r in rows}
+    def _task(self, item: Item) -> str:
+        return self.plan.postings[item.task_index].task.task_id
 
-    def _is_done(self, item: Item, done: set[tuple[str, str, str]]) -> bool:
-        task_id = self.postings[item.task_index].task.task_id
-        kind = {"bid": "bid", "execute": "outcome", "judge": "review"}[item.kind]
-        return (task_id, item.agent_id, kind) in done
+    async def _done(self) -> dict[tuple[str, str, str], str]:
+        """(task, agent, kind) of every stored cell → its event (JSON)."""
+        rows = await self.conn.fetch(_CELLS, self.name)
+        return {(r["task_id"], r["agent_id"], r["kind"]): r["event"] for r in rows}
 
-    async def _ready(self, item: Item) -> bool:
-        task_id = self.postings[item.task_index].task.task_id
-        bids = await self.conn.fetch(_BIDS, self.name, task_id)
-        if item.kind == "bid":
+    def _needed(self, item: Item, done: dict) -> bool:
+        """An escalation is needed only once the cheaper agent's draft is known to fail."""
+        if not item.kind.startswith("escalate:"):
             return True
-        if item.kind == "execute":
-            return any(decode(r["event"]).agent_id == item.agent_id for r in bids)
-        return len(bids) == len(self.config.agents)
+        cheaper = item.kind.split(":", 1)[1]
+        draft = done.get((self._task(item), cheaper, "result"))
+        return draft is None or decode(draft).error is not None
+
+    def _ready(self, item: Item, done: dict) -> bool:
+        task_id = self._task(item)
+        if item.kind.startswith("escalate:"):
+            return (task_id, item.kind.split(":", 1)[1], "outcome") in done
+        if item.kind == "judge":
+            return all((task_id, a, "bid") in done for a in self.plan.agents)
+        return True
 
     async def _claim_and_do(self, item: Item) -> bool:
         key = item.lock_key(self.name)
         if not await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return False
         try:
-            if self._is_done(item, await self._done()):
+            done = await self._done()
+            if (self._task(item), item.agent_id, item.stored_as) in done:
                 return False
             start = time.monotonic()
-            await self._do(item)
+            await self._do(item, done)
             log.info(
                 "%s %s %s in %.1fs",
-                self.postings[item.task_index].task.task_id,
+                self._task(item),
                 item.agent_id,
                 item.kind,
                 time.monotonic() - start,
@@ -253,38 +322,39 @@ class Worker:
         finally:
             await self.conn.execute("SELECT pg_advisory_unlock($1)", key)
 
-    async def _do(self, item: Item) -> None:
-        posting = self.postings[item.task_index]
+    async def _do(self, item: Item, done: dict) -> None:
+        posting = self.plan.postings[item.task_index]
         task = posting.task
         agent = self.agent(item.agent_id)
         agent._remember(task)
-        bids = [decode(r["event"]) for r in await self.conn.fetch(_BIDS, self.name, task.task_id)]
         if item.kind == "bid":
-            await self._put(await agent.bid(task, 0, prompts.bid(task), []))
-        elif item.kind == "execute":
-            [own] = [b for b in bids if b.agent_id == item.agent_id]
-            result = await agent.execute(task.task_id, own.bid_id, own.plan)
-            await self._put(result)
+            await self._put(item.agent_id, "bid", await agent.bid(task, 0, prompts.bid(task), []))
+        elif item.kind == "judge":
+            bids = sorted(
+                (decode(done[(task.task_id, a, "bid")]) for a in self.plan.agents),
+                key=lambda b: b.agent_id,
+            )
+            await self._put(item.agent_id, "review", await agent.judge(task.task_id, 0, bids))
+        else:
+            feedback, suffix = None, ""
+            if item.kind.startswith("escalate:"):
+                cheaper = item.kind.split(":", 1)[1]
+                failed = decode(done[(task.task_id, cheaper, "result")])
+                feedback, suffix = Attempt(failed.output, failed.usage, failed.error), cheaper
+            result = await agent.draft(task, feedback)
             assert posting.checks is not None
             outcome = await verify(posting.checks, result, producer=item.agent_id)
-            await self._put(outcome, agent_id=item.agent_id)
-        else:
-            bids.sort(key=lambda b: b.agent_id)
-            await self._put(await agent.judge(task.task_id, 0, bids))
+            tail = f":{suffix}" if suffix else ""
+            await self._put(item.agent_id, "escalation" + tail if tail else "result", result)
+            verdict = "escalation_outcome" + tail if tail else "outcome"
+            await self._put(item.agent_id, verdict, outcome)
 
-    async def _put(self, event: object, agent_id: str | None = None) -> None:
-        kind = {
-            BidSubmitted: "bid",
-            TaskResult: "result",
-            TaskOutcome: "outcome",
-            ReviewSubmitted: "review",
-        }[type(event)]
-        who = agent_id or getattr(event, "agent_id", None) or event.juror  # type: ignore[attr-defined]
+    async def _put(self, agent_id: str, kind: str, event: object) -> None:
         await self.conn.execute(
             _PUT,
             self.name,
-            event.task_id,
-            who,
+            event.task_id,  # type: ignore[attr-defined]
+            agent_id,
             kind,
             encode(event).decode(),  # type: ignore[attr-defined]
         )
@@ -310,12 +380,29 @@ async def load_split(config: Config, specs: Sequence[str]) -> Matrix:
         await conn.close()
 
 
-async def work(config: Config, specs: Sequence[str]) -> int:
+def make_plan(
+    config: Config, specs: Sequence[str], plan_specs: Sequence[str], escalate: Sequence[str]
+) -> Plan:
+    """`escalate` as `CHEAPER:DEARER` agent pairs, e.g. `M:L`."""
+    pairs = []
+    for pair in escalate:
+        cheaper, _, dearer = pair.partition(":")
+        for agent_id in (cheaper, dearer):
+            config.agent(agent_id)  # names a configured agent, or fails saying which
+        pairs.append((cheaper, dearer))
+    return Plan(
+        postings=tuple(parse_task_sets(specs)),
+        agents=tuple(a.id for a in config.agents),
+        plan_tasks=frozenset(p.task.task_id for p in parse_task_sets(plan_specs)),
+        escalate=tuple(pairs),
+    )
+
+
+async def work(config: Config, plan: Plan) -> int:
     """`sale bench worker`: one worker process until the matrix is full."""
-    postings = parse_task_sets(specs)
     conn = await connect(config)
     try:
-        worker = Worker(config, fingerprint(config.agents), postings, conn)
+        worker = Worker(config, fingerprint(config.agents), plan, conn)
         try:
             return await worker.run()
         finally:
@@ -324,25 +411,22 @@ async def work(config: Config, specs: Sequence[str]) -> int:
         await conn.close()
 
 
-async def build_matrix(config: Config, config_file: str, specs: Sequence[str], workers: int) -> str:
-    """Starts `workers` worker processes and prints progress with an estimate of the time left."""
+async def build_matrix(config: Config, argv: Sequence[str], plan: Plan, workers: int) -> str:
+    """Starts `workers` worker processes (`argv`: the worker command) and prints progress with
+    an estimate of the time left."""
     name = fingerprint(config.agents)
-    postings = parse_task_sets(specs)
-    total = len(postings) * len(config.agents) * len(KINDS)
-    argv = [sys.executable, "-m", "marketplace.cli", "--config", config_file, "bench", "worker"]
-    procs = [await asyncio.create_subprocess_exec(*argv, "--tasks", *specs) for _ in range(workers)]
+    procs = [await asyncio.create_subprocess_exec(*argv) for _ in range(workers)]
     conn = await connect(config)
     try:
-        print(f"matrix {name}: {len(postings)} tasks × {len(config.agents)} agents", flush=True)
+        print(f"matrix {name}: {len(plan.postings)} tasks × {len(plan.agents)} agents", flush=True)
         started, first = time.monotonic(), None
         while any(p.returncode is None for p in procs):
-            done = await conn.fetchval(
-                "SELECT count(*) FROM matrix_cells WHERE matrix = $1 AND task_id = ANY($2)",
-                name,
-                [p.task.task_id for p in postings],
-            )
-            first = done if first is None else first
-            print(progress_line(done, total, first, time.monotonic() - started), flush=True)
+            probe = Worker(config, name, plan, conn)
+            done = await probe._done()
+            needed = [i for i in items(plan) if probe._needed(i, done)]
+            made = sum((probe._task(i), i.agent_id, i.stored_as) in done for i in needed)
+            first = made if first is None else first
+            print(progress_line(made, len(needed), first, time.monotonic() - started), flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), 60)
         codes = [p.returncode for p in procs]
@@ -354,11 +438,11 @@ async def build_matrix(config: Config, config_file: str, specs: Sequence[str], w
 
 
 def progress_line(done: int, total: int, at_start: int, elapsed_s: float) -> str:
-    """`cells done/total`, and the time left at the rate seen since this run started."""
+    """`items done/total`, and the time left at the rate seen since this run started."""
     made = done - at_start
     if made <= 0 or elapsed_s <= 0:
-        return f"  {done}/{total} cells"
+        return f"  {done}/{total} items"
     left_s = (total - done) * elapsed_s / made
     return (
-        f"  {done}/{total} cells, {made / elapsed_s * 3600:.0f}/h, about {left_s / 60:.0f} min left"
+        f"  {done}/{total} items, {made / elapsed_s * 3600:.0f}/h, about {left_s / 60:.0f} min left"
     )

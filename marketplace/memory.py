@@ -1,4 +1,5 @@
-"""The auction memory as the auctioneer sees it: past (losing plan, winning plan) pairs.
+"""The auction memory as the auctioneer sees it: past (losing plan, winning plan) pairs for the
+paper's refinement, and past drafts (`lean.Record`) for the lean auction's estimates.
 
 A small interface, so the auctioneer does not care where the memory lives. `NoMemory` runs
 refinement with no examples; `PostgresMemory` retrieves them from the recorder's projections.
@@ -11,6 +12,10 @@ functions (`rank`, `pair`, `select`) so they are tested without a database; `Pos
 only fetches their inputs. Similarities are computed in float64 numpy either way: where
 pgvector exists, the server picks the candidates and numpy re-scores them, so both paths return
 the same examples.
+
+Drafts (lean): every draft bid of the agents in the log, one per (task, agent), with the
+similarity of its task to the new one by the same embeddings and `rank`; whether the draft was
+right is known only where it won and the verifier decided its result.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from marketplace import lean
 from schemas.events import MemoryExample, TaskPosted
 
 log = logging.getLogger(__name__)
@@ -35,9 +41,16 @@ class Memory(Protocol):
         """Up to k examples from the tasks most similar to `task`, for `agent_id` to learn from."""
         ...
 
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        """The past drafts of `agent_ids` on other tasks, with their tasks' similarity to `task`."""
+        ...
+
 
 class NoMemory:
     async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
+        return []
+
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
         return []
 
 
@@ -153,12 +166,16 @@ _STORE = """
 INSERT INTO task_embeddings (task_id, prompt, embedding) VALUES ($1, $2, $3::float8[])
 ON CONFLICT (task_id) DO NOTHING
 """
-# Past tasks the agent bid on (a plan of its own is needed in every pair).
-_CANDIDATES = """
+# A bid row that holds a draft (lean) rather than a plan: the log says which.
+_NOT_A_DRAFT = """NOT EXISTS (SELECT 1 FROM events d WHERE d.event_id = {bids}.event_id
+                    AND d.payload->>'examples_pass' IS NOT NULL)"""
+# Past tasks the agent bid a plan on (a plan of its own is needed in every pair).
+_CANDIDATES = f"""
 SELECT e.task_id, e.embedding FROM task_embeddings e
 WHERE e.task_id <> $1
   AND EXISTS (SELECT 1 FROM bids b
-              WHERE b.task_id = e.task_id AND b.agent_id = $2 AND b.plan IS NOT NULL)
+              WHERE b.task_id = e.task_id AND b.agent_id = $2 AND b.plan IS NOT NULL
+                AND {_NOT_A_DRAFT.format(bids="b")})
 """
 _CANDIDATES_PGVECTOR = (
     _CANDIDATES
@@ -172,10 +189,25 @@ SELECT a.task_id, a.prompt, a.winner_agent_id, a.winning_plan, o.passed
 FROM auctions a LEFT JOIN outcomes o ON o.task_id = a.task_id
 WHERE a.task_id = ANY($1::text[])
 """
-_BIDS = """
+_BIDS = f"""
 SELECT task_id, agent_id, plan, score, round FROM bids
-WHERE task_id = ANY($1::text[]) AND plan IS NOT NULL
+WHERE task_id = ANY($1::text[]) AND plan IS NOT NULL AND {_NOT_A_DRAFT.format(bids="bids")}
 """
+# Draft bids of the agents, the first recorded per (task, agent); `right` where it won and the
+# verifier decided its result.
+_DRAFTS = """
+SELECT DISTINCT ON (e.task_id, e.agent_id)
+       e.task_id, e.agent_id, (e.payload->>'examples_pass')::boolean AS examples_pass,
+       coalesce((e.payload->'usage'->>'cost')::float8, 0) AS cost,
+       CASE WHEN a.winner_bid_id = (e.payload->>'bid_id')::uuid THEN o.passed END AS right_
+FROM events e
+LEFT JOIN auctions a ON a.task_id = e.task_id
+LEFT JOIN outcomes o ON o.task_id = e.task_id
+WHERE e.type = 'BidSubmitted' AND e.payload->>'examples_pass' IS NOT NULL
+  AND e.task_id <> $1 AND e.agent_id = ANY($2::text[])
+ORDER BY e.task_id, e.agent_id, e.id
+"""
+_EMBEDDINGS = "SELECT task_id, embedding FROM task_embeddings WHERE task_id = ANY($1::text[])"
 
 
 class PostgresMemory:
@@ -277,6 +309,29 @@ class PostgresMemory:
                     return examples
                 limit *= 4  # too many candidates gave no pair: look further down the ranking
 
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        """As `drafts`; a failing memory leaves the estimates at their priors, not the auction
+        without a call."""
+        try:
+            return await self.drafts(task, agent_ids)
+        except Exception:
+            log.exception("memory: drafts unavailable for %s; priors only", task.task_id)
+            return []
+
+    async def drafts(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        if not agent_ids:
+            return []
+        pool = await self._connect()
+        await self.remember()
+        query = await self._vector(task)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_DRAFTS, task.task_id, list(agent_ids))
+            tasks = sorted({r["task_id"] for r in rows})
+            vectors = await conn.fetch(_EMBEDDINGS, tasks) if tasks else []
+        candidates = [(r["task_id"], np.asarray(r["embedding"], dtype=np.float64)) for r in vectors]
+        similar = dict(rank(query, candidates, exclude=task.task_id))
+        return past_drafts(rows, similar)
+
     async def _ranked(
         self, conn: Any, task_id: str, agent_id: str, query: np.ndarray, limit: int
     ) -> list[tuple[str, float]]:
@@ -287,6 +342,24 @@ class PostgresMemory:
             rows = await conn.fetch(_CANDIDATES, task_id, agent_id)
         candidates = [(r["task_id"], np.asarray(r["embedding"], dtype=np.float64)) for r in rows]
         return rank(query, candidates, exclude=task_id)
+
+
+def past_drafts(
+    rows: Iterable[Mapping[str, Any]], similar: Mapping[str, float]
+) -> list[lean.Record]:
+    """Draft rows as memory records; a task without an embedding yet (its auction still open, or
+    closed without a winner) cannot be compared, so its drafts are left out."""
+    return [
+        lean.Record(
+            agent_id=r["agent_id"],
+            similarity=similar[r["task_id"]],
+            examples_pass=r["examples_pass"],
+            right=r["right_"],
+            cost=r["cost"],
+        )
+        for r in rows
+        if r["task_id"] in similar
+    ]
 
 
 async def _pgvector(conn: Any) -> bool:

@@ -1,9 +1,12 @@
 """The benchmark's measures, pure: runs of a method over tasks in, its numbers out.
 
 A method (SALE, a router, "always the largest agent") handles each task once; a `TaskRun` says
-who executed it, whether that passed the hidden checks, and every token it spent, by agent and
-by part of the task's life (the parts of the `spend` table). Money is applied here, from a price
-table, and not when the runs are made: one set of runs can be priced several ways.
+who executed it, whether that passed the hidden checks, and every call's usage, by agent and by
+part of the task's life (the parts of the `spend` table). Money is applied here, from a price
+table, and not when the runs are made: one set of runs can be priced several ways. It is applied
+per direction, as model price lists quote it: a prompt token at the agent's input price, a prompt
+token the backend already held evaluated at its cached input price, a generated token at its
+output price.
 
 Conventions:
 - A task nobody executed (executor None) counts as failed, and under "none" among executors.
@@ -21,11 +24,11 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Literal
 
-from marketplace.scoring import money
+from schemas.events import Price, Usage
 
 Part = Literal["bids", "refinement", "jury", "execution"]
-Prices = Mapping[str, float]
-"""Price per million tokens, by agent id."""
+Prices = Mapping[str, Price]
+"""Each agent's prices per million tokens, by direction, by agent id."""
 
 AUCTION_PARTS: tuple[Part, ...] = ("bids", "refinement", "jury")
 NONE = "none"  # the executors key of tasks nobody executed
@@ -33,12 +36,20 @@ NONE = "none"  # the executors key of tasks nobody executed
 
 @dataclass(frozen=True)
 class Spend:
-    """Tokens one agent spent on one part of one task, and the compute they took."""
+    """What one agent used on one part of one task: its tokens by direction (so each can be
+    priced at its own rate) and the compute they took."""
 
     agent_id: str
     part: Part
-    tokens: int
-    seconds: float
+    usage: Usage
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.total_tokens
+
+    @property
+    def seconds(self) -> float:
+        return self.usage.seconds
 
 
 @dataclass(frozen=True)
@@ -51,9 +62,16 @@ class TaskRun:
     spend: tuple[Spend, ...]
 
 
+def priced(usage: Usage, price: Price) -> float:
+    """What one usage cost at one agent's prices, each direction at its own rate."""
+    return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+
+
 def cost(spend: Iterable[Spend], prices: Prices) -> float:
-    """What the tokens cost, each at its own agent's price."""
-    return sum(money(prices[s.agent_id], s.tokens) for s in spend)
+    """What the tokens cost, each at its own agent's prices for its direction.
+
+    An agent missing from `prices` is an error (KeyError), not free."""
+    return sum(priced(s.usage, prices[s.agent_id]) for s in spend)
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -7,6 +7,7 @@ from marketplace.config import Config
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
+    BidRequested,
     BidSubmitted,
     DeadLetter,
     Event,
@@ -23,6 +24,11 @@ def summarize(event: Event) -> str:
     match event:
         case TaskPosted():
             detail = f"{event.kind} task {event.task_id}: {event.prompt[:60]!r}"
+        case BidRequested():
+            detail = f"{event.task_id} call {event.call} asks {event.agent_id}: {event.why}"
+        case BidSubmitted() if event.is_draft:
+            verdict = "passes" if event.examples_pass else "fails"
+            detail = f"{event.task_id} draft by {event.agent_id}: {verdict} the visible examples"
         case BidSubmitted():
             detail = (
                 f"{event.task_id} round {event.round} by {event.agent_id}: "

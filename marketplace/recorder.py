@@ -283,9 +283,26 @@ ON CONFLICT DO NOTHING
 """
 _SPEND = """
 INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
-                   cost, seconds)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   cost, seconds, cached_tokens)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT DO NOTHING
+"""
+
+# A lean auction's winning draft is the task's execution, every other draft the auction's cost.
+# Whichever of the draft and the close is projected second settles the part, so the order in
+# which the two topics are read does not matter.
+_DRAFT_SPEND = """
+INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
+                   cost, seconds, cached_tokens)
+VALUES ($1, $2, $3,
+        CASE WHEN EXISTS (SELECT 1 FROM auctions WHERE winner_bid_id = $10) THEN 'execution'
+             ELSE 'bids' END,
+        $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+"""
+_DRAFT_WON = """
+UPDATE spend SET part = 'execution'
+WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
 """
 
 Write = tuple[str, tuple[Any, ...]]
@@ -316,8 +333,17 @@ def writes(event: Event) -> list[Write]:
             return [(_AUCTION_OPENED, (event.task_id, at, json.dumps(event.agents)))]
         case RefinementCalled():
             return [(_REFINEMENT_CALLED, _refinement_row(event, at))]
+        case AuctionClosed() if event.lean is not None and event.winner_bid_id is not None:
+            won = (_DRAFT_WON, (event.winner_bid_id,))
+            return [(_AUCTION_CLOSED, _closed_row(event, at)), won]
         case AuctionClosed():
             return [(_AUCTION_CLOSED, _closed_row(event, at)), *_scored_bids(event)]
+        case BidSubmitted() if event.examples_pass is not None:
+            _, (event_id, task_id, agent_id, _part, *row) = _spend(
+                event, event.agent_id, "bids", event.usage
+            )
+            drafted = (_DRAFT_SPEND, (event_id, task_id, agent_id, *row, event.bid_id))
+            return [(_BID_SUBMITTED, _bid_row(event, at)), drafted]
         case BidSubmitted():
             part = "bids" if event.round == 0 else "refinement"
             spent = _spend(event, event.agent_id, part, event.usage)
@@ -443,8 +469,11 @@ def _result_row(event: TaskResult, at: datetime) -> tuple[Any, ...]:
 
 
 def _spend(event: Event, agent_id: str, part: str, usage: Usage) -> Write:
+    """A spend row keeps the tokens by direction (prompt, of them held, generated), so that
+    what a task spent can be priced again per direction (`sale report`)."""
     task_id = getattr(event, "task_id", "")
-    return (_SPEND, (event.event_id, task_id, agent_id, part, *_usage(usage), usage.seconds))
+    row = (*_usage(usage), usage.seconds, usage.cached_tokens)
+    return (_SPEND, (event.event_id, task_id, agent_id, part, *row))
 
 
 def _usage(usage: Usage) -> tuple[int, int, int, float]:

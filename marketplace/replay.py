@@ -8,6 +8,12 @@ round-0 scores frozen at refinement (`RefinementCalled.scored`), the reviews tha
 task's budget. Evidence that is absent is not checked (a log read while the recorder lags, or
 only some streams); evidence that is present must agree.
 
+A lean auction (`marketplace.lean`) is checked decision by decision: each `BidRequested` and
+its `AuctionClosed` must be what `lean.next_step` gives over the estimates and drafts in hand
+they record; the estimates must be the first call's, each reservation value must follow from
+its estimate, the drafts in hand must grow only by the answer of the agent last asked, and each
+draft's verdict must be the one its `BidSubmitted` reported.
+
 The core is pure — events in, `Discrepancy` values or a `Counterfactual` out — so tests and
 both sources (Postgres, or Kafka from offset 0) share it. The readers at the end do the I/O.
 """
@@ -25,16 +31,20 @@ from uuid import UUID
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from marketplace import scoring
+from marketplace import lean, scoring
 from marketplace.admin import highwater_marks
 from marketplace.bus import reader
 from marketplace.config import BrokerConfig, Config, ConfigError
+from marketplace.lean_auction import step_for
 from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     AuctionClosed,
+    BidRequested,
     BidSubmitted,
     Event,
     JuryCalled,
+    LeanDraft,
+    LeanEstimate,
     RefinementCalled,
     ReviewSubmitted,
     ScoredBid,
@@ -99,6 +109,9 @@ class Evidence:
     refinement: RefinementCalled | None = None
     reviews: list[ReviewSubmitted] = field(default_factory=list)  # those not rejected
     outcome: TaskOutcome | None = None
+    calls: list[BidRequested] = field(default_factory=list)  # lean
+    drafts: dict[UUID, BidSubmitted] = field(default_factory=dict)  # lean, by bid id
+    rejected_drafts: set[UUID] = field(default_factory=set)  # bid ids
 
 
 @dataclass
@@ -127,6 +140,12 @@ def index(events: Iterable[Event]) -> History:
                 evidence[event.task_id].reviews.append(event)
             case TaskOutcome():
                 evidence[event.task_id].outcome = event
+            case BidRequested():
+                evidence[event.task_id].calls.append(event)
+            case BidSubmitted() if event.is_draft:
+                evidence[event.task_id].drafts.setdefault(event.bid_id, event)
+                if event.event_id in rejected:
+                    evidence[event.task_id].rejected_drafts.add(event.bid_id)
     return History(dict(closed), dict(evidence))
 
 
@@ -140,7 +159,10 @@ def verify(events: Iterable[Event]) -> list[Discrepancy]:
     for task_id, closes in history.closed.items():
         mine = _differ(task_id, "AuctionClosed events", len(closes), 1)
         for closed in closes:
-            mine += check_closed(closed, history.evidence.get(task_id))
+            if closed.mechanism == "lean":
+                mine += check_lean(closed, history.evidence.get(task_id))
+            else:
+                mine += check_closed(closed, history.evidence.get(task_id))
         found += sorted(dict.fromkeys(mine), key=_cause_first)  # once, however many saw it
     return found
 
@@ -356,6 +378,185 @@ def _reviews(closed: AuctionClosed, reviews: list[ReviewSubmitted]) -> list[Disc
     return found
 
 
+# --- the lean auction -------------------------------------------------------------------------
+
+Decision = BidRequested | AuctionClosed
+
+
+def check_lean(closed: AuctionClosed, evidence: Evidence | None = None) -> list[Discrepancy]:
+    """A lean auction's close, and its calls where the log holds them, each against
+    `lean.next_step` over what it records, and what it records against the log."""
+    task_id = closed.task_id
+    if closed.lean is None:
+        return [Discrepancy(task_id, "lean", None, "the terms of a lean close")]
+    calls = sorted(evidence.calls, key=lambda c: c.call) if evidence else []
+    numbers = ", ".join(str(c.call) for c in calls)
+    found = _differ(task_id, "calls", numbers, ", ".join(str(n + 1) for n in range(len(calls))))
+    decisions: list[Decision] = [*calls, closed]
+    for previous, decision in zip([None, *decisions], decisions, strict=False):
+        found += _lean_decision(task_id, decision, previous, decisions[0])
+    if evidence is not None:
+        found += _drafts_against_log(closed, decisions, evidence)
+    return found
+
+
+def _lean_terms(
+    decision: Decision,
+) -> tuple[list[LeanEstimate], float, list[LeanDraft], list[str], str]:
+    if isinstance(decision, BidRequested):
+        d = decision
+        return d.estimates, d.value, d.drafts, d.unanswered, d.why
+    t = decision.lean
+    return t.estimates, t.value, t.drafts, t.unanswered, t.why
+
+
+def _lean_name(decision: Decision) -> str:
+    return f"calls[{decision.call}]" if isinstance(decision, BidRequested) else "lean"
+
+
+def _lean_decision(
+    task_id: str, decision: Decision, previous: Decision | None, first: Decision
+) -> list[Discrepancy]:
+    name = _lean_name(decision)
+    estimates, value, drafts, unanswered, _ = _lean_terms(decision)
+    found = _reservations(task_id, name, estimates, value)
+    if decision is not first:
+        found += _same_estimates(task_id, name, decision, first)
+    if previous is not None or isinstance(decision, BidRequested):  # calls absent: unchecked
+        found += _chain(task_id, name, decision, previous)
+    known = {e.agent_id for e in estimates}
+    strangers = [d.agent_id for d in drafts if d.agent_id not in known] + [
+        a for a in unanswered if a not in known
+    ]
+    if strangers:
+        where = f"{name}.drafts[{strangers[0]}]"
+        return [*found, Discrepancy(task_id, where, "in hand", "an agent with no estimate")]
+    found += _worths(task_id, name, estimates, value, drafts)
+    return found + _next_step(task_id, decision, step_for(estimates, value, drafts, unanswered))
+
+
+def _reservations(
+    task_id: str, name: str, estimates: list[LeanEstimate], value: float
+) -> list[Discrepancy]:
+    found = []
+    for e in estimates:
+        again = lean.reservation(value, e.examples_pass, e.right_if_pass, e.right_if_fail, e.cost)
+        found += _differ(
+            task_id, f"{name}.estimates[{e.agent_id}].reservation", e.reservation, again
+        )
+    return found
+
+
+def _same_estimates(
+    task_id: str, name: str, decision: Decision, first: Decision
+) -> list[Discrepancy]:
+    """Estimates are fixed at the first call: every later decision repeats them."""
+    mine, value, *_ = _lean_terms(decision)
+    theirs, first_value, *_ = _lean_terms(first)
+    found = _differ(task_id, f"{name}.value", value, first_value)
+    by_id = {e.agent_id: e for e in theirs}
+    for e in mine:
+        then = by_id.get(e.agent_id)
+        if then is None:
+            found.append(Discrepancy(task_id, f"{name}.estimates[{e.agent_id}]", "given", None))
+            continue
+        for term in ("examples_pass", "right_if_pass", "right_if_fail", "cost", "price"):
+            where = f"{name}.estimates[{e.agent_id}].{term}"
+            found += _differ(task_id, where, getattr(e, term), getattr(then, term))
+    for agent_id in by_id.keys() - {e.agent_id for e in mine}:
+        found.append(Discrepancy(task_id, f"{name}.estimates[{agent_id}]", None, "given"))
+    return found
+
+
+def _chain(
+    task_id: str, name: str, decision: Decision, previous: Decision | None
+) -> list[Discrepancy]:
+    """The drafts in hand grow only by the answer of the agent asked last; no answer, and that
+    agent joins the unanswered."""
+    _, _, drafts, unanswered, _ = _lean_terms(decision)
+    before, silent, asked = [], [], None
+    if isinstance(previous, BidRequested):
+        before, silent, asked = previous.drafts, previous.unanswered, previous.agent_id
+    kept = _show_drafts(drafts[: len(before)])
+    found = _differ(task_id, f"{name}.drafts", kept, _show_drafts(before))
+    new = [d.agent_id for d in drafts[len(before) :]]
+    if new and new != [asked]:
+        allowed = f"at most a draft of {asked}" if asked else "no draft yet"
+        found.append(Discrepancy(task_id, f"{name}.drafts", ", ".join(new), allowed))
+    expected = ", ".join([*silent, *([] if new or asked is None else [asked])])
+    return found + _differ(task_id, f"{name}.unanswered", ", ".join(unanswered), expected)
+
+
+def _show_drafts(drafts: Sequence[LeanDraft]) -> str:
+    verdicts = (f"{d.agent_id} {'passes' if d.examples_pass else 'fails'}" for d in drafts)
+    return ", ".join(verdicts)
+
+
+def _worths(
+    task_id: str, name: str, estimates: list[LeanEstimate], value: float, drafts: list[LeanDraft]
+) -> list[Discrepancy]:
+    by_id = {e.agent_id: e for e in estimates}
+    found = []
+    for d in drafts:
+        e = by_id[d.agent_id]
+        again = value * (e.right_if_pass if d.examples_pass else e.right_if_fail)
+        found += _differ(task_id, f"{name}.drafts[{d.agent_id}].worth", d.worth, again)
+    return found
+
+
+def _next_step(task_id: str, decision: Decision, step: lean.Step) -> list[Discrepancy]:
+    """The decision itself: whom it asked (with whose draft), or whom it awarded, and why."""
+    name = _lean_name(decision)
+    if isinstance(decision, BidRequested):
+        feedback = decision.feedback.agent_id if decision.feedback else None
+        return [
+            *_differ(task_id, f"{name}.agent_id", decision.agent_id, step.ask),
+            *_differ(task_id, f"{name}.feedback", feedback, step.feedback_from),
+            *_differ(task_id, f"{name}.why", decision.why, step.why),
+        ]
+    winner = next((d for d in decision.lean.drafts if d.agent_id == step.winner), None)
+    return [
+        *_differ(task_id, "lean.ask", None, step.ask),
+        *_differ(task_id, "reason", decision.reason, "awarded" if winner else "no_bids"),
+        *_differ(task_id, "winner_agent_id", decision.winner_agent_id, step.winner),
+        *_differ(
+            task_id,
+            "winner_bid_id",
+            str(decision.winner_bid_id),
+            str(winner.bid_id if winner else None),
+        ),
+        *_differ(task_id, "lean.why", decision.lean.why, step.why),
+    ]
+
+
+def _drafts_against_log(
+    closed: AuctionClosed, decisions: list[Decision], evidence: Evidence
+) -> list[Discrepancy]:
+    """Each draft in hand is the draft its agent submitted, with its verdict, and was not
+    refused; each draft the auction did not refuse is in hand at the close; the winning
+    program is the winner's draft."""
+    task_id = closed.task_id
+    found: list[Discrepancy] = []
+    listed = {d.bid_id: d for decision in decisions for d in _lean_terms(decision)[2]}
+    for bid_id, d in listed.items():
+        bid = evidence.drafts.get(bid_id)
+        where = f"drafts[{d.agent_id}]"
+        if bid_id in evidence.rejected_drafts:
+            found.append(Discrepancy(task_id, where, "in hand", "refused by the auction"))
+        if bid is not None:
+            found += _differ(task_id, f"{where}.agent_id", d.agent_id, bid.agent_id)
+            found += _differ(task_id, f"{where}.examples_pass", d.examples_pass, bid.examples_pass)
+    in_hand = {d.bid_id for d in closed.lean.drafts}
+    for bid_id, bid in evidence.drafts.items():
+        if bid_id not in in_hand and bid_id not in evidence.rejected_drafts:
+            where = f"drafts[{bid.agent_id}]"
+            found.append(Discrepancy(task_id, where, "not in hand", "submitted and not refused"))
+    won = evidence.drafts.get(closed.winner_bid_id) if closed.winner_bid_id else None
+    if won is not None and won.plan != closed.winning_plan:
+        found.append(Discrepancy(task_id, "winning_plan", "changed", "the winner's draft"))
+    return found
+
+
 # --- counterfactuals --------------------------------------------------------------------------
 
 
@@ -456,13 +657,15 @@ def redecide(closed: AuctionClosed, weights: Weights) -> ScoredBid | None:
 
 
 def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
-    """Every closed auction (its last close, if the log holds several) re-decided."""
+    """Every closed auction of the paper's mechanism (its last close, if the log holds several)
+    re-decided; lean auctions have no weights to change."""
     history = index(events)
     flips: list[Flip] = []
     cost = {"recorded": 0.0, "counterfactual": 0.0}
     wins: dict[str, Counter[str]] = {"recorded": Counter(), "counterfactual": Counter()}
     outcomes = passed = kept_outcomes = kept_passed = 0
-    for task_id, closes in history.closed.items():
+    paper = {t: closes for t, closes in history.closed.items() if closes[-1].mechanism == "paper"}
+    for task_id, closes in paper.items():
         closed = closes[-1]
         was = next((b for b in closed.bids if b.bid_id == closed.winner_bid_id), None)
         now = redecide(closed, weights)
@@ -482,7 +685,7 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
             )
     return Counterfactual(
         weights=weights,
-        auctions=len(history.closed),
+        auctions=len(paper),
         flips=tuple(flips),
         recorded_cost=cost["recorded"],
         counterfactual_cost=cost["counterfactual"],
@@ -497,9 +700,12 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
 
 # --- reading the log --------------------------------------------------------------------------
 
-STREAMS = ("tasks", "reviews", "auctions", "outcomes")  # what verification and counterfactuals use
+# What verification and counterfactuals use (bids: the lean auction's drafts).
+STREAMS = ("tasks", "bids", "reviews", "auctions", "outcomes")
 TYPES = (
     "TaskPosted",
+    "BidSubmitted",
+    "BidRequested",
     "ReviewSubmitted",
     "JuryCalled",
     "RefinementCalled",

@@ -1,16 +1,17 @@
 """The methods SALE is compared with, and SALE without refinement, replayed over a matrix.
 
-Every method here chooses, per task, one agent whose round-0 plan is executed; the matrix
-already holds each agent's plan, its execution and the hidden verdict, so a method is only a
-choice and an account of what that choice spent. Each function returns one `TaskRun` per
-complete task of the matrix (`Matrix.complete_tasks()`), in the matrix's task order.
+Every method here chooses, per task, one agent whose draft is the task's result; the matrix
+already holds each agent's draft (its execution of the task with the chosen executor, no plan)
+and the hidden verdict on it, so a method is only a choice and an account of what that choice
+spent. Each function returns one `TaskRun` per task it can run, in the matrix's task order: the
+routers run every task with every agent's draft (`Matrix.complete_tasks()`), SALE's round 0
+the tasks where every agent has also bid and reviewed (`Matrix.complete_tasks(plans=True)`).
 
-Accounting rule: every method pays for the plan its executor followed. A router has no auction:
-the agent it picks writes its plan (its round-0 bid) and then executes it, so a router pays that
-agent's bid usage and result usage, both under part "execution", and nothing under the auction
-parts. A cascade pays that for every agent it tries. SALE pays every agent's bid ("bids"),
-every juror's review ("jury") and the winner's execution of the plan it already bid
-("execution").
+Accounting rule: a method pays for what it used. A router has no auction and no plan: the agent
+it picks drafts the task, so a router pays that agent's draft under part "execution" and nothing
+under the auction parts; a cascade pays the draft of every agent it tries. SALE pays every
+agent's bid ("bids"), the review of every juror it asks ("jury") and the winner's draft
+("execution"). Tokens are priced per direction (`marketplace.metrics.cost`).
 
 Ties between equal prices go to the lower agent id, as in the auction's tie rule.
 """
@@ -36,22 +37,20 @@ TIE = 1e-9  # estimated pass rates this close count as equal
 
 
 def _spend(agent_id: str, part: Part, usage: Usage) -> Spend:
-    return Spend(agent_id, part, usage.total_tokens, usage.seconds)
-
-
-def plan_and_execution(agent_id: str, cell: Cell) -> Spend:
-    """What a router pays for using one agent: writing its plan, then executing it."""
-    return _spend(agent_id, "execution", cell.bid.usage + cell.result.usage)
+    """One call's usage as a spend, kept whole so that it is priced per direction."""
+    return Spend(agent_id, part, usage)
 
 
 def by_price(agents: Sequence[str], prices: Prices) -> list[str]:
-    """Cheapest first; equal prices by agent id."""
-    return sorted(agents, key=lambda a: (prices[a], a))
+    """Cheapest first by the output price, then by agent id: the order the auction itself uses
+    (a bid carries its agent's output price, and only agents cheaper by it refine), so every
+    method here escalates and breaks ties the same way."""
+    return sorted(agents, key=lambda a: (prices[a].output, a))
 
 
 def _routed(matrix: Matrix, task_id: str, agent_id: str, tried: Sequence[str]) -> TaskRun:
-    """`agent_id` executes; every agent in `tried` (it included) paid plan and execution."""
-    spend = tuple(plan_and_execution(a, matrix.cell(task_id, a)) for a in tried)
+    """`agent_id`'s draft is the result; every agent in `tried` (it included) paid its draft."""
+    spend = tuple(_spend(a, "execution", matrix.cell(task_id, a).result.usage) for a in tried)
     return TaskRun(task_id, agent_id, matrix.cell(task_id, agent_id).passed, spend)
 
 
@@ -142,15 +141,24 @@ def juror_score(review: ReviewSubmitted, bid_id: UUID) -> float | None:
     return next((s.score for s in review.scores if s.bid_id == bid_id), None)
 
 
-def scored_bids(matrix: Matrix, task_id: str, weights: Weights, prices: Prices) -> list[ScoredBid]:
-    """Every round-0 bid of the task, at the price table's prices, scored by the jurors the
-    auction would ask (those of non-zero weight), in the matrix's agent order: the auction's
-    round 0 as the auctioneer would score it."""
+def _plan_cells(matrix: Matrix, task_id: str) -> dict[str, Cell]:
+    """Each agent's cell of a task where every agent bid and reviewed; any other task is an
+    error, since the auction cannot be replayed on it."""
     cells = {a: matrix.cell(task_id, a) for a in matrix.agents}
+    if missing := [a for a, c in cells.items() if c.bid is None or c.review is None]:
+        raise ValueError(f"{task_id}: no bid or review from {', '.join(missing)}")
+    return cells
+
+
+def scored_bids(matrix: Matrix, task_id: str, weights: Weights, prices: Prices) -> list[ScoredBid]:
+    """Every round-0 bid of the task, at the price table's output prices (a plan is generated
+    text), scored by the jurors the auction would ask (those of non-zero weight), in the
+    matrix's agent order: the auction's round 0 as the auctioneer would score it."""
+    cells = _plan_cells(matrix, task_id)
     asked = jurors(matrix, weights)
     scored = []
     for agent_id, cell in cells.items():
-        bid = cell.bid.model_copy(update={"price": prices[agent_id]})
+        bid = cell.bid.model_copy(update={"price": prices[agent_id].output})
         jury = {juror: juror_score(cells[juror].review, bid.bid_id) for juror in asked}
         scored.append(scoring.score_bid(bid, jury, weights))
     return scored
@@ -162,13 +170,14 @@ def jurors(matrix: Matrix, weights: Weights) -> list[str]:
 
 
 def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRun]:
-    """SALE without refinement: the best-scored round-0 bid executes. Every bid and every
-    review asked for is paid for, as the auction spends them whoever wins."""
+    """SALE without refinement, on the tasks where every agent bid and reviewed: the best-scored
+    round-0 bid wins and its agent's draft is the result. Every bid and every review asked for
+    is paid for, as the auction spends them whoever wins, and then the winner's draft."""
     runs = []
-    for task_id in matrix.complete_tasks():
+    for task_id in matrix.complete_tasks(plans=True):
         winner = scoring.best(scored_bids(matrix, task_id, weights, prices), 0)
-        assert winner is not None  # a complete task has every agent's bid, and no budget
-        cells = {a: matrix.cell(task_id, a) for a in matrix.agents}
+        assert winner is not None  # a plan task has every agent's bid, and no budget
+        cells = _plan_cells(matrix, task_id)
         won = cells[winner.agent_id]
         spend = (
             *(_spend(a, "bids", c.bid.usage) for a, c in cells.items()),

@@ -1,8 +1,12 @@
 """The SALE scoring mechanism, pure: bids and jury scores in, scores and a winner out.
 
-    cost  C = w_c · price · plan_tokens          (price per million tokens)
+    cost  C = w_c · price · plan_tokens          (price: the bidder's output price, per Mtok)
     value V = w_h · entropy + Σ_j w_j · score_j   (every juror j, the bidder included)
     score   = C − V                               lower wins
+
+A bid's price is its agent's output price: a plan is generated text, so that is what writing
+it costs per token (`schemas.events.Price`; input and cached prices matter only to what a task
+spends, which `marketplace.metrics` prices per direction).
 
 Rules the paper leaves open, stated here so a replay can apply them exactly:
 - Missing jury score (juror timed out, answer unreadable): the juror counts with the mean of
@@ -40,7 +44,9 @@ def juror_weight(weights: Weights, juror: str) -> float:
 
 
 def money(price: float, tokens: int) -> float:
-    """What `tokens` tokens cost at `price` per million."""
+    """What `tokens` tokens cost at one `price` per million: the budget check's plan cost, at
+    the bid's (output) price. What a task spent is priced per direction instead
+    (`marketplace.metrics.cost`)."""
     return price * tokens / TOKENS_PER_PRICE_UNIT
 
 

@@ -30,6 +30,7 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 Tokens = Annotated[int, Field(ge=0)]
 JuryScore = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Reason = Annotated[str, Field(max_length=MAX_REASON)]
 TaskKind = Literal["coding", "search"]
 Round = Literal[0, 1]
@@ -54,6 +55,7 @@ class Usage(Record):
     requests: Tokens = 0
     prompt_tokens: Tokens = 0
     completion_tokens: Tokens = 0
+    cached_tokens: Tokens = Field(default=0, description="of the prompt tokens, already held")
     cost: NonNegative = 0.0
     seconds: NonNegative = 0.0
 
@@ -66,9 +68,27 @@ class Usage(Record):
             requests=self.requests + other.requests,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
             cost=self.cost + other.cost,
             seconds=self.seconds + other.seconds,
         )
+
+
+class Price(Record):
+    """What an agent charges per million tokens, by direction, as model price lists quote it:
+    reading (the prompt) costs less than writing, and a prompt prefix the backend already holds
+    (llama.cpp keeps the evaluated prefix) may cost less again."""
+
+    input: NonNegative
+    output: NonNegative
+    cached_input: NonNegative | None = Field(default=None, description="None: same as input")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """What a call costs: `cached_tokens` of its `prompt_tokens` at the cached price."""
+        cached = self.input if self.cached_input is None else self.cached_input
+        fresh = prompt_tokens - cached_tokens
+        per_million = self.input * fresh + cached * cached_tokens + self.output * completion_tokens
+        return per_million / 1_000_000
 
 
 class Event(Record):
@@ -166,9 +186,19 @@ class BidSubmitted(TaskEvent):
     plan: Annotated[str, Field(min_length=1, max_length=MAX_PLAN)]
     plan_tokens: Tokens
     entropy: NonNegative
-    price: NonNegative = Field(description="the agent's price per million tokens")
+    price: NonNegative = Field(description="the agent's price per million generated tokens")
     usage: Usage = Usage()
     memory_refs: list[Id] = Field(default_factory=list, description="task ids of examples used")
+    examples_pass: bool | None = Field(
+        default=None,
+        description="None: a plan bid (the paper's auction); a bool: a draft bid (the lean "
+        "auction), whose `plan` is the draft's program: whether it passes the visible examples",
+    )
+    failure: Reason | None = Field(default=None, description="why a draft fails the examples")
+
+    @property
+    def is_draft(self) -> bool:
+        return self.examples_pass is not None
 
 
 class BidScore(Record):
@@ -222,10 +252,14 @@ class ScoredBid(Record):
     ineligible_reason: Reason = ""
 
 
+Mechanism = Literal["paper", "lean"]
+
+
 class AuctionOpened(TaskEvent):
     type: Literal["AuctionOpened"] = "AuctionOpened"
-    agents: list[Id] = Field(description="live agents expected to bid")
+    agents: list[Id] = Field(description="live agents expected to bid (lean: that may be asked)")
     bid_deadline: datetime
+    mechanism: Mechanism = "paper"
 
 
 class JuryCalled(TaskEvent):
@@ -269,6 +303,66 @@ class RefinementCalled(TaskEvent):
     scored: list[ScoredBid] = Field(description="round 0, final: later reviews of it don't count")
 
 
+# --- the lean auction: calls for drafts, one agent at a time (marketplace.lean) -------------
+
+
+class LeanEstimate(Record):
+    """What the auction believed of one agent before asking anyone (`marketplace.lean.Estimate`),
+    with the agent's output price, which orders agents of equal reservation value."""
+
+    agent_id: Id
+    examples_pass: Probability
+    right_if_pass: Probability
+    right_if_fail: Probability
+    cost: NonNegative
+    reservation: Finite
+    price: NonNegative = Field(default=0.0, description="per million generated tokens")
+
+
+class LeanDraft(Record):
+    """A draft in hand when a decision was taken, and what it was worth then."""
+
+    agent_id: Id
+    bid_id: UUID
+    examples_pass: bool
+    worth: Finite
+
+
+class FailedDraft(Record):
+    """A cheaper agent's draft that fails the visible examples, for the next agent to fix."""
+
+    agent_id: Id
+    source: Annotated[str, Field(max_length=MAX_PLAN)]
+    error: Reason
+
+
+class BidRequested(TaskEvent):
+    """The lean auction asks one agent for a draft. Each call repeats everything its decision
+    was taken on (the estimates fixed at the first call, the drafts in hand, the agents asked
+    who gave none), so it can be checked against `marketplace.lean.next_step` alone."""
+
+    type: Literal["BidRequested"] = "BidRequested"
+    call: Annotated[int, Field(ge=1)] = Field(description="1 for the first call, then 2, 3…")
+    agent_id: Id = Field(description="the agent asked")
+    estimates: list[LeanEstimate]
+    value: NonNegative = Field(description="what a right answer is worth, in price units")
+    why: Reason
+    feedback: FailedDraft | None = None
+    deadline: datetime
+    drafts: list[LeanDraft] = Field(default_factory=list, description="in hand, in the order come")
+    unanswered: list[Id] = Field(default_factory=list, description="asked, and gave no draft")
+
+
+class LeanClose(Record):
+    """Why a lean auction stopped calling, with everything that decision was taken on."""
+
+    estimates: list[LeanEstimate]
+    value: NonNegative
+    drafts: list[LeanDraft] = Field(default_factory=list)
+    unanswered: list[Id] = Field(default_factory=list)
+    why: Reason
+
+
 class SubmissionRejected(TaskEvent):
     """A bid or review the auction did not count, and why: nothing is dropped silently."""
 
@@ -294,15 +388,25 @@ class AuctionClosed(TaskEvent):
     reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids"]
     winner_bid_id: UUID | None = None
     winner_agent_id: Id | None = None
-    winning_plan: Annotated[str, Field(max_length=MAX_PLAN)] = ""
-    weights: Weights
-    bids: list[ScoredBid] = Field(default_factory=list)
+    winning_plan: Annotated[str, Field(max_length=MAX_PLAN)] = Field(
+        default="", description="paper: the winning plan; lean: the winning draft's program"
+    )
+    weights: Weights = Field(default_factory=Weights, description="paper: the scoring weights")
+    bids: list[ScoredBid] = Field(default_factory=list, description="paper: every bid's score")
+    mechanism: Mechanism = "paper"
+    lean: LeanClose | None = None
 
     @model_validator(mode="after")
     def _winner_iff_awarded(self) -> AuctionClosed:
         awarded = self.reason in ("awarded", "refined")
         if awarded != (self.winner_bid_id is not None and self.winner_agent_id is not None):
             raise ValueError(f"reason {self.reason!r} needs a winner exactly when awarded")
+        return self
+
+    @model_validator(mode="after")
+    def _lean_terms_iff_lean(self) -> AuctionClosed:
+        if (self.mechanism == "lean") != (self.lean is not None):
+            raise ValueError("`lean` holds the terms of a lean auction's close, and only those")
         return self
 
 
@@ -333,7 +437,10 @@ class TaskOutcome(TaskEvent):
 class AgentHeartbeat(AgentEvent):
     type: Literal["AgentHeartbeat"] = "AgentHeartbeat"
     model: Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-    price: NonNegative
+    price: NonNegative = Field(description="per million generated tokens")
+    input_price: NonNegative | None = Field(
+        default=None, description="per million prompt tokens; None: the same as price"
+    )
     kinds: list[TaskKind] = Field(min_length=1)
     status: Literal["up", "draining", "left"] = "up"
 
@@ -361,6 +468,7 @@ AnyEvent = Annotated[
     | BidSubmitted
     | ReviewSubmitted
     | AuctionOpened
+    | BidRequested
     | JuryCalled
     | RefinementCalled
     | SubmissionRejected

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # The whole benchmark, in order; every step resumes where an interrupted run stopped, so the
 # script can simply be run again. Postgres: $DATABASE_URL, else the embedded one of sale.toml.
-#   1. the matrix: every agent bids on, judges and executes every task of the training split
-#      (MBPP 0–99) and the evaluation split (HumanEval, all 164), two model processes at once;
-#   2. the weights, fitted on the training split only;
-#   3. SALE with refinement through the live marketplace: three task orders of the full
-#      mechanism, one without memory;
-#   4. the report: docs/bench/README.md and its plots.
+#   1. the executor: every prompt shape on the development split (MBPP 100–199), the table in
+#      docs/executors.md (sale.toml uses the one chosen there);
+#   2. the matrix: every agent drafts every task of the training split (MBPP 0–99), the
+#      development split (MBPP 100–199) and the evaluation split (HumanEval, all 164); M's
+#      failing drafts escalate to L; plans and reviews for the paper's auction on the training
+#      and evaluation splits; two model processes at once;
+#   3. the paper's weights, fitted on the training split; the lean auction's priors, fitted on
+#      the training split, its settings chosen on the development split;
+#   4. the lean auction live through the marketplace on HumanEval 0–39, to check it against the
+#      replay of the same tasks;
+#   5. the report: docs/bench/README.md and its plots.
 # bench/archive.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh embedded,models,memory
 .venv/bin/sale models install
 sale=(.venv/bin/sale --config sale.toml)
-"${sale[@]}" bench matrix --tasks mbpp:0:100 humaneval:0:164
+"${sale[@]}" bench executors --tasks mbpp:100:200 --out docs/executors.md
+"${sale[@]}" bench matrix --tasks mbpp:0:200 humaneval:0:164 \
+  --plans mbpp:0:100 humaneval:0:164 --escalate M:L
 "${sale[@]}" weights fit --tasks mbpp:0:100 --out weights.toml
-for order in 0 1 2; do
-  "${sale[@]}" bench live --variant full --order "$order" --tasks humaneval:0:164
-done
-"${sale[@]}" bench live --variant no-memory --order 0 --tasks humaneval:0:164
+"${sale[@]}" lean fit --train mbpp:0:100 --dev mbpp:100:200 --out weights.toml
+"${sale[@]}" bench live --variant lean --order 0 --tasks humaneval:0:40
 "${sale[@]}" bench export
 "${sale[@]}" report --bench --train mbpp:0:100 --test humaneval:0:164 --out docs/bench

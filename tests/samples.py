@@ -9,13 +9,18 @@ from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
+    BidRequested,
     BidScore,
     BidSubmitted,
     CodingChecks,
     CodingInputs,
     DeadLetter,
     Event,
+    FailedDraft,
     JuryCalled,
+    LeanClose,
+    LeanDraft,
+    LeanEstimate,
     MemoryExample,
     RefinementCalled,
     RefinementInvite,
@@ -33,6 +38,7 @@ from schemas.events import (
 )
 
 BID = UUID("00000000-0000-4000-8000-000000000001")
+DRAFT = UUID("00000000-0000-4000-8000-000000000002")
 LATER = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
 PLAN = "1. Parse the input.\n2. Loop over pairs.\n3. Return early on a match."
 
@@ -74,6 +80,12 @@ def every_event(task_id: str = "he-0") -> list[Event]:
         usage=usage,
         memory_refs=["he-1"],
     )
+    return [*_paper(task_id, usage, scored, example, bid), *_lean(task_id + "l", usage)]
+
+
+def _paper(
+    task_id: str, usage: Usage, scored: ScoredBid, example: MemoryExample, bid: BidSubmitted
+) -> list[Event]:
     return [
         TaskPosted(
             producer="client",
@@ -174,5 +186,65 @@ def every_event(task_id: str = "he-0") -> list[Event]:
             raw_key=b"he-0",
             raw_value=b"\xff\xfenot json",
             error="(top level): Invalid JSON",
+        ),
+    ]
+
+
+def _lean(task_id: str, usage: Usage) -> list[Event]:
+    """A lean auction's own events: a call with feedback, a draft bid, and a close."""
+    estimates = [
+        LeanEstimate(
+            agent_id=agent,
+            examples_pass=0.5,
+            right_if_pass=0.9,
+            right_if_fail=0.0,
+            cost=0.01,
+            reservation=0.88,
+            price=price,
+        )
+        for agent, price in (("small", 0.05), ("large", 0.36))
+    ]
+    failed = LeanDraft(agent_id="small", bid_id=BID, examples_pass=False, worth=0.0)
+    passed = LeanDraft(agent_id="large", bid_id=DRAFT, examples_pass=True, worth=0.9)
+    return [
+        BidRequested(
+            producer="auctioneer",
+            task_id=task_id,
+            call=2,
+            agent_id="large",
+            estimates=estimates,
+            value=1.0,
+            why="large may beat the draft in hand (0.88 > 0)",
+            feedback=FailedDraft(agent_id="small", source="def f(x): ...", error="AssertionError"),
+            deadline=LATER,
+            drafts=[failed],
+        ),
+        BidSubmitted(
+            producer="large",
+            task_id=task_id,
+            bid_id=DRAFT,
+            agent_id="large",
+            model="qwen-7b",
+            plan="def f(x):\n    return x + 1\n",
+            plan_tokens=12,
+            entropy=0.0,
+            price=0.36,
+            usage=usage,
+            examples_pass=True,
+        ),
+        AuctionClosed(
+            producer="auctioneer",
+            task_id=task_id,
+            reason="awarded",
+            winner_bid_id=DRAFT,
+            winner_agent_id="large",
+            winning_plan="def f(x):\n    return x + 1\n",
+            mechanism="lean",
+            lean=LeanClose(
+                estimates=estimates,
+                value=1.0,
+                drafts=[failed, passed],
+                why="no agent left to ask can beat large's draft (0.9)",
+            ),
         ),
     ]

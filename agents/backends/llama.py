@@ -5,7 +5,9 @@ top-k alternatives and the exact entropy are computed here, with numpy, from the
 each generated step, which a logits processor copies as decoding goes: llama-cpp-python's own
 `logprobs` path needs `logits_all`, which makes llama.cpp compute logits for every prompt token
 too, and sorts the whole vocabulary in Python for every token (about six times slower). Decoding is
-greedy with no repetition penalty. Successive prompts that share a prefix reuse its evaluation.
+greedy with no repetition penalty. Successive prompts that share a prefix reuse its evaluation
+(counted as cached prompt tokens). A chat that ends with an assistant message is continued:
+the model writes on from the begun answer.
 A completion's `seconds` are the process's CPU-seconds: with one thread, the model's compute,
 whatever else shares the cores.
 """
@@ -67,27 +69,57 @@ class LlamaBackend:
             rows.append(np.array(logits, dtype=np.float64))
             return logits
 
+        held = list(self.llama.input_ids[: self.llama.n_tokens])
+        settings = dict(
+            max_tokens=max_tokens,
+            temperature=0.0,
+            repeat_penalty=1.0,
+            logits_processor=LogitsProcessorList([keep]),
+        )
         start = time.process_time()
         try:
-            response = self.llama.create_chat_completion(
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=0.0,
-                repeat_penalty=1.0,
-                logits_processor=LogitsProcessorList([keep]),
-            )
+            if messages and messages[-1]["role"] == "assistant":
+                response = self.llama.create_completion(**self._continued(messages), **settings)
+                text = response["choices"][0]["text"]
+            else:
+                response = self.llama.create_chat_completion(messages=messages, **settings)
+                text = response["choices"][0]["message"]["content"] or ""
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"llama.cpp failed: {exc}") from exc
         usage = response["usage"]
         prompt, generated = usage["prompt_tokens"], usage["completion_tokens"]
         tokens = self._tokens(rows[:generated], prompt, k)
         return Completion(
-            text=response["choices"][0]["message"]["content"] or "",
+            text=text,
             tokens=tokens,
             prompt_tokens=prompt,
             completion_tokens=generated,
             seconds=time.process_time() - start,
+            cached_tokens=_reused(held, list(self.llama.input_ids[:prompt])),
         )
+
+    def _continued(self, messages: list[Message]) -> dict:
+        """The prompt and stops that continue the final assistant message: the chat up to it in
+        the model's own template, then the begun answer. An answer begun with an open code
+        fence ends where the fence closes."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos, bos = self.llama.token_eos(), self.llama.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=self.llama.metadata["tokenizer.chat_template"],
+            eos_token=self.llama._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llama._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        chat = formatter(messages=messages[:-1])
+        begun = messages[-1]["content"]
+        prompt = self.llama.tokenize(
+            (chat.prompt + begun).encode("utf-8"), add_bos=not chat.added_special, special=True
+        )
+        stop = chat.stop if isinstance(chat.stop, list) else [chat.stop]
+        if begun.count("```") % 2:
+            stop = [*stop, "```"]
+        return dict(prompt=prompt, stop=stop, stopping_criteria=chat.stopping_criteria)
 
     def _tokens(self, steps: list[np.ndarray], prompt: int, k: int) -> tuple[GeneratedToken, ...]:
         """Per generated token: its log-probability, the top-k, and the exact entropy.
@@ -122,3 +154,14 @@ class LlamaBackend:
 
     def _text(self, token_id: int) -> str:
         return self.llama.detokenize([token_id]).decode("utf-8", errors="replace")
+
+
+def _reused(held: list[int], prompt: list[int]) -> int:
+    """Prompt tokens whose evaluation llama.cpp kept from the previous call: the common prefix
+    of what it held and the new prompt, less the last prompt token, which it always evaluates."""
+    same = 0
+    for a, b in zip(held, prompt[:-1], strict=False):
+        if a != b:
+            break
+        same += 1
+    return same

@@ -18,7 +18,9 @@ def default_reply(messages: Sequence[Message]) -> str:
     system = messages[0]["content"]
     if system == prompts.JUROR:
         return "4"
-    if system == prompts.CODER:
+    if messages[-1]["role"] == "assistant":  # the code is begun: continue with the body
+        return "    return None\n"
+    if system in (prompts.CODER, prompts.PROGRAMMER):
         return "```python\ndef scripted():\n    return None\n```"
     return "1. Read the task.\n2. Handle the edge cases.\n3. Return the result."
 

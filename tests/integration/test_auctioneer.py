@@ -42,10 +42,14 @@ from tests.inbox import Inbox
 WEIGHTS = Weights(cost=0.05, entropy=0.0, jury=1.0)
 
 
-def make_config(broker: BrokerConfig, window_s: float = 3.0, **auction: object) -> Config:
+def make_config(
+    broker: BrokerConfig, window_s: float = 3.0, mechanism: str = "paper", **auction: object
+) -> Config:
+    """The paper's auction unless told otherwise (the default mechanism is lean)."""
     return Config(
         broker=broker,
         auction=AuctionConfig(
+            mechanism=mechanism,
             bid_window_s=window_s,
             jury_window_s=window_s,
             refine_window_s=window_s,
@@ -306,7 +310,8 @@ def start_auctioneer_process(config: Config, tmp_path: Path) -> subprocess.Popen
     path.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
         f"fetch_max_wait_ms = 10\nsession_timeout_ms = 2000\nheartbeat_interval_ms = 300\n"
-        f"[auction]\nbid_window_s = {auction.bid_window_s}\njury_window_s = "
+        f'[auction]\nmechanism = "{auction.mechanism}"\nbid_window_s = {auction.bid_window_s}\n'
+        f"jury_window_s = "
         f"{auction.jury_window_s}\nrefine_window_s = {auction.refine_window_s}\n"
         f"[auction.weights]\ncost = {WEIGHTS.cost}\nentropy = {WEIGHTS.entropy}\n"
     )

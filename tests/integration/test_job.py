@@ -21,7 +21,7 @@ def job_config(path: Path) -> Path:
     prefix = f"job{uuid.uuid4().hex[:8]}."
     agents = "".join(
         f'[[agents]]\nid = "{agent}"\nbackend = "scripted"\nmodel = "scripted-{agent}"\n'
-        f"price_per_mtok = {price}\nheartbeat_s = 1\n"
+        f"input_price = {price}\noutput_price = {price}\nheartbeat_s = 1\n"
         for agent, price in (("S", 1.0), ("L", 4.0))
     )
     path.write_text(

@@ -1,6 +1,7 @@
 """The benchmark matrix on the real Postgres, with the scripted LLM backend (tests only): two
-workers fill it without doing any item twice, a rerun does nothing, and a matrix rebuilt after
-its cells are lost answers every model call from the completion cache."""
+workers fill it (drafts, escalations where the cheaper draft fails, bids and reviews) without
+doing any item twice, a rerun does nothing, and a matrix rebuilt after its cells are lost
+answers every model call from the completion cache."""
 
 from __future__ import annotations
 
@@ -19,19 +20,25 @@ TASKS = ["humaneval:0:2"]
 
 def scripted_config(url: str) -> Config:
     agents = [
-        {"id": agent, "backend": "scripted", "model": f"scripted-{agent}", "price_per_mtok": p}
+        {
+            "id": agent,
+            "backend": "scripted",
+            "model": f"scripted-{agent}",
+            "input_price": p,
+            "output_price": p,
+        }
         for agent, p in (("small", 1.0), ("large", 4.0))
     ]
     return Config.model_validate({"database": {"url": url}, "agents": agents})
 
 
 async def fill(config: Config, workers: int) -> list[int]:
-    postings = matrix.parse_task_sets(TASKS)
+    plan = matrix.make_plan(config, TASKS, TASKS, ["small:large"])
     name = matrix.fingerprint(config.agents)
     conns = [await asyncpg.connect(config.database.url) for _ in range(workers)]
     try:
         await apply_migrations(conns[0])
-        workers_ = [matrix.Worker(config, name, postings, conn) for conn in conns]
+        workers_ = [matrix.Worker(config, name, plan, conn) for conn in conns]
         try:
             return await asyncio.gather(*(w.run() for w in workers_))
         finally:
@@ -47,10 +54,13 @@ async def test_two_workers_fill_the_matrix_once_and_a_rerun_does_nothing(
 ) -> None:
     config = scripted_config(fresh_database)
     computed = await fill(config, workers=2)
-    assert sum(computed) == 2 * 2 * 3  # tasks × agents × (bid, execute, judge)
+    # tasks × (agents × (draft, bid, judge) + one escalation: the scripted draft fails)
+    assert sum(computed) == 2 * (2 * 3 + 1)
     built = await matrix.load_split(config, TASKS)
-    assert built.complete_tasks() == ("HumanEval-0", "HumanEval-1")
+    assert built.complete_tasks(plans=True) == ("HumanEval-0", "HumanEval-1")
     cell = built.cell("HumanEval-0", "small")
+    escalated = built.escalation("HumanEval-0", "large", "small")
+    assert escalated is not None and escalated.result.agent_id == "large"
     assert {s.bid_id for s in cell.review.scores} == {
         built.cell("HumanEval-0", a).bid.bid_id for a in ("small", "large")
     }
@@ -74,16 +84,18 @@ async def test_lost_cells_are_rebuilt_from_the_completion_cache(fresh_database: 
     assert {tuple(r.values())[:3] for r in before} == {tuple(r.values()) for r in after}
 
 
-def test_the_matrix_name_ignores_prices_but_not_prompt_limits() -> None:
+def test_the_matrix_name_ignores_prices_but_not_prompt_limits_or_the_executor() -> None:
     config = scripted_config("postgresql://unused")
-    cheaper = [a.model_copy(update={"price_per_mtok": 0.5}) for a in config.agents]
+    cheaper = [a.model_copy(update={"input_price": 0.5}) for a in config.agents]
     shorter = [a.model_copy(update={"max_plan_tokens": 50}) for a in config.agents]
+    other_executor = [a.model_copy(update={"executor": "chat"}) for a in config.agents]
     cached = [
         a.model_copy(update={"cache": True, "cache_url": "postgresql://x"}) for a in config.agents
     ]
     assert matrix.fingerprint(cheaper) == matrix.fingerprint(config.agents)
     assert matrix.fingerprint(cached) == matrix.fingerprint(config.agents)
     assert matrix.fingerprint(shorter) != matrix.fingerprint(config.agents)
+    assert matrix.fingerprint(other_executor) != matrix.fingerprint(config.agents)
 
 
 def test_a_bad_task_set_is_named() -> None:

@@ -18,12 +18,13 @@ from marketplace.bus import Bus
 from marketplace.config import AgentConfig, BrokerConfig
 from marketplace.tansu import free_port, wait_for_port
 from marketplace.tasks import humaneval
-from schemas.events import AuctionClosed, BidSubmitted, TaskResult
+from schemas.events import AuctionClosed, BidRequested, BidSubmitted, TaskResult
 from tests.integration.test_auctioneer import Market, make_config
 
 SMALL = dict(
     model="smollm2-135m",
-    price_per_mtok=0.05,
+    input_price=0.05,
+    output_price=0.05,
     max_plan_tokens=64,
     execute_rounds=1,
     execute_max_tokens=200,
@@ -66,11 +67,13 @@ def llama_server(tier_s: str) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-async def one_auction(broker: BrokerConfig, settings: AgentConfig) -> list:
+async def one_auction(
+    broker: BrokerConfig, settings: AgentConfig, mechanism: str = "paper"
+) -> list:
     """One HumanEval task auctioned to one real agent; returns what the agent published."""
     posted, _ = humaneval(0, 1)[0]
-    agent = LLMAgent(settings, build(settings))
-    market = Market(make_config(broker, window_s=120.0))
+    agent = LLMAgent(settings, build(settings), mechanism=mechanism)
+    market = Market(make_config(broker, window_s=120.0, mechanism=mechanism))
     async with market:
         service = AgentService(agent, Bus(broker, producer=settings.id))
         async with service:
@@ -109,3 +112,19 @@ async def test_tier_s_over_http_bids_judges_and_executes(
 ) -> None:
     settings = AgentConfig(id="s-http", backend="openai", endpoint=llama_server, **SMALL)
     check(await one_auction(broker_config, settings))
+
+
+async def test_tier_s_in_process_drafts_and_its_draft_is_the_result_in_a_lean_auction(
+    broker_config: BrokerConfig, topics: object, tier_s: str
+) -> None:
+    settings = AgentConfig(id="s-lean", backend="llama_cpp", tier="S", **SMALL)
+    events = await one_auction(broker_config, settings, mechanism="lean")
+    [asked] = [e for e in events if isinstance(e, BidRequested)]
+    assert asked.agent_id == "s-lean" and asked.why
+    [bid] = [e for e in events if isinstance(e, BidSubmitted)]
+    assert bid.examples_pass is not None and bid.usage.completion_tokens > 0
+    assert bid.usage.cost == pytest.approx(0.05 * bid.usage.total_tokens / 1e6)
+    [closed] = [e for e in events if isinstance(e, AuctionClosed)]
+    assert closed.mechanism == "lean" and closed.winner_agent_id == "s-lean"
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    assert result.output == bid.plan and result.usage.total_tokens == 0  # not paid twice

@@ -468,6 +468,36 @@ async def test_text_with_nul_is_stored_with_a_replacement_character(database: st
         await conn.close()
 
 
+async def test_a_spend_row_keeps_the_tokens_by_direction(database: str) -> None:
+    """Prompt, held and generated tokens apart, so what a task spent can be priced again."""
+    usage = Usage(
+        requests=2,
+        prompt_tokens=1_000,
+        completion_tokens=300,
+        cached_tokens=600,
+        cost=0.5,
+        seconds=2.5,
+    )
+    result = TaskResult(
+        producer="a", task_id="t", agent_id="a", bid_id=uuid.uuid4(), output="x", usage=usage
+    )
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        await store(conn, incoming([result]))
+        row = await conn.fetchrow(
+            "SELECT part, requests, prompt_tokens, completion_tokens, cached_tokens, cost, "
+            "seconds FROM spend"
+        )
+        assert tuple(row) == ("execution", 2, 1_000, 300, 600, 0.5, 2.5)
+        costs = await conn.fetchrow(
+            "SELECT tokens, prompt_tokens, completion_tokens, cached_tokens FROM task_costs"
+        )
+        assert tuple(costs) == (1_300, 1_000, 300, 600)
+    finally:
+        await conn.close()
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """`sale report` on a hand-built log with known answers: what each task cost, by part and at
-each agent's price, the run's pass@1, the auction's share and the largest agent's share."""
+each agent's prices per direction, the run's pass@1, the auction's share and the largest agent's
+share."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from marketplace.metrics import summarize
+from marketplace.metrics import cost, summarize
 from marketplace.migrate import apply_migrations
 from marketplace.recorder import Incoming, Position, store
 from marketplace.report import largest_agent, log_runs, run_report
 from schemas.events import (
+    AgentHeartbeat,
     AuctionClosed,
     BidScore,
     BidSubmitted,
     CodingInputs,
     Event,
+    Price,
     ReviewSubmitted,
     TaskOutcome,
     TaskPosted,
@@ -26,14 +29,16 @@ from schemas.events import (
     Weights,
 )
 
-PRICES = {"S": 1.0, "L": 4.0}
+BID_PRICES = {"S": 1.0, "L": 4.0}  # as the agents bid them; the log has no other price here
+PRICES = {agent: Price(input=p, output=p) for agent, p in BID_PRICES.items()}
 
 
 def tokens(n: int, seconds: float = 1.0) -> Usage:
     return Usage(requests=1, prompt_tokens=n, completion_tokens=0, seconds=seconds)
 
 
-def task_events(task_id: str, winner: str, passed: bool, executed: int) -> list[Event]:
+def task_events(task_id: str, winner: str, passed: bool, executed: int | Usage) -> list[Event]:
+    """A whole auction; the winner's result used `executed` prompt tokens (or that usage)."""
     posted = TaskPosted(
         producer="client",
         task_id=task_id,
@@ -53,7 +58,7 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int) -> list[
             price=price,
             usage=tokens(1_000),
         )
-        for agent, price in PRICES.items()
+        for agent, price in BID_PRICES.items()
     }
     reviews = [
         ReviewSubmitted(
@@ -80,7 +85,7 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int) -> list[
         agent_id=winner,
         bid_id=bids[winner].bid_id,
         output="def f(): ...",
-        usage=tokens(executed, seconds=4.0),
+        usage=tokens(executed, seconds=4.0) if isinstance(executed, int) else executed,
     )
     outcome = TaskOutcome(producer="verifier", task_id=task_id, passed=passed, score=float(passed))
     return [posted, *bids.values(), *reviews, closed, result, outcome]
@@ -141,3 +146,57 @@ async def test_a_task_posted_again_is_counted_from_its_last_posting(log) -> None
 async def test_only_the_asked_tasks_are_reported(log) -> None:
     runs, _, _ = await log_runs(log, ["t-2"])
     assert [r.task_id for r in runs] == ["t-2"]
+
+
+def heartbeat(agent: str, output: float, input_: float | None) -> AgentHeartbeat:
+    return AgentHeartbeat(
+        producer=agent,
+        agent_id=agent,
+        model=f"m-{agent}",
+        price=output,
+        input_price=input_,
+        kinds=["coding"],
+    )
+
+
+# The L's result of t-3: 3000 prompt tokens (1000 of them held) and 2000 generated.
+MIXED = Usage(requests=1, prompt_tokens=3_000, cached_tokens=1_000, completion_tokens=2_000)
+
+
+async def test_a_result_is_costed_per_direction_at_the_heartbeats_prices(db) -> None:
+    """Heartbeats tell each agent's output and input prices; every call is priced per
+    direction (held tokens at the input price: the log has no cached price)."""
+    await apply_migrations(db)
+    await append(db, [heartbeat("S", 2.0, 0.5), heartbeat("L", 8.0, None)])
+    await append(db, task_events("t-3", "L", True, executed=MIXED))
+    runs, prices, _ = await log_runs(db)
+    assert prices == {"S": Price(input=0.5, output=2.0), "L": Price(input=8.0, output=8.0)}
+    [run] = runs
+    [executed] = [s for s in run.spend if s.part == "execution"]
+    assert executed.usage.model_dump(exclude={"cost", "seconds"}) == MIXED.model_dump(
+        exclude={"cost", "seconds"}
+    )
+    result = summarize("live", runs, prices, largest_agent(prices))
+    bids = 1_000 * 0.5 + 1_000 * 8.0  # prompt tokens only (see `tokens`)
+    jury = 500 * 0.5 + 500 * 8.0
+    execution = 3_000 * 8.0 + 2_000 * 8.0
+    assert result.cost == pytest.approx((bids + jury + execution) / 1e6)
+    assert result.auction_cost == pytest.approx((bids + jury) / 1e6)
+
+
+async def test_the_callers_prices_replace_the_logs_and_price_held_tokens_apart(db) -> None:
+    await apply_migrations(db)
+    await append(db, task_events("t-3", "L", True, executed=MIXED))
+    prices = {
+        "S": Price(input=1.0, output=3.0),
+        "L": Price(input=4.0, output=12.0, cached_input=2.0),
+    }
+    runs, used, _ = await log_runs(db, prices=prices)
+    assert used == prices
+    [run] = runs
+    execution = (2_000 * 4.0 + 1_000 * 2.0 + 2_000 * 12.0) / 1e6  # fresh, held, generated
+    spent = [s for s in run.spend if s.part == "execution"]
+    assert cost(spent, prices) == pytest.approx(execution)
+    report = await run_report(db, prices=prices)
+    assert f"| t-3 | L | awarded | 0.007500 | {execution:.6f} |" in report
+    assert "input/output prices per million tokens (L 4/12 (cached 2), S 1/3)" in report

@@ -25,15 +25,21 @@ from agents.llm import (
 from marketplace.config import AgentConfig
 from schemas.events import (
     AuctionClosed,
+    BidRequested,
     BidSubmitted,
     CodingInputs,
+    FailedDraft,
     JuryCalled,
+    LeanClose,
+    LeanDraft,
+    LeanEstimate,
     MemoryExample,
     RefinementCalled,
     RefinementInvite,
     ReviewSubmitted,
     TaskPosted,
     TaskResult,
+    Usage,
     Weights,
 )
 from tests.samples import LATER
@@ -48,11 +54,19 @@ TASK = TaskPosted(
     prompt=PROMPT,
     inputs=CodingInputs(entry_point="add", examples=["assert add(1, 2) == 3"]),
 )
-CONFIG = AgentConfig(id="s", backend="scripted", model="scripted", price_per_mtok=2.0)
+CONFIG = AgentConfig(
+    id="s",
+    backend="scripted",
+    model="scripted",
+    input_price=2.0,
+    output_price=2.0,
+    executor="chat",  # the coder below answers the chat executor's prompt
+    execute_rounds=3,
+)
 
 
-def agent(reply=default_reply) -> LLMAgent:
-    return LLMAgent(CONFIG, ScriptedLLM(reply=reply))
+def agent(reply=default_reply, mechanism: str = "paper") -> LLMAgent:
+    return LLMAgent(CONFIG, ScriptedLLM(reply=reply), mechanism=mechanism)
 
 
 def other_bid(plan: str = "other plan") -> BidSubmitted:
@@ -281,3 +295,93 @@ async def test_runaway_code_is_stopped_and_reported_and_the_agent_keeps_serving(
     assert result.error and "time limit" in result.error
     [bid] = await a.respond(TASK.model_copy(update={"task_id": "next"}))
     assert bid.task_id == "next"
+
+
+# --- the lean auction: drafts when called, the draft delivered when won -----------------------
+
+RIGHT = "```python\ndef add(a, b):\n    return a + b\n```"
+WRONG = "```python\ndef add(a, b):\n    return a - b\n```"
+
+
+def call(agent_id: str = "s", feedback: FailedDraft | None = None) -> BidRequested:
+    estimate = LeanEstimate(
+        agent_id=agent_id,
+        examples_pass=0.5,
+        right_if_pass=0.9,
+        right_if_fail=0.0,
+        cost=0.01,
+        reservation=0.88,
+        price=2.0,
+    )
+    return BidRequested(
+        producer="auctioneer",
+        task_id="add",
+        call=1,
+        agent_id=agent_id,
+        estimates=[estimate],
+        value=1.0,
+        why="first",
+        feedback=feedback,
+        deadline=LATER,
+    )
+
+
+def lean_closed(draft: BidSubmitted) -> AuctionClosed:
+    held = LeanDraft(
+        agent_id=draft.agent_id,
+        bid_id=draft.bid_id,
+        examples_pass=bool(draft.examples_pass),
+        worth=0.9,
+    )
+    return AuctionClosed(
+        producer="auctioneer",
+        task_id="add",
+        reason="awarded",
+        winner_bid_id=draft.bid_id,
+        winner_agent_id=draft.agent_id,
+        winning_plan=draft.plan,
+        mechanism="lean",
+        lean=LeanClose(estimates=call().estimates, value=1.0, drafts=[held], why="done"),
+    )
+
+
+async def test_under_lean_a_task_is_remembered_and_a_call_gets_a_draft_bid() -> None:
+    a = agent(coder(RIGHT), mechanism="lean")
+    assert await a.respond(TASK) == []  # no plan: the auction calls for drafts
+    assert a.llm.calls == []
+    [bid] = await a.respond(call())
+    assert isinstance(bid, BidSubmitted) and bid.is_draft and bid.examples_pass
+    assert "return a + b" in bid.plan and bid.failure is None
+    assert bid.price == CONFIG.output_price and bid.plan_tokens == bid.usage.completion_tokens
+    assert bid.usage.requests == 1 and bid.usage.cost > 0
+    assert await a.respond(call(agent_id="o")) == []  # another agent's call
+
+
+async def test_a_failing_draft_says_why_and_a_call_with_feedback_fixes_that_draft() -> None:
+    assert await agent(coder(WRONG), mechanism="lean").respond(call()) == []  # task unseen
+    settings = CONFIG.model_copy(update={"execute_rounds": 1})
+    a = LLMAgent(settings, ScriptedLLM(reply=coder(WRONG)), mechanism="lean")
+    await a.respond(TASK)
+    [failing] = await a.respond(call())
+    assert failing.examples_pass is False and "AssertionError" in failing.failure
+    fixer = agent(coder(RIGHT), mechanism="lean")
+    await fixer.respond(TASK)
+    shown = FailedDraft(agent_id="o", source=failing.plan, error=failing.failure)
+    [fixed] = await fixer.respond(call(feedback=shown))
+    assert fixed.examples_pass
+    prompt = fixer.llm.calls[0]
+    assert "return a - b" in prompt[-2]["content"] and "AssertionError" in prompt[-1]["content"]
+
+
+async def test_a_won_draft_is_delivered_as_it_is_without_a_model_call() -> None:
+    settings = CONFIG.model_copy(update={"execute_rounds": 1})
+    a = LLMAgent(settings, ScriptedLLM(reply=coder(WRONG)), mechanism="lean")
+    await a.respond(TASK)
+    [draft] = await a.respond(call())
+    calls = len(a.llm.calls)
+    [result] = await a.respond(lean_closed(draft))
+    assert isinstance(result, TaskResult) and len(a.llm.calls) == calls
+    assert (result.bid_id, result.output) == (draft.bid_id, draft.plan)
+    assert result.usage == Usage() and result.cost == 0 and result.error == draft.failure
+    other = lean_closed(draft).model_copy(update={"winner_agent_id": "o"})
+    assert await a.respond(other) == []

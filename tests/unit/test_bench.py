@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from marketplace import bench, live
-from marketplace.config import Config, parse_config, to_toml
+from marketplace.config import Config, LeanConfig, PriorConfig, parse_config, to_toml
 from marketplace.publish import from_dataset
 from schemas.events import Weights
 from tests.matrices import PRICES, build
@@ -31,18 +32,70 @@ def test_every_method_is_compared_with_always_largest_on_the_same_tasks() -> Non
     assert oracle.versus_largest.largest_use_cut == pytest.approx(2 / 3)
     assert table["random"].pass_spread.n == len(bench.RANDOM_SEEDS)
     assert (
-        table["SALE round 0, no jury"].result.auction_share
-        < table["SALE round 0"].result.auction_share
+        table["SALE-paper round 0, no jury"].result.auction_share
+        < table["SALE-paper round 0"].result.auction_share
     )  # no jury: nothing spent on one
+    reference = table["always L"].paired
+    assert (reference.pass_delta.low, reference.pass_delta.high) == (0.0, 0.0)
+    assert reference.cost_ratio.low == pytest.approx(1.0) == reference.cost_ratio.high
+    assert oracle.paired.pass_delta.estimate == pytest.approx(0.0)
+    assert oracle.paired.cost_ratio.estimate == pytest.approx((1 + 4 + 1) / 12)
+    assert oracle.paired.cost_ratio.low <= oracle.paired.cost_ratio.estimate
     markdown = bench.markdown(list(table.values()))
-    assert "| oracle | 1 | 66.7% |" in markdown
+    assert "| oracle | 1 | 66.7% | +0.0 [" in markdown
+
+
+def test_the_lean_auction_and_its_ablations_run_in_three_orders_and_meet_a_checked_target():
+    train = build({"a": "SML", "b": "ML"})
+    test = build({"c": "SML", "d": "L", "e": "", "f": "ML"})
+    # L's escalation draft after M's failing one: here, L's own draft
+    escalations = {(t, "L", "M"): test.cell(t, "L") for t in test.tasks}
+    test = replace(test, escalations=escalations)
+    hopeless = PriorConfig(examples_pass=0.02, right_if_pass=0.1, right_if_fail=0.01, cost=1.0)
+    lean = LeanConfig(
+        value=40.0,
+        priors={
+            "S": hopeless,
+            **{
+                a: PriorConfig(examples_pass=0.5, right_if_pass=0.9, right_if_fail=0.1, cost=c)
+                for a, c in (("M", 2.0), ("L", 4.0))
+            },
+        },
+    )
+    vectors = embeddings(train, test)
+    methods = bench.matrix_methods(train, test, Weights(), PRICES, vectors, lean)
+    assert len(methods["SALE-lean"]) == bench.ORDERS
+    assert len(methods["SALE-lean, no memory value"]) == 1
+    table = bench.rows(methods, PRICES, "L")
+    text = bench.target(table, "SALE-lean", "L")
+    assert (
+        text.startswith("Target for SALE-lean")
+        and text.count(": met") + text.count(": missed") == 5
+    )
+    lean_row = next(r for r in table if r.result.method == "SALE-lean")
+    assert lean_row.result.tasks == 4
+
+
+def test_without_bids_and_reviews_the_routers_are_compared_and_sale_is_left_out() -> None:
+    train = build({"a": "SML"}, drafts_only={"a"})
+    test = build({"c": "SML", "d": "L"}, drafts_only={"c", "d"})
+    methods = bench.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
+    assert not [name for name in methods if "SALE" in name]
+    table = bench.rows(methods, PRICES, "L")
+    assert {row.result.tasks for row in table} == {2}
 
 
 def test_a_live_run_has_its_own_database_cached_agents_and_its_variant() -> None:
     config = parse_config(
         {
             "agents": [
-                {"id": "S", "backend": "scripted", "model": "s", "price_per_mtok": 1.0},
+                {
+                    "id": "S",
+                    "backend": "scripted",
+                    "model": "s",
+                    "input_price": 1.0,
+                    "output_price": 1.0,
+                },
             ]
         },
         env={},
@@ -52,6 +105,8 @@ def test_a_live_run_has_its_own_database_cached_agents_and_its_variant() -> None
     assert run.auction.memory_k == 0 and run.auction.bid_window_s == live.WINDOW_S
     assert all(a.cache and a.cache_url == "postgresql://h/cache" for a in run.agents)
     assert "monitor" not in run.stack.services
+    assert run.auction.mechanism == "paper"
+    assert live.live_config(config, "lean", "u", "u").auction.mechanism == "lean"
     with pytest.raises(ValueError, match="unknown variant"):
         live.live_config(config, "no-jury", "u", "u")
 
@@ -70,8 +125,21 @@ def test_a_written_config_reads_back_equal() -> None:
         {
             "auction": {"memory_k": 3, "weights": {"cost": -0.5, "jurors": {"S": 2.0}}},
             "agents": [
-                {"id": "S", "backend": "scripted", "model": "s", "price_per_mtok": 1.5},
-                {"id": "L", "backend": "scripted", "model": "l", "price_per_mtok": 4.0},
+                {
+                    "id": "S",
+                    "backend": "scripted",
+                    "model": "s",
+                    "input_price": 0.5,
+                    "output_price": 1.5,
+                    "cached_input_price": 0.1,
+                },
+                {
+                    "id": "L",
+                    "backend": "scripted",
+                    "model": "l",
+                    "input_price": 1.0,
+                    "output_price": 4.0,
+                },
             ],
             "stack": {"services": ["recorder"]},
         }

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from marketplace.config import ConfigError, config_path, load_config, parse_config
+from schemas.events import Price
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sale.toml"
+PRICED = {"input_price": 1, "output_price": 2}
 
 
 def test_the_example_config_loads_with_documented_values() -> None:
@@ -17,6 +19,25 @@ def test_the_example_config_loads_with_documented_values() -> None:
     assert config.auction.memory_k == 8
     assert [a.id for a in config.agents] == ["small", "large"]
     assert config.agent("large").endpoint == "http://127.0.0.1:8081/v1"
+
+
+def test_the_example_prices_each_direction_and_documents_the_new_settings() -> None:
+    config = load_config(EXAMPLE, env={})
+    small, large = config.agents
+    assert small.price == Price(input=0.02, output=0.05)  # held tokens at the input price
+    assert large.price == Price(input=0.12, output=0.36, cached_input=0.06)
+    assert (small.executor, small.execute_rounds) == ("continue", 1)
+    assert config.auction.mechanism == "lean"
+    assert config.auction.lean.priors["small"].right_if_pass == 0.8
+
+
+def test_an_agent_has_no_single_price_any_more() -> None:
+    old = {"id": "a", "backend": "scripted", "model": "m", "price_per_mtok": 1}
+    with pytest.raises(ConfigError, match=r"agents\[0\].price_per_mtok: Extra inputs"):
+        parse_config({"agents": [{**old, **PRICED}]}, env={})
+    read_only = {"id": "a", "backend": "scripted", "model": "m", "input_price": 1}
+    with pytest.raises(ConfigError, match=r"agents\[0\].output_price: Field required"):
+        parse_config({"agents": [read_only]}, env={})
 
 
 def test_an_empty_config_gives_the_defaults() -> None:
@@ -42,19 +63,19 @@ def test_environment_overrides_connection_settings() -> None:
         ({"auction": {"weights": {"cost": "high"}}}, "auction.weights.cost: Input should be"),
         ({"auction": {"bid_window_s": -1}}, "auction.bid_window_s"),
         (
-            {"agents": [{"id": "a", "backend": "gpt", "model": "m", "price_per_mtok": 1}]},
+            {"agents": [{"id": "a", "backend": "gpt", "model": "m", **PRICED}]},
             r"agents\[0\].backend: Input should be 'llama_cpp', 'openai' or 'scripted'",
         ),
         (
             {"agents": [{"id": "a", "backend": "scripted", "model": "m"}]},
-            r"agents\[0\].price_per_mtok: Field required",
+            r"agents\[0\].input_price: Field required",
         ),
         (
-            {"agents": [{"id": "a", "backend": "openai", "model": "m", "price_per_mtok": 1}]},
+            {"agents": [{"id": "a", "backend": "openai", "model": "m", **PRICED}]},
             "endpoint is required for the openai backend",
         ),
         (
-            {"agents": [{"id": "a", "backend": "scripted", "model": "m", "price_per_mtok": 1}] * 2},
+            {"agents": [{"id": "a", "backend": "scripted", "model": "m", **PRICED}] * 2},
             "agent ids must be unique, repeated: a",
         ),
         ({"stack": {"services": ["monitor", "toaster"]}}, r"stack.services\[1\]: Input should be"),

@@ -226,3 +226,31 @@ def test_a_task_needs_a_prompt() -> None:
     with pytest.raises(EventDecodeError, match=r"TaskPosted\.prompt: String should have at least"):
         decode(json.dumps(posted))
     assert isinstance(decode(encode(every_event()[0])), TaskPosted)
+
+
+def test_events_from_before_the_lean_auction_still_decode_as_the_papers() -> None:
+    bid = json.loads(_bid_json())
+    for new in ("examples_pass", "failure"):
+        bid.pop(new)
+    old_bid = decode(json.dumps(bid))
+    assert old_bid.examples_pass is None and not old_bid.is_draft
+    closed = json.loads(encode(next(e for e in every_event() if isinstance(e, AuctionClosed))))
+    for new in ("mechanism", "lean"):
+        closed.pop(new)
+    old_close = decode(json.dumps(closed))
+    assert old_close.mechanism == "paper" and old_close.lean is None
+
+
+def test_a_lean_close_carries_its_terms_and_a_paper_close_none() -> None:
+    with pytest.raises(ValueError, match="`lean` holds the terms"):
+        AuctionClosed(producer="a", task_id="t", reason="no_bids", mechanism="lean")
+    lean_close = next(e for e in every_event() if isinstance(e, AuctionClosed) and e.lean)
+    with pytest.raises(ValueError, match="`lean` holds the terms"):
+        AuctionClosed.model_validate({**lean_close.model_dump(), "mechanism": "paper"})
+
+
+def test_a_call_for_a_draft_names_a_positive_call_number() -> None:
+    call = json.loads(encode(next(e for e in every_event() if e.type == "BidRequested")))
+    call["call"] = 0
+    with pytest.raises(EventDecodeError, match=r"BidRequested\.call: Input should be greater"):
+        decode(json.dumps(call))

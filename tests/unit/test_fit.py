@@ -7,6 +7,7 @@ import numpy as np
 
 from marketplace import fit, scoring
 from schemas.events import BidSubmitted
+from tests.matrices import AGENTS, SPLIT, build
 
 
 def data(passed: list[list[bool]], jury: list[list[float]], review_cost: float = 0.0) -> fit.Terms:
@@ -26,6 +27,26 @@ def data(passed: list[list[bool]], jury: list[list[float]], review_cost: float =
         plan_cost=np.zeros((tasks, 2)),
         review_cost=np.full((tasks, 2), review_cost),
     )
+
+
+def test_terms_price_every_call_per_direction_on_the_tasks_with_plans() -> None:
+    """Drafts read 0.75 Mtok and write 0.25; bids 0.15 and 0.05; reviews 0.4 and 0.1."""
+    data = fit.terms(build({"t1": "SL", "t2": "L"}, drafts_only={"t2"}), SPLIT)
+    assert data.passed.tolist() == [[True, False, True]]  # t2 has no bids: nothing to fit
+
+    def priced(read: float, written: float) -> list[list[float]]:
+        return [[read * SPLIT[a].input + written * SPLIT[a].output for a in AGENTS]]
+
+    np.testing.assert_allclose(data.execution_cost, priced(0.75, 0.25))
+    np.testing.assert_allclose(data.plan_cost, priced(0.15, 0.05))
+    np.testing.assert_allclose(data.review_cost, priced(0.4, 0.1))
+    # The score's cost term, as the auctioneer computes it: output price · plan tokens.
+    np.testing.assert_allclose(data.cost, [[2.0 * 100, 6.0 * 100, 12.0 * 100]])
+
+
+def test_fit_orders_the_agents_by_output_price() -> None:
+    weights, _ = fit.fit(build({"t1": "SL", "t2": "L"}), SPLIT, seed=0)
+    assert list(weights.jurors) == ["S", "M", "L"]  # by input price M would come first
 
 
 def test_cost_weight_alone_picks_the_cheaper_agent() -> None:

@@ -13,7 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from marketplace.memory import NoMemory, PastBid, PastTask, cosine, pair, rank, select
+from marketplace import lean
+from marketplace.memory import (
+    NoMemory,
+    PastBid,
+    PastTask,
+    cosine,
+    pair,
+    past_drafts,
+    rank,
+    select,
+)
 from schemas.events import CodingInputs, TaskPosted
 
 DIMS = 64
@@ -173,3 +183,49 @@ async def test_no_memory_gives_no_examples() -> None:
         inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
     )
     assert await NoMemory().examples(task, "small", 8) == []
+
+
+async def test_no_memory_has_no_drafts() -> None:
+    task = TaskPosted(
+        producer="client",
+        task_id="t-new",
+        kind="coding",
+        prompt="def f(x): ...",
+        inputs=CodingInputs(entry_point="f"),
+    )
+    assert await NoMemory().records(task, ["small", "large"]) == []
+
+
+def test_draft_rows_become_records_with_their_tasks_similarity() -> None:
+    rows = [
+        {
+            "task_id": "t-sort",
+            "agent_id": "small",
+            "examples_pass": True,
+            "right_": True,
+            "cost": 0.01,
+        },
+        {
+            "task_id": "t-sort",
+            "agent_id": "large",
+            "examples_pass": False,
+            "right_": None,
+            "cost": 0.2,
+        },
+        {
+            "task_id": "t-open",
+            "agent_id": "small",
+            "examples_pass": True,
+            "right_": None,
+            "cost": 0.01,
+        },  # its auction is still open: no embedding, no similarity
+    ]
+    query = bag_of_words_test_embedder(["sort a list of integers"])[0]
+    vectors = bag_of_words_test_embedder([PROMPTS["t-sort"]])
+    similar = dict(rank(query, [("t-sort", vectors[0])]))
+    records = past_drafts(rows, similar)
+    assert records == [
+        lean.Record("small", similar["t-sort"], True, True, 0.01),
+        lean.Record("large", similar["t-sort"], False, None, 0.2),
+    ]
+    assert 0 < similar["t-sort"] < 1

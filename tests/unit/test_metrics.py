@@ -1,7 +1,7 @@
 """The benchmark's measures on hand-made runs whose numbers are known by heart.
 
-Prices are 1, 2 and 4 per million tokens and spends are whole millions, so every cost below
-is a sum of small integers.
+Prices are 1, 2 and 4 per million tokens, read or written, and spends are whole millions, so
+every cost below is a sum of small integers; one price table prices the directions apart.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from marketplace.metrics import (
     MethodResult,
+    Part,
     Spend,
     Spread,
     TaskRun,
@@ -22,8 +23,13 @@ from marketplace.metrics import (
     spread,
     summarize,
 )
+from schemas.events import Price, Usage
 
-PRICES = {"S": 1.0, "M": 2.0, "L": 4.0}
+PRICES = {
+    "S": Price(input=1, output=1),
+    "M": Price(input=2, output=2),
+    "L": Price(input=4, output=4),
+}
 MTOK = 1_000_000
 
 
@@ -31,13 +37,38 @@ def run(task: str, executor: str | None, passed: bool, *spend: Spend) -> TaskRun
     return TaskRun(task, executor, passed, tuple(spend))
 
 
+def used(mtok: float, seconds: float = 1.0) -> Usage:
+    """`mtok` million tokens, all of them prompt (read) tokens."""
+    return Usage(requests=1, prompt_tokens=int(mtok * MTOK), seconds=seconds)
+
+
+def spending(agent: str, part: Part, mtok: float = 1, seconds: float = 1.0) -> Spend:
+    return Spend(agent, part, used(mtok, seconds))
+
+
 def execution(agent: str, mtok: float = 1, seconds: float = 1.0) -> Spend:
-    return Spend(agent, "execution", int(mtok * MTOK), seconds)
+    return spending(agent, "execution", mtok, seconds)
 
 
 def test_cost_prices_each_agents_tokens_at_its_own_price() -> None:
-    spend = [execution("S", 3), execution("L", 0.5), Spend("M", "jury", MTOK // 4, 0.0)]
-    assert cost(spend, PRICES) == pytest.approx(3 * 1 + 0.5 * 4 + 0.25 * 2)
+    spent = [execution("S", 3), execution("L", 0.5), spending("M", "jury", 0.25, 0.0)]
+    assert cost(spent, PRICES) == pytest.approx(3 * 1 + 0.5 * 4 + 0.25 * 2)
+
+
+def test_cost_prices_each_direction_at_its_own_price() -> None:
+    """Read at the input price, held at the cached input price, written at the output price."""
+    prices = {
+        "S": Price(input=1, output=3, cached_input=0.5),
+        "L": Price(input=4, output=16),  # no cached price: held tokens at the input price
+    }
+    mixed = Usage(prompt_tokens=3 * MTOK, cached_tokens=2 * MTOK, completion_tokens=MTOK)
+    spent = [Spend("S", "execution", mixed), Spend("L", "bids", mixed)]
+    assert cost(spent, prices) == pytest.approx((1 * 1 + 2 * 0.5 + 1 * 3) + (3 * 4 + 1 * 16))
+
+
+def test_a_spend_reads_its_tokens_and_seconds_from_its_usage() -> None:
+    spent = Spend("S", "jury", Usage(prompt_tokens=7, completion_tokens=3, seconds=1.5))
+    assert (spent.tokens, spent.seconds) == (10, 1.5)
 
 
 def test_cost_of_an_unpriced_agent_is_an_error_not_free() -> None:
@@ -47,13 +78,13 @@ def test_cost_of_an_unpriced_agent_is_an_error_not_free() -> None:
 
 def sale_like() -> list[TaskRun]:
     """Four tasks, an auction on each (bids 1 Mtok per agent, a jury of M), two won by L."""
-    auction = (Spend("S", "bids", MTOK, 0.5), Spend("L", "bids", MTOK, 0.5))
-    jury = Spend("M", "jury", MTOK, 1.0)
+    auction = (spending("S", "bids", 1, 0.5), spending("L", "bids", 1, 0.5))
+    jury = spending("M", "jury", 1, 1.0)
     return [
         run("t1", "L", True, *auction, jury, execution("L")),
         run("t2", "S", True, *auction, jury, execution("S")),
         run("t3", "L", False, *auction, jury, execution("L")),
-        run("t4", None, True, *auction, Spend("S", "refinement", MTOK, 0.5)),
+        run("t4", None, True, *auction, spending("S", "refinement", 1, 0.5)),
     ]
 
 

@@ -20,6 +20,7 @@ from marketplace.replay import Discrepancy
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
+    BidRequested,
     BidScore,
     BidSubmitted,
     CodingInputs,
@@ -471,3 +472,116 @@ def test_the_audit_of_an_open_auction_says_what_is_missing() -> None:
     text = audit.render(stored(events))
     assert "round-0 scores as frozen at refinement" in text
     assert "winner: none yet" in text and "outcome: none recorded" in text
+
+
+# --- the lean auction ---------------------------------------------------------------------------
+
+
+def lean_auction(small_passes: bool = False) -> list[Event]:
+    """A lean auction played by the state machine: small's draft fails (or passes), large is
+    called with it (or not); the log as the recorder keeps it, minus the agents' heartbeats."""
+    from tests.unit.test_lean_auction import Market, large, small, task
+
+    market = Market(small(draft_passes=small_passes), large())
+    market.post(task("t-lean"))
+    market.step()
+    return market.log
+
+
+def edit(events: list[Event], kind: type, change: Any, which: Any = lambda e: True) -> list[Event]:
+    """The events with those of `kind` (that `which` picks) changed through their JSON."""
+    out = []
+    for event in events:
+        if isinstance(event, kind) and which(event):
+            payload = json.loads(event.model_dump_json())
+            change(payload)
+            event = kind.model_validate_json(json.dumps(payload))
+        out.append(event)
+    return out
+
+
+def test_a_lean_auction_verifies_clean_with_and_without_its_evidence() -> None:
+    for small_passes in (True, False):
+        events = lean_auction(small_passes)
+        assert closed_of(events).mechanism == "lean"
+        assert replay.verify(events) == []
+        assert replay.verify([e for e in events if isinstance(e, AuctionClosed)]) == []
+
+
+def test_a_changed_estimate_is_named() -> None:
+    def lower(payload: dict) -> None:
+        payload["lean"]["estimates"][0].update(examples_pass=0.1)  # large's, at the close
+
+    found = replay.verify(edit(lean_auction(), AuctionClosed, lower))
+    assert {"lean.estimates[large].examples_pass", "lean.estimates[large].reservation"} <= fields(
+        found
+    )
+    [changed] = [d for d in found if d.field == "lean.estimates[large].examples_pass"]
+    assert (changed.recorded, changed.recomputed) == (0.1, 0.8)
+
+
+def test_a_changed_reservation_in_a_call_is_named_and_so_is_the_call_it_no_longer_explains() -> (
+    None
+):
+    def raise_large(payload: dict) -> None:
+        for e in payload["estimates"]:
+            if e["agent_id"] == "large":
+                e.update(reservation=0.99)
+
+    first = edit(lean_auction(), BidRequested, raise_large, lambda c: c.call == 1)
+    found = replay.verify(first)
+    assert "calls[1].estimates[large].reservation" in fields(found)
+    assert "calls[1].agent_id" in fields(found)  # with 0.99, large would have been asked first
+    assert "calls[2].estimates[large].reservation" not in fields(found)
+
+
+def test_a_changed_draft_verdict_is_named_against_the_draft_bid() -> None:
+    def passes(payload: dict) -> None:
+        payload.update(examples_pass=True, failure=None)
+
+    events = edit(lean_auction(), BidSubmitted, passes, lambda b: b.agent_id == "small")
+    found = replay.verify(events)
+    [verdict] = [d for d in found if d.field == "drafts[small].examples_pass"]
+    assert (verdict.recorded, verdict.recomputed) == (False, True)
+
+
+def test_a_changed_verdict_in_the_close_is_named_by_the_chain_and_the_decision() -> None:
+    def flip(payload: dict) -> None:
+        payload["lean"]["drafts"][0].update(examples_pass=True)  # small's, at the close
+
+    found = replay.verify(edit(lean_auction(), AuctionClosed, flip))
+    assert {"lean.drafts", "lean.drafts[small].worth", "drafts[small].examples_pass"} <= fields(
+        found
+    )
+
+
+def test_a_changed_lean_winner_is_named() -> None:
+    def small_wins(payload: dict) -> None:
+        payload["winner_agent_id"] = "small"
+
+    found = replay.verify(edit(lean_auction(), AuctionClosed, small_wins))
+    [winner] = [d for d in found if d.field == "winner_agent_id"]
+    assert (winner.recorded, winner.recomputed) == ("small", "large")
+
+
+def test_lean_auctions_are_left_out_of_counterfactuals() -> None:
+    summary = replay.counterfactual(refined_auction() + lean_auction(), W)
+    assert summary.auctions == 1
+
+
+def test_the_audit_tells_a_lean_auction_story() -> None:
+    events = lean_auction()
+    text = audit.render(stored(events))
+    for kind in ("AuctionOpened", "BidRequested", "BidSubmitted", "AuctionClosed", "TaskResult"):
+        assert kind in text
+    assert "lean auction: a right answer is worth 1" in text
+    assert "  1. ask small: first" in text
+    assert "  2. ask large: large may beat the draft in hand (0.7 > 0); shown small's" in text
+    assert "draft: fails the visible examples (AssertionError: small's scripted draft)" in text
+    assert "draft: passes the visible examples, worth 0.95" in text
+    assert "stopped: no agent left to ask can beat large's draft (0.95)" in text
+    assert "winner: large with its draft (awarded)" in text
+    lines = text.splitlines()
+    assert any(line.split()[:2] == ["small", "0.05"] and "0.88" in line for line in lines)
+    open_text = audit.render(stored(events[:4]))
+    assert "stopped: not yet" in open_text and "winner: none yet" in open_text

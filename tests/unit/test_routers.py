@@ -1,9 +1,10 @@
 """The routers and SALE's round 0, replayed over hand-built matrices with known answers.
 
-Agents S, M, L cost 1, 2 and 4 per million tokens. Every bid uses 0.2 Mtok, every execution
-0.8 Mtok and every review 0.5 Mtok, so one agent's plan and execution is exactly 1 Mtok and
-costs exactly its price. Bids carry price 0: a method that forgot to apply the price table
-would choose differently.
+Agents S, M, L cost 1, 2 and 4 per million tokens (`tests.matrices`). Every draft uses 1 Mtok,
+so a router's draft costs exactly its agent's price; every bid uses 0.2 Mtok and every review
+0.5 Mtok. Bids carry price 0: a method that forgot to apply the price table would choose
+differently. `SPLIT` prices reading and writing apart, and orders the agents differently by
+each.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 from marketplace import routers
 from marketplace.matrix import Matrix
 from marketplace.metrics import Spend, TaskRun, cost, summarize
-from schemas.events import Weights
-from tests.matrices import AGENTS, PRICES, build
+from schemas.events import Price, Weights
+from tests.matrices import AGENTS, PRICES, RESULT, SPLIT, build
 
 
 def without(matrix: Matrix, task: str, agent: str) -> Matrix:
@@ -28,22 +29,29 @@ def without(matrix: Matrix, task: str, agent: str) -> Matrix:
     return dataclasses.replace(matrix, cells=cells)
 
 
-def plan_run(agent: str) -> Spend:
-    """What a router spends on one agent: its 0.2 Mtok plan and 0.8 Mtok execution."""
-    return Spend(agent, "execution", 1_000_000, 3.0)
+def draft(agent: str) -> Spend:
+    """What a router spends on one agent: its draft (1 Mtok, 2 s), no plan."""
+    return Spend(agent, "execution", RESULT)
 
 
 def executors(runs: list[TaskRun]) -> list[str | None]:
     return [r.executor for r in runs]
 
 
-def test_always_pays_its_agents_plan_and_execution_and_no_auction() -> None:
+def test_always_pays_its_agents_draft_and_no_plan_nor_auction() -> None:
     runs = routers.always(build({"t1": "SL", "t2": "", "t3": "L"}), "L")
     assert executors(runs) == ["L", "L", "L"]
     assert [r.passed for r in runs] == [True, False, True]
-    assert all(r.spend == (plan_run("L"),) for r in runs)
+    assert all(r.spend == (draft("L"),) for r in runs)
     result = summarize("always-L", runs, PRICES, "L")
     assert (result.cost, result.auction_cost, result.largest_share) == (12.0, 0.0, 1.0)
+    assert result.seconds == 3 * 2.0  # the drafts' compute alone
+
+
+def test_a_routers_draft_is_priced_per_direction() -> None:
+    """A draft reads 0.75 Mtok and writes 0.25 Mtok: each at its own price."""
+    runs = routers.always(build({"t1": "L"}), "M")
+    assert cost(runs[0].spend, SPLIT) == pytest.approx(0.75 * 0.25 + 0.25 * 6.0)
 
 
 def test_always_refuses_an_agent_the_matrix_does_not_have() -> None:
@@ -67,6 +75,18 @@ def test_only_complete_tasks_are_run_in_matrix_order(method: str) -> None:
     assert [r.task_id for r in METHODS[method](matrix)] == ["t3", "t2"]
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_routers_run_tasks_without_plans_and_sale_only_tasks_with_them(method: str) -> None:
+    matrix = build({"t1": "S", "t2": "S", "t3": "S"}, drafts_only={"t2"})
+    expected = ["t1", "t3"] if method == "sale" else ["t1", "t2", "t3"]
+    assert [r.task_id for r in METHODS[method](matrix)] == expected
+
+
+def test_the_auction_is_not_replayed_on_a_task_without_plans() -> None:
+    with pytest.raises(ValueError, match="t1: no bid or review from S, M, L"):
+        routers.scored_bids(build({"t1": "S"}, drafts_only={"t1"}), "t1", WEIGHTS, PRICES)
+
+
 def test_random_choice_is_the_seeded_draw_per_task() -> None:
     matrix = build({f"t{i:02}": "S" for i in range(20)})
     draw = random.Random(11)
@@ -75,7 +95,7 @@ def test_random_choice_is_the_seeded_draw_per_task() -> None:
         routers.random_choice(matrix, 11)
     )
     run = routers.random_choice(matrix, 11)[0]
-    assert run.spend == (plan_run(run.executor or ""),)
+    assert run.spend == (draft(run.executor or ""),)
 
 
 def test_cascade_escalates_from_cheapest_until_the_visible_examples_pass() -> None:
@@ -93,21 +113,36 @@ def test_cascade_escalates_from_cheapest_until_the_visible_examples_pass() -> No
         ["S"],
     ]
     assert [cost(r.spend, PRICES) for r in runs] == [1.0, 3.0, 7.0, 1.0]
-    assert all(s == plan_run(s.agent_id) for r in runs for s in r.spend)
+    assert all(s == draft(s.agent_id) for r in runs for s in r.spend)
 
 
 def test_cascade_order_is_by_price_not_by_agent_order() -> None:
     matrix = build({"t1": "ML"}, checks={"t1": "SM"})
-    [run] = routers.cascade(matrix, {"S": 2.0, "M": 1.0, "L": 4.0})
+    prices = {"S": Price(input=2, output=2), "M": Price(input=1, output=1), "L": PRICES["L"]}
+    [run] = routers.cascade(matrix, prices)
     assert run.executor == "M"
-    assert run.spend == (plan_run("M"),)
+    assert run.spend == (draft("M"),)
+
+
+def test_the_order_is_by_output_price_and_each_try_is_priced_per_direction() -> None:
+    """By input price M would come first; by output price (the auction's order) S does."""
+    assert routers.by_price(AGENTS, SPLIT) == ["S", "M", "L"]
+    assert routers.by_price(
+        ["b", "a"], {"a": Price(input=9, output=1), "b": Price(input=0, output=1)}
+    ) == ["a", "b"]
+    [run] = routers.cascade(build({"t1": "L"}, checks={"t1": "L"}), SPLIT)
+    assert [s.agent_id for s in run.spend] == ["S", "M", "L"]
+    read, written = 0.75, 0.25  # Mtok of each draft
+    assert cost(run.spend, SPLIT) == pytest.approx(
+        sum(read * SPLIT[a].input + written * SPLIT[a].output for a in AGENTS)
+    )
 
 
 def test_oracle_picks_the_cheapest_passing_agent_or_the_cheapest_when_none_passes() -> None:
     runs = routers.oracle(build({"t1": "ML", "t2": "", "t3": "SML"}), PRICES)
     assert executors(runs) == ["M", "S", "S"]
     assert [r.passed for r in runs] == [True, False, True]
-    assert [r.spend for r in runs] == [(plan_run("M"),), (plan_run("S"),), (plan_run("S"),)]
+    assert [r.spend for r in runs] == [(draft("M"),), (draft("S"),), (draft("S"),)]
 
 
 def unit(x: float, y: float) -> np.ndarray:
@@ -131,7 +166,7 @@ def test_knn_chooses_the_cheapest_best_agent_of_the_nearest_train_tasks() -> Non
     runs = routers.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=2)
     assert executors(runs) == ["L", "S"]
     assert [r.passed for r in runs] == [False, True]
-    assert [r.spend for r in runs] == [(plan_run("L"),), (plan_run("S"),)]
+    assert [r.spend for r in runs] == [(draft("L"),), (draft("S"),)]
 
 
 def test_knn_with_every_train_task_as_neighbour_follows_the_overall_rate() -> None:
@@ -165,6 +200,8 @@ def test_sale_round0_scores_with_the_price_table_and_the_whole_jury() -> None:
     t1 = routers.scored_bids(matrix, "t1", WEIGHTS, PRICES)
     assert [b.agent_id for b in t1] == list(AGENTS)
     assert [b.price for b in t1] == [1.0, 2.0, 4.0]
+    split = routers.scored_bids(matrix, "t1", WEIGHTS, SPLIT)
+    assert [b.price for b in split] == [2.0, 6.0, 12.0]  # a plan is written: the output price
     assert [b.score for b in t1] == pytest.approx([1 - 3, 2 - 12, 4 - 13.5])
     t2 = routers.scored_bids(matrix, "t2", WEIGHTS, PRICES)
     assert t2[1].jury == {"S": 5.0, "M": None, "L": 5.0}
@@ -177,14 +214,15 @@ def test_sale_round0_awards_the_lowest_cost_minus_value() -> None:
     assert [r.passed for r in runs] == [False, True]  # the winner's own verdict, not the best
 
 
-def test_sale_round0_pays_every_bid_and_review_and_the_winners_execution() -> None:
+def test_sale_round0_pays_every_bid_and_review_and_the_winners_draft() -> None:
     [run] = routers.sale_round0(build({"t1": "SL"}, scores=SALE), WEIGHTS, PRICES)
     assert Counter((s.part, s.agent_id) for s in run.spend) == Counter(
         [("bids", a) for a in AGENTS] + [("jury", a) for a in AGENTS] + [("execution", "M")]
     )
+    assert [s for s in run.spend if s.part == "execution"] == [draft("M")]
     result = summarize("sale", [run], PRICES, "L")
     assert result.auction_cost == pytest.approx(0.2 * 7 + 0.5 * 7)
-    assert result.cost == pytest.approx(4.9 + 0.8 * 2)
+    assert result.cost == pytest.approx(4.9 + 1.0 * 2)
     assert result.seconds == pytest.approx(3 * 1.0 + 3 * 0.5 + 2.0)
 
 

@@ -36,7 +36,15 @@ def test_sale_up_runs_each_configured_agent_as_a_child() -> None:
     config = parse_config(
         {
             "stack": {"services": ["auctioneer"]},
-            "agents": [{"id": "a", "backend": "scripted", "model": "m", "price_per_mtok": 1}],
+            "agents": [
+                {
+                    "id": "a",
+                    "backend": "scripted",
+                    "model": "m",
+                    "input_price": 1,
+                    "output_price": 1,
+                }
+            ],
         },
         env={},
     )

@@ -1,0 +1,45 @@
+"""The executor comparison's table, from hand-built trials."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.coding import Attempt
+from marketplace.executors import Trial, summarize
+from schemas.events import Price, Usage
+
+PRICE = {"M": Price(input=1.0, output=10.0)}
+DRAFT = Usage(requests=1, prompt_tokens=100_000, completion_tokens=10_000, seconds=2.0)
+FIX = Usage(requests=1, prompt_tokens=200_000, completion_tokens=10_000, seconds=3.0)
+
+
+def trial(task: str, draft_ok: bool, draft_passed: bool, fixed: tuple[bool, bool] | None):
+    fix = Attempt("fixed", FIX, None if fixed[0] else "still failing") if fixed else None
+    return Trial(
+        task_id=task,
+        agent_id="M",
+        style="continue",
+        planned=False,
+        draft=Attempt("code", DRAFT, None if draft_ok else "assert failed"),
+        draft_passed=draft_passed,
+        fixed=fix,
+        fixed_passed=fixed[1] if fixed else draft_passed,
+    )
+
+
+def test_one_call_and_a_fix_round_are_told_apart():
+    trials = [
+        trial("t0", True, True, None),  # right at once: no fix made
+        trial("t1", True, False, None),  # passes the examples, fails the hidden tests
+        trial("t2", False, False, (True, True)),  # the fix repairs it
+        trial("t3", False, False, (False, False)),
+    ]
+    one, two = summarize(trials, PRICE)
+    assert (one.rounds, two.rounds) == (1, 2)
+    assert one.pass_at_1 == pytest.approx(1 / 4) and two.pass_at_1 == pytest.approx(2 / 4)
+    assert one.examples_pass == pytest.approx(2 / 4) and two.examples_pass == pytest.approx(3 / 4)
+    assert one.examples_right == pytest.approx(1 / 2) and two.examples_right == pytest.approx(2 / 3)
+    # a draft: 0.1 Mtok read at 1 + 0.01 Mtok written at 10 = 0.2; a fix: 0.2 + 0.1 = 0.3
+    assert one.cost == pytest.approx(0.2)
+    assert two.cost == pytest.approx(0.2 + 2 * 0.3 / 4)
+    assert one.seconds == pytest.approx(2.0) and two.seconds == pytest.approx(2.0 + 2 * 3.0 / 4)

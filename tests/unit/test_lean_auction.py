@@ -1,0 +1,287 @@
+"""One lean auction as a pure state machine, played with scripted agents and a hand-driven clock.
+
+The priors make small the first agent asked and large the reserve (value 1, see test_lean.py):
+r_small = 0.9 − 0.01 / 0.5 = 0.88 and r_large = 0.95 − 0.2 / 0.8 = 0.70. A passing draft of
+small is worth 0.9 and stops the calls; a failing one is worth 0 and escalates to large.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.scripted import ScriptedAgent
+from marketplace import lean
+from marketplace.auction import Roster, Windows
+from marketplace.config import PriorConfig
+from marketplace.lean_auction import LeanAuction, prior_for
+from schemas.events import (
+    AuctionClosed,
+    AuctionOpened,
+    BidRequested,
+    BidSubmitted,
+    CodingInputs,
+    Event,
+    SubmissionRejected,
+    TaskPosted,
+    TaskResult,
+)
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+WINDOWS = Windows(
+    bid=timedelta(seconds=10), jury=timedelta(seconds=10), refine=timedelta(seconds=10)
+)
+VALUE = 1.0
+SETTINGS = lean.Settings(value=VALUE)
+PRIORS = {
+    "small": PriorConfig(examples_pass=0.5, right_if_pass=0.9, right_if_fail=0.0, cost=0.01),
+    "large": PriorConfig(examples_pass=0.8, right_if_pass=0.95, right_if_fail=0.1, cost=0.2),
+}
+
+
+def task(task_id: str = "t1") -> TaskPosted:
+    return TaskPosted(
+        producer="client",
+        task_id=task_id,
+        kind="coding",
+        prompt="def f(): ...",
+        inputs=CodingInputs(entry_point="f"),
+    )
+
+
+def small(**settings: object) -> ScriptedAgent:
+    return ScriptedAgent("small", price=0.05, mechanism="lean", **settings)
+
+
+def large(**settings: object) -> ScriptedAgent:
+    return ScriptedAgent("large", price=0.36, mechanism="lean", **settings)
+
+
+class Market:
+    """Delivers events between one lean auction and some scripted agents, all in memory; the
+    estimates come from the priors alone (an empty memory)."""
+
+    def __init__(self, *agents: ScriptedAgent, ttl_s: float = 60) -> None:
+        self.agents = {a.agent_id: a for a in agents}
+        self.roster = Roster(ttl=timedelta(seconds=ttl_s))
+        for agent in agents:
+            self.roster.apply(agent.heartbeat().model_copy(update={"occurred_at": T0}))
+        self.log: list[Event] = []
+        self.auction: LeanAuction | None = None
+        self.now = T0
+
+    def post(self, posted: TaskPosted) -> None:
+        self.auction = LeanAuction(posted.task_id)
+        self.deliver(posted)
+
+    def deliver(self, event: Event) -> None:
+        self.log.append(event)
+        self.auction.apply(event)
+
+    def estimates(self) -> list[lean.Estimate] | None:
+        agents = self.auction.candidates(self.roster, self.now)
+        if agents is None:
+            return None
+        return [
+            lean.estimate(a, prior_for(PRIORS, a, self.roster.beats[a].price), [], SETTINGS)
+            for a in agents
+        ]
+
+    def step(self, seconds: float = 0.0, answer: bool = True) -> list[Event]:
+        """Advances the clock, settles, and lets agents answer each decision."""
+        self.now += timedelta(seconds=seconds)
+        decided: list[Event] = []
+        while decisions := self.auction.settle(
+            self.roster, WINDOWS, VALUE, self.now, self.estimates()
+        ):
+            for decision in decisions:
+                self.deliver(decision)
+                decided.append(decision)
+                if answer:
+                    self.answer(decision)
+        return decided
+
+    def answer(self, event: Event) -> None:
+        for agent in self.agents.values():
+            for reply in agent.answer(event):
+                self.deliver(reply)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.log if isinstance(e, kind)]
+
+
+def test_one_passing_cheap_draft_is_awarded_and_delivered_as_it_is() -> None:
+    market = Market(small(), large())
+    market.post(task())
+    decided = market.step()
+    assert [type(e) for e in decided] == [AuctionOpened, BidRequested, AuctionClosed]
+    opened, call, closed = decided
+    assert opened.mechanism == "lean" and opened.agents == ["large", "small"]
+    assert (call.call, call.agent_id, call.why, call.feedback) == (1, "small", "first", None)
+    assert [(e.agent_id, e.price) for e in call.estimates] == [("large", 0.36), ("small", 0.05)]
+    assert {e.agent_id: e.reservation for e in call.estimates} == {
+        "small": pytest.approx(0.88),
+        "large": pytest.approx(0.70),
+    }
+    [draft] = market.of(BidSubmitted)
+    assert closed.reason == "awarded" and closed.mechanism == "lean"
+    assert (closed.winner_agent_id, closed.winner_bid_id) == ("small", draft.bid_id)
+    assert closed.winning_plan == draft.plan and closed.bids == []
+    assert closed.lean.why == "no agent left to ask can beat small's draft (0.9)"
+    assert [(d.agent_id, d.examples_pass, d.worth) for d in closed.lean.drafts] == [
+        ("small", True, pytest.approx(0.9))
+    ]
+    [result] = market.of(TaskResult)
+    assert (result.agent_id, result.bid_id, result.output) == ("small", draft.bid_id, draft.plan)
+    assert result.cost == 0 and result.usage.requests == 0 and result.error is None
+    assert market.now == T0  # decided as soon as the draft came
+
+
+def test_a_failing_cheap_draft_escalates_to_the_dear_agent_with_it_as_feedback() -> None:
+    market = Market(small(draft_passes=False), large())
+    market.post(task())
+    market.step()
+    first, second = market.of(BidRequested)
+    assert (first.agent_id, second.agent_id) == ("small", "large")
+    small_draft, large_draft = market.of(BidSubmitted)
+    assert second.why == "large may beat the draft in hand (0.7 > 0)"
+    assert second.feedback.agent_id == "small" and second.feedback.source == small_draft.plan
+    assert second.feedback.error == small_draft.failure
+    assert [(d.agent_id, d.examples_pass, d.worth) for d in second.drafts] == [
+        ("small", False, 0.0)
+    ]
+    assert second.estimates == first.estimates and second.value == first.value
+    assert "fixing small's" in large_draft.plan
+    [closed] = market.of(AuctionClosed)
+    assert closed.winner_agent_id == "large" and closed.winning_plan == large_draft.plan
+    assert [d.agent_id for d in closed.lean.drafts] == ["small", "large"]
+
+
+def test_an_agent_that_does_not_answer_by_the_deadline_is_passed_over() -> None:
+    market = Market(small(drafts=False), large())
+    market.post(task())
+    assert [type(e) for e in market.step()] == [AuctionOpened, BidRequested]
+    assert market.step(seconds=9.9) == []
+    [call, closed] = market.step(seconds=0.1)
+    assert (call.agent_id, call.unanswered, call.why, call.feedback) == (
+        "large",
+        ["small"],
+        "first",
+        None,
+    )
+    assert call.deadline == T0 + timedelta(seconds=20)
+    assert closed.winner_agent_id == "large" and closed.lean.unanswered == ["small"]
+
+
+def test_an_agent_that_dies_while_asked_is_passed_over_at_once() -> None:
+    market = Market(small(drafts=False), large(), ttl_s=5)
+    market.post(task())
+    market.step()
+    beat = (
+        market.agents["large"]
+        .heartbeat()
+        .model_copy(update={"occurred_at": T0 + timedelta(seconds=6)})
+    )
+    market.roster.apply(beat)  # large is still beating; small went quiet
+    decided = market.step(seconds=6)
+    assert [e.agent_id for e in decided if isinstance(e, BidRequested)] == ["large"]
+    assert market.of(AuctionClosed)[0].winner_agent_id == "large"
+
+
+def test_no_draft_at_all_closes_with_no_bids() -> None:
+    market = Market(small(drafts=False))
+    market.post(task())
+    market.step()
+    [closed] = market.step(seconds=10)
+    assert closed.reason == "no_bids" and closed.winner_bid_id is None
+    assert closed.lean.why == "nobody answered" and closed.lean.unanswered == ["small"]
+
+
+def test_with_nobody_live_at_the_open_a_newcomer_is_asked_before_the_deadline() -> None:
+    market = Market()
+    market.post(task())
+    [opened] = market.step()
+    assert opened.agents == []
+    newcomer = small()
+    market.agents["small"] = newcomer
+    market.roster.apply(newcomer.heartbeat().model_copy(update={"occurred_at": T0}))
+    decided = market.step(seconds=1)
+    assert [type(e) for e in decided] == [BidRequested, AuctionClosed]
+    lonely = Market()
+    lonely.post(task("t2"))
+    lonely.step()
+    [closed] = lonely.step(seconds=10)
+    assert closed.reason == "no_bids" and closed.lean.estimates == []
+
+
+def test_uninvited_late_duplicate_unknown_and_plan_bids_are_rejected_with_reasons() -> None:
+    s, big = small(), large()
+    market = Market(s, big)
+    market.post(task())
+    market.step(answer=False)  # opened, small asked
+    [call] = market.of(BidRequested)
+    first, second = s.answer(call)[0], s.answer(call)[0]
+    uninvited = big.answer(call.model_copy(update={"agent_id": "large"}))[0]
+    stranger = ScriptedAgent("stranger", price=0.01, mechanism="lean")
+    unknown = stranger.answer(call.model_copy(update={"agent_id": "stranger"}))[0]
+    plan = ScriptedAgent("small", price=0.05).answer(task())[0]  # a paper agent's plan bid
+    for event in (first, first, second, uninvited, unknown, plan):
+        market.deliver(event)
+    decided = market.step(answer=False)
+    rejected = {r.rejected_event_id: r.reason for r in decided if isinstance(r, SubmissionRejected)}
+    assert rejected == {
+        second.event_id: "duplicate",
+        uninvited.event_id: "not_invited",
+        unknown.event_id: "unknown_agent",
+        plan.event_id: "wrong_round",
+    }
+    [closed] = market.of(AuctionClosed)
+    assert closed.winner_bid_id == first.bid_id
+    late = s.answer(call)[0]
+    market.deliver(late)
+    [rejection] = market.step(answer=False)
+    assert (rejection.rejected_event_id, rejection.reason) == (late.event_id, "late")
+
+
+def test_rebuilding_from_the_log_in_any_order_continues_without_repeating_decisions() -> None:
+    market = Market(small(draft_passes=False), large())
+    market.post(task())
+    market.step()
+    second_call = next(e for e in market.log if isinstance(e, BidRequested) and e.call == 2)
+    history = market.log[: market.log.index(second_call) + 1]  # crashed after calling large
+    [answer] = [b for b in market.of(BidSubmitted) if b.agent_id == "large"]
+    [original] = market.of(AuctionClosed)
+    for seed in range(5):
+        shuffled = list(history)
+        random.Random(seed).shuffle(shuffled)
+        rebuilt = LeanAuction("t1")
+        for event in shuffled:
+            rebuilt.apply(event)
+        assert rebuilt.phase == "calling" and rebuilt.call == second_call
+        assert rebuilt.settle(market.roster, WINDOWS, VALUE, T0) == []  # nothing to redo
+        rebuilt.apply(answer)
+        [closed] = rebuilt.settle(market.roster, WINDOWS, VALUE, T0)
+        assert decision(closed) == decision(original)
+
+
+def decision(closed: AuctionClosed) -> dict:
+    """The close without its envelope."""
+    return closed.model_dump(exclude={"event_id", "occurred_at"})
+
+
+def test_a_closed_auction_rebuilt_from_its_log_decides_nothing_more() -> None:
+    market = Market(small(draft_passes=False), large())
+    market.post(task())
+    market.step()
+    rebuilt = LeanAuction("t1")
+    for event in reversed(market.log):
+        rebuilt.apply(event)
+    assert rebuilt.phase == "closed"
+    assert rebuilt.settle(market.roster, WINDOWS, VALUE, T0 + timedelta(hours=1)) == []
+
+
+def test_an_agent_without_a_prior_gets_an_agnostic_one_priced_by_its_output_price() -> None:
+    assert prior_for({}, "new", price=2.0) == lean.Prior(0.5, 0.5, 0.0, cost=2.0e-4)
+    assert prior_for(PRIORS, "small", price=2.0) == lean.Prior(0.5, 0.9, 0.0, 0.01)
