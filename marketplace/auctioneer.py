@@ -76,11 +76,7 @@ class Auctioneer:
         self.memory = memory or NoMemory()
         self.clock = clock
         self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
-        self.lean = lean.Settings(
-            value=config.auction.lean.value,
-            neighbours=config.auction.lean.neighbours,
-            strength=config.auction.lean.strength,
-        )
+        self.lean = lean.settings_of(config.auction.lean)
         self.auctions: dict[str, AnyAuction] = {}
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
@@ -177,7 +173,9 @@ class Auctioneer:
     async def _settle(self, auction: AnyAuction, now: datetime) -> list[Event]:
         if isinstance(auction, LeanAuction):
             estimates = await self._estimates(auction, now)
-            return auction.settle(self.roster, self.windows, self.lean.value, now, estimates)
+            return auction.settle(
+                self.roster, self.windows, self.lean.value, now, estimates, self.lean.feedback
+            )
         return auction.settle(self.roster, self.windows, self.settings.weights, now)
 
     async def _estimates(self, auction: LeanAuction, now: datetime) -> list[lean.Estimate] | None:

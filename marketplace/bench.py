@@ -44,7 +44,6 @@ LEAN_NAMES: dict[str, lean_method.Variant] = {
     "SALE-lean, no memory value": "no memory",
     "SALE-lean, no evidence": "no evidence",
     "SALE-lean, no price-order calls": "all at once",
-    "SALE-lean, no feedback": "no feedback",
 }
 ORDERS = 3  # task orders for the methods whose memory depends on the order
 
@@ -96,10 +95,10 @@ def lean_methods(
 ) -> dict[str, list[list[TaskRun]]]:
     """SALE-lean and its ablations, each in `ORDERS` task orders (one without memory: its runs
     do not depend on the order)."""
-    from marketplace.lean import Prior, Settings
+    from marketplace.lean import Prior, settings_of
 
     priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
-    settings = Settings(table.value, table.neighbours, table.strength)
+    settings = settings_of(table)
     tasks = test.complete_tasks()
     methods = {}
     for name, variant in LEAN_NAMES.items():

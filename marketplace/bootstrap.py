@@ -53,6 +53,7 @@ def paired(
     deltas = p[picks].mean(axis=1) - rp[picks].mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = c[picks].sum(axis=1) / rc[picks].sum(axis=1)
+    ratios[~np.isfinite(ratios)] = np.nan  # a draw whose reference cost nothing
     return Paired(
         pass_delta=_interval(p.mean() - rp.mean(), deltas),
         cost_ratio=_interval(c.sum() / rc.sum() if rc.sum() else np.nan, ratios),
@@ -60,5 +61,7 @@ def paired(
 
 
 def _interval(estimate: float, draws: np.ndarray) -> Interval:
+    if np.isnan(draws).all():  # a free reference: no ratio to speak of
+        return Interval(float(estimate), np.nan, np.nan)
     low, high = np.nanpercentile(draws, [2.5, 97.5])
     return Interval(float(estimate), float(low), float(high))

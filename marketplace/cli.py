@@ -294,7 +294,8 @@ def _lean(config: Config, args: argparse.Namespace) -> int:
     for c in ranked[:10]:
         s = c.settings
         print(
-            f"value {s.value:10.4g}  neighbours {s.neighbours:3}  strength {s.strength:4g}  "
+            f"value {s.value:8.4g}  neighbours {s.neighbours:3}  strength {s.strength:4g}  "
+            f"min similarity {s.min_similarity:3g}  feedback {'yes' if s.feedback else 'no ':3}  "
             f"pass gain {c.pass_gain:6.1%}  cost gain {c.cost_gain:6.1%}"
         )
     note = (
@@ -397,14 +398,13 @@ async def _executors(config: Config, args: argparse.Namespace) -> int:
             trials += await executors.run_agent(
                 config, agent_id, postings, args.styles, planned=True
             )
-    table = executors.markdown(
-        executors.summarize(trials, {a: config.agent(a).price for a in agents})
-    )
+    rows = executors.summarize(trials, {a: config.agent(a).price for a in agents})
+    table = f"{executors.markdown(rows)}\n\nMost pass@1 per CPU-second:\n\n{executors.best(rows)}"
     print(table)
     if args.out:
-        Path(args.out).write_text(
-            f"Command: `sale bench executors --tasks {' '.join(args.tasks)}`\n\n{table}\n"
-        )
+        flags = " --with-plan" if args.with_plan else ""
+        command = f"sale bench executors --tasks {' '.join(args.tasks)}{flags}"
+        Path(args.out).write_text(f"{executors.HEADER}\nCommand: `{command}`\n\n{table}\n")
         print(f"written to {args.out}")
     return 0
 
@@ -529,9 +529,18 @@ def parser() -> argparse.ArgumentParser:
     lean.set_defaults(run=_lean)
 
     bench_cmd = commands.add_parser(
-        "bench", help="the benchmark: fill the matrix of every agent on every task"
+        "bench",
+        help="the benchmark: choose the executor, fill the matrix, run live, compare every method",
     )
-    bench_cmd.add_argument("action", choices=["matrix", "live", "export", "worker", "executors"])
+    bench_cmd.add_argument(
+        "action", choices=["matrix", "live", "export", "worker", "executors", "compare"]
+    )
+    bench_cmd.add_argument(
+        "--train", nargs="+", default=["mbpp:0:100"], help="compare: the training split"
+    )
+    bench_cmd.add_argument(
+        "--test", nargs="+", default=["humaneval:0:164"], help="compare: the split compared on"
+    )
     bench_cmd.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
     bench_cmd.add_argument(
         "--styles",

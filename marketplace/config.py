@@ -77,6 +77,12 @@ class LeanConfig(Section):
     )
     neighbours: int = Field(default=10, ge=0, le=1000, description="past drafts read per agent")
     strength: float = Field(default=4.0, ge=0, allow_inf_nan=False, description="prior, in drafts")
+    min_similarity: float = Field(
+        default=0.0, ge=-1, le=1, description="past drafts of less similar tasks are not read"
+    )
+    feedback: bool = Field(
+        default=False, description="a dearer agent fixes a cheaper one's failing draft"
+    )
     priors: dict[Id, PriorConfig] = Field(
         default_factory=dict,
         description="by agent id; an agent without one gets an agnostic prior "

@@ -26,6 +26,19 @@ from marketplace.verifier import verify
 from schemas.events import Price, TaskResult, Usage
 
 STYLES: tuple[ExecutorStyle, ...] = ("chat", "complete", "continue")
+HEADER = """# The executor, chosen on the development split
+
+Every agent wrote every task of MBPP 100–199 in each prompt shape (greedy, at most 512 tokens a
+call), with no fix (1 call) and with one write-run-fix round when the visible examples failed
+(2 calls); the hidden tests decide pass@1. Shapes: "chat" (the first executor: "Write the Python
+function `f`", a plan slot), "complete" ("Complete the following Python function", the task as a
+fenced block), "continue" ("complete" with the answer begun: an open fence and the task's own
+signature and docstring, so the model writes only the body). "+ own plan": the agent first wrote
+its plan (the paper's bid) and the executor had it as a hint; the plan's tokens are in the cost.
+"examples pass": the visible examples pass; "of those, pass hidden": how often that check is
+right. Tokens, cost (at the agents' input/output prices) and CPU-seconds are means per task.
+Each agent uses the shape with the most pass@1 per CPU-second (its `executor` in sale.toml).
+"""
 MAX_TOKENS = 512
 
 
@@ -189,5 +202,22 @@ def markdown(rows: Sequence[Row]) -> str:
             f"| {r.examples_pass:.1%} | {r.examples_right:.1%} | {r.prompt_tokens:.0f} "
             f"| {r.completion_tokens:.0f} | {r.truncated} | {r.cost:.2f} | {r.seconds:.2f} "
             f"| {r.pass_per_cpu_s:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def best(rows: Sequence[Row]) -> str:
+    """Each agent's executor with the most pass@1 per CPU-second: the rule the choice follows."""
+    lines = []
+    for agent_id in sorted({r.agent_id for r in rows}):
+        mine = [r for r in rows if r.agent_id == agent_id and r.pass_at_1 > 0]
+        if not mine:
+            lines.append(f"- {agent_id}: passes nothing in any shape")
+            continue
+        top = max(mine, key=lambda r: r.pass_per_cpu_s)
+        plan = " + own plan" if top.planned else ""
+        lines.append(
+            f"- {agent_id}: {top.style}{plan}, {top.rounds} call(s): pass@1 {top.pass_at_1:.1%} "
+            f"at {top.seconds:.2f} CPU-s a task"
         )
     return "\n".join(lines)

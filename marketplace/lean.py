@@ -14,8 +14,10 @@ evidence instead, one agent at a time:
   r_a, and the calls stop once the best draft in hand is worth at least every unasked agent's
   r_a. With equal chances that is cheapest first, and the dearest agent is the reserve.
 - **Bids with evidence.** A bid is a draft and its verdict on the visible examples; the winner's
-  draft is its result (never paid for twice). A failing draft goes, as feedback, to the next
-  agent asked (escalation).
+  draft is its result (never paid for twice). While no draft in hand passes its examples, the
+  dearest agent (the reserve) is asked before the auction stops. A failing draft may go, as
+  feedback, to the next and dearer agent (`Settings.feedback`; off unless the development split
+  says it pays).
 
 Everything here takes values and returns values, so the auctioneer, replay and the benchmark
 run the same decisions.
@@ -53,6 +55,14 @@ class Settings:
     value: float  # what a right answer is worth, in price units
     neighbours: int = 10  # past drafts of the agent read per estimate
     strength: float = 4.0  # the prior's weight, in drafts
+    min_similarity: float = 0.0  # past drafts of less similar tasks say nothing of this one
+    feedback: bool = False  # a dearer agent fixes a cheaper one's failing draft, or starts anew
+
+
+def settings_of(table: object) -> Settings:
+    """Settings from a config table with the same fields (`[auction.lean]`)."""
+    names = ("value", "neighbours", "strength", "min_similarity", "feedback")
+    return Settings(**{name: getattr(table, name) for name in names})
 
 
 @dataclass(frozen=True)
@@ -141,26 +151,35 @@ def next_step(
     drafts: Sequence[Draft],
     value: float,
     unanswered: Sequence[str] = (),
+    feedback: bool = False,
 ) -> Step:
     """Given the drafts in hand (in the order they came), ask the next agent or stop.
 
     `unanswered` are agents asked who gave no draft (silent or failed): they count as asked.
     The first agent is always asked (someone must do the task); then calls go on while an
-    unasked agent's reservation value beats the best draft in hand.
+    unasked agent's reservation value beats the best draft in hand. The dearest agent is the
+    reserve: while no draft in hand passes its examples, it is asked before the auction stops,
+    whatever the estimates say (they are estimates; a failing draft is almost never right).
+    With `feedback`, a dearer agent is shown the latest failing draft of a cheaper one to fix.
     """
     by_id = {e.agent_id: e for e in estimates}
     asked = {d.agent_id for d in drafts} | set(unanswered)
     left = [a for a in order(estimates, prices) if a not in asked]
+
+    def ask(agent_id: str, why: str) -> Step:
+        shown = _feedback(drafts, agent_id, prices) if feedback else None
+        return Step(ask=agent_id, feedback_from=shown, why=why)
+
     best = best_draft(drafts, by_id, prices, value)
-    if best is None and left:
-        return Step(ask=left[0], feedback_from=_feedback(drafts, left[0], prices), why="first")
     if best is None:
-        return Step(why="nobody answered")
+        return ask(left[0], "first") if left else Step(why="nobody answered")
     in_hand = worth(best, by_id, value)
     if left and by_id[left[0]].reservation > in_hand:
         hope = by_id[left[0]].reservation
-        why = f"{left[0]} may beat the draft in hand ({hope:.4g} > {in_hand:.4g})"
-        return Step(ask=left[0], feedback_from=_feedback(drafts, left[0], prices), why=why)
+        return ask(left[0], f"{left[0]} may beat the draft in hand ({hope:.4g} > {in_hand:.4g})")
+    reserve = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id)).agent_id
+    if not any(d.examples_pass for d in drafts) and reserve in left:
+        return ask(reserve, f"no draft in hand passes its examples: the reserve, {reserve}")
     why = f"no agent left to ask can beat {best.agent_id}'s draft ({in_hand:.4g})"
     return Step(winner=best.agent_id, why=why)
 

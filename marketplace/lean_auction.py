@@ -96,6 +96,7 @@ def step_for(
     value: float,
     drafts: Sequence[LeanDraft],
     unanswered: Sequence[str],
+    fixes: bool = False,
 ) -> lean.Step:
     """`lean.next_step` over what a decision records: the one rule the auction and replay use."""
     return lean.next_step(
@@ -104,6 +105,7 @@ def step_for(
         [lean.Draft(d.agent_id, d.examples_pass) for d in drafts],
         value,
         unanswered,
+        feedback=fixes,
     )
 
 
@@ -184,6 +186,7 @@ class LeanAuction:
         value: float,
         now: datetime,
         estimates: Sequence[lean.Estimate] | None = None,
+        fixes: bool = False,
     ) -> list[Event]:
         """Judges pending drafts, then returns the decisions now due. Apply them afterwards.
 
@@ -196,14 +199,14 @@ class LeanAuction:
         if self.phase == "new":
             if estimates is None and self.candidates(roster, now):
                 return []
-            return self._open(roster, windows, value, now, estimates or ())
+            return self._open(roster, windows, value, now, estimates or (), fixes)
         decisions: list[Event] = []
         for submission in self.pending:
             if rejection := self._judge(submission, roster, now):
                 decisions.append(rejection)
         self.pending.clear()
         if self.phase == "calling" and (
-            decision := self._next(roster, windows, value, now, estimates)
+            decision := self._next(roster, windows, value, now, estimates, fixes)
         ):
             decisions.append(decision)
         return decisions
@@ -228,6 +231,7 @@ class LeanAuction:
         value: float,
         now: datetime,
         estimates: Sequence[lean.Estimate],
+        fixes: bool = False,
     ) -> list[Event]:
         agents = roster.live(now, self.task.kind)
         opened = AuctionOpened(
@@ -237,7 +241,7 @@ class LeanAuction:
             bid_deadline=now + self._window(windows),
             mechanism="lean",
         )
-        first = self._first_call(roster, windows, value, now, estimates, agents)
+        first = self._first_call(roster, windows, value, now, estimates, agents, fixes)
         return [opened, first] if first else [opened]
 
     def _first_call(
@@ -248,14 +252,15 @@ class LeanAuction:
         now: datetime,
         estimates: Sequence[lean.Estimate],
         agents: Sequence[str],
+        fixes: bool = False,
     ) -> BidRequested | None:
         fixed = [
             recorded(e, roster.beats[e.agent_id].price) for e in estimates if e.agent_id in agents
         ]
         if not fixed:
             return None
-        step = step_for(fixed, value, [], [])
-        return self._ask(1, step, fixed, value, [], [], now + self._window(windows))
+        step = step_for(fixed, value, [], [], fixes)
+        return self._ask(1, step, fixed, value, [], [], now + self._window(windows), fixes)
 
     def _next(
         self,
@@ -264,12 +269,13 @@ class LeanAuction:
         value: float,
         now: datetime,
         estimates: Sequence[lean.Estimate] | None,
+        fixes: bool = False,
     ) -> Event | None:
         """The next call or the close, once the agent asked has answered, timed out or died."""
         call = self.call
         if call is None:  # nobody could be asked when the auction opened
             if estimates is not None and (agents := self.candidates(roster, now)):
-                return self._first_call(roster, windows, value, now, estimates, agents)
+                return self._first_call(roster, windows, value, now, estimates, agents, fixes)
             if now < self.opened.bid_deadline:
                 return None
             return self._close(step_for([], value, [], []), [], value, [], [])
@@ -278,12 +284,19 @@ class LeanAuction:
             return None
         drafts = [*call.drafts, *([in_hand(call.estimates, call.value, answer)] if answer else [])]
         unanswered = [*call.unanswered, *([] if answer else [call.agent_id])]
-        step = step_for(call.estimates, call.value, drafts, unanswered)
+        step = step_for(call.estimates, call.value, drafts, unanswered, call.fixes)
         if step.ask is None:
             return self._close(step, call.estimates, call.value, drafts, unanswered)
         deadline = now + self._window(windows)
         return self._ask(
-            call.call + 1, step, call.estimates, call.value, drafts, unanswered, deadline
+            call.call + 1,
+            step,
+            call.estimates,
+            call.value,
+            drafts,
+            unanswered,
+            deadline,
+            call.fixes,
         )
 
     def _answer(self, call: BidRequested) -> BidSubmitted | None:
@@ -307,6 +320,7 @@ class LeanAuction:
         drafts: Sequence[LeanDraft],
         unanswered: Sequence[str],
         deadline: datetime,
+        fixes: bool = False,
     ) -> BidRequested:
         return BidRequested(
             producer=PRODUCER,
@@ -317,6 +331,7 @@ class LeanAuction:
             value=value,
             why=step.why,
             feedback=self._feedback(step.feedback_from, drafts),
+            fixes=fixes,
             deadline=deadline,
             drafts=list(drafts),
             unanswered=list(unanswered),

@@ -432,7 +432,9 @@ def _lean_decision(
         where = f"{name}.drafts[{strangers[0]}]"
         return [*found, Discrepancy(task_id, where, "in hand", "an agent with no estimate")]
     found += _worths(task_id, name, estimates, value, drafts)
-    return found + _next_step(task_id, decision, step_for(estimates, value, drafts, unanswered))
+    fixes = decision.fixes if isinstance(decision, BidRequested) else False
+    step = step_for(estimates, value, drafts, unanswered, fixes)
+    return found + _next_step(task_id, decision, step)
 
 
 def _reservations(

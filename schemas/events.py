@@ -348,6 +348,9 @@ class BidRequested(TaskEvent):
     value: NonNegative = Field(description="what a right answer is worth, in price units")
     why: Reason
     feedback: FailedDraft | None = None
+    fixes: bool = Field(
+        default=False, description="the auction's setting: dearer agents fix failing drafts"
+    )
     deadline: datetime
     drafts: list[LeanDraft] = Field(default_factory=list, description="in hand, in the order come")
     unanswered: list[Id] = Field(default_factory=list, description="asked, and gave no draft")

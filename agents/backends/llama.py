@@ -89,6 +89,9 @@ class LlamaBackend:
         usage = response["usage"]
         prompt, generated = usage["prompt_tokens"], usage["completion_tokens"]
         tokens = self._tokens(rows[:generated], prompt, k)
+        # llama-cpp-python's sampler keeps this call's processor (and so `rows`, 1.2 MB a
+        # token) alive in a reference cycle the collector may not reach for a long time.
+        rows.clear()
         return Completion(
             text=text,
             tokens=tokens,

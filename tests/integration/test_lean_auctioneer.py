@@ -52,7 +52,7 @@ PRIORS = {
 
 def lean_config(broker: BrokerConfig) -> Config:
     # Long windows: a call ends as soon as its draft comes; only a broken run waits them out.
-    lean = LeanConfig(value=1.0, priors=PRIORS)
+    lean = LeanConfig(value=1.0, priors=PRIORS, feedback=True)  # the escalation path too
     return make_config(broker, window_s=20.0, mechanism="lean", lean=lean)
 
 

@@ -36,10 +36,12 @@ from marketplace.recorder import (
     store,
 )
 from schemas.events import (
+    AuctionClosed,
     BidScore,
     BidSubmitted,
     DeadLetter,
     Event,
+    LeanClose,
     ReviewSubmitted,
     SearchInputs,
     TaskPosted,
@@ -496,6 +498,56 @@ async def test_a_spend_row_keeps_the_tokens_by_direction(database: str) -> None:
         assert tuple(costs) == (1_300, 1_000, 300, 600)
     finally:
         await conn.close()
+
+
+def lean_auction(task_id: str) -> list[Event]:
+    """M's failing draft, then L's winning one, and the close that names L's."""
+    usage = Usage(requests=1, prompt_tokens=100, completion_tokens=50, cost=1.0)
+    drafts = [
+        BidSubmitted(
+            producer=agent,
+            task_id=task_id,
+            agent_id=agent,
+            model=agent,
+            plan="def f(): ...",
+            plan_tokens=50,
+            entropy=0.0,
+            price=1.0,
+            usage=usage,
+            examples_pass=passes,
+        )
+        for agent, passes in (("M", False), ("L", True))
+    ]
+    close = AuctionClosed(
+        producer="auctioneer",
+        task_id=task_id,
+        reason="awarded",
+        winner_bid_id=drafts[1].bid_id,
+        winner_agent_id="L",
+        winning_plan=drafts[1].plan,
+        mechanism="lean",
+        lean=LeanClose(estimates=[], value=1.0, why="nobody left to ask"),
+    )
+    return [*drafts, close]
+
+
+async def test_a_lean_auctions_winning_draft_is_its_execution_in_either_order(
+    database: str,
+) -> None:
+    """The drafts it did not take are the auction's cost; the one it took is the work."""
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        in_order, close_first = lean_auction("lean-1"), lean_auction("lean-2")
+        await store(conn, incoming(in_order))
+        await store(conn, incoming(close_first[-1:]))
+        await store(conn, incoming(close_first[:-1]))
+        rows = await conn.fetch("SELECT task_id, agent_id, part FROM spend ORDER BY 1, 2")
+    finally:
+        await conn.close()
+    parts = {(r["task_id"], r["agent_id"]): r["part"] for r in rows}
+    for task_id in ("lean-1", "lean-2"):
+        assert parts[(task_id, "L")] == "execution" and parts[(task_id, "M")] == "bids"
 
 
 # --- migrations -------------------------------------------------------------------------------

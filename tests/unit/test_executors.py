@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.coding import Attempt
-from marketplace.executors import Trial, summarize
+from marketplace.executors import Trial, best, summarize
 from schemas.events import Price, Usage
 
 PRICE = {"M": Price(input=1.0, output=10.0)}
@@ -43,3 +43,10 @@ def test_one_call_and_a_fix_round_are_told_apart():
     assert one.cost == pytest.approx(0.2)
     assert two.cost == pytest.approx(0.2 + 2 * 0.3 / 4)
     assert one.seconds == pytest.approx(2.0) and two.seconds == pytest.approx(2.0 + 2 * 3.0 / 4)
+
+
+def test_the_choice_is_the_most_pass_per_cpu_second():
+    trials = [trial("t0", True, True, None), trial("t1", False, False, (True, True))]
+    text = best(summarize(trials, PRICE))
+    # one call: 50% at 2 CPU-s (0.25/s); with the fix: 100% at 3.5 CPU-s (0.29/s)
+    assert text == "- M: continue, 2 call(s): pass@1 100.0% at 3.50 CPU-s a task"

@@ -74,8 +74,9 @@ def test_a_cheap_passing_draft_stops_the_calls_when_it_beats_the_dear_reservatio
 
 def test_a_cheap_failing_draft_escalates_to_the_dear_agent_with_it_as_feedback() -> None:
     # S's failing draft is worth 0 < r_L = 0.70.
-    step = lean.next_step([S, L], PRICES, [Draft("S", False)], 1.0)
+    step = lean.next_step([S, L], PRICES, [Draft("S", False)], 1.0, feedback=True)
     assert (step.ask, step.feedback_from) == ("L", "S")
+    assert lean.next_step([S, L], PRICES, [Draft("S", False)], 1.0).feedback_from is None
     assert step.why == "L may beat the draft in hand (0.7 > 0)"
     after = lean.next_step([S, L], PRICES, [Draft("S", False), Draft("L", False)], 1.0)
     assert after.winner == "L"  # worth 0.1 against S's 0: even failing, L's is likelier right
@@ -88,9 +89,10 @@ def test_feedback_flows_only_from_a_cheaper_agent_to_a_dearer_one() -> None:
     m = est("M", 0.5, 0.9, 0.0, 0.02)  # r = 0.86
     first = lean.next_step([sure_l, S, m], PRICES, [], 1.0)
     assert first.ask == "L"
-    second = lean.next_step([sure_l, S, m], PRICES, [Draft("L", False)], 1.0)
+    second = lean.next_step([sure_l, S, m], PRICES, [Draft("L", False)], 1.0, feedback=True)
     assert (second.ask, second.feedback_from) == ("S", None)
-    third = lean.next_step([sure_l, S, m], PRICES, [Draft("L", False), Draft("S", False)], 1.0)
+    failed = [Draft("L", False), Draft("S", False)]
+    third = lean.next_step([sure_l, S, m], PRICES, failed, 1.0, feedback=True)
     assert (third.ask, third.feedback_from) == ("M", "S")  # the latest failing cheaper draft
 
 
@@ -124,3 +126,14 @@ def test_the_worth_of_a_draft_follows_its_verdict_on_the_examples() -> None:
     by_id = {"S": S, "L": L}
     assert lean.worth(Draft("L", True), by_id, 2.0) == pytest.approx(1.9)
     assert lean.worth(Draft("L", False), by_id, 2.0) == pytest.approx(0.2)
+
+
+def test_the_reserve_is_asked_while_no_draft_in_hand_passes_its_examples() -> None:
+    # r_L = −0.2 here (hopeless by its estimate), below S's failing draft's worth 0; yet a
+    # failing draft is almost never right, so the dearest agent is asked before stopping.
+    doubtful_l = est("L", 0.1, 0.95, 0.0, 0.3)
+    assert doubtful_l.reservation < 0
+    step = lean.next_step([S, doubtful_l], PRICES, [Draft("S", False)], 1.0)
+    assert step.ask == "L" and step.why == "no draft in hand passes its examples: the reserve, L"
+    passing = lean.next_step([S, doubtful_l], PRICES, [Draft("S", True)], 1.0)
+    assert passing.winner == "S"  # a passing draft in hand: the estimates decide

@@ -61,9 +61,11 @@ def large(**settings: object) -> ScriptedAgent:
 
 class Market:
     """Delivers events between one lean auction and some scripted agents, all in memory; the
-    estimates come from the priors alone (an empty memory)."""
+    estimates come from the priors alone (an empty memory). Dearer agents fix cheaper agents'
+    failing drafts (`fixes`), so the escalation path is played too."""
 
-    def __init__(self, *agents: ScriptedAgent, ttl_s: float = 60) -> None:
+    def __init__(self, *agents: ScriptedAgent, ttl_s: float = 60, fixes: bool = True) -> None:
+        self.fixes = fixes
         self.agents = {a.agent_id: a for a in agents}
         self.roster = Roster(ttl=timedelta(seconds=ttl_s))
         for agent in agents:
@@ -94,7 +96,7 @@ class Market:
         self.now += timedelta(seconds=seconds)
         decided: list[Event] = []
         while decisions := self.auction.settle(
-            self.roster, WINDOWS, VALUE, self.now, self.estimates()
+            self.roster, WINDOWS, VALUE, self.now, self.estimates(), self.fixes
         ):
             for decision in decisions:
                 self.deliver(decision)
@@ -148,7 +150,7 @@ def test_a_failing_cheap_draft_escalates_to_the_dear_agent_with_it_as_feedback()
     small_draft, large_draft = market.of(BidSubmitted)
     assert second.why == "large may beat the draft in hand (0.7 > 0)"
     assert second.feedback.agent_id == "small" and second.feedback.source == small_draft.plan
-    assert second.feedback.error == small_draft.failure
+    assert second.feedback.error == small_draft.failure and second.fixes
     assert [(d.agent_id, d.examples_pass, d.worth) for d in second.drafts] == [
         ("small", False, 0.0)
     ]

@@ -25,7 +25,7 @@ PRIORS = {
     "M": lean.Prior(examples_pass=0.6, right_if_pass=0.9, right_if_fail=0.05, cost=1.0),
     "L": lean.Prior(examples_pass=0.7, right_if_pass=0.95, right_if_fail=0.1, cost=4.0),
 }
-SETTINGS = lean.Settings(value=10.0, neighbours=10, strength=4.0)
+SETTINGS = lean.Settings(value=10.0, neighbours=10, strength=4.0, feedback=True)
 
 
 def draft(task: str, agent: str, checked: bool, passed: bool, output: str = "code") -> Draft:
@@ -82,11 +82,9 @@ def test_a_failing_cheap_draft_escalates_with_its_failure_to_the_dear_agent():
 
 
 def test_without_feedback_the_dear_agent_drafts_afresh():
-    m = matrix(
-        {"t0": {"M": (False, False), "L": (False, False)}},
-        escalations={("t0", "L", "M"): (True, True)},
-    )
-    [run] = runs(m, "no feedback")
+    m = matrix({"t0": {"M": (False, False), "L": (False, False)}})  # no escalation computed
+    fresh = lean.Settings(value=10.0, neighbours=10, strength=4.0, feedback=False)
+    [run] = lean_method.lean_runs(m, m.tasks, PRIORS, fresh, PRICES, EMBEDDINGS, "no memory")
     assert run.executor == "L" and not run.passed
 
 
