@@ -50,6 +50,7 @@ class LLMAgent:
         self.tasks: OrderedDict[str, TaskPosted] = OrderedDict()
         self.plans: dict[str, str] = {}  # task id → this agent's latest plan
         self.failures: dict[str, str | None] = {}  # task id → why its draft fails, or None
+        self.asked: dict[str, BidRequested] = {}  # calls for tasks not yet seen
 
     def heartbeat(self, status: str = "up") -> AgentHeartbeat:
         return AgentHeartbeat(
@@ -81,11 +82,17 @@ class LLMAgent:
         match event:
             case TaskPosted() if event.kind in self.config.kinds:
                 self._remember(event)
+                if (asked := self.asked.pop(event.task_id, None)) is not None:
+                    return [await self.draft_bid(event, asked.feedback)]
                 if self.mechanism == "lean":
                     return []
                 return [await self.bid(event, 0, prompts.bid(event), [])]
             case BidRequested() if event.agent_id == self.agent_id and event.task_id in self.tasks:
                 return [await self.draft_bid(self.tasks[event.task_id], event.feedback)]
+            case BidRequested() if event.agent_id == self.agent_id:
+                # The call came before the task (they travel on different topics): it is
+                # answered when the task arrives.
+                self.asked[event.task_id] = event
             case AuctionClosed(mechanism="lean") if event.winner_agent_id == self.agent_id:
                 return [self.deliver(event)]
             case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:

@@ -314,3 +314,18 @@ def diagnosis(method: Sequence[TaskRun], largest: Sequence[TaskRun]) -> str:
         f"Tasks always-largest passes and it fails: {len(lost)} (agents asked: {who(lost)}); "
         f"tasks it passes and always-largest fails: {len(won)} (agents asked: {who(won)})."
     )
+
+
+def agreement(live: Sequence[TaskRun], replayed: Sequence[TaskRun], prices: Prices) -> str:
+    """How a live run and the replay of the same tasks in the same order agree, task by task."""
+    by_task = {r.task_id: r for r in replayed}
+    same_winner = sum(r.executor == by_task[r.task_id].executor for r in live)
+    same_verdict = sum(r.passed == by_task[r.task_id].passed for r in live)
+    live_cost = cost([s for r in live for s in r.spend], prices)
+    replay_cost = cost([s for r in replayed for s in r.spend], prices)
+    return (
+        f"{len(live)} tasks: the same winner on {same_winner}, the same verdict on "
+        f"{same_verdict}; pass@1 {fmean(r.passed for r in live):.1%} live, "
+        f"{fmean(r.passed for r in replayed):.1%} replayed; cost {live_cost:,.1f} live, "
+        f"{replay_cost:,.1f} replayed."
+    )

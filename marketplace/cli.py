@@ -394,10 +394,9 @@ async def _executors(config: Config, args: argparse.Namespace) -> int:
     trials = []
     for agent_id in agents:
         trials += await executors.run_agent(config, agent_id, postings, args.styles)
-        if args.with_plan:
-            trials += await executors.run_agent(
-                config, agent_id, postings, args.styles, planned=True
-            )
+        if args.with_plan:  # the plan as a hint, on the agent's configured shape
+            shape = [config.agent(agent_id).executor]
+            trials += await executors.run_agent(config, agent_id, postings, shape, planned=True)
     rows = executors.summarize(trials, {a: config.agent(a).price for a in agents})
     table = f"{executors.markdown(rows)}\n\nMost pass@1 per CPU-second:\n\n{executors.best(rows)}"
     print(table)
@@ -555,7 +554,7 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument(
         "--with-plan",
         action="store_true",
-        help="executors: also each shape with the agent's own plan as a hint",
+        help="executors: also the agent's configured shape with its own plan as a hint",
     )
     bench_cmd.add_argument(
         "--tasks",

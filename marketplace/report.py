@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -22,6 +23,9 @@ from marketplace.config import Config
 from marketplace.metrics import AUCTION_PARTS, MethodResult, Prices, Spend, TaskRun, cost, summarize
 from marketplace.routers import by_price
 from schemas.events import Price, Usage
+
+if TYPE_CHECKING:
+    from marketplace.matrix import Matrix
 
 # A task counts once its outcome is in: an auction closed by an interrupted run whose winner
 # never executed is not a failure of the method, just unfinished.
@@ -230,6 +234,8 @@ async def bench_report(
             + "\n\nIn order 0: "
             + bench.diagnosis(replayed["SALE-lean"][0], replayed[f"always {largest}"][0])
         )
+    if live.get(LIVE_NAMES["lean"]) and config.auction.lean.priors:
+        sections.append(lean_agreement(live[LIVE_NAMES["lean"]], test, config, prices, vectors))
     shares = {name: reps[0] for name, reps in {**replayed, **live}.items() if "SALE" in name}
     if shares:  # no SALE method ran: nothing moves between tiers
         bench.plot_shares(shares, bench_agents(prices), 20, out / "shares_over_time.png")
@@ -245,6 +251,24 @@ async def bench_report(
     )
     (out / "README.md").write_text(text)
     return text
+
+
+def lean_agreement(
+    runs: list[list[TaskRun]], test: Matrix, config: Config, prices: Prices, vectors: dict
+) -> str:
+    """Each live lean run against the replay of its own tasks, in its own order, from the
+    matrix: the live marketplace and the benchmark must take the same decisions."""
+    from marketplace import bench, lean_method
+    from marketplace.lean import Prior, settings_of
+
+    table = config.auction.lean
+    priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
+    lines = ["Live lean runs against their replay from the matrix (same tasks, same order):", ""]
+    for order, live in enumerate(runs):
+        tasks = [r.task_id for r in live]
+        replayed = lean_method.lean_runs(test, tasks, priors, settings_of(table), prices, vectors)
+        lines.append(f"- order {order}: {bench.agreement(live, replayed, prices)}")
+    return "\n".join(lines)
 
 
 def _bench_section(

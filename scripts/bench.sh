@@ -4,8 +4,9 @@
 #   1. the executor: every prompt shape on the development split (MBPP 100–199), the table in
 #      docs/executors.md (sale.toml uses the one chosen there);
 #   2. the matrix: every agent drafts every task of the training split (MBPP 0–99), the
-#      development split (MBPP 100–199) and the evaluation split (HumanEval, all 164); M's
-#      failing drafts escalate to L; plans and reviews for the paper's auction on the training
+#      development split (MBPP 100–199) and the evaluation split (HumanEval, all 164); on MBPP,
+#      L also fixes M's failing drafts (to choose whether escalation should show them: it
+#      should not, see weights.toml); plans and reviews for the paper's auction on the training
 #      and evaluation splits; two model processes at once;
 #   3. the paper's weights, fitted on the training split; the lean auction's priors, fitted on
 #      the training split, its settings chosen on the development split;
@@ -18,9 +19,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh embedded,models,memory
 .venv/bin/sale models install
 sale=(.venv/bin/sale --config sale.toml)
-"${sale[@]}" bench executors --tasks mbpp:100:200 --out docs/executors.md
-"${sale[@]}" bench matrix --tasks mbpp:0:200 humaneval:0:164 \
-  --plans mbpp:0:100 humaneval:0:164 --escalate M:L
+"${sale[@]}" bench executors --tasks mbpp:100:200 --with-plan --out docs/executors.md
+"${sale[@]}" bench matrix --tasks mbpp:0:200 --plans mbpp:0:100 --escalate M:L
+"${sale[@]}" bench matrix --tasks humaneval:0:164 --plans humaneval:0:164
 "${sale[@]}" weights fit --tasks mbpp:0:100 --out weights.toml
 "${sale[@]}" lean fit --train mbpp:0:100 --dev mbpp:100:200 --out weights.toml
 "${sale[@]}" bench live --variant lean --order 0 --tasks humaneval:0:40

@@ -357,8 +357,15 @@ async def test_under_lean_a_task_is_remembered_and_a_call_gets_a_draft_bid() -> 
     assert await a.respond(call(agent_id="o")) == []  # another agent's call
 
 
+async def test_a_call_that_comes_before_its_task_is_answered_when_the_task_arrives() -> None:
+    a = agent(coder(RIGHT), mechanism="lean")
+    assert await a.respond(call()) == []  # the task is still on its way (another topic)
+    [bid] = await a.respond(TASK)
+    assert bid.is_draft and bid.examples_pass and bid.task_id == "add"
+    assert await a.respond(TASK) == []  # answered once
+
+
 async def test_a_failing_draft_says_why_and_a_call_with_feedback_fixes_that_draft() -> None:
-    assert await agent(coder(WRONG), mechanism="lean").respond(call()) == []  # task unseen
     settings = CONFIG.model_copy(update={"execute_rounds": 1})
     a = LLMAgent(settings, ScriptedLLM(reply=coder(WRONG)), mechanism="lean")
     await a.respond(TASK)
