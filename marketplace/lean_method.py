@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import fmean
 from typing import TYPE_CHECKING, Literal
 
@@ -199,10 +199,6 @@ def orders(tasks: Sequence[str], count: int) -> list[list[str]]:
     from marketplace.live import ordered
 
     return [ordered(tasks, k) for k in range(count)]
-
-
-def with_value(settings: lean.Settings, value: float) -> lean.Settings:
-    return replace(settings, value=value)
 
 
 # --- choosing the settings on the development split ------------------------------------------

@@ -145,3 +145,18 @@ def test_a_written_config_reads_back_equal() -> None:
         }
     )
     assert parse_config(tomllib.loads(to_toml(config)), env={}) == config
+
+
+def test_a_live_run_is_checked_against_its_replay_task_by_task() -> None:
+    test = build({"c": "SML", "d": "L"})
+    always_l, oracle = bench.routers.always(test, "L"), bench.routers.oracle(test, PRICES)
+    assert bench.agreement(always_l, always_l, PRICES).startswith(
+        "2 tasks: the same winner on 2, the same verdict on 2"
+    )
+    text = bench.agreement(oracle, always_l, PRICES)
+    assert text.startswith("2 tasks: the same winner on 1, the same verdict on 2")
+    always_m = bench.routers.always(test, "M")  # c: both pass; d: only L
+    assert bench.diagnosis(always_m, always_l) == (
+        "Tasks always-largest passes and it fails: 1 (agents asked: M 1); "
+        "tasks it passes and always-largest fails: 0 (agents asked: )."
+    )
