@@ -11,7 +11,7 @@
 #   3. the paper's weights, fitted on the training split; the lean auction's priors, fitted on
 #      the training split, its settings chosen on the development split;
 #   4. the lean auction live through the marketplace on HumanEval 0–39, to check it against the
-#      replay of the same tasks;
+#      replay of the same tasks; the paper's auction with refinement live on the same tasks;
 #   5. the report: docs/bench/README.md and its plots.
 # bench/archive.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
 set -euo pipefail
@@ -25,5 +25,6 @@ sale=(.venv/bin/sale --config sale.toml)
 "${sale[@]}" weights fit --tasks mbpp:0:100 --out weights.toml
 "${sale[@]}" lean fit --train mbpp:0:100 --dev mbpp:100:200 --out weights.toml
 "${sale[@]}" bench live --variant lean --order 0 --tasks humaneval:0:40
+"${sale[@]}" bench live --variant full --order 0 --tasks humaneval:0:40
 "${sale[@]}" bench export
 "${sale[@]}" report --bench --train mbpp:0:100 --test humaneval:0:164 --out docs/bench
