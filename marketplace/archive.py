@@ -19,8 +19,9 @@ from marketplace.migrate import apply_migrations
 DEFAULT_PATH = Path("bench/archive.jsonl.gz")
 _TABLES = {
     "completions": ("key", "model", "completion"),
-    "matrix_cells": ("matrix", "task_id", "agent_id", "kind", "event"),
+    "matrix_cells": ("matrix", "task_id", "agent_id", "kind", "event", "seen"),
 }
+_DEFAULTS = {"seen": ""}  # columns an older archive lacks
 _JSON_COLUMNS = {"completion", "event"}
 
 
@@ -30,9 +31,8 @@ async def export(conn: asyncpg.Connection, path: Path) -> dict[str, int]:
     partial = path.with_suffix(".partial")
     with gzip.open(partial, "wt", compresslevel=9) as out:
         for table, columns in _TABLES.items():
-            rows = await conn.fetch(
-                f"SELECT {', '.join(columns)} FROM {table} ORDER BY {', '.join(columns[:-1])}"
-            )
+            keys = ", ".join(c for c in columns if c not in _JSON_COLUMNS | set(_DEFAULTS))
+            rows = await conn.fetch(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {keys}")
             for row in rows:
                 record = {c: json.loads(row[c]) if c in _JSON_COLUMNS else row[c] for c in columns}
                 out.write(json.dumps({"table": table, **record}, sort_keys=True) + "\n")
@@ -50,7 +50,10 @@ async def restore(conn: asyncpg.Connection, path: Path) -> dict[str, int]:
             record = json.loads(line)
             columns = _TABLES[record["table"]]
             batches[record["table"]].append(
-                tuple(json.dumps(record[c]) if c in _JSON_COLUMNS else record[c] for c in columns)
+                tuple(
+                    json.dumps(record[c]) if c in _JSON_COLUMNS else record.get(c, _DEFAULTS.get(c))
+                    for c in columns
+                )
             )
     added = {}
     for table, rows in batches.items():

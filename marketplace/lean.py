@@ -15,7 +15,9 @@ evidence instead, one agent at a time:
   r_a. With equal chances that is cheapest first, and the dearest agent is the reserve.
 - **Bids with evidence.** A bid is a draft and its verdict on the visible examples; the winner's
   draft is its result (never paid for twice). While no draft in hand passes its examples, the
-  dearest agent (the reserve) is asked before the auction stops. A failing draft may go, as
+  dearest agent (the reserve) is asked before the auction stops. A task that prints no
+  example gives no evidence to gather: its drafts check nothing, so the reserve alone is asked
+  (cheaper agents only if it gives no draft). A failing draft may go, as
   feedback, to the next and dearer agent (`Settings.feedback`; off unless the development split
   says it pays).
 
@@ -152,6 +154,7 @@ def next_step(
     value: float,
     unanswered: Sequence[str] = (),
     feedback: bool = False,
+    checkable: bool = True,
 ) -> Step:
     """Given the drafts in hand (in the order they came), ask the next agent or stop.
 
@@ -161,6 +164,8 @@ def next_step(
     reserve: while no draft in hand passes its examples, it is asked before the auction stops,
     whatever the estimates say (they are estimates; a failing draft is almost never right).
     With `feedback`, a dearer agent is shown the latest failing draft of a cheaper one to fix.
+    A task that is not `checkable` (it prints no example) gives no evidence: the reserve is
+    asked first, and its draft, if it gives one, wins.
     """
     by_id = {e.agent_id: e for e in estimates}
     asked = {d.agent_id for d in drafts} | set(unanswered)
@@ -170,14 +175,20 @@ def next_step(
         shown = _feedback(drafts, agent_id, prices) if feedback else None
         return Step(ask=agent_id, feedback_from=shown, why=why)
 
+    dearest = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id), default=None)
+    reserve = dearest.agent_id if dearest else None
     best = best_draft(drafts, by_id, prices, value)
+    if not checkable and best is None and reserve in left:
+        return ask(reserve, f"no example to check a draft against: the reserve, {reserve}")
     if best is None:
         return ask(left[0], "first") if left else Step(why="nobody answered")
+    if not checkable:
+        why = f"no example to check a draft against: {best.agent_id}'s draft, unchecked"
+        return Step(winner=best.agent_id, why=why)
     in_hand = worth(best, by_id, value)
     if left and by_id[left[0]].reservation > in_hand:
         hope = by_id[left[0]].reservation
         return ask(left[0], f"{left[0]} may beat the draft in hand ({hope:.4g} > {in_hand:.4g})")
-    reserve = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id)).agent_id
     if not any(d.examples_pass for d in drafts) and reserve in left:
         return ask(reserve, f"no draft in hand passes its examples: the reserve, {reserve}")
     why = f"no agent left to ask can beat {best.agent_id}'s draft ({in_hand:.4g})"

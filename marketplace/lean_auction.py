@@ -97,6 +97,7 @@ def step_for(
     drafts: Sequence[LeanDraft],
     unanswered: Sequence[str],
     fixes: bool = False,
+    checkable: bool = True,
 ) -> lean.Step:
     """`lean.next_step` over what a decision records: the one rule the auction and replay use."""
     return lean.next_step(
@@ -106,7 +107,13 @@ def step_for(
         value,
         unanswered,
         feedback=fixes,
+        checkable=checkable,
     )
+
+
+def checkable(task: TaskPosted) -> bool:
+    """Whether a draft of the task can be checked: it prints at least one example."""
+    return bool(getattr(task.inputs, "examples", None))
 
 
 def in_hand(estimates: Sequence[LeanEstimate], value: float, bid: BidSubmitted) -> LeanDraft:
@@ -259,8 +266,10 @@ class LeanAuction:
         ]
         if not fixed:
             return None
-        step = step_for(fixed, value, [], [], fixes)
-        return self._ask(1, step, fixed, value, [], [], now + self._window(windows), fixes)
+        check = checkable(self.task)
+        step = step_for(fixed, value, [], [], fixes, check)
+        deadline = now + self._window(windows)
+        return self._ask(1, step, fixed, value, [], [], deadline, fixes, check)
 
     def _next(
         self,
@@ -284,9 +293,9 @@ class LeanAuction:
             return None
         drafts = [*call.drafts, *([in_hand(call.estimates, call.value, answer)] if answer else [])]
         unanswered = [*call.unanswered, *([] if answer else [call.agent_id])]
-        step = step_for(call.estimates, call.value, drafts, unanswered, call.fixes)
+        step = step_for(call.estimates, call.value, drafts, unanswered, call.fixes, call.checkable)
         if step.ask is None:
-            return self._close(step, call.estimates, call.value, drafts, unanswered)
+            return self._close(step, call.estimates, call.value, drafts, unanswered, call.checkable)
         deadline = now + self._window(windows)
         return self._ask(
             call.call + 1,
@@ -297,6 +306,7 @@ class LeanAuction:
             unanswered,
             deadline,
             call.fixes,
+            call.checkable,
         )
 
     def _answer(self, call: BidRequested) -> BidSubmitted | None:
@@ -321,6 +331,7 @@ class LeanAuction:
         unanswered: Sequence[str],
         deadline: datetime,
         fixes: bool = False,
+        check: bool = True,
     ) -> BidRequested:
         return BidRequested(
             producer=PRODUCER,
@@ -335,6 +346,7 @@ class LeanAuction:
             deadline=deadline,
             drafts=list(drafts),
             unanswered=list(unanswered),
+            checkable=check,
         )
 
     def _feedback(self, agent_id: str | None, drafts: Sequence[LeanDraft]) -> FailedDraft | None:
@@ -355,6 +367,7 @@ class LeanAuction:
         value: float,
         drafts: Sequence[LeanDraft],
         unanswered: Sequence[str],
+        check: bool = True,
     ) -> AuctionClosed:
         winner = next((d for d in drafts if d.agent_id == step.winner), None)
         bid = self.bids.get(winner.bid_id) if winner else None
@@ -372,6 +385,7 @@ class LeanAuction:
                 drafts=list(drafts),
                 unanswered=list(unanswered),
                 why=step.why,
+                checkable=check,
             ),
         )
 

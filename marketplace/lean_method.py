@@ -133,7 +133,14 @@ def run_task(
         return _run(task_id, asked, winner.agent_id, won), asked
     asked, drafts = [], []
     while True:
-        step = lean.next_step(estimates, out, drafts, value, feedback=settings.feedback)
+        step = lean.next_step(
+            estimates,
+            out,
+            drafts,
+            value,
+            feedback=settings.feedback,
+            checkable=task_id not in matrix.unchecked,
+        )
         if step.ask is None:
             break
         draft = _draft(matrix, task_id, step)

@@ -172,7 +172,7 @@ async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
         task_id=task_id,
         kind="coding",
         prompt="def f(): ...",
-        inputs=CodingInputs(entry_point="f"),
+        inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
     )
     posted[task_id] = time.perf_counter()
     await bus.publish(task)

@@ -36,11 +36,12 @@ from agents.agent import LLMAgent
 from agents.coding import Attempt
 from agents.llm import LLMError
 from marketplace.config import AgentConfig, Config
+from marketplace.lean_auction import checkable
 from marketplace.migrate import apply_migrations
 from marketplace.publish import Posting, from_dataset
 from marketplace.verifier import verify
 from schemas.codec import decode, encode
-from schemas.events import BidSubmitted, ReviewSubmitted, TaskOutcome, TaskResult
+from schemas.events import BidSubmitted, ReviewSubmitted, TaskOutcome, TaskPosted, TaskResult
 
 log = logging.getLogger("matrix")
 POLL_S = 5.0
@@ -55,11 +56,14 @@ NOT_IN_FINGERPRINT = {
     "cache_url",
 }
 
-_CELLS = "SELECT task_id, agent_id, kind, event FROM matrix_cells WHERE matrix = $1"
+_CELLS = "SELECT task_id, agent_id, kind, event, seen FROM matrix_cells WHERE matrix = $1"
 _PUT = """
-INSERT INTO matrix_cells (matrix, task_id, agent_id, kind, event) VALUES ($1, $2, $3, $4, $5::jsonb)
-ON CONFLICT DO NOTHING
+INSERT INTO matrix_cells (matrix, task_id, agent_id, kind, event, seen)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (matrix, task_id, agent_id, kind)
+DO UPDATE SET event = EXCLUDED.event, seen = EXCLUDED.seen, created_at = now()
 """
+DRAFT_KINDS = ("result", "outcome", "escalation")  # cells checked against the visible examples
 
 
 def fingerprint(agents: Sequence[AgentConfig]) -> str:
@@ -69,6 +73,18 @@ def fingerprint(agents: Sequence[AgentConfig]) -> str:
         for a in sorted(agents, key=lambda a: a.id)
     ]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def seen(task: TaskPosted) -> str:
+    """A digest of what an agent sees of the task: its prompt and its visible inputs."""
+    visible = json.dumps([task.prompt, task.inputs.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(visible.encode()).hexdigest()[:16]
+
+
+def current(digests: dict[str, str], task_id: str, kind: str, digest: str) -> bool:
+    """Whether a stored cell still stands (`digests`: task id → `seen` now): a draft's verdict
+    on the visible examples does only if it was checked against the task's examples now."""
+    return not kind.startswith(DRAFT_KINDS) or digests.get(task_id) == digest
 
 
 def parse_task_sets(specs: Sequence[str]) -> list[Posting]:
@@ -120,6 +136,8 @@ class Matrix:
     prompts: dict[str, str]
     escalations: dict[tuple[str, str, str], Draft] = field(default_factory=dict)
     """(task, agent, the cheaper agent whose failing draft it was shown) → its draft."""
+    unchecked: frozenset[str] = frozenset()
+    """Tasks that print no example: their drafts' checks are no evidence."""
 
     def cell(self, task_id: str, agent_id: str) -> Cell:
         return self.cells[(task_id, agent_id)]
@@ -166,16 +184,20 @@ def assemble(
         cells=cells,
         prompts={p.task.task_id: p.task.prompt for p in postings},
         escalations=escalations,
+        unchecked=frozenset(p.task.task_id for p in postings if not checkable(p.task)),
     )
 
 
 async def load_matrix(
     conn: asyncpg.Connection, name: str, postings: Sequence[Posting], agents: Sequence[str]
 ) -> Matrix:
-    rows = await conn.fetch(_CELLS, name)
-    wanted = {p.task.task_id for p in postings}
-    kept = [(r["task_id"], r["agent_id"], r["kind"], r["event"]) for r in rows]
-    return assemble(postings, agents, [r for r in kept if r[0] in wanted])
+    digests = {p.task.task_id: seen(p.task) for p in postings}
+    rows = [
+        (r["task_id"], r["agent_id"], r["kind"], r["event"])
+        for r in await conn.fetch(_CELLS, name)
+        if r["task_id"] in digests and current(digests, r["task_id"], r["kind"], r["seen"])
+    ]
+    return assemble(postings, agents, rows)
 
 
 # --- filling it ------------------------------------------------------------------------------
@@ -232,6 +254,7 @@ class Worker:
         self.plan = plan
         self.conn = conn
         self.agents: dict[str, LLMAgent] = {}
+        self.digests = {p.task.task_id: seen(p.task) for p in plan.postings}
 
     def agent(self, agent_id: str) -> LLMAgent:
         if agent_id not in self.agents:
@@ -283,7 +306,11 @@ class Worker:
     async def _done(self) -> dict[tuple[str, str, str], str]:
         """(task, agent, kind) of every stored cell → its event (JSON)."""
         rows = await self.conn.fetch(_CELLS, self.name)
-        return {(r["task_id"], r["agent_id"], r["kind"]): r["event"] for r in rows}
+        return {
+            (r["task_id"], r["agent_id"], r["kind"]): r["event"]
+            for r in rows
+            if current(self.digests, r["task_id"], r["kind"], r["seen"])
+        }
 
     def _needed(self, item: Item, done: dict) -> bool:
         """An escalation is needed only once the cheaper agent's draft is known to fail."""
@@ -357,6 +384,7 @@ class Worker:
             agent_id,
             kind,
             encode(event).decode(),  # type: ignore[attr-defined]
+            self.digests[event.task_id],  # type: ignore[attr-defined]
         )
 
 

@@ -35,7 +35,7 @@ from marketplace import lean, scoring
 from marketplace.admin import highwater_marks
 from marketplace.bus import reader
 from marketplace.config import BrokerConfig, Config, ConfigError
-from marketplace.lean_auction import step_for
+from marketplace.lean_auction import checkable, step_for
 from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     AuctionClosed,
@@ -410,6 +410,10 @@ def _lean_terms(
     return t.estimates, t.value, t.drafts, t.unanswered, t.why
 
 
+def _checkable(decision: Decision) -> bool:
+    return decision.checkable if isinstance(decision, BidRequested) else decision.lean.checkable
+
+
 def _lean_name(decision: Decision) -> str:
     return f"calls[{decision.call}]" if isinstance(decision, BidRequested) else "lean"
 
@@ -433,7 +437,7 @@ def _lean_decision(
         return [*found, Discrepancy(task_id, where, "in hand", "an agent with no estimate")]
     found += _worths(task_id, name, estimates, value, drafts)
     fixes = decision.fixes if isinstance(decision, BidRequested) else False
-    step = step_for(estimates, value, drafts, unanswered, fixes)
+    step = step_for(estimates, value, drafts, unanswered, fixes, _checkable(decision))
     return found + _next_step(task_id, decision, step)
 
 
@@ -556,6 +560,10 @@ def _drafts_against_log(
     won = evidence.drafts.get(closed.winner_bid_id) if closed.winner_bid_id else None
     if won is not None and won.plan != closed.winning_plan:
         found.append(Discrepancy(task_id, "winning_plan", "changed", "the winner's draft"))
+    if evidence.task is not None:
+        for decision in decisions:
+            name = f"{_lean_name(decision)}.checkable"
+            found += _differ(task_id, name, _checkable(decision), checkable(evidence.task))
     return found
 
 

@@ -336,6 +336,9 @@ class FailedDraft(Record):
     error: Reason
 
 
+CHECKABLE = "the task prints examples, so a draft's check is evidence (else the reserve alone)"
+
+
 class BidRequested(TaskEvent):
     """The lean auction asks one agent for a draft. Each call repeats everything its decision
     was taken on (the estimates fixed at the first call, the drafts in hand, the agents asked
@@ -354,6 +357,7 @@ class BidRequested(TaskEvent):
     deadline: datetime
     drafts: list[LeanDraft] = Field(default_factory=list, description="in hand, in the order come")
     unanswered: list[Id] = Field(default_factory=list, description="asked, and gave no draft")
+    checkable: bool = Field(default=True, description=CHECKABLE)
 
 
 class LeanClose(Record):
@@ -364,6 +368,7 @@ class LeanClose(Record):
     drafts: list[LeanDraft] = Field(default_factory=list)
     unanswered: list[Id] = Field(default_factory=list)
     why: Reason
+    checkable: bool = Field(default=True, description=CHECKABLE)
 
 
 class SubmissionRejected(TaskEvent):

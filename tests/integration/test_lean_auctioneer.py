@@ -62,7 +62,7 @@ def coding_task(task_id: str, prompt: str) -> TaskPosted:
         task_id=task_id,
         kind="coding",
         prompt=prompt,
-        inputs=CodingInputs(entry_point="f"),
+        inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
     )
 
 

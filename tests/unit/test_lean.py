@@ -137,3 +137,19 @@ def test_the_reserve_is_asked_while_no_draft_in_hand_passes_its_examples() -> No
     assert step.ask == "L" and step.why == "no draft in hand passes its examples: the reserve, L"
     passing = lean.next_step([S, doubtful_l], PRICES, [Draft("S", True)], 1.0)
     assert passing.winner == "S"  # a passing draft in hand: the estimates decide
+
+
+def test_a_task_without_examples_goes_to_the_reserve_alone() -> None:
+    # S would be asked first (see above), but its draft could show nothing: no example to run.
+    first = lean.next_step([S, L], PRICES, [], 1.0, checkable=False)
+    assert (first.ask, first.why) == ("L", "no example to check a draft against: the reserve, L")
+    done = lean.next_step([S, L], PRICES, [Draft("L", True)], 1.0, checkable=False)
+    assert (done.ask, done.winner) == (None, "L")
+    assert done.why == "no example to check a draft against: L's draft, unchecked"
+
+
+def test_without_examples_a_silent_reserve_hands_the_task_to_the_others() -> None:
+    step = lean.next_step([S, L], PRICES, [], 1.0, unanswered=["L"], checkable=False)
+    assert (step.ask, step.why) == ("S", "first")
+    done = lean.next_step([S, L], PRICES, [Draft("S", True)], 1.0, ["L"], checkable=False)
+    assert done.winner == "S"

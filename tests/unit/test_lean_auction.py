@@ -47,7 +47,7 @@ def task(task_id: str = "t1") -> TaskPosted:
         task_id=task_id,
         kind="coding",
         prompt="def f(): ...",
-        inputs=CodingInputs(entry_point="f"),
+        inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
     )
 
 

