@@ -14,7 +14,7 @@ from uuid import UUID
 
 from agents import coding, prompts
 from agents.llm import LLM, LLMError, read_score
-from marketplace.config import AgentConfig
+from marketplace.shared.config import AgentConfig
 from schemas.events import (
     MAX_PLAN,
     MAX_REASON,

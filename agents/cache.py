@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from agents.llm import LLM, Completion, GeneratedToken, Message, TokenChoice
-from marketplace.migrate import apply_migrations
+from marketplace.shared.migrate import apply_migrations
 
 _GET = "SELECT completion FROM completions WHERE key = $1"
 _PUT = """

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from agents import prompts
 from agents.llm import LLM
-from agents.sandbox import Limits, run_python_async
-from marketplace.config import ExecutorStyle
+from marketplace.shared.config import ExecutorStyle
+from marketplace.shared.sandbox import Limits, run_python_async
 from schemas.events import Price, TaskPosted, Usage
 
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)

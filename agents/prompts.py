@@ -8,7 +8,7 @@ prefix (llama.cpp does) pays for them once per task.
 from __future__ import annotations
 
 from agents.llm import Message
-from marketplace.config import ExecutorStyle
+from marketplace.shared.config import ExecutorStyle
 from schemas.events import MemoryExample, TaskPosted
 
 PLANNER = (

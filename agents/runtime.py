@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-from marketplace.bus import Bus, Source
+from marketplace.shared.bus import Bus, Source
 from schemas.events import AgentHeartbeat, Event
 
 

@@ -18,11 +18,11 @@ import asyncpg
 import pytest
 from faststream.kafka import TestKafkaBroker
 
-from marketplace.admin import ensure_topics
-from marketplace.bus import Bus
-from marketplace.config import BrokerConfig
-from marketplace.database import create_database, drop_database, resolve_server
-from marketplace.tansu import LocalBroker
+from marketplace.shared.admin import ensure_topics
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import BrokerConfig
+from marketplace.shared.database import create_database, drop_database, resolve_server
+from marketplace.shared.local_broker import LocalBroker
 from schemas.topics import Topics
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from marketplace.bus import Source
+from marketplace.shared.bus import Source
 from schemas.events import Event
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agents.llm import LLM
-from marketplace.config import AgentConfig
+from marketplace.shared.config import AgentConfig
 
 
 def build(config: AgentConfig) -> LLM:

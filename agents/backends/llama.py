@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.llm import Completion, GeneratedToken, LLMError, Message, TokenChoice
-from marketplace.config import AgentConfig
+from marketplace.shared.config import AgentConfig
 
 
 class LlamaBackend:
@@ -49,7 +49,7 @@ class LlamaBackend:
     @classmethod
     def from_config(cls, config: AgentConfig) -> LlamaBackend:
         if config.tier:
-            from agents.models import model_path
+            from agents.install import model_path
 
             return cls(config.model, model_path(config.tier), config.context_tokens)
         return cls(config.model, config.path, config.context_tokens)

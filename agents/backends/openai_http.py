@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import openai
 
 from agents.llm import Completion, GeneratedToken, LLMError, Message, TokenChoice
-from marketplace.config import AgentConfig
+from marketplace.shared.config import AgentConfig
 
 RETRIES = 4
 BACKOFF_S = 0.5

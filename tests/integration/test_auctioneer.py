@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from agents.runtime import AgentService
-from agents.scripted import ScriptedAgent
-from marketplace.auctioneer import Auctioneer
-from marketplace.bus import Bus
-from marketplace.config import AuctionConfig, BrokerConfig, Config
-from marketplace.memory import Memory
+from agents.scripted_agent import ScriptedAgent
+from marketplace.log.memory import Memory
+from marketplace.services.auctioneer import Auctioneer
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import AuctionConfig, BrokerConfig, Config
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -317,7 +317,7 @@ def start_auctioneer_process(config: Config, tmp_path: Path) -> subprocess.Popen
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
     return subprocess.Popen(
-        [sys.executable, "-m", "marketplace.cli", "--config", str(path), "auctioneer"],
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(path), "auctioneer"],
         env=env,
         stdout=(tmp_path / "victim.log").open("w"),  # kept by pytest for a failed run
         stderr=subprocess.STDOUT,

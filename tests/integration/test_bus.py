@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from marketplace.bus import Bus, Source
-from marketplace.config import BrokerConfig
+from marketplace.shared.bus import Bus, Source
+from marketplace.shared.config import BrokerConfig
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, Event
 from schemas.topics import STREAMS, Topics

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.cli import main
+from marketplace.app.cli import main
 
 CONFIG = """
 [auction]

@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from marketplace.report import run_report
+from marketplace.bench.report import run_report
 
-SALE = [sys.executable, "-m", "marketplace.cli"]
+SALE = [sys.executable, "-m", "marketplace.app.cli"]
 
 
 def job_config(path: Path) -> Path:

@@ -20,11 +20,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agents.scripted import ScriptedAgent
-from marketplace import replay
-from marketplace.config import BrokerConfig, Config, LeanConfig, PriorConfig
-from marketplace.database import create_database, drop_database
-from marketplace.memory import PostgresMemory
+from agents.scripted_agent import ScriptedAgent
+from marketplace.log import replay
+from marketplace.log.memory import PostgresMemory
+from marketplace.shared.config import BrokerConfig, Config, LeanConfig, PriorConfig
+from marketplace.shared.database import create_database, drop_database
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -213,7 +213,7 @@ def sale(broker: BrokerConfig, database: str, tmp_path: Path, *args: str) -> str
     config = tmp_path / "sale.toml"
     config.write_text(f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\n')
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, "DATABASE_URL": database}
-    command = [sys.executable, "-m", "marketplace.cli", "--config", str(config), *args]
+    command = [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

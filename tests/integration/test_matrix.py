@@ -10,10 +10,10 @@ import asyncio
 import asyncpg
 import pytest
 
-from marketplace import matrix
-from marketplace.config import Config
-from marketplace.database import create_database, drop_database
-from marketplace.migrate import apply_migrations
+from marketplace.bench import matrix
+from marketplace.shared.config import Config
+from marketplace.shared.database import create_database, drop_database
+from marketplace.shared.migrate import apply_migrations
 
 TASKS = ["humaneval:0:2"]
 
@@ -106,7 +106,7 @@ def test_a_bad_task_set_is_named() -> None:
 async def test_the_archive_carries_the_matrix_to_another_database(
     fresh_database: str, database_server: str, tmp_path
 ) -> None:
-    from marketplace import archive
+    from marketplace.bench import archive
 
     config = scripted_config(fresh_database)
     await fill(config, workers=1)

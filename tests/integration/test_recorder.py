@@ -22,12 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from marketplace.admin import committed_offsets, highwater_marks
-from marketplace.bus import Bus
-from marketplace.config import BrokerConfig, Config
-from marketplace.database import create_database, drop_database
-from marketplace.migrate import apply_migrations, migrations
-from marketplace.recorder import (
+from marketplace.services.recorder import (
     GROUP,
     Incoming,
     Position,
@@ -35,6 +30,11 @@ from marketplace.recorder import (
     load_events,
     store,
 )
+from marketplace.shared.admin import committed_offsets, highwater_marks
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import BrokerConfig, Config
+from marketplace.shared.database import create_database, drop_database
+from marketplace.shared.migrate import apply_migrations, migrations
 from schemas.events import (
     AuctionClosed,
     BidScore,
@@ -333,7 +333,7 @@ async def publish_paced(broker_config: BrokerConfig, events: list[Event]) -> Non
 def start_recorder_process(
     broker_config: BrokerConfig, database: str, tmp_path: Path, name: str
 ) -> subprocess.Popen:
-    """`python -m marketplace.cli recorder`, as `sale up` would run it."""
+    """`python -m marketplace.app.cli recorder`, as `sale up` would run it."""
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n'
@@ -342,7 +342,7 @@ def start_recorder_process(
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap, "DATABASE_URL": database}
     return subprocess.Popen(
-        [sys.executable, "-m", "marketplace.cli", "--config", str(path), "recorder"],
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(path), "recorder"],
         env=env,
         stdout=(tmp_path / f"{name}.log").open("w"),  # kept by pytest for a failed run
         stderr=subprocess.STDOUT,

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from agents.scripted import ScriptedAgent
-from marketplace.config import BrokerConfig
-from marketplace.database import create_database, drop_database
-from marketplace.memory import PostgresMemory
+from agents.scripted_agent import ScriptedAgent
+from marketplace.log.memory import PostgresMemory
+from marketplace.shared.config import BrokerConfig
+from marketplace.shared.database import create_database, drop_database
 from schemas.events import CodingInputs, RefinementCalled, TaskPosted
 from schemas.topics import Topics
 from tests.integration.test_auctioneer import Market, make_config

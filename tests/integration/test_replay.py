@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agents.scripted import ScriptedAgent
-from marketplace.config import BrokerConfig
-from marketplace.database import create_database, drop_database
+from agents.scripted_agent import ScriptedAgent
+from marketplace.shared.config import BrokerConfig
+from marketplace.shared.database import create_database, drop_database
 from schemas.events import AuctionClosed, TaskOutcome, TaskResult
 from schemas.topics import Topics
 from tests.integration.test_auctioneer import Market, make_config, task
@@ -41,7 +41,7 @@ class Run:
     closed: dict[str, AuctionClosed]  # refined, refined, budget (large ineligible)
 
     def sale(self, *args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "marketplace.cli", "--config", str(self.config), *args]
+        command = [sys.executable, "-m", "marketplace.app.cli", "--config", str(self.config), *args]
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
 
     def task(self, i: int) -> str:

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from marketplace.metrics import cost, summarize
-from marketplace.migrate import apply_migrations
-from marketplace.recorder import Incoming, Position, store
-from marketplace.report import largest_agent, log_runs, run_report
+from marketplace.bench.metrics import cost, summarize
+from marketplace.bench.report import largest_agent, log_runs, run_report
+from marketplace.services.recorder import Incoming, Position, store
+from marketplace.shared.migrate import apply_migrations
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,

@@ -14,14 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from marketplace.bus import Bus, Source
-from marketplace.config import BrokerConfig
-from marketplace.tansu import wait_for_port
+from marketplace.shared.bus import Bus, Source
+from marketplace.shared.config import BrokerConfig
+from marketplace.shared.local_broker import wait_for_port
 from schemas.events import Event
 from schemas.topics import Topics
 from tests.samples import every_event
 
-SALE = [sys.executable, "-m", "marketplace.cli"]
+SALE = [sys.executable, "-m", "marketplace.app.cli"]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "DATABASE_URL")}
 
 
@@ -101,7 +101,7 @@ async def test_up_starts_broker_postgres_and_services_then_stops_all_of_them(
     children = up.descendants()
     names = {" ".join(p.cmdline()) for p in children}
     assert any("tansu" in n for n in names), names
-    assert any("marketplace.cli monitor" in n for n in names), names
+    assert any("marketplace.app.cli monitor" in n for n in names), names
     pg_pid = postmaster_pid(data_dir)
     assert psutil.pid_exists(pg_pid)
 

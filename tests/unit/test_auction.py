@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from agents.scripted import ScriptedAgent
-from marketplace.auction import Auction, Roster, Windows
+from agents.scripted_agent import ScriptedAgent
+from marketplace.core.auction import Auction, Roster, Windows
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,

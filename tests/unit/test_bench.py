@@ -8,40 +8,40 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from marketplace import bench, live
-from marketplace.config import Config, LeanConfig, PriorConfig, parse_config, to_toml
-from marketplace.publish import from_dataset
+from marketplace.app.publish import from_dataset
+from marketplace.bench import baselines, live, table
+from marketplace.shared.config import Config, LeanConfig, PriorConfig, parse_config, to_toml
 from schemas.events import Weights
 from tests.matrices import PRICES, build
 
 
 def embeddings(*matrices) -> dict[str, np.ndarray]:
-    return bench.embeddings_for(matrices, lambda texts: np.eye(len(texts)))
+    return table.embeddings_for(matrices, lambda texts: np.eye(len(texts)))
 
 
 def test_every_method_is_compared_with_always_largest_on_the_same_tasks() -> None:
     train = build({"a": "SML", "b": "ML"})
     test = build({"c": "SML", "d": "L", "e": ""})
-    methods = bench.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
-    table = {row.result.method: row for row in bench.rows(methods, PRICES, "L")}
-    assert table["always L"].result.pass_at_1 == pytest.approx(2 / 3)
-    assert table["always L"].versus_largest.cost_vs_largest == 1.0
-    oracle = table["oracle"]
+    methods = table.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
+    rows = {row.result.method: row for row in table.rows(methods, PRICES, "L")}
+    assert rows["always L"].result.pass_at_1 == pytest.approx(2 / 3)
+    assert rows["always L"].versus_largest.cost_vs_largest == 1.0
+    oracle = rows["oracle"]
     assert oracle.result.executors == {"S": 2, "L": 1}  # c → S, d → L, e (nobody) → S
     assert oracle.versus_largest.cost_vs_largest == pytest.approx((1 + 4 + 1) / 12)
     assert oracle.versus_largest.largest_use_cut == pytest.approx(2 / 3)
-    assert table["random"].pass_spread.n == len(bench.RANDOM_SEEDS)
+    assert rows["random"].pass_spread.n == len(table.RANDOM_SEEDS)
     assert (
-        table["SALE-paper round 0, no jury"].result.auction_share
-        < table["SALE-paper round 0"].result.auction_share
+        rows["SALE-paper round 0, no jury"].result.auction_share
+        < rows["SALE-paper round 0"].result.auction_share
     )  # no jury: nothing spent on one
-    reference = table["always L"].paired
+    reference = rows["always L"].paired
     assert (reference.pass_delta.low, reference.pass_delta.high) == (0.0, 0.0)
     assert reference.cost_ratio.low == pytest.approx(1.0) == reference.cost_ratio.high
     assert oracle.paired.pass_delta.estimate == pytest.approx(0.0)
     assert oracle.paired.cost_ratio.estimate == pytest.approx((1 + 4 + 1) / 12)
     assert oracle.paired.cost_ratio.low <= oracle.paired.cost_ratio.estimate
-    markdown = bench.markdown(list(table.values()))
+    markdown = table.markdown(list(rows.values()))
     assert "| oracle | 1 | 66.7% | +0.0 [" in markdown
 
 
@@ -63,26 +63,26 @@ def test_the_lean_auction_and_its_ablations_run_in_three_orders_and_meet_a_check
         },
     )
     vectors = embeddings(train, test)
-    methods = bench.matrix_methods(train, test, Weights(), PRICES, vectors, lean)
-    assert len(methods["SALE-lean"]) == bench.ORDERS
+    methods = table.matrix_methods(train, test, Weights(), PRICES, vectors, lean)
+    assert len(methods["SALE-lean"]) == table.ORDERS
     assert len(methods["SALE-lean, no memory value"]) == 1
-    table = bench.rows(methods, PRICES, "L")
-    text = bench.target(table, "SALE-lean", "L")
+    rows = table.rows(methods, PRICES, "L")
+    text = table.target(rows, "SALE-lean", "L")
     assert (
         text.startswith("Target for SALE-lean")
         and text.count(": met") + text.count(": missed") == 5
     )
-    lean_row = next(r for r in table if r.result.method == "SALE-lean")
+    lean_row = next(r for r in rows if r.result.method == "SALE-lean")
     assert lean_row.result.tasks == 4
 
 
 def test_without_bids_and_reviews_the_routers_are_compared_and_sale_is_left_out() -> None:
     train = build({"a": "SML"}, drafts_only={"a"})
     test = build({"c": "SML", "d": "L"}, drafts_only={"c", "d"})
-    methods = bench.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
+    methods = table.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
     assert not [name for name in methods if "SALE" in name]
-    table = bench.rows(methods, PRICES, "L")
-    assert {row.result.tasks for row in table} == {2}
+    rows = table.rows(methods, PRICES, "L")
+    assert {row.result.tasks for row in rows} == {2}
 
 
 def test_a_live_run_has_its_own_database_cached_agents_and_its_variant() -> None:
@@ -149,14 +149,14 @@ def test_a_written_config_reads_back_equal() -> None:
 
 def test_a_live_run_is_checked_against_its_replay_task_by_task() -> None:
     test = build({"c": "SML", "d": "L"})
-    always_l, oracle = bench.routers.always(test, "L"), bench.routers.oracle(test, PRICES)
-    assert bench.agreement(always_l, always_l, PRICES).startswith(
+    always_l, oracle = baselines.always(test, "L"), baselines.oracle(test, PRICES)
+    assert table.agreement(always_l, always_l, PRICES).startswith(
         "2 tasks: the same winner on 2, the same verdict on 2"
     )
-    text = bench.agreement(oracle, always_l, PRICES)
+    text = table.agreement(oracle, always_l, PRICES)
     assert text.startswith("2 tasks: the same winner on 1, the same verdict on 2")
-    always_m = bench.routers.always(test, "M")  # c: both pass; d: only L
-    assert bench.diagnosis(always_m, always_l) == (
+    always_m = baselines.always(test, "M")  # c: both pass; d: only L
+    assert table.diagnosis(always_m, always_l) == (
         "Tasks always-largest passes and it fails: 1 (agents asked: M 1); "
         "tasks it passes and always-largest fails: 0 (agents asked: )."
     )

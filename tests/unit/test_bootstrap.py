@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from marketplace.bootstrap import paired
+from marketplace.bench.bootstrap import paired
 
 
 def test_the_same_method_differs_by_nothing_with_certainty():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.calibrate import split_seconds
 from agents.llm import Completion
+from marketplace.bench.calibrate import split_seconds
 
 
 def call(fresh: int, held: int, written: int) -> Completion:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.config import ConfigError, config_path, load_config, parse_config
+from marketplace.shared.config import ConfigError, config_path, load_config, parse_config
 from schemas.events import Price
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "sale.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.coding import Attempt
-from marketplace.executors import Trial, best, summarize
+from marketplace.bench.executors import Trial, best, summarize
 from schemas.events import Price, Usage
 
 PRICE = {"M": Price(input=1.0, output=10.0)}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from marketplace import fit, scoring
+from marketplace.bench import fit
+from marketplace.core import scoring
 from schemas.events import BidSubmitted
 from tests.matrices import AGENTS, SPLIT, build
 
@@ -119,7 +120,7 @@ def test_raw_weights_decide_like_the_normalised_ones() -> None:
 
 
 def test_weights_file_round_trips(tmp_path) -> None:
-    from marketplace.config import load_weights
+    from marketplace.shared.config import load_weights
 
     weights = fit.to_weights(np.array([0.5, -0.2, 0.3, 0.1]), np.ones(4), ("S", "L"))
     path = tmp_path / "weights.toml"

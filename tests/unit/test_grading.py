@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketplace.grading import exact_match, grade, normalize, token_f1
+from marketplace.core.grading import exact_match, grade, normalize, token_f1
 
 
 @pytest.mark.parametrize(

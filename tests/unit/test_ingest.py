@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from marketplace import ingest, replay
+from marketplace.bench import ingest
+from marketplace.log import replay
 from schemas.events import AuctionClosed
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.job import seconds_per_task
+from marketplace.app.job import seconds_per_task
 
 
 def test_the_pace_is_the_mean_of_the_recent_gaps() -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace import lean
-from marketplace.lean import Draft, Estimate, Prior, Record, Settings
+from marketplace.core import lean
+from marketplace.core.lean import Draft, Estimate, Prior, Record, Settings
 
 
 def est(agent: str, p: float, hi: float, lo: float, cost: float, value: float = 1.0) -> Estimate:

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.scripted import ScriptedAgent
-from marketplace import lean
-from marketplace.auction import Roster, Windows
-from marketplace.config import PriorConfig
-from marketplace.lean_auction import LeanAuction, prior_for
+from agents.scripted_agent import ScriptedAgent
+from marketplace.core import lean
+from marketplace.core.auction import Roster, Windows
+from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.shared.config import PriorConfig
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,

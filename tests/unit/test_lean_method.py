@@ -13,9 +13,10 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from marketplace import lean, lean_method
-from marketplace.matrix import Cell, Draft, Matrix
-from marketplace.metrics import cost
+from marketplace.bench import lean_method
+from marketplace.bench.matrix import Cell, Draft, Matrix
+from marketplace.bench.metrics import cost
+from marketplace.core import lean
 from schemas.events import Price, TaskOutcome, TaskResult, Usage
 
 AGENTS = ("M", "L")
@@ -147,9 +148,9 @@ def test_capture_measures_the_share_of_the_oracles_gain():
             "t1": {"M": (True, True), "L": (False, False)},
         }
     )
-    from marketplace import routers
+    from marketplace.bench import baselines
 
-    largest, oracle = routers.always(m, "L"), routers.oracle(m, PRICES)
+    largest, oracle = baselines.always(m, "L"), baselines.oracle(m, PRICES)
     pass_gain, cost_gain = lean_method.capture(oracle, largest, oracle, PRICES)
     assert (pass_gain, cost_gain) == (pytest.approx(1.0), pytest.approx(1.0))
     pass_gain, cost_gain = lean_method.capture(largest, largest, oracle, PRICES)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from marketplace import lean
-from marketplace.memory import (
+from marketplace.core import lean
+from marketplace.log.memory import (
     NoMemory,
     PastBid,
     PastTask,

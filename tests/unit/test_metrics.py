@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from marketplace.metrics import (
+from marketplace.bench.metrics import (
     MethodResult,
     Part,
     Spend,

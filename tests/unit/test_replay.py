@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from marketplace import audit, replay, scoring
-from marketplace.config import ConfigError, load_weights
-from marketplace.recorder import StoredEvent
-from marketplace.replay import Discrepancy
+from marketplace.core import scoring
+from marketplace.log import audit, replay
+from marketplace.log.replay import Discrepancy
+from marketplace.services.recorder import StoredEvent
+from marketplace.shared.config import ConfigError, load_weights
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from marketplace import routers
-from marketplace.matrix import Matrix
-from marketplace.metrics import Spend, TaskRun, cost, summarize
+from marketplace.bench import baselines
+from marketplace.bench.matrix import Matrix
+from marketplace.bench.metrics import Spend, TaskRun, cost, summarize
 from schemas.events import Price, Weights
 from tests.matrices import AGENTS, PRICES, RESULT, SPLIT, build
 
@@ -39,7 +39,7 @@ def executors(runs: list[TaskRun]) -> list[str | None]:
 
 
 def test_always_pays_its_agents_draft_and_no_plan_nor_auction() -> None:
-    runs = routers.always(build({"t1": "SL", "t2": "", "t3": "L"}), "L")
+    runs = baselines.always(build({"t1": "SL", "t2": "", "t3": "L"}), "L")
     assert executors(runs) == ["L", "L", "L"]
     assert [r.passed for r in runs] == [True, False, True]
     assert all(r.spend == (draft("L"),) for r in runs)
@@ -50,22 +50,22 @@ def test_always_pays_its_agents_draft_and_no_plan_nor_auction() -> None:
 
 def test_a_routers_draft_is_priced_per_direction() -> None:
     """A draft reads 0.75 Mtok and writes 0.25 Mtok: each at its own price."""
-    runs = routers.always(build({"t1": "L"}), "M")
+    runs = baselines.always(build({"t1": "L"}), "M")
     assert cost(runs[0].spend, SPLIT) == pytest.approx(0.75 * 0.25 + 0.25 * 6.0)
 
 
 def test_always_refuses_an_agent_the_matrix_does_not_have() -> None:
     with pytest.raises(ValueError):
-        routers.always(build({"t1": "S"}), "XL")
+        baselines.always(build({"t1": "S"}), "XL")
 
 
 WEIGHTS = Weights(cost=0.01, entropy=0.0, jury=1.0)
 METHODS: dict[str, Callable[[Matrix], list[TaskRun]]] = {
-    "always": lambda m: routers.always(m, "S"),
-    "random": lambda m: routers.random_choice(m, 3),
-    "cascade": lambda m: routers.cascade(m, PRICES),
-    "oracle": lambda m: routers.oracle(m, PRICES),
-    "sale": lambda m: routers.sale_round0(m, WEIGHTS, PRICES),
+    "always": lambda m: baselines.always(m, "S"),
+    "random": lambda m: baselines.random_choice(m, 3),
+    "cascade": lambda m: baselines.cascade(m, PRICES),
+    "oracle": lambda m: baselines.oracle(m, PRICES),
+    "sale": lambda m: baselines.sale_round0(m, WEIGHTS, PRICES),
 }
 
 
@@ -84,17 +84,19 @@ def test_routers_run_tasks_without_plans_and_sale_only_tasks_with_them(method: s
 
 def test_the_auction_is_not_replayed_on_a_task_without_plans() -> None:
     with pytest.raises(ValueError, match="t1: no bid or review from S, M, L"):
-        routers.scored_bids(build({"t1": "S"}, drafts_only={"t1"}), "t1", WEIGHTS, PRICES)
+        baselines.scored_bids(build({"t1": "S"}, drafts_only={"t1"}), "t1", WEIGHTS, PRICES)
 
 
 def test_random_choice_is_the_seeded_draw_per_task() -> None:
     matrix = build({f"t{i:02}": "S" for i in range(20)})
     draw = random.Random(11)
-    assert executors(routers.random_choice(matrix, 11)) == [draw.choice(AGENTS) for _ in range(20)]
-    assert executors(routers.random_choice(matrix, 12)) != executors(
-        routers.random_choice(matrix, 11)
+    assert executors(baselines.random_choice(matrix, 11)) == [
+        draw.choice(AGENTS) for _ in range(20)
+    ]
+    assert executors(baselines.random_choice(matrix, 12)) != executors(
+        baselines.random_choice(matrix, 11)
     )
-    run = routers.random_choice(matrix, 11)[0]
+    run = baselines.random_choice(matrix, 11)[0]
     assert run.spend == (draft(run.executor or ""),)
 
 
@@ -103,7 +105,7 @@ def test_cascade_escalates_from_cheapest_until_the_visible_examples_pass() -> No
         {"t1": "SML", "t2": "ML", "t3": "", "t4": "L"},
         checks={"t1": "SML", "t2": "ML", "t3": "", "t4": "S"},
     )
-    runs = routers.cascade(matrix, PRICES)
+    runs = baselines.cascade(matrix, PRICES)
     assert executors(runs) == ["S", "M", "L", "S"]  # t3: the dearest is accepted regardless
     assert [r.passed for r in runs] == [True, True, False, False]  # t4: examples ≠ hidden checks
     assert [[s.agent_id for s in r.spend] for r in runs] == [
@@ -119,18 +121,18 @@ def test_cascade_escalates_from_cheapest_until_the_visible_examples_pass() -> No
 def test_cascade_order_is_by_price_not_by_agent_order() -> None:
     matrix = build({"t1": "ML"}, checks={"t1": "SM"})
     prices = {"S": Price(input=2, output=2), "M": Price(input=1, output=1), "L": PRICES["L"]}
-    [run] = routers.cascade(matrix, prices)
+    [run] = baselines.cascade(matrix, prices)
     assert run.executor == "M"
     assert run.spend == (draft("M"),)
 
 
 def test_the_order_is_by_output_price_and_each_try_is_priced_per_direction() -> None:
     """By input price M would come first; by output price (the auction's order) S does."""
-    assert routers.by_price(AGENTS, SPLIT) == ["S", "M", "L"]
-    assert routers.by_price(
+    assert baselines.by_price(AGENTS, SPLIT) == ["S", "M", "L"]
+    assert baselines.by_price(
         ["b", "a"], {"a": Price(input=9, output=1), "b": Price(input=0, output=1)}
     ) == ["a", "b"]
-    [run] = routers.cascade(build({"t1": "L"}, checks={"t1": "L"}), SPLIT)
+    [run] = baselines.cascade(build({"t1": "L"}, checks={"t1": "L"}), SPLIT)
     assert [s.agent_id for s in run.spend] == ["S", "M", "L"]
     read, written = 0.75, 0.25  # Mtok of each draft
     assert cost(run.spend, SPLIT) == pytest.approx(
@@ -139,7 +141,7 @@ def test_the_order_is_by_output_price_and_each_try_is_priced_per_direction() -> 
 
 
 def test_oracle_picks_the_cheapest_passing_agent_or_the_cheapest_when_none_passes() -> None:
-    runs = routers.oracle(build({"t1": "ML", "t2": "", "t3": "SML"}), PRICES)
+    runs = baselines.oracle(build({"t1": "ML", "t2": "", "t3": "SML"}), PRICES)
     assert executors(runs) == ["M", "S", "S"]
     assert [r.passed for r in runs] == [True, False, True]
     assert [r.spend for r in runs] == [(draft("M"),), (draft("S"),), (draft("S"),)]
@@ -163,7 +165,7 @@ TRAIN = {"a1": "L", "a2": "L", "b1": "SL", "b2": "SL"}  # L alone near x; S and 
 
 def test_knn_chooses_the_cheapest_best_agent_of_the_nearest_train_tasks() -> None:
     test = build({"x1": "S", "y1": "SML"})  # x1's own outcomes would favour S: they are unseen
-    runs = routers.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=2)
+    runs = baselines.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=2)
     assert executors(runs) == ["L", "S"]
     assert [r.passed for r in runs] == [False, True]
     assert [r.spend for r in runs] == [(draft("L"),), (draft("S"),)]
@@ -171,20 +173,20 @@ def test_knn_chooses_the_cheapest_best_agent_of_the_nearest_train_tasks() -> Non
 
 def test_knn_with_every_train_task_as_neighbour_follows_the_overall_rate() -> None:
     test = build({"x1": "S", "y1": "SML"})
-    runs = routers.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=4)
+    runs = baselines.knn(build(TRAIN), test, EMBEDDINGS, PRICES, k=4)
     assert executors(runs) == ["L", "L"]  # L passes 4/4, S 2/4
 
 
 def test_knn_breaks_equal_similarity_by_task_id() -> None:
     train = build({"c2": "M", "c1": "S"})
     embeddings = {"c1": unit(1, 0), "c2": unit(1, 0), "x1": unit(1, 1)}
-    [run] = routers.knn(train, build({"x1": ""}), embeddings, PRICES, k=1)
+    [run] = baselines.knn(train, build({"x1": ""}), embeddings, PRICES, k=1)
     assert run.executor == "S"
 
 
 def test_knn_refuses_a_test_task_it_was_trained_on() -> None:
     with pytest.raises(ValueError, match="b1"):
-        routers.knn(build(TRAIN), build({"x1": "S", "b1": "S"}), EMBEDDINGS, PRICES)
+        baselines.knn(build(TRAIN), build({"x1": "S", "b1": "S"}), EMBEDDINGS, PRICES)
 
 
 SALE = {
@@ -197,25 +199,25 @@ SALE = {
 
 def test_sale_round0_scores_with_the_price_table_and_the_whole_jury() -> None:
     matrix = build({"t1": "SL", "t2": "M"}, scores=SALE)
-    t1 = routers.scored_bids(matrix, "t1", WEIGHTS, PRICES)
+    t1 = baselines.scored_bids(matrix, "t1", WEIGHTS, PRICES)
     assert [b.agent_id for b in t1] == list(AGENTS)
     assert [b.price for b in t1] == [1.0, 2.0, 4.0]
-    split = routers.scored_bids(matrix, "t1", WEIGHTS, SPLIT)
+    split = baselines.scored_bids(matrix, "t1", WEIGHTS, SPLIT)
     assert [b.price for b in split] == [2.0, 6.0, 12.0]  # a plan is written: the output price
     assert [b.score for b in t1] == pytest.approx([1 - 3, 2 - 12, 4 - 13.5])
-    t2 = routers.scored_bids(matrix, "t2", WEIGHTS, PRICES)
+    t2 = baselines.scored_bids(matrix, "t2", WEIGHTS, PRICES)
     assert t2[1].jury == {"S": 5.0, "M": None, "L": 5.0}
     assert t2[1].score == pytest.approx(2 - 15)
 
 
 def test_sale_round0_awards_the_lowest_cost_minus_value() -> None:
-    runs = routers.sale_round0(build({"t1": "SL", "t2": "M"}, scores=SALE), WEIGHTS, PRICES)
+    runs = baselines.sale_round0(build({"t1": "SL", "t2": "M"}, scores=SALE), WEIGHTS, PRICES)
     assert executors(runs) == ["M", "M"]
     assert [r.passed for r in runs] == [False, True]  # the winner's own verdict, not the best
 
 
 def test_sale_round0_pays_every_bid_and_review_and_the_winners_draft() -> None:
-    [run] = routers.sale_round0(build({"t1": "SL"}, scores=SALE), WEIGHTS, PRICES)
+    [run] = baselines.sale_round0(build({"t1": "SL"}, scores=SALE), WEIGHTS, PRICES)
     assert Counter((s.part, s.agent_id) for s in run.spend) == Counter(
         [("bids", a) for a in AGENTS] + [("jury", a) for a in AGENTS] + [("execution", "M")]
     )
@@ -229,9 +231,9 @@ def test_sale_round0_pays_every_bid_and_review_and_the_winners_draft() -> None:
 def test_sale_round0_neither_asks_nor_pays_a_juror_of_weight_zero() -> None:
     matrix = build({"a": "SML"})
     weights = Weights(cost=1.0, entropy=0.0, jury=1.0, jurors={"L": 0.0})
-    [run] = routers.sale_round0(matrix, weights, PRICES)
+    [run] = baselines.sale_round0(matrix, weights, PRICES)
     assert sorted(s.agent_id for s in run.spend if s.part == "jury") == ["M", "S"]
-    scored = routers.scored_bids(matrix, "a", weights, PRICES)
+    scored = baselines.scored_bids(matrix, "a", weights, PRICES)
     assert all(set(b.jury) == {"S", "M"} for b in scored)
-    [unjudged] = routers.sale_round0(matrix, Weights(cost=1.0, entropy=0.0, jury=0.0), PRICES)
+    [unjudged] = baselines.sale_round0(matrix, Weights(cost=1.0, entropy=0.0, jury=0.0), PRICES)
     assert [s for s in unjudged.spend if s.part == "jury"] == []

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import sandbox
-from agents.sandbox import Limits, SandboxUnavailable, run_python, run_python_async
+from marketplace.shared import sandbox
+from marketplace.shared.sandbox import Limits, SandboxUnavailable, run_python, run_python_async
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the per-run uid needs root")
 QUICK = Limits(cpu_s=2, wall_s=10, memory_mb=256, processes=8, file_mb=1, output_kb=16)

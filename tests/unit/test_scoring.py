@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketplace import scoring
+from marketplace.core import scoring
 from schemas.events import BidSubmitted, ScoredBid, Weights
 
 

@@ -1,0 +1,623 @@
+"""`sale`: the command line of the marketplace. Each subcommand loads the config first, so a
+bad file fails before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
+
+if TYPE_CHECKING:
+    from marketplace.log.memory import Memory
+
+
+def _up(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.app.stack import up
+
+    return asyncio.run(up(config, args.config_path, Path(args.run_dir)))
+
+
+def _topics(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.shared.admin import topic_status
+
+    if not config.broker.bootstrap:
+        raise ConfigError("[broker].bootstrap: not set and KAFKA_BOOTSTRAP is empty; which broker?")
+    rows = asyncio.run(topic_status(config.broker))
+    print(f"{'topic':<28} {'partitions':>10} {'messages':>9}  lag by consumer group")
+    for row in rows:
+        lag = ", ".join(f"{group}={n}" for group, n in sorted(row.lag.items())) or "-"
+        print(f"{row.topic:<28} {row.partitions:>10} {row.messages:>9}  {lag}")
+    return 0
+
+
+def _monitor(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.services import monitor
+    from marketplace.services.process import configure_logging, serve
+    from marketplace.shared.bus import Bus
+
+    configure_logging("monitor")
+    bus = Bus(config.broker, producer="monitor")
+    monitor.attach(bus, config)
+    asyncio.run(serve(bus))
+    return 0
+
+
+def _auctioneer(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.services.auctioneer import Auctioneer
+    from marketplace.services.process import configure_logging, until_signalled
+    from marketplace.shared.bus import Bus
+
+    configure_logging("auctioneer")
+    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
+    asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
+    return 0
+
+
+def _memory(config: Config) -> Memory:
+    """The auction memory in Postgres when there is a database and the embeddings model."""
+    import logging
+
+    from marketplace.log.memory import NoMemory, PostgresMemory
+    from marketplace.shared import embeddings
+
+    log = logging.getLogger("marketplace.services.auctioneer")
+    if not config.database.url:
+        log.warning("no database configured: refinement runs without memory examples")
+        return NoMemory()
+    if not embeddings.available():
+        log.warning(
+            "embeddings unavailable (install the `memory` extra): "
+            "refinement runs without memory examples"
+        )
+        return NoMemory()
+    return PostgresMemory(config.database.url)
+
+
+def _recorder(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.services.process import configure_logging, until_signalled
+    from marketplace.services.recorder import Recorder
+    from marketplace.shared.bus import Bus
+
+    if not config.database.url:
+        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+    configure_logging("recorder")
+    recorder = Recorder(config, Bus(config.broker, producer="recorder"), config.database.url)
+    asyncio.run(until_signalled(recorder.run, "recorder"))
+    return 0
+
+
+def _verifier(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.services.process import configure_logging, until_signalled
+    from marketplace.services.verifier import Verifier
+    from marketplace.shared.bus import Bus
+    from marketplace.shared.sandbox import SandboxUnavailable
+
+    configure_logging("verifier")
+    verifier = Verifier(config, Bus(config.broker, producer="verifier"))
+    try:
+        asyncio.run(until_signalled(verifier.run, "verifier"))
+    except SandboxUnavailable as exc:
+        print(f"sale verifier: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replay(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.log import replay
+
+    weights = load_weights(Path(args.weights)) if args.weights else None
+    try:
+        log = asyncio.run(replay.read(config, args.from_kafka))
+    except replay.LogUnavailable as exc:
+        print(f"sale replay: {exc}", file=sys.stderr)
+        return 2
+    if weights is None:
+        found = replay.verify(log.events)
+        print(log.report(found))
+        return 1 if found or log.unreadable else 0
+    print(replay.counterfactual(log.events, weights).render())
+    for unreadable in log.unreadable:  # left out of the counterfactual: say so
+        print(f"sale replay: skipped {unreadable}", file=sys.stderr)
+    return 1 if log.unreadable else 0
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.log import audit
+    from marketplace.log.replay import LogUnavailable
+
+    if not config.database.url:
+        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+    try:
+        stored = asyncio.run(audit.load(config.database.url, args.task_id))
+    except LogUnavailable as exc:
+        print(f"sale audit: {exc}", file=sys.stderr)
+        return 2
+    if not stored:
+        print(f"sale audit: no events recorded for task {args.task_id!r}", file=sys.stderr)
+        return 1
+    print(audit.render(stored), end="")
+    return 0
+
+
+def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
+    from marketplace.bench import loadtest
+
+    return loadtest.run(args.agents, args.auctions, args.in_flight)
+
+
+def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
+    from marketplace.bench import ingest
+
+    return ingest.run(args.events)
+
+
+def _agent(config: Config, args: argparse.Namespace) -> int:
+    from agents.agent import LLMAgent
+    from agents.backends import build
+    from agents.runtime import AgentService
+    from marketplace.services.process import configure_logging, until_signalled
+    from marketplace.shared.bus import Bus
+
+    settings = config.agent(args.id)
+    configure_logging(f"agent.{settings.id}")
+    llm = build(settings)  # loads the model before joining: a bad model fails at start
+    if settings.cache:
+        from agents.cache import CachedLLM
+
+        url = settings.cache_url or config.database.url
+        if not url:
+            raise ConfigError(f"agents.{settings.id}.cache needs database.url (or DATABASE_URL)")
+        llm = CachedLLM(llm, url)
+    service = AgentService(
+        LLMAgent(settings, llm, mechanism=config.auction.mechanism),
+        Bus(config.broker, producer=settings.id),
+        heartbeat_s=settings.heartbeat_s,
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        async with service:
+            await stop.wait()
+
+    asyncio.run(until_signalled(run, f"agent.{settings.id}"))
+    return 0
+
+
+def _models(config: Config | None, args: argparse.Namespace) -> int:
+    from agents import install
+
+    if args.action == "calibrate":
+        from marketplace.bench import calibrate
+
+        tiers = list(install.MODELS) if args.tier == "all" else [args.tier]
+        return calibrate.run(tiers, Path(args.results or ".sale/calibration.json"))
+    if args.action == "measure":
+        from marketplace.bench import measure
+
+        tiers = list(install.MODELS) if args.tier == "all" else [args.tier]
+        return measure.run(tiers, args.problems, Path(args.results or ".sale/measure.jsonl"))
+    if args.action == "install":
+        for tier in install.MODELS if args.tier == "all" else [args.tier]:
+            print(f"{tier}: {install.install(tier)}")
+        return 0
+    for spec, path, ok in install.list_models():
+        print(f"{spec.tier}  {spec.name:<40} {'installed' if ok else 'missing':<9}  {path}")
+    return 0
+
+
+def _publish(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.app import publish
+    from marketplace.shared.bus import Bus
+
+    if args.jsonl:
+        with open(args.jsonl) as lines:
+            postings, bad = publish.parse_jsonl(lines)
+    else:
+        start, stop = (int(x) for x in args.range.split(":"))
+        postings, bad = publish.from_dataset(args.dataset, start, stop), []
+    for message in bad:
+        print(f"sale publish: {args.jsonl}: {message}", file=sys.stderr)
+    asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
+    print(f"posted {len(postings)} tasks, {len(bad)} bad lines")
+    return 1 if bad else 0
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.app import job, publish
+
+    start, stop = (int(x) for x in args.range.split(":"))
+    postings = publish.from_dataset(args.dataset, start, stop)
+    return asyncio.run(job.run_job(config, args.config_path, postings, Path(args.run_dir)))
+
+
+def _report(config: Config, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from marketplace.bench.report import bench_report, run_report
+    from marketplace.shared.database import resolve_server
+
+    async def report(url: str) -> str:
+        if args.bench:
+            return await bench_report(
+                _with_database(config, url), args.train, args.test, Path(args.out)
+            )
+        conn = await asyncpg.connect(url)
+        try:
+            return await run_report(conn, args.tasks, prices={a.id: a.price for a in config.agents})
+        finally:
+            await conn.close()
+
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        print(asyncio.run(report(url)))
+    if args.bench:
+        print(f"written to {args.out}/")
+    return 0
+
+
+def _weights(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.bench import fit, matrix
+    from marketplace.shared.database import resolve_server
+
+    prices = {a.id: a.price for a in config.agents}
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        train = asyncio.run(matrix.load_split(_with_database(config, url), args.tasks))
+    complete = train.complete_tasks(plans=True)
+    if not complete:
+        raise ConfigError(
+            f"no complete matrix rows for {' '.join(args.tasks)}: run `sale bench matrix`"
+        )
+    weights, utility = fit.fit(train, prices, args.lam, args.seed)
+    note = (
+        f"sale weights fit --tasks {' '.join(args.tasks)} --lambda {args.lam} --seed {args.seed}: "
+        f"{len(complete)} training tasks, training utility {utility:.4f}"
+    )
+    Path(args.out).write_text(fit.weights_toml(weights, note))
+    print(f"{note}\nwritten to {args.out}:\n{Path(args.out).read_text()}")
+    return 0
+
+
+def _lean(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.bench import lean_method
+    from marketplace.shared.database import resolve_server
+
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        try:
+            table, ranked = asyncio.run(
+                lean_method.fit_lean(_with_database(config, url), args.train, args.dev)
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for c in ranked[:10]:
+        s = c.settings
+        print(
+            f"value {s.value:8.4g}  neighbours {s.neighbours:3}  strength {s.strength:4g}  "
+            f"min similarity {s.min_similarity:3g}  feedback {'yes' if s.feedback else 'no ':3}  "
+            f"pass gain {c.pass_gain:6.1%}  cost gain {c.cost_gain:6.1%}"
+        )
+    note = (
+        f"sale lean fit --train {' '.join(args.train)} --dev {' '.join(args.dev)}: priors from "
+        f"the training split, settings chosen on the development split (of {len(ranked)} tried)"
+    )
+    out = Path(args.out)
+    existing = out.read_text() if out.exists() else ""
+    out.write_text(lean_method.with_lean(existing, lean_method.lean_toml(table, note)))
+    print(f"{note}\nwritten to {out}")
+    return 0
+
+
+def _with_database(config: Config, url: str) -> Config:
+    return config.model_copy(update={"database": config.database.model_copy(update={"url": url})})
+
+
+def _bench(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    from marketplace.bench import matrix
+    from marketplace.shared.database import resolve_server
+
+    if args.action == "worker":
+        from marketplace.services.process import configure_logging
+
+        configure_logging("bench.worker")
+        plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
+        return 0 if asyncio.run(matrix.work(config, plan)) >= 0 else 1
+    with resolve_server(config.database.url, config.database.data_dir) as url:
+        os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
+        config = _with_database(config, url)
+        if args.action == "export":
+            counts = asyncio.run(_archive(url, Path(args.archive), export=True))
+            print(f"{args.archive}: {counts}")
+            return 0
+        if Path(args.archive).exists():
+            added = asyncio.run(_archive(url, Path(args.archive), export=False))
+            print(f"{args.archive}: rows added {added}")
+        if args.action == "executors":
+            return asyncio.run(_executors(config, args))
+        if args.action == "compare":
+            return _compare(config, args)
+        if args.action == "live":
+            from marketplace.app import job
+            from marketplace.bench import live
+
+            name = live.run_name(matrix.fingerprint(config.agents), args.variant, args.order)
+            run_dir = Path(args.run_dir) / name
+            postings = matrix.parse_task_sets(args.tasks)
+            path, run_config, todo = asyncio.run(
+                live.prepare(config, args.variant, args.order, postings, run_dir)
+            )
+            print(f"{name}: {len(todo)} tasks")
+            return asyncio.run(job.run_job(run_config, path, todo, run_dir))
+        plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
+        worker = [sys.executable, "-m", "marketplace.app.cli", "--config", str(args.config_path)]
+        worker += ["bench", "worker", "--tasks", *args.tasks, "--plans", *args.plans]
+        worker += ["--escalate", *args.escalate] if args.escalate else []
+        name = asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
+    print(f"matrix {name}: complete")
+    return 0
+
+
+def _compare(config: Config, args: argparse.Namespace) -> int:
+    """The whole comparison on any split, in one command: the matrix of the training and test
+    splits (drafts, escalations, plans and reviews), then every method on the test split, with
+    escalations the lean replay asks for and the matrix lacks computed on the way."""
+    from marketplace.bench import lean_method, matrix
+    from marketplace.bench.report import bench_report
+
+    specs = [*args.train, *args.test]
+    plan = matrix.make_plan(config, specs, specs, args.escalate)
+    worker = [sys.executable, "-m", "marketplace.app.cli", "--config", str(args.config_path)]
+    worker += ["bench", "worker", "--tasks", *specs, "--plans", *specs]
+    worker += ["--escalate", *args.escalate] if args.escalate else []
+    asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
+    out = Path(args.out or "docs/bench")
+    while True:
+        try:
+            text = asyncio.run(bench_report(config, args.train, args.test, out))
+            break
+        except lean_method.Missing as missing:
+            print(f"computing what the lean replay needs: {missing}", flush=True)
+            one = matrix.make_plan(config, [], [], [f"{missing.after}:{missing.agent_id}"])
+            task = [p for p in plan.postings if p.task.task_id == missing.task_id]
+            asyncio.run(matrix.work(config, dataclasses.replace(one, postings=tuple(task))))
+    print(f"{text}\nwritten to {out}/")
+    return 0
+
+
+async def _executors(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.bench import executors, matrix
+
+    postings = matrix.parse_task_sets(args.tasks)
+    agents = args.agents or [a.id for a in config.agents]
+    trials = []
+    for agent_id in agents:
+        trials += await executors.run_agent(config, agent_id, postings, args.styles)
+        if args.with_plan:  # the plan as a hint, on the agent's configured shape
+            shape = [config.agent(agent_id).executor]
+            trials += await executors.run_agent(config, agent_id, postings, shape, planned=True)
+    rows = executors.summarize(trials, {a: config.agent(a).price for a in agents})
+    table = f"{executors.markdown(rows)}\n\nMost pass@1 per CPU-second:\n\n{executors.best(rows)}"
+    print(table)
+    if args.out:
+        flags = " --with-plan" if args.with_plan else ""
+        command = f"sale bench executors --tasks {' '.join(args.tasks)}{flags}"
+        Path(args.out).write_text(f"{executors.HEADER}\nCommand: `{command}`\n\n{table}\n")
+        print(f"written to {args.out}")
+    return 0
+
+
+async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
+    import asyncpg
+
+    from marketplace.bench import archive
+
+    conn = await asyncpg.connect(url)
+    try:
+        return await (archive.export(conn, path) if export else archive.restore(conn, path))
+    finally:
+        await conn.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sale", description=__doc__)
+    root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run broker, Postgres and the services in the foreground")
+    up.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    up.set_defaults(run=_up)
+
+    topics = commands.add_parser("topics", help="list topics, partitions and consumer lag")
+    topics.set_defaults(run=_topics)
+
+    monitor = commands.add_parser("monitor", help="print one line per event on every stream")
+    monitor.set_defaults(run=_monitor)
+
+    auctioneer = commands.add_parser("auctioneer", help="run the auctioneer service")
+    auctioneer.set_defaults(run=_auctioneer)
+
+    recorder = commands.add_parser("recorder", help="record every event in Postgres")
+    recorder.set_defaults(run=_recorder)
+
+    verifier = commands.add_parser("verifier", help="verify results against the hidden checks")
+    verifier.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    verifier.set_defaults(run=_verifier)
+
+    replay = commands.add_parser(
+        "replay", help="recompute every recorded auction decision, or re-score history"
+    )
+    what = replay.add_mutually_exclusive_group(required=True)
+    what.add_argument("--verify", action="store_true", help="exit 1 listing decisions that differ")
+    what.add_argument("--weights", metavar="FILE", help="TOML with [auction.weights]' keys")
+    replay.add_argument(
+        "--from-kafka", action="store_true", help="read the streams from offset 0, not Postgres"
+    )
+    replay.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    replay.set_defaults(run=_replay)
+
+    audit = commands.add_parser("audit", help="print the whole story of one task")
+    audit.add_argument("task_id", metavar="TASK_ID")
+    audit.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    audit.set_defaults(run=_audit)
+
+    load = commands.add_parser(
+        "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"
+    )
+    load.add_argument("--agents", type=int, nargs="+", default=[3, 8], help="agent counts")
+    load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
+    load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
+    load.set_defaults(run=_loadtest, needs_config=False)
+
+    bench = commands.add_parser(
+        "ingest-bench", help="recorder and replay events/s, next to the raw Kafka consume rate"
+    )
+    bench.add_argument("--events", type=int, default=20000, help="events to publish and record")
+    bench.set_defaults(run=_ingest_bench, needs_config=False)
+
+    post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")
+    source = post.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=["humaneval", "mbpp"], help="a built-in dataset")
+    source.add_argument("--jsonl", help="one task per line (see marketplace/publish.py)")
+    post.add_argument("--range", default="0:10", help="dataset problems A:B")
+    post.set_defaults(run=_publish)
+
+    agent = commands.add_parser("agent", help="run one agent of [[agents]]")
+    agent.add_argument("--id", required=True, help="the agent's id in the config")
+    agent.set_defaults(run=_agent)
+
+    models = commands.add_parser("models", help="install or list the local GGUF models")
+    models.add_argument("action", choices=["install", "list", "measure", "calibrate"])
+    models.add_argument("--tier", choices=["S", "M", "L", "all"], default="all")
+    models.add_argument("--problems", default="0:20", help="measure: HumanEval range A:B")
+    models.add_argument(
+        "--results", help="measure: resumable log (.sale/measure.jsonl); calibrate: the record"
+    )
+    models.set_defaults(run=_models, needs_config=False)
+
+    run = commands.add_parser(
+        "run", help="the main job: the stack, a set of tasks through real auctions, a report"
+    )
+    run.add_argument("--dataset", choices=["humaneval", "mbpp"], default="humaneval")
+    run.add_argument("--range", default="0:10", help="dataset problems A:B")
+    run.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    run.set_defaults(run=_run)
+
+    report = commands.add_parser("report", help="markdown tables of what the log says happened")
+    report.add_argument("--tasks", nargs="+", help="only these task ids (default: all)")
+    report.add_argument("--bench", action="store_true", help="the benchmark's methods and plots")
+    report.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="bench: train split")
+    report.add_argument("--test", nargs="+", default=["humaneval:0:164"], help="bench: eval split")
+    report.add_argument("--out", default="docs/bench", help="bench: where README.md and PNGs go")
+    report.set_defaults(run=_report)
+
+    weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
+    weights.add_argument("action", choices=["fit"])
+    weights.add_argument("--tasks", nargs="+", default=["mbpp:0:100"], help="training split")
+    weights.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost's weight")
+    weights.add_argument("--seed", type=int, default=0)
+    weights.add_argument("--out", default="weights.toml", help="the weights file to write")
+    weights.set_defaults(run=_weights)
+
+    lean = commands.add_parser("lean", help="fit the lean auction's priors and settings")
+    lean.add_argument("action", choices=["fit"])
+    lean.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="priors from here")
+    lean.add_argument("--dev", nargs="+", default=["mbpp:100:200"], help="settings chosen here")
+    lean.add_argument("--out", default="weights.toml", help="the weights file to update")
+    lean.set_defaults(run=_lean)
+
+    bench_cmd = commands.add_parser(
+        "bench",
+        help="the benchmark: choose the executor, fill the matrix, run live, compare every method",
+    )
+    bench_cmd.add_argument(
+        "action", choices=["matrix", "live", "export", "worker", "executors", "compare"]
+    )
+    bench_cmd.add_argument(
+        "--train", nargs="+", default=["mbpp:0:100"], help="compare: the training split"
+    )
+    bench_cmd.add_argument(
+        "--test", nargs="+", default=["humaneval:0:164"], help="compare: the split compared on"
+    )
+    bench_cmd.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
+    bench_cmd.add_argument(
+        "--styles",
+        nargs="+",
+        default=["chat", "complete", "continue"],
+        choices=["chat", "complete", "continue"],
+        help="executors: the prompt shapes to compare",
+    )
+    bench_cmd.add_argument(
+        "--out", help="executors: a markdown file for the table; compare: a folder (docs/bench)"
+    )
+    bench_cmd.add_argument(
+        "--with-plan",
+        action="store_true",
+        help="executors: also the agent's configured shape with its own plan as a hint",
+    )
+    bench_cmd.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["mbpp:0:100", "humaneval:0:164"],
+        help="task sets DATASET:START:STOP (default: the training and evaluation splits)",
+    )
+    bench_cmd.add_argument(
+        "--plans",
+        nargs="+",
+        default=["mbpp:0:100", "humaneval:0:164"],
+        help="matrix: task sets that also get every agent's plan and reviews (the paper's auction)",
+    )
+    bench_cmd.add_argument(
+        "--escalate",
+        nargs="*",
+        default=[],
+        metavar="CHEAPER:DEARER",
+        help="matrix: agent pairs whose escalation drafts to compute (e.g. M:L)",
+    )
+    bench_cmd.add_argument("--workers", type=int, default=2, help="model processes at once")
+    bench_cmd.add_argument("--variant", default="full", help="live: full or no-memory")
+    bench_cmd.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
+    bench_cmd.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
+    bench_cmd.add_argument(
+        "--archive",
+        default="bench/archive.jsonl.gz",
+        help="the computed work as a file: loaded first if it exists; `export` writes it",
+    )
+    bench_cmd.set_defaults(run=_bench)
+
+    for sub in (
+        weights,
+        lean,
+        run,
+        report,
+        bench_cmd,
+        up,
+        topics,
+        monitor,
+        auctioneer,
+        recorder,
+        load,
+        bench,
+        agent,
+        models,
+        post,
+    ):
+        sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.config_path = config_path(args.config_sub or args.config)
+    try:
+        config = load_config(args.config_path) if getattr(args, "needs_config", True) else None
+        return args.run(config, args)
+    except ConfigError as exc:
+        print(f"sale: bad config: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""`sale up`: the whole marketplace on one machine, in the foreground, from one config file.
+
+Starts a broker (unless one is configured), Postgres (unless a URL is configured), creates the
+topics, and runs each configured service as a child process whose output is prefixed with its
+name. SIGINT or SIGTERM stops the children (newest first), then Postgres, then the broker:
+exactly what `up` started, nothing else. A child that dies is restarted after a pause, so one
+crashing service does not take the marketplace down; its log says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from marketplace.shared.admin import ensure_topics
+from marketplace.shared.config import Config
+from marketplace.shared.database import resolve_server
+from marketplace.shared.local_broker import LocalBroker
+
+RESTART_DELAY_S = 2.0
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Child:
+    """One supervised service process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path | None = None  # where its output goes; None: prefixed lines on our stdout
+    process: asyncio.subprocess.Process | None = None
+    stopping: bool = False
+    restarts: int = field(default=0)
+
+
+def service_argv(name: str, config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "marketplace.app.cli", name, "--config", str(config_path)]
+
+
+def children_for(config: Config, config_path: Path, env: dict[str, str]) -> list[Child]:
+    """The configured services, then one process per configured agent."""
+    services = [Child(name, service_argv(name, config_path), env) for name in config.stack.services]
+    agents = [
+        Child(f"agent.{a.id}", [*service_argv("agent", config_path), "--id", a.id], env)
+        for a in config.agents
+    ]
+    return services + agents
+
+
+@contextlib.contextmanager
+def infrastructure(config: Config, run_dir: Path) -> Iterator[tuple[str, str]]:
+    """Yields (bootstrap, database URL), starting a local broker or Postgres where none is set."""
+    with contextlib.ExitStack() as started:
+        bootstrap = config.broker.bootstrap
+        if not bootstrap:
+            broker = started.enter_context(LocalBroker(log_path=run_dir / "tansu.log"))
+            bootstrap = broker.bootstrap
+            say(f"broker: Tansu on {bootstrap} (pid {broker.pid}, log {run_dir / 'tansu.log'})")
+        database = config.database
+        database_url = started.enter_context(resolve_server(database.url, database.data_dir))
+        if not database.url:
+            say(f"database: embedded Postgres in {database.data_dir}")
+        yield bootstrap, database_url
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, config_path: Path, run_dir: Path, stop: asyncio.Event, quiet: bool = False
+) -> AsyncIterator[tuple[str, str]]:
+    """The whole stack while the block runs; yields (bootstrap, database URL). Leaving the block
+    stops the children (newest first), then Postgres and the broker if they were started here.
+    `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with infrastructure(config, run_dir) as (bootstrap, database_url):
+        broker = config.broker.model_copy(update={"bootstrap": bootstrap})
+        created = await ensure_topics(broker)
+        say(f"topics: {len(created)} created with {broker.partitions} partitions each")
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        children = children_for(config, config_path.absolute(), env)
+        if quiet:
+            for child in children:
+                child.log = run_dir / f"{child.name}.log"
+        supervisors = [asyncio.create_task(supervise(child, stop)) for child in children]
+        say(
+            f"ready: broker {bootstrap}, database {database_url}, "
+            f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
+        )
+        try:
+            yield bootstrap, database_url
+        finally:
+            stop.set()
+            say("stopping")
+            for child in reversed(children):
+                await terminate(child)
+            await asyncio.gather(*supervisors)
+    say("stopped")
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -> int:
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with running(config, config_path, run_dir, stop):
+        await stop.wait()
+    return 0
+
+
+async def supervise(child: Child, stop: asyncio.Event) -> None:
+    """Keeps `child` running until `stop` is set, restarting it when it dies."""
+    while not stop.is_set():
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # the terminal's Ctrl-C reaches `up` only; `up` stops us
+        )
+        say(f"{child.name}: started (pid {child.process.pid})")
+        if child.stopping:  # stop arrived while it was starting
+            child.process.terminate()
+        assert child.process.stdout is not None
+        with child.log.open("a") if child.log else contextlib.nullcontext() as log:
+            async for line in child.process.stdout:
+                text = f"[{child.name}] {line.decode(errors='replace').rstrip()}"
+                print(text, file=log, flush=True)
+        code = await child.process.wait()
+        if child.stopping or stop.is_set():
+            return
+        child.restarts += 1
+        say(f"{child.name}: exited with {code}; restart {child.restarts} in {RESTART_DELAY_S}s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESTART_DELAY_S)
+
+
+async def terminate(child: Child) -> None:
+    child.stopping = True
+    process = child.process
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+    except TimeoutError:
+        say(f"{child.name}: did not stop within {STOP_GRACE_S}s, killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def say(message: str) -> None:
+    print(f"sale up: {message}", flush=True)

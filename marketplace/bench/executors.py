@@ -1,0 +1,223 @@
+"""`sale bench executors`: which executor to use, measured on the development split.
+
+Every method — SALE, the routers, always-largest — is only as good as the executions it buys, so
+the executor is chosen first, on MBPP 100–199 (never on HumanEval, never on MBPP 200 and above).
+Each agent runs each prompt shape once on every task with up to one fix round; the first call is
+the executor with no fix, both calls together the executor with one. With `--with-plan` the
+agent first writes its plan (the paper's round-0 bid) and the executor gets it as a hint; the
+plan's tokens are part of that executor's cost. Graded by the hidden tests,
+priced per direction, timed in CPU-seconds. Every call goes through the completion cache, so the
+table is printed again from cached work, and two processes (one model each) can share the work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from agents import prompts
+from agents.coding import Attempt, execute
+from agents.llm import LLM
+from marketplace.app.publish import Posting
+from marketplace.services.verifier import verify
+from marketplace.shared.config import AgentConfig, Config, ExecutorStyle
+from schemas.events import Price, TaskResult, Usage
+
+STYLES: tuple[ExecutorStyle, ...] = ("chat", "complete", "continue")
+HEADER = """# The executor, chosen on the development split
+
+Every agent wrote every task of MBPP 100–199 in each prompt shape (greedy, at most 512 tokens a
+call), with no fix (1 call) and with one write-run-fix round when the visible examples failed
+(2 calls); the hidden tests decide pass@1. Shapes: "chat" (the first executor: "Write the Python
+function `f`", a plan slot), "complete" ("Complete the following Python function", the task as a
+fenced block), "continue" ("complete" with the answer begun: an open fence and the task's own
+signature and docstring, so the model writes only the body). "+ own plan": the agent first wrote
+its plan (the paper's bid) and the executor had it as a hint; the plan's tokens are in the cost.
+"examples pass": the visible examples pass; "of those, pass hidden": how often that check is
+right. Tokens, cost (at the agents' input/output prices) and CPU-seconds are means per task.
+Each agent uses the shape with the most pass@1 per CPU-second (its `executor` in sale.toml).
+"""
+MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One agent's execution of one task in one shape: the draft, and the fix if one was made."""
+
+    task_id: str
+    agent_id: str
+    style: ExecutorStyle
+    planned: bool  # the agent first wrote a plan (its round-0 bid) and executed it as a hint
+    draft: Attempt
+    draft_passed: bool
+    fixed: Attempt | None
+    fixed_passed: bool
+
+    plan_usage: Usage = field(default_factory=Usage)
+
+    def usage(self, rounds: int) -> Usage:
+        fix = self.fixed.usage if rounds > 1 and self.fixed else Usage()
+        return self.plan_usage + self.draft.usage + fix
+
+    def passed(self, rounds: int) -> bool:
+        return self.fixed_passed if rounds > 1 and self.fixed else self.draft_passed
+
+
+async def grade(posting: Posting, attempt: Attempt, agent_id: str) -> bool:
+    """Whether `attempt`'s program passes the task's hidden tests."""
+    assert posting.checks is not None
+    result = TaskResult(
+        producer=agent_id,
+        task_id=posting.task.task_id,
+        agent_id=agent_id,
+        bid_id=posting.task.event_id,
+        output=attempt.source,
+    )
+    return (await verify(posting.checks, result, producer=agent_id)).passed
+
+
+async def trial(
+    llm: LLM,
+    posting: Posting,
+    settings: AgentConfig,
+    style: ExecutorStyle,
+    planned: bool,
+) -> Trial:
+    plan, plan_usage = "", Usage()
+    if planned:
+        bid = await llm.complete(prompts.bid(posting.task), max_tokens=settings.max_plan_tokens)
+        plan, plan_usage = bid.text.strip(), bid.usage(settings.price)
+    done = await execute(
+        llm, posting.task, plan, settings.price, style=style, max_rounds=2, max_tokens=MAX_TOKENS
+    )
+    draft, fixed = done.attempts[0], (done.attempts[1] if done.rounds > 1 else None)
+    draft_passed = await grade(posting, draft, settings.id)
+    fixed_passed = await grade(posting, fixed, settings.id) if fixed else draft_passed
+    task_id = posting.task.task_id
+    return Trial(
+        task_id, settings.id, style, planned, draft, draft_passed, fixed, fixed_passed, plan_usage
+    )
+
+
+async def run_agent(
+    config: Config,
+    agent_id: str,
+    postings: Sequence[Posting],
+    styles: Sequence[ExecutorStyle],
+    planned: bool = False,
+) -> list[Trial]:
+    """Every task in every shape for one agent, with a progress line and the time left."""
+    from agents.backends import build
+    from agents.cache import CachedLLM
+
+    settings = config.agent(agent_id)
+    llm = CachedLLM(build(settings), config.database.url)
+    trials: list[Trial] = []
+    total, started = len(postings) * len(styles), time.monotonic()
+    try:
+        for posting in postings:
+            for style in styles:
+                trials.append(await trial(llm, posting, settings, style, planned))
+                print(
+                    progress(agent_id, len(trials), total, time.monotonic() - started), flush=True
+                )
+    finally:
+        await llm.close()
+    return trials
+
+
+def progress(agent_id: str, done: int, total: int, elapsed_s: float) -> str:
+    left_min = (total - done) * elapsed_s / done / 60 if done else float("nan")
+    return f"  {agent_id}: {done}/{total} executions, about {left_min:.0f} min left"
+
+
+@dataclass(frozen=True)
+class Row:
+    agent_id: str
+    style: ExecutorStyle
+    planned: bool
+    rounds: int
+    tasks: int
+    pass_at_1: float
+    examples_pass: float  # the visible examples pass
+    examples_right: float  # of those, the hidden tests pass too
+    prompt_tokens: float  # mean per task
+    completion_tokens: float
+    truncated: int  # drafts cut off at the token cap
+    cost: float  # mean per task at the agent's prices
+    seconds: float  # mean CPU-seconds per task
+
+    @property
+    def pass_per_cpu_s(self) -> float:
+        return self.pass_at_1 / self.seconds if self.seconds else 0.0
+
+
+def summarize(trials: Sequence[Trial], prices: dict[str, Price]) -> list[Row]:
+    rows = []
+    keys = sorted(
+        {(t.agent_id, t.style, t.planned) for t in trials},
+        key=lambda k: (k[0], STYLES.index(k[1]), k[2]),
+    )
+    for agent_id, style, planned in keys:
+        mine = [t for t in trials if (t.agent_id, t.style, t.planned) == (agent_id, style, planned)]
+        for rounds in (1, 2):
+            usage = [t.usage(rounds) for t in mine]
+            final = [t.fixed if rounds > 1 and t.fixed else t.draft for t in mine]
+            ok = [a.error is None for a in final]
+            right = [t.passed(rounds) for t, good in zip(mine, ok, strict=True) if good]
+            rows.append(
+                Row(
+                    agent_id=agent_id,
+                    style=style,
+                    planned=planned,
+                    rounds=rounds,
+                    tasks=len(mine),
+                    pass_at_1=fmean(t.passed(rounds) for t in mine),
+                    examples_pass=fmean(ok),
+                    examples_right=fmean(right) if right else 0.0,
+                    prompt_tokens=fmean(u.prompt_tokens for u in usage),
+                    completion_tokens=fmean(u.completion_tokens for u in usage),
+                    truncated=sum(t.draft.usage.completion_tokens >= MAX_TOKENS for t in mine),
+                    cost=fmean(
+                        prices[agent_id].cost(u.prompt_tokens, u.completion_tokens) for u in usage
+                    ),
+                    seconds=fmean(u.seconds for u in usage),
+                )
+            )
+    return rows
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    lines = [
+        "| agent | prompt shape | calls | tasks | pass@1 | examples pass | of those, pass hidden "
+        "| prompt tok | generated tok | cut at cap | cost | CPU-s | pass@1 per CPU-s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.agent_id} | {r.style}{' + own plan' if r.planned else ''} | {r.rounds} "
+            f"| {r.tasks} | {r.pass_at_1:.1%} "
+            f"| {r.examples_pass:.1%} | {r.examples_right:.1%} | {r.prompt_tokens:.0f} "
+            f"| {r.completion_tokens:.0f} | {r.truncated} | {r.cost:.2f} | {r.seconds:.2f} "
+            f"| {r.pass_per_cpu_s:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def best(rows: Sequence[Row]) -> str:
+    """Each agent's executor with the most pass@1 per CPU-second: the rule the choice follows."""
+    lines = []
+    for agent_id in sorted({r.agent_id for r in rows}):
+        mine = [r for r in rows if r.agent_id == agent_id and r.pass_at_1 > 0]
+        if not mine:
+            lines.append(f"- {agent_id}: passes nothing in any shape")
+            continue
+        top = max(mine, key=lambda r: r.pass_per_cpu_s)
+        plan = " + own plan" if top.planned else ""
+        lines.append(
+            f"- {agent_id}: {top.style}{plan}, {top.rounds} call(s): pass@1 {top.pass_at_1:.1%} "
+            f"at {top.seconds:.2f} CPU-s a task"
+        )
+    return "\n".join(lines)

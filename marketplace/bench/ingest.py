@@ -1,0 +1,413 @@
+"""`sale ingest-bench`: events/s the recorder sustains into Postgres, and replay events/s.
+
+N realistic events (whole auctions: task, checks, bids, juries, reviews, refinement, close,
+result, outcome, heartbeats) are published to a fresh topic prefix first. Then, in the same
+run and over the very same records:
+
+1. the raw Kafka consume rate: one consumer of no group reads them all from offset 0;
+2. the recorder's ingest rate: a `Recorder` starts on them (migrations, group join and all)
+   and the clock stops when the `events` table holds N rows;
+3. the replay rate: the replay's reader loads the log back from Postgres and `verify`
+   recomputes every decision in it.
+
+The database is a fresh one, dropped at the end; the broker is KAFKA_BOOTSTRAP, else a Tansu
+started for the run; Postgres is DATABASE_URL, else a server on 127.0.0.1:5432, else embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from marketplace.core import scoring
+from marketplace.log import replay
+from marketplace.services.recorder import Recorder
+from marketplace.shared.admin import ensure_topics
+from marketplace.shared.bus import Bus, reader
+from marketplace.shared.config import BrokerConfig, Config
+from marketplace.shared.database import (
+    create_database,
+    drop_database,
+    local_server_answers,
+    resolve_server,
+)
+from marketplace.shared.local_broker import LocalBroker
+from schemas.codec import encode
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    AuctionOpened,
+    BidScore,
+    BidSubmitted,
+    CodingChecks,
+    CodingInputs,
+    Event,
+    JuryCalled,
+    RefinementCalled,
+    RefinementInvite,
+    ReviewSubmitted,
+    ScoredBid,
+    TaskChecks,
+    TaskOutcome,
+    TaskPosted,
+    TaskResult,
+    Usage,
+    Weights,
+)
+from schemas.topics import Topics
+
+WEIGHTS = Weights(cost=0.05, entropy=0.5, jury=1.0, jurors={"large": 1.5})
+AGENTS = {"small": 0.05, "medium": 0.16, "large": 0.36}  # agent → price per million tokens
+ENTROPY = {"small": 0.9, "medium": 0.6, "large": 0.4}
+PLAN = "1. Parse the input.\n2. Loop over the pairs.\n3. Return early on a match.\n" * 4
+PROMPT = 'def pair_sum(xs: list[int], target: int) -> bool:\n    """Any two sum to target?"""\n'
+OUTPUT = "def pair_sum(xs, target):\n    seen = set()\n    for x in xs:\n" * 3
+TIMEOUT_S = 600.0
+
+
+# --- the events: whole auctions, built with the real scoring mechanism --------------------------
+
+
+def _usage(tokens: int, price: float) -> Usage:
+    return Usage(
+        requests=1,
+        prompt_tokens=400,
+        completion_tokens=tokens,
+        cost=scoring.money(price, 400 + tokens),
+    )
+
+
+def _bid(task_id: str, agent: str, tokens: int, round_: int = 0) -> BidSubmitted:
+    price = AGENTS[agent]
+    return BidSubmitted(
+        producer=agent,
+        task_id=task_id,
+        agent_id=agent,
+        model=f"{agent}-model",
+        round=round_,
+        plan=PLAN,
+        plan_tokens=tokens,
+        entropy=ENTROPY[agent],
+        price=price,
+        usage=_usage(tokens, price),
+    )
+
+
+def _reviews(
+    task_id: str, round_: int, bids: list[BidSubmitted], grade: Callable[[str, str], float]
+) -> list[ReviewSubmitted]:
+    """Every agent judges every bid of the round, its own included."""
+    return [
+        ReviewSubmitted(
+            producer=juror,
+            task_id=task_id,
+            juror=juror,
+            round=round_,
+            scores=[BidScore(bid_id=b.bid_id, score=grade(juror, b.agent_id)) for b in bids],
+            usage=_usage(20, AGENTS[juror]),
+        )
+        for juror in AGENTS
+    ]
+
+
+def _scored(bids: list[BidSubmitted], reviews: list[ReviewSubmitted]) -> list[ScoredBid]:
+    given = {r.juror: {s.bid_id: s.score for s in r.scores} for r in reviews}
+    return [
+        scoring.score_bid(b, {j: given[j].get(b.bid_id) for j in AGENTS}, WEIGHTS) for b in bids
+    ]
+
+
+def auction(task_id: str, at: datetime) -> list[Event]:
+    """One auction as the marketplace logs it (~22 events): large wins round 0, small refines
+    and wins the refinement, the winner runs, the verifier decides."""
+    deadline = at + timedelta(seconds=30)
+    round0 = [_bid(task_id, agent, 120 + 40 * i) for i, agent in enumerate(AGENTS)]
+    reviews0 = _reviews(task_id, 0, round0, lambda j, a: 4.0 if a == "large" else 2.0)
+    scored0 = _scored(round0, reviews0)
+    provisional = scoring.best(scored0, round_=0)
+    refiners = scoring.refiners(provisional, scored0)
+    round1 = [_bid(task_id, agent, 60, round_=1) for agent in refiners]
+    reviews1 = _reviews(task_id, 1, round1, lambda j, a: 4.5)
+    scored = scored0 + _scored(round1, reviews1)
+    decision = scoring.decide(scored)
+    winner = decision.winner
+    closed = AuctionClosed(
+        producer="auctioneer",
+        task_id=task_id,
+        reason=decision.reason,
+        winner_bid_id=winner.bid_id,
+        winner_agent_id=winner.agent_id,
+        winning_plan=PLAN,
+        weights=WEIGHTS,
+        bids=scored,
+    )
+    auctioneer = {"producer": "auctioneer", "task_id": task_id}
+    return [
+        TaskPosted(
+            producer="client",
+            task_id=task_id,
+            kind="coding",
+            prompt=PROMPT,
+            inputs=CodingInputs(entry_point="pair_sum", examples=["assert pair_sum([1, 2], 3)"]),
+            budget=0.01,
+        ),
+        TaskChecks(
+            producer="client",
+            task_id=task_id,
+            checks=CodingChecks(entry_point="pair_sum", tests="assert not pair_sum([1], 2)"),
+        ),
+        AuctionOpened(**auctioneer, agents=list(AGENTS), bid_deadline=deadline),
+        *round0,
+        JuryCalled(**auctioneer, round=0, bids=round0, jurors=list(AGENTS), deadline=deadline),
+        *reviews0,
+        RefinementCalled(
+            **auctioneer,
+            provisional_bid_id=provisional.bid_id,
+            provisional_agent_id=provisional.agent_id,
+            provisional_score=provisional.score,
+            invites=[RefinementInvite(agent_id=agent) for agent in refiners],
+            deadline=deadline,
+            scored=scored0,
+        ),
+        *round1,
+        JuryCalled(**auctioneer, round=1, bids=round1, jurors=list(AGENTS), deadline=deadline),
+        *reviews1,
+        closed,
+        TaskResult(
+            producer=winner.agent_id,
+            task_id=task_id,
+            agent_id=winner.agent_id,
+            bid_id=winner.bid_id,
+            output=OUTPUT,
+            usage=_usage(200, winner.price),
+            cost=scoring.money(winner.price, 600),
+            duration_s=1.5,
+        ),
+        TaskOutcome(
+            producer="verifier", task_id=task_id, passed=True, score=1.0, details="3/3 tests"
+        ),
+        *(
+            AgentHeartbeat(
+                producer=agent,
+                agent_id=agent,
+                model=f"{agent}-model",
+                price=price,
+                kinds=["coding"],
+            )
+            for agent, price in AGENTS.items()
+        ),
+    ]
+
+
+def workload(count: int) -> list[Event]:
+    """Exactly `count` events: whole auctions, the last one cut short if need be."""
+    events: list[Event] = []
+    at = datetime.now(UTC)
+    while len(events) < count:
+        events += auction(f"ingest-{len(events)}", at)
+    return events[:count]
+
+
+# --- the measures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    count: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.count / self.seconds
+
+    def __str__(self) -> str:
+        return f"{self.per_s:9.1f}/s   {self.count} events in {self.seconds:.2f} s"
+
+
+def line(label: str, measure: Measure, note: str = "") -> str:
+    return f"{label:<34} {measure}{f'   ({note})' if note else ''}"
+
+
+class Progress:
+    """Progress on stderr: one self-overwriting line on a terminal, else a line every 5 s."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self._shown = label, total, time.monotonic()
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._shown < (0.5 if self._tty else 5.0) and done < self.total:
+            return
+        self._shown = now
+        text = f"  {self.label}: {done}/{self.total}"
+        if self._tty:
+            print(f"\r{text}", end="\n" if done >= self.total else "", file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+async def publish(broker: BrokerConfig, events: list[Event]) -> None:
+    await ensure_topics(broker)
+    topics = Topics(broker.topic_prefix)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, linger_ms=5, enable_idempotence=False
+    )
+    await producer.start()
+    progress = Progress("publishing", len(events))
+    try:
+        for start in range(0, len(events), 1000):
+            chunk = events[start : start + 1000]
+            sent = [
+                await producer.send(topics.for_event(e), encode(e), key=e.key.encode())
+                for e in chunk
+            ]
+            await asyncio.gather(*sent)
+            progress(start + len(chunk))
+    finally:
+        await producer.stop()
+
+
+async def raw_consume_rate(broker: BrokerConfig, count: int) -> Measure:
+    """Every record of every topic from offset 0, by a consumer of no group, not decoded."""
+    consumer = await reader(broker)
+    progress = Progress("raw consume", count)
+    try:
+        start = time.perf_counter()
+        await consumer.topics()
+        parts = [
+            TopicPartition(t, p)
+            for t in Topics(broker.topic_prefix).all()
+            for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen = 0
+        async with asyncio.timeout(TIMEOUT_S):
+            while seen < count:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    seen += len(records)
+                progress(seen)
+        return Measure(seen, time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Ingest:
+    total: Measure  # from the recorder's start (migrations, group join) to the N-th row
+    first_row_s: float  # when the first rows were seen
+    steady: Measure | None  # from the first rows seen to the N-th: the sustained rate
+
+
+async def ingest_rate(broker: BrokerConfig, database_url: str, count: int) -> Ingest:
+    """Starts a recorder on the published records; polls count(*) until it holds them all."""
+    recorder = Recorder(Config(broker=broker), Bus(broker, producer="recorder"), database_url)
+    stop = asyncio.Event()
+    conn: asyncpg.Connection | None = None
+    progress = Progress("recorded", count)
+    start = time.perf_counter()
+    running = asyncio.create_task(recorder.run(stop))
+    first: tuple[float, int] | None = None  # (when, rows) at the first poll that saw rows
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            rows = 0
+            while rows < count:
+                await asyncio.sleep(0.05)
+                if running.done():
+                    running.result()  # raises what stopped it
+                    raise RuntimeError("the recorder stopped before recording every event")
+                conn = conn or await _connect_when_migrated(database_url)
+                if conn is None:
+                    continue
+                rows = await conn.fetchval("SELECT count(*) FROM events")
+                if rows and first is None:
+                    first = (time.perf_counter(), rows)
+                progress(rows)
+        end = time.perf_counter()
+        assert first is not None
+        steady = Measure(rows - first[1], end - first[0]) if rows > first[1] else None
+        return Ingest(Measure(rows, end - start), first[0] - start, steady)
+    finally:
+        if conn is not None:
+            await conn.close()
+        stop.set()
+        await running
+
+
+async def _connect_when_migrated(url: str) -> asyncpg.Connection | None:
+    conn = await asyncpg.connect(url)
+    if await conn.fetchval("SELECT to_regclass('events') IS NOT NULL"):
+        return conn
+    await conn.close()
+    return None
+
+
+async def replay_rate(database_url: str) -> tuple[Measure, int]:
+    """(events read back and verified, decisions that differ: 0 when all is well)."""
+    start = time.perf_counter()
+    log = await replay.read_postgres(database_url)
+    found = replay.verify(log.events)
+    elapsed = time.perf_counter() - start
+    return Measure(len(log.events), elapsed), len(found) + len(log.unreadable)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def postgres_kind(url: str) -> str:
+    if url:
+        return "server (DATABASE_URL)"
+    return "server (127.0.0.1:5432)" if local_server_answers() else "embedded"
+
+
+async def main(count: int) -> int:
+    url = os.environ.get("DATABASE_URL", "")
+    kind = postgres_kind(url)
+    with contextlib.ExitStack() as stack:
+        bootstrap = (
+            os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
+        )
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "postgres"
+        server = stack.enter_context(resolve_server(url, data_dir, probe_local=True))
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; Postgres {kind}; {count} events "
+            f"({count / len(auction('x', datetime.now(UTC))):.0f} auctions)",
+            flush=True,
+        )
+        broker = BrokerConfig(
+            bootstrap=bootstrap, topic_prefix=f"ib{uuid.uuid4().hex[:8]}.", fetch_max_wait_ms=10
+        )
+        database_url = await create_database(server, prefix="sale_ingest")
+        differ = 0
+        try:
+            await publish(broker, workload(count))
+            print(line("raw Kafka consume", await raw_consume_rate(broker, count)), flush=True)
+            ingest = await ingest_rate(broker, database_url, count)
+            note = f"from its start; first rows after {ingest.first_row_s:.2f} s"
+            print(line("recorder into Postgres, total", ingest.total, note), flush=True)
+            if ingest.steady is not None:
+                note = "from the first rows seen to the last"
+                print(line("recorder into Postgres, sustained", ingest.steady, note), flush=True)
+            replayed, differ = await replay_rate(database_url)
+            verdict = "every decision verified" if not differ else f"{differ} discrepancies"
+            print(line("replay from Postgres + verify", replayed, verdict), flush=True)
+        finally:
+            await drop_database(server, database_url)
+    return 1 if differ else 0
+
+
+def run(count: int) -> int:
+    return asyncio.run(main(count))

@@ -1,0 +1,208 @@
+"""`sale loadtest`: how many auctions per second the marketplace decides, LLM time excluded.
+
+Scripted agents (deterministic, instant — for load tests only) bid, judge and refine, so what is
+measured is the auction machinery: the broker, the auctioneer (its own process, as deployed)
+and the agents' runtime. Every auction runs every phase: bids, jury, refinement, second jury.
+Next to it, in the same run, the broker's raw produce→consume rate, for scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import quantiles
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.runtime import AgentService
+from agents.scripted_agent import ScriptedAgent
+from marketplace.shared.bus import Bus, Source
+from marketplace.shared.config import BrokerConfig
+from marketplace.shared.local_broker import LocalBroker
+from schemas.events import AuctionClosed, CodingInputs, Event, TaskPosted
+
+PRICES = (0.05, 0.09, 0.16, 0.36, 0.5, 0.7, 0.9, 1.2)
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.per_s:9.1f}/s   p50 {self.p50_ms:7.1f} ms   p99 {self.p99_ms:7.1f} ms"
+
+
+def rate(count: int, seconds: float, latencies_s: list[float]) -> Rate:
+    cuts = quantiles(latencies_s, n=100, method="inclusive")
+    return Rate(count / seconds, cuts[49] * 1000, cuts[98] * 1000)
+
+
+async def raw_broker_rate(bootstrap: str, messages: int = 5000, size: int = 1024) -> Rate:
+    """Produce→consume through one topic, 1 KiB records, measured by a reader in this process."""
+    topic = f"loadtest-raw-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 4, 1)])
+    await admin.close()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    padding = "x" * size
+    latencies: list[float] = []
+    try:
+        start = time.perf_counter()
+
+        async def produce() -> None:
+            for i in range(messages):
+                body = json.dumps({"t": time.perf_counter(), "pad": padding}).encode()
+                await producer.send(topic, body, key=str(i).encode())
+            await producer.flush()
+
+        sending = asyncio.create_task(produce())
+        while len(latencies) < messages:
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                now = time.perf_counter()
+                latencies += [now - json.loads(r.value)["t"] for r in records]
+        await sending
+        return rate(messages, time.perf_counter() - start, latencies)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def agents_for(count: int) -> list[ScriptedAgent]:
+    """The dearest agent wins round 0; the cheapest refines and wins round 1: every phase runs."""
+    names = [f"agent{i}" for i in range(count)]
+    scores = {names[-1]: 5.0, f"{names[0]}:1": 5.0}
+    return [
+        ScriptedAgent(
+            name,
+            price=PRICES[i],
+            scores=scores,
+            default_score=1.0,
+            refined_plan_tokens=50,
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+@contextlib.contextmanager
+def auctioneer_process(broker: BrokerConfig, workdir: Path) -> Iterator[subprocess.Popen]:
+    config = workdir / "sale.toml"
+    config.write_text(
+        f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
+        'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = 30\n'
+        "jury_window_s = 30\n"
+        "refine_window_s = 30\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n"
+    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), "auctioneer"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: int) -> Rate:
+    broker = BrokerConfig(
+        bootstrap=bootstrap,
+        topic_prefix=f"lt{uuid.uuid4().hex[:8]}.",
+        partitions=4,
+        fetch_max_wait_ms=10,
+    )
+    closed: dict[str, float] = {}
+    posted: dict[str, float] = {}
+    progress = asyncio.Condition()
+
+    async def on_closed(event: Event, source: Source) -> None:
+        if isinstance(event, AuctionClosed) and event.task_id in posted:
+            async with progress:
+                closed.setdefault(event.task_id, time.perf_counter())
+                progress.notify_all()
+
+    watcher = Bus(broker, producer="loadtest")
+    watcher.subscribe(["auctions"], "loadtest-watch", on_closed, from_start=False)
+    with tempfile.TemporaryDirectory() as workdir, auctioneer_process(broker, Path(workdir)):
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(watcher)
+            await watcher.joined()
+            for agent in agents_for(agents):
+                service = AgentService(agent, Bus(broker, producer=agent.agent_id))
+                await stack.enter_async_context(service)
+                await service.bus.joined()
+            await warm_up(watcher, posted, closed, progress)
+            posted.clear()
+            closed.clear()
+            start = time.perf_counter()
+            for i in range(auctions):
+                async with progress:
+                    await progress.wait_for(lambda: len(posted) - len(closed) < in_flight)
+                await post(watcher, f"lt-{i}", posted)
+            async with progress:
+                await asyncio.wait_for(progress.wait_for(lambda: len(closed) == auctions), 600)
+            elapsed = time.perf_counter() - start
+    return rate(auctions, elapsed, [closed[t] - posted[t] for t in posted])
+
+
+async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
+    task = TaskPosted(
+        producer="loadtest",
+        task_id=task_id,
+        kind="coding",
+        prompt="def f(): ...",
+        inputs=CodingInputs(entry_point="f", examples=["assert f(1) == 2"]),
+    )
+    posted[task_id] = time.perf_counter()
+    await bus.publish(task)
+
+
+async def warm_up(bus: Bus, posted: dict, closed: dict, progress: asyncio.Condition) -> None:
+    """One auction first: the auctioneer has started, joined and read the roster."""
+    await post(bus, "warm-up", posted)
+    async with progress:
+        await asyncio.wait_for(progress.wait_for(lambda: "warm-up" in closed), 120)
+
+
+async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
+    with contextlib.ExitStack() as stack:
+        bootstrap = (
+            os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
+        )
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; {auctions} auctions per row, "
+            f"at most {in_flight} in flight",
+            flush=True,
+        )
+        print(f"{'raw broker, 1 KiB records':<34} {await raw_broker_rate(bootstrap)}", flush=True)
+        for count in agent_counts:
+            result = await auction_rate(bootstrap, count, auctions, in_flight)
+            print(
+                f"{f'auctions, {count} scripted agents':<34} {result}   (award latency)", flush=True
+            )
+
+
+def run(agent_counts: list[int], auctions: int, in_flight: int) -> int:
+    asyncio.run(main(agent_counts, auctions, in_flight))
+    return 0

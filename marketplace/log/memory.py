@@ -1,0 +1,395 @@
+"""The auction memory as the auctioneer sees it: past (losing plan, winning plan) pairs for the
+paper's refinement, and past drafts (`lean.Record`) for the lean auction's estimates.
+
+A small interface, so the auctioneer does not care where the memory lives. `NoMemory` runs
+refinement with no examples; `PostgresMemory` retrieves them from the recorder's projections.
+
+Retrieval (MECHANISM.md step 5): embed the new task's prompt, rank the past closed auctions by
+cosine similarity of their prompts' embeddings, and from each of the most similar tasks take one
+(losing plan, winning plan) pair with at least one plan of the refining agent's own, labelled
+with the execution outcome when the verifier has decided it. The ranking and pairing are pure
+functions (`rank`, `pair`, `select`) so they are tested without a database; `PostgresMemory`
+only fetches their inputs. Similarities are computed in float64 numpy either way: where
+pgvector exists, the server picks the candidates and numpy re-scores them, so both paths return
+the same examples.
+
+Drafts (lean): every draft bid of the agents in the log, one per (task, agent), with the
+similarity of its task to the new one by the same embeddings and `rank`; whether the draft was
+right is known only where it won and the verifier decided its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from marketplace.core import lean
+from schemas.events import MemoryExample, TaskPosted
+
+log = logging.getLogger(__name__)
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+
+class Memory(Protocol):
+    async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
+        """Up to k examples from the tasks most similar to `task`, for `agent_id` to learn from."""
+        ...
+
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        """The past drafts of `agent_ids` on other tasks, with their tasks' similarity to `task`."""
+        ...
+
+
+class NoMemory:
+    async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
+        return []
+
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        return []
+
+
+# --- the pure part: values in, values out ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PastBid:
+    agent_id: str
+    plan: str
+    score: float | None = None  # C − V as the auction counted it; lower is better
+    round: int = 0
+
+
+@dataclass(frozen=True)
+class PastTask:
+    """A closed auction as the memory needs it."""
+
+    task_id: str
+    prompt: str
+    winner_agent_id: str
+    winning_plan: str
+    passed: bool | None = None
+    bids: tuple[PastBid, ...] = field(default_factory=tuple)
+
+
+def cosine(query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of `query` with each row of `vectors` (zero rows score 0)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.size == 0:
+        return np.zeros(0)
+    query = np.asarray(query, dtype=np.float64)
+    # Row by row (elementwise product, then a sum along the row), not a matrix product: BLAS
+    # rounds differently with the matrix's shape, and both paths must give the same figures
+    # whether they score every stored task (numpy) or a candidate subset (pgvector).
+    norms = np.sqrt((vectors * vectors).sum(axis=1)) * np.sqrt((query * query).sum())
+    dots = (vectors * query).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sims = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), 0.0)
+    return np.clip(sims, -1.0, 1.0)
+
+
+def rank(
+    query: np.ndarray, candidates: Iterable[tuple[str, np.ndarray]], exclude: str | None = None
+) -> list[tuple[str, float]]:
+    """(task_id, similarity), most similar first; ties by task_id, so the order is total."""
+    items = [(task_id, vector) for task_id, vector in candidates if task_id != exclude]
+    if not items:
+        return []
+    sims = cosine(query, np.vstack([np.asarray(v, dtype=np.float64) for _, v in items]))
+    ranked = [(task_id, float(s)) for (task_id, _), s in zip(items, sims, strict=True)]
+    return sorted(ranked, key=lambda item: (-item[1], item[0]))
+
+
+def _best(bids: Iterable[PastBid]) -> PastBid | None:
+    """The best-scored bid: lowest score; unscored last; then the later round."""
+    ordered = sorted(
+        bids,
+        key=lambda b: (b.score is None, b.score if b.score is not None else 0.0, -b.round),
+    )
+    return ordered[0] if ordered else None
+
+
+def pair(task: PastTask, agent_id: str, similarity: float) -> MemoryExample | None:
+    """The (losing plan, winning plan) pair of `task` with at least one plan by `agent_id`.
+
+    The agent won: its winning plan against the best-scored plan of another agent. It lost: its
+    own best-scored plan against the winner's. It did not bid, or there is no pair: None.
+    """
+    with_plan = [b for b in task.bids if b.plan]
+    if task.winner_agent_id == agent_id:
+        loser = _best(b for b in with_plan if b.agent_id != agent_id)
+    else:
+        loser = _best(b for b in with_plan if b.agent_id == agent_id)
+    if loser is None or not task.winning_plan:
+        return None
+    return MemoryExample(
+        task_id=task.task_id,
+        prompt=task.prompt,
+        similarity=max(-1.0, min(1.0, similarity)),
+        losing_agent=loser.agent_id,
+        losing_plan=loser.plan,
+        winning_agent=task.winner_agent_id,
+        winning_plan=task.winning_plan,
+        passed=task.passed,
+    )
+
+
+def select(
+    ranked: Sequence[tuple[str, float]], tasks: Mapping[str, PastTask], agent_id: str, k: int
+) -> list[MemoryExample]:
+    """Walks the ranking and keeps the first k tasks that give `agent_id` a pair."""
+    examples: list[MemoryExample] = []
+    for task_id, similarity in ranked:
+        if len(examples) >= k:
+            break
+        task = tasks.get(task_id)
+        if task is not None and (example := pair(task, agent_id, similarity)) is not None:
+            examples.append(example)
+    return examples
+
+
+# --- Postgres --------------------------------------------------------------------------------
+
+_MISSING = """
+SELECT a.task_id, a.prompt FROM auctions a
+LEFT JOIN task_embeddings e ON e.task_id = a.task_id
+WHERE a.closed_at IS NOT NULL AND a.winner_agent_id IS NOT NULL AND a.prompt IS NOT NULL
+  AND e.task_id IS NULL
+ORDER BY a.task_id
+"""
+_STORE = """
+INSERT INTO task_embeddings (task_id, prompt, embedding) VALUES ($1, $2, $3::float8[])
+ON CONFLICT (task_id) DO NOTHING
+"""
+# A bid row that holds a draft (lean) rather than a plan: the log says which.
+_NOT_A_DRAFT = """NOT EXISTS (SELECT 1 FROM events d WHERE d.event_id = {bids}.event_id
+                    AND d.payload->>'examples_pass' IS NOT NULL)"""
+# Past tasks the agent bid a plan on (a plan of its own is needed in every pair).
+_CANDIDATES = f"""
+SELECT e.task_id, e.embedding FROM task_embeddings e
+WHERE e.task_id <> $1
+  AND EXISTS (SELECT 1 FROM bids b
+              WHERE b.task_id = e.task_id AND b.agent_id = $2 AND b.plan IS NOT NULL
+                AND {_NOT_A_DRAFT.format(bids="b")})
+"""
+_CANDIDATES_PGVECTOR = (
+    _CANDIDATES
+    + """
+ORDER BY e.embedding::vector <=> $3::float8[]::vector, e.task_id
+LIMIT $4
+"""
+)
+_TASKS = """
+SELECT a.task_id, a.prompt, a.winner_agent_id, a.winning_plan, o.passed
+FROM auctions a LEFT JOIN outcomes o ON o.task_id = a.task_id
+WHERE a.task_id = ANY($1::text[])
+"""
+_BIDS = f"""
+SELECT task_id, agent_id, plan, score, round FROM bids
+WHERE task_id = ANY($1::text[]) AND plan IS NOT NULL AND {_NOT_A_DRAFT.format(bids="bids")}
+"""
+# Draft bids of the agents, the first recorded per (task, agent); `right` where it won and the
+# verifier decided its result.
+_DRAFTS = """
+SELECT DISTINCT ON (e.task_id, e.agent_id)
+       e.task_id, e.agent_id, (e.payload->>'examples_pass')::boolean AS examples_pass,
+       coalesce((e.payload->'usage'->>'cost')::float8, 0) AS cost,
+       CASE WHEN a.winner_bid_id = (e.payload->>'bid_id')::uuid THEN o.passed END AS right_
+FROM events e
+LEFT JOIN auctions a ON a.task_id = e.task_id
+LEFT JOIN outcomes o ON o.task_id = e.task_id
+WHERE e.type = 'BidSubmitted' AND e.payload->>'examples_pass' IS NOT NULL
+  AND e.task_id <> $1 AND e.agent_id = ANY($2::text[])
+ORDER BY e.task_id, e.agent_id, e.id
+"""
+_EMBEDDINGS = "SELECT task_id, embedding FROM task_embeddings WHERE task_id = ANY($1::text[])"
+
+
+class PostgresMemory:
+    """The memory in the recorder's Postgres: `auctions`, `bids`, `outcomes`, `task_embeddings`.
+
+    Embeddings of closed auctions are computed on demand (all the missing ones in one batch) and
+    stored, so the memory grows with the stream without a service of its own. `use_pgvector`:
+    None decides by whether the extension is available (and can be created); False forces numpy.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        embedder: Embedder | None = None,
+        *,
+        use_pgvector: bool | None = None,
+    ) -> None:
+        if embedder is None:
+            from marketplace.shared.embeddings import embed
+
+            embedder = embed
+        self.database_url = database_url
+        self.embedder = embedder
+        self.use_pgvector = use_pgvector
+        self._pool: Any = None
+        self._ready = asyncio.Lock()
+        self._query: tuple[str, str, np.ndarray] | None = None  # (task_id, prompt, vector)
+
+    async def _connect(self) -> Any:
+        async with self._ready:
+            if self._pool is None:
+                import asyncpg
+
+                from marketplace.shared.migrate import apply_migrations
+
+                pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn)
+                    if self.use_pgvector is not False:
+                        found = await _pgvector(conn)
+                        if self.use_pgvector and not found:
+                            await pool.close()
+                            raise RuntimeError("use_pgvector=True, but pgvector is not available")
+                        self.use_pgvector = found
+                log.info("memory: similarity in %s", "pgvector" if self.use_pgvector else "numpy")
+                self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self.embedder, list(texts))
+
+    async def _vector(self, task: TaskPosted) -> np.ndarray:
+        """The new task's embedding; remembered, as every refining agent asks for the same."""
+        if self._query is None or self._query[:2] != (task.task_id, task.prompt):
+            self._query = (task.task_id, task.prompt, (await self._embed([task.prompt]))[0])
+        return self._query[2]
+
+    async def remember(self) -> int:
+        """Stores the embeddings of closed auctions that lack one; returns how many."""
+        pool = await self._connect()
+        async with pool.acquire() as conn:
+            missing = await conn.fetch(_MISSING)
+            if not missing:
+                return 0
+            vectors = await self._embed([r["prompt"] for r in missing])
+            rows = [
+                (r["task_id"], r["prompt"], [float(x) for x in v])
+                for r, v in zip(missing, vectors, strict=True)
+            ]
+            await conn.executemany(_STORE, rows)
+        return len(rows)
+
+    async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
+        """As `retrieve`; a failing memory costs the refinement its examples, not the auction."""
+        try:
+            return await self.retrieve(task, agent_id, k)
+        except Exception:
+            log.exception("memory: retrieval failed for %s; no examples", task.task_id)
+            return []
+
+    async def retrieve(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
+        if k <= 0:
+            return []
+        pool = await self._connect()
+        await self.remember()
+        query = await self._vector(task)
+        async with pool.acquire() as conn:
+            limit = max(4 * k, 32)
+            while True:
+                ranked = await self._ranked(conn, task.task_id, agent_id, query, limit)
+                tasks = await _past_tasks(conn, [task_id for task_id, _ in ranked])
+                examples = select(ranked, tasks, agent_id, k)
+                if len(examples) >= k or not self.use_pgvector or len(ranked) < limit:
+                    return examples
+                limit *= 4  # too many candidates gave no pair: look further down the ranking
+
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        """As `drafts`; a failing memory leaves the estimates at their priors, not the auction
+        without a call."""
+        try:
+            return await self.drafts(task, agent_ids)
+        except Exception:
+            log.exception("memory: drafts unavailable for %s; priors only", task.task_id)
+            return []
+
+    async def drafts(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+        if not agent_ids:
+            return []
+        pool = await self._connect()
+        await self.remember()
+        query = await self._vector(task)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_DRAFTS, task.task_id, list(agent_ids))
+            tasks = sorted({r["task_id"] for r in rows})
+            vectors = await conn.fetch(_EMBEDDINGS, tasks) if tasks else []
+        candidates = [(r["task_id"], np.asarray(r["embedding"], dtype=np.float64)) for r in vectors]
+        similar = dict(rank(query, candidates, exclude=task.task_id))
+        return past_drafts(rows, similar)
+
+    async def _ranked(
+        self, conn: Any, task_id: str, agent_id: str, query: np.ndarray, limit: int
+    ) -> list[tuple[str, float]]:
+        if self.use_pgvector:
+            vector = [float(x) for x in query]
+            rows = await conn.fetch(_CANDIDATES_PGVECTOR, task_id, agent_id, vector, limit)
+        else:
+            rows = await conn.fetch(_CANDIDATES, task_id, agent_id)
+        candidates = [(r["task_id"], np.asarray(r["embedding"], dtype=np.float64)) for r in rows]
+        return rank(query, candidates, exclude=task_id)
+
+
+def past_drafts(
+    rows: Iterable[Mapping[str, Any]], similar: Mapping[str, float]
+) -> list[lean.Record]:
+    """Draft rows as memory records; a task without an embedding yet (its auction still open, or
+    closed without a winner) cannot be compared, so its drafts are left out."""
+    return [
+        lean.Record(
+            agent_id=r["agent_id"],
+            similarity=similar[r["task_id"]],
+            examples_pass=r["examples_pass"],
+            right=r["right_"],
+            cost=r["cost"],
+        )
+        for r in rows
+        if r["task_id"] in similar
+    ]
+
+
+async def _pgvector(conn: Any) -> bool:
+    """Whether `vector` is usable here, creating the extension if it is available."""
+    if not await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"):
+        return False
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except Exception as exc:  # no privilege to create it: numpy gives the same answers
+        log.warning("memory: pgvector is available but cannot be created (%s); using numpy", exc)
+        return False
+    return True
+
+
+async def _past_tasks(conn: Any, task_ids: list[str]) -> dict[str, PastTask]:
+    if not task_ids:
+        return {}
+    bids: dict[str, list[PastBid]] = {}
+    for r in await conn.fetch(_BIDS, task_ids):
+        bids.setdefault(r["task_id"], []).append(
+            PastBid(agent_id=r["agent_id"], plan=r["plan"], score=r["score"], round=r["round"])
+        )
+    return {
+        r["task_id"]: PastTask(
+            task_id=r["task_id"],
+            prompt=r["prompt"] or "",
+            winner_agent_id=r["winner_agent_id"],
+            winning_plan=r["winning_plan"] or "",
+            passed=r["passed"],
+            bids=tuple(bids.get(r["task_id"], ())),
+        )
+        for r in await conn.fetch(_TASKS, task_ids)
+    }

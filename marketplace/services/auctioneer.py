@@ -1,0 +1,301 @@
+"""The auctioneer service: moves events between Kafka and a pure auction state machine.
+
+Which machine is `[auction] mechanism`: `lean` (`marketplace.lean_auction`, calls for drafts one
+agent at a time, the default) or `paper` (`marketplace.auction`, SALE's plans, jury and
+refinement). For a lean auction the service also reads the memory once, when the first call is
+due, and passes the resulting estimates in: the machine itself does no I/O.
+
+Instances share the work in consumer group `auctioneer`. Task-scoped topics are co-partitioned
+by task id, so whoever owns partition p of `tasks` owns partition p of `bids`, `reviews` and
+`auctions` too, and with them every event of those tasks — including its own past decisions.
+
+Restarts and rebalances: a new owner reads its partitions from the last committed offsets and
+only folds events in until it has caught up with the high-water marks it saw; then it acts.
+Offsets are committed only up to the first event of the oldest auction still open, so an open
+auction is always rebuilt whole and a closed one is never decided again.
+
+Liveness comes from `agents`, which every instance reads whole, outside the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from marketplace.core import lean
+from marketplace.core.auction import Auction, Roster, Windows
+from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.log.memory import Memory, NoMemory
+from marketplace.shared.bus import Bus, Source, caught_up
+from marketplace.shared.config import AuctionConfig, Config
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    Event,
+    RefinementCalled,
+    RefinementInvite,
+    TaskEvent,
+    TaskPosted,
+)
+
+log = logging.getLogger("auctioneer")
+GROUP = "auctioneer"
+STREAMS = ("tasks", "bids", "reviews", "auctions")
+TICK_S = 0.05
+ORPHAN_TTL = timedelta(seconds=30)  # a bid or review whose task never shows up
+CLOSED_RETENTION = timedelta(minutes=10)  # closed auctions kept to answer late bids
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+AnyAuction = Auction | LeanAuction
+
+
+class Auctioneer:
+    def __init__(
+        self,
+        config: Config,
+        bus: Bus,
+        memory: Memory | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.bus = bus
+        self.settings: AuctionConfig = config.auction
+        self.windows = Windows(
+            bid=timedelta(seconds=config.auction.bid_window_s),
+            jury=timedelta(seconds=config.auction.jury_window_s),
+            refine=timedelta(seconds=config.auction.refine_window_s),
+        )
+        self.memory = memory or NoMemory()
+        self.clock = clock
+        self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
+        self.lean = lean.settings_of(config.auction.lean)
+        self.auctions: dict[str, AnyAuction] = {}
+        self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
+        self._first_seen: dict[str, datetime] = {}
+        self._closed_at: dict[str, datetime] = {}
+        self._active: set[str] = set()  # open, or holding input not yet judged
+        self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
+        self._last_sweep = clock()
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._catching_up: set[TopicPartition] = set()
+        self._roster_ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.bus.start()
+        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
+        roster = asyncio.create_task(self._follow_roster(stop))
+        try:
+            await self._roster_ready.wait()
+            log.info("roster read: %d agents known", len(self.roster.beats))
+            while not stop.is_set():
+                await self._poll()
+        finally:
+            roster.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await roster
+            with contextlib.suppress(Exception):
+                await self._commit(self._consumer.assignment())
+            await self._consumer.stop()
+            await self.bus.stop()
+
+    async def _poll(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=int(TICK_S * 1000))
+        for tp, records in batches.items():
+            for record in records:
+                source = Source(record.topic, record.partition, record.offset, record.key)
+                event = await self.bus.receive(record.value, source, self.bus.group(GROUP))
+                if isinstance(event, TaskEvent):
+                    await self._route(event, tp, record.offset)
+                self._next_offsets[tp] = record.offset + 1
+        await self._check_caught_up()
+        await self._act()
+        await self._commit(self._consumer.assignment())
+
+    async def _route(self, event: TaskEvent, tp: TopicPartition, offset: int) -> None:
+        auction = self.auctions.get(event.task_id)
+        if auction is None:
+            auction = self.auctions[event.task_id] = self._new_auction(event.task_id)
+            self._first_seen[event.task_id] = self.clock()
+        if isinstance(event, TaskPosted) and auction.task and auction.task != event:
+            reason = f"task_id {event.task_id} was already posted"
+            await self.bus.dead_letter(
+                Source(tp.topic, tp.partition, offset, event.key.encode()),
+                event.model_dump_json().encode(),
+                self.bus.group(GROUP),
+                reason,
+            )
+            return
+        auction.apply(event)
+        self._active.add(event.task_id)
+        self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, offset)
+
+    async def _act(self) -> None:
+        """Settles every auction whose partition is caught up, publishing what is decided."""
+        now = self.clock()
+        ready = {tp.partition for tp in self._consumer.assignment()} - {
+            tp.partition for tp in self._catching_up
+        }
+        for task_id in list(self._active):
+            auction = self.auctions[task_id]
+            if self._partition(task_id) not in ready:
+                continue
+            if auction.task is None and auction.phase != "closed":
+                if now - self._first_seen[task_id] > ORPHAN_TTL:
+                    await self._publish_all(auction, auction.orphaned())
+                continue
+            while decisions := await self._settle(auction, now):
+                await self._publish_all(auction, decisions)
+            if auction.phase == "closed" and not auction.pending:
+                self._active.discard(task_id)
+                self._closed_at.setdefault(task_id, now)
+        if now - self._last_sweep > CLOSED_RETENTION / 10:
+            self._last_sweep = now
+            for task_id, closed_at in list(self._closed_at.items()):
+                if now - closed_at > CLOSED_RETENTION and task_id not in self._active:
+                    self._forget(task_id)
+
+    def _new_auction(self, task_id: str) -> AnyAuction:
+        """The configured mechanism's machine. Switching mechanism while auctions are open is
+        not supported: an open auction is rebuilt by the machine of the current setting."""
+        return LeanAuction(task_id) if self.settings.mechanism == "lean" else Auction(task_id)
+
+    async def _settle(self, auction: AnyAuction, now: datetime) -> list[Event]:
+        if isinstance(auction, LeanAuction):
+            estimates = await self._estimates(auction, now)
+            return auction.settle(
+                self.roster, self.windows, self.lean.value, now, estimates, self.lean.feedback
+            )
+        return auction.settle(self.roster, self.windows, self.settings.weights, now)
+
+    async def _estimates(self, auction: LeanAuction, now: datetime) -> list[lean.Estimate] | None:
+        """What the memory says of each agent that may be asked, when the first call is due."""
+        agents = auction.candidates(self.roster, now)
+        if agents is None:
+            return None
+        records = await self.memory.records(auction.task, agents)
+        priors = self.settings.lean.priors
+        return [
+            lean.estimate(
+                agent_id,
+                prior_for(priors, agent_id, self.roster.beats[agent_id].price),
+                records,
+                self.lean,
+            )
+            for agent_id in agents
+        ]
+
+    async def _publish_all(self, auction: AnyAuction, decisions: list[Event]) -> None:
+        for decision in decisions:
+            if isinstance(decision, RefinementCalled):
+                decision = await self._with_examples(auction, decision)
+            self._unconfirmed.append(await self.bus.send(decision))
+            auction.apply(decision)
+            if isinstance(decision, AuctionClosed):
+                log.info(
+                    "%s closed: %s, winner %s%s",
+                    decision.task_id,
+                    decision.reason,
+                    decision.winner_agent_id,
+                    f" ({decision.lean.why})" if decision.lean else "",
+                )
+
+    async def _with_examples(self, auction: Auction, call: RefinementCalled) -> RefinementCalled:
+        invites = [
+            RefinementInvite(
+                agent_id=invite.agent_id,
+                examples=await self.memory.examples(
+                    auction.task, invite.agent_id, self.settings.memory_k
+                ),
+            )
+            for invite in call.invites
+        ]
+        return call.model_copy(update={"invites": invites})
+
+    # --- partitions, catching up, committing ---------------------------------------------
+
+    def _partition(self, task_id: str) -> int | None:
+        offsets = self._first_offsets.get(task_id)
+        return next(iter(offsets)).partition if offsets else None
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+        self._catching_up |= set(partitions)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self._commit(partitions)
+        lost = {tp.partition for tp in partitions}
+        for task_id in [t for t in self.auctions if self._partition(t) in lost]:
+            self._forget(task_id)
+        for tp in partitions:
+            self._next_offsets.pop(tp, None)
+            self._catching_up.discard(tp)
+
+    async def _check_caught_up(self) -> None:
+        for tp in list(self._catching_up):
+            if await caught_up(self._consumer, [tp]):
+                self._catching_up.discard(tp)
+                if not any(c.partition == tp.partition for c in self._catching_up):
+                    log.info(
+                        "partition %d caught up: %d auctions known",
+                        tp.partition,
+                        sum(self._partition(t) == tp.partition for t in self.auctions),
+                    )
+
+    async def _commit(self, partitions: set[TopicPartition]) -> None:
+        """Commits up to the oldest open auction, once every decision sent is acknowledged."""
+        await asyncio.gather(*self._unconfirmed)
+        self._unconfirmed.clear()
+        safe = {tp: self._next_offsets[tp] for tp in partitions if tp in self._next_offsets}
+        for task_id in self._active:
+            for tp, first in self._first_offsets.get(task_id, {}).items():
+                if tp in safe:
+                    safe[tp] = min(safe[tp], first)
+        if safe:
+            await self._consumer.commit(safe)
+
+    def _forget(self, task_id: str) -> None:
+        for table in (self.auctions, self._first_offsets, self._first_seen, self._closed_at):
+            table.pop(task_id, None)
+        self._active.discard(task_id)
+
+    # --- liveness ------------------------------------------------------------------------
+
+    async def _follow_roster(self, stop: asyncio.Event) -> None:
+        """Reads every heartbeat ever published (outside the group: every instance needs all)."""
+        broker = self.bus.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=broker.fetch_max_wait_ms,
+        )
+        await consumer.start()
+        try:
+            topic = self.bus.topics.agents
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000))
+                for tp, records in batches.items():
+                    for record in records:
+                        source = Source(tp.topic, tp.partition, record.offset, record.key)
+                        group = self.bus.group(f"{GROUP}.roster")
+                        event = await self.bus.receive(record.value, source, group)
+                        if isinstance(event, AgentHeartbeat):
+                            self.roster.apply(event)
+                if not self._roster_ready.is_set() and await caught_up(consumer, parts):
+                    self._roster_ready.set()
+        finally:
+            await consumer.stop()

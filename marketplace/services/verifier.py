@@ -1,0 +1,370 @@
+"""The verifier: joins each `TaskResult` with the hidden `TaskChecks` of its task and publishes
+one `TaskOutcome`.
+
+Coding tasks: the result's program followed by the dataset's tests (`check(entry_point)`) runs in
+the sandbox (`agents.sandbox`, 30 s wall clock); it passes when it exits cleanly, score 1 or 0,
+and the details are the run's summary (the assertion or the limit it hit). Search tasks: the
+answer is graded against the gold answers (`marketplace.grading`): exact match after
+normalisation decides `passed`, the best token F1 is the score. A result with an error and no
+output fails, naming the error, without running anything.
+
+**The join.** `checks` and `results` are keyed by task id and co-partitioned, so partition p of
+both holds every record of the tasks of p, in either order. The verifier reads `checks`,
+`results` and `outcomes` (its own output, read back) in consumer group `verifier` with the range
+assignor, which hands partition p of the three topics to the same instance. A task is *open* from
+its first record until its `TaskOutcome` is read back; an open task waits in memory for its other
+half.
+
+**Restarts and rebalances: nothing lost, nothing decided twice.** Offsets are committed by hand,
+never past an open task: when a task opens, the verifier notes its read position in each of the
+three topics of its partition, and commits each topic at most up to the smallest such note of
+any open task (the auctioneer's "safe offsets", extended to the outputs). So after a crash, a
+restart or a rebalance, the new owner re-reads every record of every open task, and also every
+outcome published since the oldest of them opened. It folds its partitions in up to the
+high-water marks it saw before deciding anything there: a re-read task whose outcome is in the
+log is known to be decided, and only a task with both halves and no outcome is verified again.
+Hence a duplicate outcome across restarts happens only when the previous verifier crashed after
+sending an outcome but before the broker acknowledged it (or, at a rebalance, while the old
+owner was still verifying): the outcome was never in the log that the new owner read. Within one
+process the set of decided tasks makes a redelivered or repeated result or check a no-op.
+
+The simpler design — the bus's commit-after-handler — would lose a check whose result had not
+come yet: its offset is committed once the handler stored it in memory, so after a restart the
+result would find nothing to join.
+
+**A half that never finds its other half** (an auction without bids never gets a result; a task
+may come without hidden checks) would hold the offsets back forever. After `wait_s` (default one
+hour after the record's `occurred_at`) the task is decided as failed, naming what never came, and
+closes. A result arriving after that is ignored with a log line by the same process; after a
+restart, with the task's records committed, it would be decided once more, as unverifiable.
+
+Malformed records and events of the wrong type go to `dlq` through the bus, as everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from marketplace.core.grading import grade
+from marketplace.shared.bus import Bus, Source, caught_up
+from marketplace.shared.config import Config
+from marketplace.shared.sandbox import Limits, run_python_async
+from schemas.events import (
+    MAX_REASON,
+    CodingChecks,
+    SearchChecks,
+    TaskChecks,
+    TaskOutcome,
+    TaskResult,
+)
+
+log = logging.getLogger("verifier")
+GROUP = "verifier"
+STREAMS = ("checks", "results", "outcomes")
+LIMITS = Limits(cpu_s=20, wall_s=30.0)  # per program run; the tests of one task, not a suite
+WAIT_S = 3600.0  # how long half a task waits for the other half
+TICK_S = 0.05
+DECIDED_KEPT = 100_000  # task ids remembered as decided (only redeliveries need them)
+
+
+# --- deciding one task ----------------------------------------------------------------------
+
+
+async def verify(
+    checks: TaskChecks, result: TaskResult, limits: Limits = LIMITS, producer: str = GROUP
+) -> TaskOutcome:
+    """The outcome of `result` under `checks` (runs a coding task's tests in the sandbox)."""
+
+    def outcome(passed: bool, score: float, details: str) -> TaskOutcome:
+        return TaskOutcome(
+            producer=producer,
+            task_id=result.task_id,
+            passed=passed,
+            score=score,
+            details=_trim(details),
+        )
+
+    if result.error is not None and not result.output.strip():
+        return outcome(False, 0.0, f"no output; the agent reported an error: {result.error}")
+    match checks.checks:
+        case CodingChecks(tests=tests):
+            run = await run_python_async(_program(result.output, tests), limits)
+            return outcome(run.ok, 1.0 if run.ok else 0.0, run.summary())
+        case SearchChecks(answers=answers):
+            graded = grade(result.output, answers)
+            which = f"gold answer {answers.index(graded.best) + 1} of {len(answers)}"
+            details = (
+                f"exact match: {'yes' if graded.exact else 'no'}; "
+                f"token F1 {graded.f1:.3f} (best: {which})"
+            )
+            return outcome(graded.exact, graded.f1, details)
+    raise TypeError(f"unknown checks: {checks.checks!r}")  # pragma: no cover
+
+
+def unmatched(task_id: str, has_checks: bool, wait_s: float, producer: str) -> TaskOutcome:
+    """The outcome of a task whose other half did not come within `wait_s`."""
+    missing = "no result" if has_checks else "no checks (cannot verify)"
+    other = "checks" if has_checks else "result"
+    return TaskOutcome(
+        producer=producer,
+        task_id=task_id,
+        passed=False,
+        score=0.0,
+        details=f"{missing} within {wait_s:g} s of the {other}",
+    )
+
+
+def _program(output: str, tests: str) -> str:
+    """The result's code, then the tests; a lone surrogate (valid JSON, invalid UTF-8) becomes '?'
+    so the program can be written to a file at all."""
+    program = output + "\n\n" + tests
+    return program.encode("utf-8", "replace").decode("utf-8")
+
+
+def _trim(text: str) -> str:
+    """At most MAX_REASON characters, keeping the end, where a traceback says what went wrong."""
+    if len(text) <= MAX_REASON:
+        return text
+    head = text.splitlines()[0][:200] if text else ""
+    keep = MAX_REASON - len(head) - 10
+    return f"{head}\n[...]\n{text[-keep:]}"
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Open:
+    """A task seen on `checks` or `results` whose outcome has not been read back yet."""
+
+    partition: int
+    since: datetime  # occurred_at of its first half
+    pins: dict[TopicPartition, int]  # read positions when it opened: not committed past these
+    checks: TaskChecks | None = None
+    result: TaskResult | None = None
+    decided: bool = False  # an outcome is being made or was sent
+
+
+class Verifier:
+    def __init__(
+        self,
+        config: Config,
+        bus: Bus,
+        *,
+        limits: Limits = LIMITS,
+        wait_s: float = WAIT_S,
+        concurrency: int | None = None,
+    ) -> None:
+        self.bus = bus
+        self.limits = limits
+        self.wait = timedelta(seconds=wait_s)
+        self.group = bus.group(GROUP)
+        self._slots = asyncio.Semaphore(concurrency or max(1, os.cpu_count() or 1))
+        self._open: dict[str, _Open] = {}
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._catching_up: set[TopicPartition] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Verifies until `stop` is set; then lets running verifications finish (for a while)."""
+        await run_python_async("pass", Limits(cpu_s=5, wall_s=20))  # SandboxUnavailable: no start
+        await self.bus.start()
+        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
+        log.info("verifying in group %s", self.group)
+        try:
+            while not stop.is_set():
+                await self._poll()
+        finally:
+            await self._finish_running(grace_s=self.limits.wall_s + 10)
+            with contextlib.suppress(Exception):
+                await self._commit()
+            await self._consumer.stop()
+            await self.bus.stop()
+
+    async def _poll(self) -> None:
+        batches = await self._consumer.getmany(timeout_ms=int(TICK_S * 1000))
+        for tp, records in batches.items():
+            for record in records:
+                await self._take(tp, record)
+                self._next[tp] = record.offset + 1
+        self._raise_failures()
+        await self._check_caught_up()
+        self._act()
+        await self._commit()
+
+    # --- folding records in --------------------------------------------------------------
+
+    async def _take(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        source = Source(record.topic, record.partition, record.offset, record.key)
+        body = record.value if record.value is not None else b""
+        event = await self.bus.receive(body, source, self.group)
+        if isinstance(event, TaskOutcome):
+            self._closed(event.task_id)
+        elif isinstance(event, TaskChecks | TaskResult):
+            self._half(event, tp, record.offset)
+
+    def _half(self, event: TaskChecks | TaskResult, tp: TopicPartition, offset: int) -> None:
+        task_id = event.task_id
+        if task_id in self._decided:
+            log.info("%s: %s ignored, the task is decided already", task_id, event.type)
+            return
+        task = self._open.get(task_id)
+        if task is None:
+            pins = {
+                other: self._next[other]
+                for other in self._topic_partitions(tp.partition)
+                if other in self._next
+            }
+            pins[tp] = offset
+            task = self._open[task_id] = _Open(tp.partition, event.occurred_at, pins)
+        if isinstance(event, TaskChecks):
+            if task.checks is None:
+                task.checks = event
+            elif task.checks != event:
+                log.warning("%s: a second, different TaskChecks ignored", task_id)
+        elif task.result is None:
+            task.result = event
+        elif task.result != event:
+            log.warning("%s: a second TaskResult (bid %s) ignored", task_id, event.bid_id)
+
+    def _closed(self, task_id: str) -> None:
+        """An outcome for the task is in the log: it is decided, whoever decided it."""
+        self._remember(task_id)
+        self._open.pop(task_id, None)
+        running = self._running.get(task_id)
+        if running is not None and not running.done():
+            running.cancel()  # another verifier decided it first (after a rebalance)
+
+    def _remember(self, task_id: str) -> None:
+        self._decided[task_id] = None
+        self._decided.move_to_end(task_id)
+        while len(self._decided) > DECIDED_KEPT:
+            self._decided.popitem(last=False)
+
+    # --- deciding ------------------------------------------------------------------------
+
+    def _act(self) -> None:
+        """Starts a decision for every open task of a caught-up partition that can have one."""
+        ready = self._ready_partitions()
+        now = datetime.now(UTC)
+        for task_id, task in self._open.items():
+            if task.decided or task.partition not in ready:
+                continue
+            whole = task.checks is not None and task.result is not None
+            if whole or now - _aware(task.since) > self.wait:
+                task.decided = True
+                self._remember(task_id)
+                self._running[task_id] = asyncio.create_task(self._decide(task))
+
+    async def _decide(self, task: _Open) -> None:
+        if task.checks is not None and task.result is not None:
+            async with self._slots:
+                outcome = await verify(task.checks, task.result, self.limits, self.bus.producer)
+        else:
+            task_id = (task.checks or task.result).task_id
+            wait_s = self.wait.total_seconds()
+            outcome = unmatched(task_id, task.checks is not None, wait_s, self.bus.producer)
+        await self.bus.publish(outcome)
+        log.info(
+            "%s: %s, score %.3f: %s",
+            outcome.task_id,
+            "passed" if outcome.passed else "failed",
+            outcome.score,
+            outcome.details.splitlines()[0] if outcome.details else "",
+        )
+
+    def _raise_failures(self) -> None:
+        """A verification that raised (the sandbox went away, the broker refused the outcome)
+        stops the service: nothing past it is committed, so a restart does it again."""
+        for task_id, running in list(self._running.items()):
+            if running.done():
+                del self._running[task_id]
+                if not running.cancelled() and running.exception() is not None:
+                    raise running.exception()
+
+    async def _finish_running(self, grace_s: float) -> None:
+        running = list(self._running.values())
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self._running.clear()
+
+    # --- partitions, catching up, committing ---------------------------------------------
+
+    def _topic_partitions(self, partition: int) -> list[TopicPartition]:
+        return [TopicPartition(getattr(self.bus.topics, s), partition) for s in STREAMS]
+
+    def _ready_partitions(self) -> set[int]:
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        return assigned - {tp.partition for tp in self._catching_up}
+
+    async def _check_caught_up(self) -> None:
+        for tp in list(self._catching_up):
+            if await caught_up(self._consumer, [tp]):
+                self._catching_up.discard(tp)
+                if not any(c.partition == tp.partition for c in self._catching_up):
+                    waiting = sum(t.partition == tp.partition for t in self._open.values())
+                    log.info("partition %d caught up: %d tasks open", tp.partition, waiting)
+
+    def safe_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Per topic partition, how far every open task of it has been read past."""
+        safe = {tp: offset for tp, offset in self._next.items() if tp in partitions}
+        for task in self._open.values():
+            for tp in self._topic_partitions(task.partition):
+                if tp not in safe:
+                    continue
+                if tp in task.pins:
+                    safe[tp] = min(safe[tp], task.pins[tp])
+                else:  # opened before anything was read there: all of it must be re-read
+                    del safe[tp]
+        return safe
+
+    async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        if partitions is None:
+            partitions = self._consumer.assignment()
+        safe = self.safe_offsets(partitions)
+        changed = {tp: o for tp, o in safe.items() if self._committed.get(tp) != o}
+        if not changed:
+            return
+        try:
+            await self._consumer.commit(changed)
+        except KafkaError as exc:
+            log.warning("offset commit failed (%r): records will be re-read, harmlessly", exc)
+            return
+        self._committed.update(changed)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        with contextlib.suppress(Exception):
+            await self._commit(partitions)
+        lost = {tp.partition for tp in partitions}
+        for task_id in [t for t, task in self._open.items() if task.partition in lost]:
+            del self._open[task_id]
+            running = self._running.pop(task_id, None)
+            if running is not None:
+                running.cancel()
+        for tp in partitions:
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+            self._catching_up.discard(tp)
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+        self._catching_up |= set(partitions)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
