@@ -23,7 +23,7 @@ def _up(config: Config, args: argparse.Namespace) -> int:
 
 
 def _topics(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.shared.admin import topic_status
+    from marketplace.shared.offsets import topic_status
 
     if not config.broker.bootstrap:
         raise ConfigError("[broker].bootstrap: not set and KAFKA_BOOTSTRAP is empty; which broker?")

@@ -29,13 +29,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from marketplace.core import scoring
 from marketplace.log import replay
 from marketplace.services.recorder import Recorder
 from marketplace.shared.admin import ensure_topics
-from marketplace.shared.bus import Bus, reader
+from marketplace.shared.bus import Bus, from_start, reader
 from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.database import (
     create_database,
@@ -286,14 +286,7 @@ async def raw_consume_rate(broker: BrokerConfig, count: int) -> Measure:
     progress = Progress("raw consume", count)
     try:
         start = time.perf_counter()
-        await consumer.topics()
-        parts = [
-            TopicPartition(t, p)
-            for t in Topics(broker.topic_prefix).all()
-            for p in consumer.partitions_for_topic(t) or ()
-        ]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        await from_start(consumer, Topics(broker.topic_prefix).all())
         seen = 0
         async with asyncio.timeout(TIMEOUT_S):
             while seen < count:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import quantiles
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
-from marketplace.shared.bus import Bus, Source
+from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.local_broker import LocalBroker
 from schemas.events import AuctionClosed, CodingInputs, Event, TaskPosted
@@ -57,9 +57,7 @@ async def raw_broker_rate(bootstrap: str, messages: int = 5000, size: int = 1024
     await admin.start()
     await admin.create_topics([NewTopic(topic, 4, 1)])
     await admin.close()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
-    )
+    consumer = new_consumer(bootstrap, topic, auto_offset_reset="earliest", fetch_max_wait_ms=10)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
     await consumer.start()
     await producer.start()

@@ -33,9 +33,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from marketplace.core import lean, scoring
 from marketplace.core.lean_auction import checkable, step_for
-from marketplace.shared.admin import highwater_marks
 from marketplace.shared.bus import reader
 from marketplace.shared.config import BrokerConfig, Config, ConfigError
+from marketplace.shared.offsets import highwater_marks
 from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     AuctionClosed,

@@ -25,13 +25,13 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from marketplace.core import lean
 from marketplace.core.auction import Auction, Roster, Windows
 from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.memory import Memory, NoMemory
-from marketplace.shared.bus import Bus, Source, caught_up
+from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
 from marketplace.shared.config import AuctionConfig, Config
 from schemas.events import (
     AgentHeartbeat,
@@ -84,16 +84,14 @@ class Auctioneer:
         self._active: set[str] = set()  # open, or holding input not yet judged
         self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
         self._last_sweep = clock()
-        self._next_offsets: dict[TopicPartition, int] = {}
-        self._catching_up: set[TopicPartition] = set()
         self._roster_ready = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
+        self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.start()
-        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
+        await self.consumer.start()
         roster = asyncio.create_task(self._follow_roster(stop))
         try:
             await self._roster_ready.wait()
@@ -105,24 +103,21 @@ class Auctioneer:
             with contextlib.suppress(asyncio.CancelledError):
                 await roster
             with contextlib.suppress(Exception):
-                await self._commit(self._consumer.assignment())
-            await self._consumer.stop()
+                await self._commit(self.consumer.assignment())
+            await self.consumer.stop()
             await self.bus.stop()
 
     async def _poll(self) -> None:
-        batches = await self._consumer.getmany(timeout_ms=int(TICK_S * 1000))
-        for tp, records in batches.items():
-            for record in records:
-                source = Source(record.topic, record.partition, record.offset, record.key)
-                event = await self.bus.receive(record.value, source, self.bus.group(GROUP))
-                if isinstance(event, TaskEvent):
-                    await self._route(event, tp, record.offset)
-                self._next_offsets[tp] = record.offset + 1
-        await self._check_caught_up()
+        async for delivery in self.consumer.poll(TICK_S):
+            if isinstance(delivery.event, TaskEvent):
+                await self._route(delivery.event, delivery.source)
+        for partition in await self.consumer.caught_up():
+            known = sum(self._partition(t) == partition for t in self.auctions)
+            log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
-        await self._commit(self._consumer.assignment())
+        await self._commit(self.consumer.assignment())
 
-    async def _route(self, event: TaskEvent, tp: TopicPartition, offset: int) -> None:
+    async def _route(self, event: TaskEvent, source: Source) -> None:
         auction = self.auctions.get(event.task_id)
         if auction is None:
             auction = self.auctions[event.task_id] = self._new_auction(event.task_id)
@@ -130,7 +125,7 @@ class Auctioneer:
         if isinstance(event, TaskPosted) and auction.task and auction.task != event:
             reason = f"task_id {event.task_id} was already posted"
             await self.bus.dead_letter(
-                Source(tp.topic, tp.partition, offset, event.key.encode()),
+                source,
                 event.model_dump_json().encode(),
                 self.bus.group(GROUP),
                 reason,
@@ -138,14 +133,13 @@ class Auctioneer:
             return
         auction.apply(event)
         self._active.add(event.task_id)
-        self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, offset)
+        tp = TopicPartition(source.topic, source.partition)
+        self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, source.offset)
 
     async def _act(self) -> None:
         """Settles every auction whose partition is caught up, publishing what is decided."""
         now = self.clock()
-        ready = {tp.partition for tp in self._consumer.assignment()} - {
-            tp.partition for tp in self._catching_up
-        }
+        ready = self.consumer.ready_partitions()
         for task_id in list(self._active):
             auction = self.auctions[task_id]
             if self._partition(task_id) not in ready:
@@ -228,41 +222,23 @@ class Auctioneer:
         offsets = self._first_offsets.get(task_id)
         return next(iter(offsets)).partition if offsets else None
 
-    def assigned(self, partitions: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
-        self._catching_up |= set(partitions)
-
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         await self._commit(partitions)
         lost = {tp.partition for tp in partitions}
         for task_id in [t for t in self.auctions if self._partition(t) in lost]:
             self._forget(task_id)
-        for tp in partitions:
-            self._next_offsets.pop(tp, None)
-            self._catching_up.discard(tp)
-
-    async def _check_caught_up(self) -> None:
-        for tp in list(self._catching_up):
-            if await caught_up(self._consumer, [tp]):
-                self._catching_up.discard(tp)
-                if not any(c.partition == tp.partition for c in self._catching_up):
-                    log.info(
-                        "partition %d caught up: %d auctions known",
-                        tp.partition,
-                        sum(self._partition(t) == tp.partition for t in self.auctions),
-                    )
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
         """Commits up to the oldest open auction, once every decision sent is acknowledged."""
         await asyncio.gather(*self._unconfirmed)
         self._unconfirmed.clear()
-        safe = {tp: self._next_offsets[tp] for tp in partitions if tp in self._next_offsets}
+        read = self.consumer.next_offsets
+        safe = {tp: read[tp] for tp in partitions if tp in read}
         for task_id in self._active:
             for tp, first in self._first_offsets.get(task_id, {}).items():
                 if tp in safe:
                     safe[tp] = min(safe[tp], first)
-        if safe:
-            await self._consumer.commit(safe)
+        await self.consumer.commit(safe)
 
     def _forget(self, task_id: str) -> None:
         for table in (self.auctions, self._first_offsets, self._first_seen, self._closed_at):
@@ -273,19 +249,9 @@ class Auctioneer:
 
     async def _follow_roster(self, stop: asyncio.Event) -> None:
         """Reads every heartbeat ever published (outside the group: every instance needs all)."""
-        broker = self.bus.config
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=broker.fetch_max_wait_ms,
-        )
-        await consumer.start()
+        consumer = await reader(self.bus.config)
         try:
-            topic = self.bus.topics.agents
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
+            parts = await from_start(consumer, [self.bus.topics.agents])
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000))
                 for tp, records in batches.items():

@@ -28,10 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
-from marketplace.shared.bus import Bus, Source
+from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
 from marketplace.shared.config import Config
 from marketplace.shared.migrate import apply_migrations
 from schemas.codec import EventDecodeError, decode
@@ -55,7 +53,7 @@ from schemas.topics import STREAMS
 log = logging.getLogger("recorder")
 GROUP = "recorder"
 BATCH_MAX = 2000  # records per transaction: large enough to amortise a commit, small to retry
-POLL_MS = 200
+POLL_S = 0.2
 RETRY_MAX_S = 30.0
 _CONNECTION_ERRORS = (
     OSError,
@@ -498,7 +496,7 @@ class Recorder:
         self.bus = bus
         self.database_url = database_url
         self.group = bus.group(GROUP)
-        self._consumer: AIOKafkaConsumer | None = None
+        self.consumer = PartitionedConsumer(bus, STREAMS, GROUP)
         self._pool: asyncpg.Pool | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -517,36 +515,32 @@ class Recorder:
             await self._pool.close()
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        self._consumer = await self.bus.group_consumer(STREAMS, GROUP)
+        await self.consumer.start()
         log.info("recording every stream under %r in group %s", self.bus.topics.prefix, self.group)
         try:
             while not stop.is_set():
                 await self._step(stop)
         finally:
-            await self._consumer.stop()
+            await self.consumer.stop()
 
     async def _step(self, stop: asyncio.Event) -> None:
         """One batch: decode, store in one transaction, then commit the offsets."""
-        fetched = await self._consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_MAX)
-        if not fetched:
+        deliveries = [d async for d in self.consumer.poll(POLL_S, max_records=BATCH_MAX)]
+        if not deliveries:
             return
-        batch = [item for records in fetched.values() for item in await self._decode(records)]
+        batch = [item for d in deliveries if (item := self._incoming(d)) is not None]
         if not await self._store_retrying(batch, stop):
             return  # asked to stop while the database was away: nothing committed, redelivered
-        await self._commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        await self.consumer.commit(self.consumer.next_offsets)
 
-    async def _decode(self, records: list[ConsumerRecord]) -> list[Incoming]:
-        decoded = []
-        for record in records:
-            source = Source(record.topic, record.partition, record.offset, record.key)
-            body = record.value if record.value is not None else b""
-            event = await self.bus.receive(body, source, self.group)
-            if event is None and record.topic == self.bus.topics.dlq:
-                event = self._dead_letter_in_place(source, body)
-            if event is not None:
-                position = Position(record.topic, record.partition, record.offset)
-                decoded.append(Incoming.of(position, record.key, event))
-        return decoded
+    def _incoming(self, delivery: Delivery) -> Incoming | None:
+        source, event = delivery.source, delivery.event
+        if event is None and source.topic == self.bus.topics.dlq:
+            event = self._dead_letter_in_place(source, delivery.body)
+        if event is None:
+            return None
+        position = Position(source.topic, source.partition, source.offset)
+        return Incoming.of(position, source.key, event)
 
     def _dead_letter_in_place(self, source: Source, body: bytes) -> DeadLetter:
         """A malformed record on `dlq` itself: the bus will not dead-letter it again (that could
@@ -604,11 +598,3 @@ class Recorder:
         source = Source(pos.topic, pos.partition, pos.offset, item.key)
         body = item.payload.encode()
         await self.bus.dead_letter(source, body, self.group, f"recorder could not store: {exc}")
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commits after the transaction; a commit lost to a rebalance only means redelivery,
-        which the log's unique event ids absorb."""
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            log.warning("offset commit failed (%r): the batch will be redelivered, harmlessly", exc)

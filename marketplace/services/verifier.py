@@ -51,16 +51,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 
 from marketplace.core.grading import grade
-from marketplace.shared.bus import Bus, Source, caught_up
+from marketplace.shared.bus import Bus, PartitionedConsumer, Source
 from marketplace.shared.config import Config
 from marketplace.shared.sandbox import Limits, run_python_async
 from schemas.events import (
     MAX_REASON,
     CodingChecks,
+    Event,
     SearchChecks,
     TaskChecks,
     TaskOutcome,
@@ -172,16 +172,13 @@ class Verifier:
         self._open: dict[str, _Open] = {}
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._next: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._catching_up: set[TopicPartition] = set()
-        self._consumer: AIOKafkaConsumer | None = None
+        self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Verifies until `stop` is set; then lets running verifications finish (for a while)."""
         await run_python_async("pass", Limits(cpu_s=5, wall_s=20))  # SandboxUnavailable: no start
         await self.bus.start()
-        self._consumer = await self.bus.group_consumer(STREAMS, GROUP, owner=self)
+        await self.consumer.start()
         log.info("verifying in group %s", self.group)
         try:
             while not stop.is_set():
@@ -190,30 +187,26 @@ class Verifier:
             await self._finish_running(grace_s=self.limits.wall_s + 10)
             with contextlib.suppress(Exception):
                 await self._commit()
-            await self._consumer.stop()
+            await self.consumer.stop()
             await self.bus.stop()
 
     async def _poll(self) -> None:
-        batches = await self._consumer.getmany(timeout_ms=int(TICK_S * 1000))
-        for tp, records in batches.items():
-            for record in records:
-                await self._take(tp, record)
-                self._next[tp] = record.offset + 1
+        async for delivery in self.consumer.poll(TICK_S):
+            self._take(delivery.event, delivery.source)
         self._raise_failures()
-        await self._check_caught_up()
+        for partition in await self.consumer.caught_up():
+            waiting = sum(t.partition == partition for t in self._open.values())
+            log.info("partition %d caught up: %d tasks open", partition, waiting)
         self._act()
         await self._commit()
 
     # --- folding records in --------------------------------------------------------------
 
-    async def _take(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        source = Source(record.topic, record.partition, record.offset, record.key)
-        body = record.value if record.value is not None else b""
-        event = await self.bus.receive(body, source, self.group)
+    def _take(self, event: Event | None, source: Source) -> None:
         if isinstance(event, TaskOutcome):
             self._closed(event.task_id)
         elif isinstance(event, TaskChecks | TaskResult):
-            self._half(event, tp, record.offset)
+            self._half(event, TopicPartition(source.topic, source.partition), source.offset)
 
     def _half(self, event: TaskChecks | TaskResult, tp: TopicPartition, offset: int) -> None:
         task_id = event.task_id
@@ -222,10 +215,11 @@ class Verifier:
             return
         task = self._open.get(task_id)
         if task is None:
+            read = self.consumer.next_offsets
             pins = {
-                other: self._next[other]
+                other: read[other]
                 for other in self._topic_partitions(tp.partition)
-                if other in self._next
+                if other in read
             }
             pins[tp] = offset
             task = self._open[task_id] = _Open(tp.partition, event.occurred_at, pins)
@@ -257,7 +251,7 @@ class Verifier:
 
     def _act(self) -> None:
         """Starts a decision for every open task of a caught-up partition that can have one."""
-        ready = self._ready_partitions()
+        ready = self.consumer.ready_partitions()
         now = datetime.now(UTC)
         for task_id, task in self._open.items():
             if task.decided or task.partition not in ready:
@@ -308,21 +302,9 @@ class Verifier:
     def _topic_partitions(self, partition: int) -> list[TopicPartition]:
         return [TopicPartition(getattr(self.bus.topics, s), partition) for s in STREAMS]
 
-    def _ready_partitions(self) -> set[int]:
-        assigned = {tp.partition for tp in self._consumer.assignment()}
-        return assigned - {tp.partition for tp in self._catching_up}
-
-    async def _check_caught_up(self) -> None:
-        for tp in list(self._catching_up):
-            if await caught_up(self._consumer, [tp]):
-                self._catching_up.discard(tp)
-                if not any(c.partition == tp.partition for c in self._catching_up):
-                    waiting = sum(t.partition == tp.partition for t in self._open.values())
-                    log.info("partition %d caught up: %d tasks open", tp.partition, waiting)
-
     def safe_offsets(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
         """Per topic partition, how far every open task of it has been read past."""
-        safe = {tp: offset for tp, offset in self._next.items() if tp in partitions}
+        safe = {tp: offset for tp, offset in self.consumer.next_offsets.items() if tp in partitions}
         for task in self._open.values():
             for tp in self._topic_partitions(task.partition):
                 if tp not in safe:
@@ -335,17 +317,8 @@ class Verifier:
 
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
         if partitions is None:
-            partitions = self._consumer.assignment()
-        safe = self.safe_offsets(partitions)
-        changed = {tp: o for tp, o in safe.items() if self._committed.get(tp) != o}
-        if not changed:
-            return
-        try:
-            await self._consumer.commit(changed)
-        except KafkaError as exc:
-            log.warning("offset commit failed (%r): records will be re-read, harmlessly", exc)
-            return
-        self._committed.update(changed)
+            partitions = self.consumer.assignment()
+        await self.consumer.commit(self.safe_offsets(partitions))
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         with contextlib.suppress(Exception):
@@ -356,14 +329,6 @@ class Verifier:
             running = self._running.pop(task_id, None)
             if running is not None:
                 running.cancel()
-        for tp in partitions:
-            self._next.pop(tp, None)
-            self._committed.pop(tp, None)
-            self._catching_up.discard(tp)
-
-    def assigned(self, partitions: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
-        self._catching_up |= set(partitions)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
@@ -43,9 +44,8 @@ Handler = Callable[[Event, Source], Awaitable[None]]
 
 
 class PartitionOwner(Protocol):
-    """A service that keeps state per partition and must know when ownership changes."""
-
-    def assigned(self, partitions: set[TopicPartition]) -> None: ...
+    """A service that keeps state per partition: it must commit and forget a partition taken
+    from it."""
 
     async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
@@ -159,33 +159,6 @@ class Bus:
             )
         )
 
-    async def group_consumer(
-        self, streams: Iterable[str], group: str, owner: PartitionOwner | None = None
-    ) -> AIOKafkaConsumer:
-        """A started consumer for services that commit by hand (auctioneer, recorder, verifier).
-
-        Range assignment, not aiokafka's default round-robin: partition p of every stream goes
-        to the same member, which is what co-partitioning by task id relies on. `owner` hears
-        of partitions assigned and revoked.
-        """
-        config = self.config
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.bootstrap,
-            group_id=self.group(group),
-            client_id=self.producer,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            fetch_max_wait_ms=config.fetch_max_wait_ms,
-            session_timeout_ms=config.session_timeout_ms,
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            max_poll_interval_ms=config.max_poll_interval_ms,
-        )
-        topics = [self.topics.prefix + s for s in streams]
-        consumer.subscribe(topics, listener=_Rebalance(owner) if owner else None)
-        await consumer.start()
-        return consumer
-
     async def joined(self, timeout_s: float = 30.0) -> None:
         """Waits until every subscription has its partitions and its starting offsets.
 
@@ -224,17 +197,29 @@ class Bus:
         await self.stop()
 
 
+def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """The one place a Kafka consumer is constructed. Nothing is committed unless a caller
+    commits by hand: the services commit what they have safely done, the readers nothing."""
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, enable_auto_commit=False, **options
+    )
+
+
 async def reader(config: BrokerConfig) -> AIOKafkaConsumer:
     """A started consumer of no group that commits nothing: for reading history (replay from
-    Kafka, the ingest benchmark), where offsets are chosen by hand."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-    )
+    Kafka, the roster, the ingest benchmark), where offsets are chosen by hand."""
+    consumer = new_consumer(config.bootstrap, fetch_max_wait_ms=config.fetch_max_wait_ms)
     await consumer.start()
     return consumer
+
+
+async def from_start(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Assigns every partition of `topics` to a reader, positioned at the first record."""
+    await consumer.topics()  # loads the cluster metadata that partitions_for_topic reads
+    parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    return parts
 
 
 async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> bool:
@@ -249,12 +234,134 @@ async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartit
     return True
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, owner: PartitionOwner) -> None:
+@dataclass(frozen=True)
+class Delivery:
+    """One record as read: its event (None when it held none and went to `dlq`), where it was
+    read, and its bytes as they came."""
+
+    event: Event | None
+    source: Source
+    body: bytes
+
+
+class PartitionedConsumer:
+    """A member of a consumer group that commits by hand: the one way the services that keep
+    state (auctioneer, verifier, recorder) read their streams.
+
+    It does the partition protocol they share: range assignment, so partition p of every stream
+    goes to the same member (co-partitioning by task id); each record decoded, or dead-lettered,
+    through the bus; the next offset to read per partition, advanced only once the service has
+    taken the record; which assigned partitions are still catching up with the log as it was
+    when they were assigned (a service decides nothing there before); and a commit that skips
+    what is already committed and survives a failed commit (the records are re-read, and every
+    service is idempotent). `owner` hears of partitions revoked, to commit and forget them.
+    """
+
+    def __init__(
+        self, bus: Bus, streams: Iterable[str], group: str, owner: PartitionOwner | None = None
+    ) -> None:
+        self.bus = bus
+        self.group = bus.group(group)
         self.owner = owner
+        self.topics = [bus.topics.prefix + s for s in streams]
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.catching_up: set[TopicPartition] = set()
+        self._committed: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        config = self.bus.config
+        self._consumer = new_consumer(
+            config.bootstrap,
+            group_id=self.group,
+            client_id=self.bus.producer,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+        )
+        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def position(self, tp: TopicPartition) -> int:
+        return await self._consumer.position(tp)
+
+    def ready_partitions(self) -> set[int]:
+        """The partitions (by number) assigned and caught up: where the service may decide."""
+        assigned = {tp.partition for tp in self.assignment()}
+        return assigned - {tp.partition for tp in self.catching_up}
+
+    async def poll(
+        self, timeout_s: float, max_records: int | None = None
+    ) -> AsyncIterator[Delivery]:
+        """The records of one fetch, in order per partition. A record's offset counts as read
+        once the caller asks for the next one, so a record being handled is never committed."""
+        fetched = await self._consumer.getmany(
+            timeout_ms=int(timeout_s * 1000), max_records=max_records
+        )
+        for tp, records in fetched.items():
+            for record in records:
+                source = Source(record.topic, record.partition, record.offset, record.key)
+                body = record.value if record.value is not None else b""
+                event = await self.bus.receive(body, source, self.group)
+                yield Delivery(event, source, body)
+                self.next_offsets[tp] = record.offset + 1
+
+    async def caught_up(self) -> list[int]:
+        """Checks the partitions still catching up; returns the numbers of those whose every
+        stream has now caught up."""
+        done = []
+        for tp in list(self.catching_up):
+            if await caught_up(self._consumer, [tp]):
+                self.catching_up.discard(tp)
+                if not any(c.partition == tp.partition for c in self.catching_up):
+                    done.append(tp.partition)
+        return done
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if not changed:
+            return
+        try:
+            await self._consumer.commit(changed)
+        except KafkaError as exc:
+            log.warning("%s: offset commit failed (%r): records will be re-read", self.group, exc)
+            return
+        self._committed.update(changed)
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        log.info(
+            "%s assigned %s",
+            self.group,
+            sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+        )
+        self.catching_up |= partitions
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """The owner commits what it safely can and forgets the partitions; then so do we."""
+        if self.owner is not None:
+            await self.owner.revoked(partitions)
+        for tp in partitions:
+            self.next_offsets.pop(tp, None)
+            self._committed.pop(tp, None)
+            self.catching_up.discard(tp)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, consumer: PartitionedConsumer) -> None:
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.owner.revoked(set(revoked))
+        await self.consumer.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owner.assigned(set(assigned))
+        self.consumer.assigned(set(assigned))

@@ -255,18 +255,17 @@ async def test_two_auctioneers_share_the_partitions_and_decide_each_task_once(
     await asyncio.sleep(1.0)  # a second decision, if any, would arrive now
     closes = Counter(e.task_id for e in m.watch.of(AuctionClosed))
     assert all(closes[p.task_id] == 1 for p in posted), closes
-    owned = {tp.partition for a in (first, second) for tp in a._consumer.assignment()}
+    owned = {tp.partition for a in (first, second) for tp in a.consumer.assignment()}
     assert owned == set(range(m.config.broker.partitions))
     for auctioneer in (first, second):  # co-partitioned: whole partitions, every topic
-        assignment = auctioneer._consumer.assignment()
+        assignment = auctioneer.consumer.assignment()
         numbers = {tp.partition for tp in assignment}
         assert len(assignment) == len(numbers) * 4
     assert all(e.winner_agent_id == "a" for e in m.watch.of(AuctionClosed))
 
 
 def _owns(auctioneer: Auctioneer) -> bool:
-    consumer = auctioneer._consumer
-    return consumer is not None and bool(consumer.assignment())
+    return bool(auctioneer.consumer.assignment())
 
 
 async def test_killing_an_auctioneer_mid_auction_the_survivor_finishes_each_once(
@@ -300,7 +299,7 @@ async def test_killing_an_auctioneer_mid_auction_the_survivor_finishes_each_once
     for p in posted:
         assert (opens[p.task_id], juries[p.task_id], closes[p.task_id]) == (1, 1, 1), p.task_id
     assert all(e.winner_agent_id == "a" for e in m.watch.of(AuctionClosed))
-    assert survivor._consumer.assignment()
+    assert survivor.consumer.assignment()
 
 
 def start_auctioneer_process(config: Config, tmp_path: Path) -> subprocess.Popen:

@@ -30,11 +30,11 @@ from marketplace.services.recorder import (
     load_events,
     store,
 )
-from marketplace.shared.admin import committed_offsets, highwater_marks
-from marketplace.shared.bus import Bus
+from marketplace.shared.bus import Bus, PartitionedConsumer
 from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.database import create_database, drop_database
 from marketplace.shared.migrate import apply_migrations, migrations
+from marketplace.shared.offsets import committed_offsets, highwater_marks
 from schemas.events import (
     AuctionClosed,
     BidScore,
@@ -250,12 +250,14 @@ async def rewind_group(broker_config: BrokerConfig, topics: Topics) -> None:
 
     It joins the group as its only member to do so (the broker takes commits from members).
     """
-    consumer = await Bus(broker_config, "rewinder").group_consumer(list(STREAMS), GROUP)
+    consumer = PartitionedConsumer(Bus(broker_config, "rewinder"), STREAMS, GROUP)
+    await consumer.start()
     try:
         everything = len(topics.all()) * broker_config.partitions
         async with asyncio.timeout(60):
             while len(consumer.assignment()) < everything:
-                await consumer.getmany(timeout_ms=100, max_records=1)
+                async for _ in consumer.poll(0.1, max_records=1):
+                    pass
         await consumer.commit({tp: 0 for tp in consumer.assignment()})
     finally:
         await consumer.stop()

@@ -106,9 +106,9 @@ async def read_through(
     topic = getattr(verifier.bus.topics, stream)
     async with asyncio.timeout(timeout_s):
         while True:
-            consumer = verifier._consumer
-            parts = [tp for tp in consumer.assignment() if tp.topic == topic] if consumer else []
-            read = [verifier._next.get(tp) or await consumer.position(tp) for tp in parts]
+            consumer = verifier.consumer
+            parts = [tp for tp in consumer.assignment() if tp.topic == topic]
+            read = [consumer.next_offsets.get(tp) or await consumer.position(tp) for tp in parts]
             if len(parts) == broker_partitions(verifier) and sum(read) >= records:
                 return
             await asyncio.sleep(0.05)
