@@ -237,7 +237,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _report(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
-    from marketplace.bench.report import bench_report, run_report
+    from marketplace.bench.report import bench_report
+    from marketplace.log.summary import run_report
     from marketplace.shared.database import resolve_server
 
     async def report(url: str) -> str:

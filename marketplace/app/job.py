@@ -23,21 +23,11 @@ import asyncpg
 
 from marketplace.app.publish import Posting, publish_one
 from marketplace.app.stack import running, stop_on_signals
-from marketplace.bench.report import run_report
+from marketplace.log.lines import line
+from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
-from schemas.events import (
-    AgentHeartbeat,
-    AuctionClosed,
-    BidRequested,
-    BidSubmitted,
-    Event,
-    RefinementCalled,
-    ReviewSubmitted,
-    TaskOutcome,
-    TaskPosted,
-    TaskResult,
-)
+from schemas.events import AgentHeartbeat, DeadLetter, Event, JuryCalled, TaskChecks, TaskOutcome
 from schemas.topics import STREAMS
 
 AGENTS_UP_S = 600.0  # loading three models from a cold disk takes a while
@@ -65,6 +55,8 @@ class Progress:
         self.changed.set()
 
     def line(self, event: Event) -> str | None:
+        """The event's line if it is a step of the story the job tells (`None` for the rest);
+        follows which agents are up, what each task has cost and which are done."""
         usage = getattr(event, "usage", None)
         if usage is not None and hasattr(event, "task_id"):
             self.cost[event.task_id] += usage.cost
@@ -73,46 +65,13 @@ class Progress:
                 self.up.add(event.agent_id)
                 if self.expected <= self.up:
                     self.all_up.set()
-                return f"agent {event.agent_id} up ({event.model}, price {event.price:g})"
-            case TaskPosted():
-                return f"{event.task_id}: posted"
-            case BidRequested():
-                return asked_line(event)
-            case BidSubmitted() if event.examples_pass is not None:
-                verdict = "passes" if event.examples_pass else "fails"
-                return (
-                    f"{event.task_id}:   draft by {event.agent_id}: {event.plan_tokens} tokens, "
-                    f"{verdict} the visible examples"
-                )
-            case BidSubmitted():
-                return (
-                    f"{event.task_id}:   bid by {event.agent_id} (round {event.round}): "
-                    f"{event.plan_tokens} tokens, entropy {event.entropy:.2f}"
-                )
-            case ReviewSubmitted():
-                return f"{event.task_id}:   {event.juror} judged {len(event.scores)} plan(s)"
-            case RefinementCalled():
-                refiners = ", ".join(i.agent_id for i in event.invites)
-                return (
-                    f"{event.task_id}:   provisional winner {event.provisional_agent_id}; "
-                    f"refining: {refiners}"
-                )
-            case AuctionClosed() if event.lean is not None:
-                return f"{event.task_id}:   winner {event.winner_agent_id or '-'}: {event.lean.why}"
-            case AuctionClosed():
-                return f"{event.task_id}:   winner {event.winner_agent_id or '-'} ({event.reason})"
-            case TaskResult():
-                checked = "examples pass" if event.error is None else "examples fail"
-                return f"{event.task_id}:   executed by {event.agent_id} ({checked})"
             case TaskOutcome():
                 self.outcomes[event.task_id] = event
                 self.finished.append(time.monotonic())
-                verdict = "PASS" if event.passed else "FAIL"
-                return (
-                    f"{event.task_id}: {verdict}, cost {self.cost[event.task_id]:.6f}"
-                    f"{self.time_left()}"
-                )
-        return None
+                return f"{line(event)}, cost {self.cost[event.task_id]:.6f}{self.time_left()}"
+            case AgentHeartbeat() | TaskChecks() | JuryCalled() | DeadLetter():
+                return None
+        return line(event)
 
     async def outcome_of(self, task_id: str) -> TaskOutcome:
         while task_id not in self.outcomes:
@@ -126,17 +85,6 @@ class Progress:
             return ""
         left = (self.tasks - done) * seconds_per_task([self.started, *self.finished])
         return f" ({done}/{self.tasks} done, about {left / 60:.0f} min left)"
-
-
-def asked_line(event: BidRequested) -> str:
-    """Who the lean auction asks, why, and what it expects of the agent."""
-    [e] = [e for e in event.estimates if e.agent_id == event.agent_id]
-    fixing = f", to fix {event.feedback.agent_id}'s failing draft" if event.feedback else ""
-    return (
-        f"{event.task_id}:   asks {event.agent_id}{fixing} ({event.why}); expects its draft to "
-        f"pass the examples {e.examples_pass:.0%}, to be right if it does {e.right_if_pass:.0%}, "
-        f"to cost {e.cost:.3g}"
-    )
 
 
 def seconds_per_task(times: Sequence[float], window: int = RATE_WINDOW) -> float:

@@ -33,7 +33,7 @@ import numpy as np
 
 from marketplace.bench.baselines import by_price, juror_score
 from marketplace.bench.matrix import Matrix
-from marketplace.bench.metrics import Prices, priced
+from marketplace.core.metrics import Prices, priced
 from marketplace.core.scoring import filled_jury
 from schemas.events import Weights
 

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from marketplace.bench.metrics import Prices, Spend, TaskRun
 from marketplace.core import lean
+from marketplace.core.metrics import Prices, Spend, TaskRun
 from marketplace.shared.config import Config, LeanConfig, PriorConfig
 
 if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
@@ -236,7 +236,7 @@ def capture(
     runs: Sequence[TaskRun], largest: Sequence[TaskRun], oracle: Sequence[TaskRun], prices: Prices
 ) -> tuple[float, float]:
     """(share of the oracle's pass@1 gain, share of its cost saving), both against always-L."""
-    from marketplace.bench.metrics import cost
+    from marketplace.core.metrics import cost
 
     def rate(rs: Sequence[TaskRun]) -> float:
         return fmean(r.passed for r in rs)

@@ -20,7 +20,7 @@ import numpy as np
 from marketplace.bench import baselines, lean_method
 from marketplace.bench.bootstrap import Interval, Paired, paired
 from marketplace.bench.matrix import Matrix
-from marketplace.bench.metrics import (
+from marketplace.core.metrics import (
     Comparison,
     MethodResult,
     Prices,

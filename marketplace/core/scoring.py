@@ -46,7 +46,7 @@ def juror_weight(weights: Weights, juror: str) -> float:
 def money(price: float, tokens: int) -> float:
     """What `tokens` tokens cost at one `price` per million: the budget check's plan cost, at
     the bid's (output) price. What a task spent is priced per direction instead
-    (`marketplace.metrics.cost`)."""
+    (`marketplace.core.metrics.cost`)."""
     return price * tokens / TOKENS_PER_PRICE_UNIT
 
 

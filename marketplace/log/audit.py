@@ -14,27 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from uuid import UUID
 
 import asyncpg
 
-from marketplace.log.replay import LogUnavailable, bid_label
+from marketplace.log.lines import Labels, bid_label, gist, labels_of, verdict
+from marketplace.log.replay import LogUnavailable
 from marketplace.services.recorder import StoredEvent, load_events
 from schemas.events import (
-    AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
     BidRequested,
     BidSubmitted,
-    DeadLetter,
     Event,
-    JuryCalled,
     LeanEstimate,
     RefinementCalled,
     ReviewSubmitted,
     ScoredBid,
     SubmissionRejected,
-    TaskChecks,
     TaskOutcome,
     TaskPosted,
     TaskResult,
@@ -48,7 +44,7 @@ PARTS = ("bids", "refinement", "jury", "execution")
 def render(stored: Sequence[StoredEvent]) -> str:
     """The story: the task, its events in recorded order, the scores, winner, cost, outcome."""
     events = [s.event for s in stored]
-    labels = _labels(events)
+    labels = labels_of(events)
     lean = _is_lean(events)
     sections = [
         _header(events),
@@ -59,26 +55,6 @@ def render(stored: Sequence[StoredEvent]) -> str:
         _outcome(events),
     ]
     return "\n\n".join(sections) + "\n"
-
-
-def _labels(events: list[Event]) -> dict[UUID, str]:
-    """bid id → agent:round, so reviews and results read as who, not as a UUID."""
-    labels: dict[UUID, str] = {}
-    for event in events:
-        match event:
-            case BidSubmitted() if event.is_draft:
-                labels[event.bid_id] = f"{event.agent_id}:draft"
-            case BidSubmitted():
-                labels[event.bid_id] = bid_label(event)
-            case JuryCalled():
-                labels.update({b.bid_id: bid_label(b) for b in event.bids})
-            case AuctionClosed():
-                labels.update({b.bid_id: bid_label(b) for b in event.bids})
-    return labels
-
-
-def _name(labels: dict[UUID, str], bid_id: UUID | None) -> str:
-    return "-" if bid_id is None else labels.get(bid_id, str(bid_id)[:8])
 
 
 def _first(events: list[Event], kind: type) -> Event | None:
@@ -105,7 +81,7 @@ def _header(events: list[Event]) -> str:
 # --- the timeline -------------------------------------------------------------------------------
 
 
-def _timeline(stored: Sequence[StoredEvent], labels: dict[UUID, str]) -> str:
+def _timeline(stored: Sequence[StoredEvent], labels: Labels) -> str:
     if not stored:
         return "events: none recorded"
     start = stored[0].event.occurred_at
@@ -119,64 +95,6 @@ def _timeline(stored: Sequence[StoredEvent], labels: dict[UUID, str]) -> str:
 
 def _clock(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def gist(event: Event, labels: dict[UUID, str] | None = None) -> str:
-    """One line about one event: what it says that matters to the story."""
-    labels = labels or {}
-    match event:
-        case TaskPosted():
-            return f"{event.kind} task from {event.producer}"
-        case TaskChecks():
-            return f"hidden {event.checks.kind} checks (for the verifier)"
-        case AuctionOpened(mechanism="lean"):
-            return f"lean: may ask {', '.join(event.agents) or 'nobody'}"
-        case AuctionOpened():
-            return f"expects bids from {', '.join(event.agents) or 'nobody'}"
-        case BidRequested():
-            shown = f"; shown {event.feedback.agent_id}'s failing draft" if event.feedback else ""
-            return f"call {event.call}: asks {event.agent_id} ({event.why}){shown}"
-        case BidSubmitted() if event.is_draft:
-            return f"{event.agent_id} draft: {_verdict(event)}, cost {event.usage.cost:.6g}"
-        case BidSubmitted():
-            return (
-                f"{bid_label(event)} price {event.price:g}, {event.plan_tokens} plan tokens, "
-                f"entropy {event.entropy:.3g}"
-            )
-        case JuryCalled():
-            bids = ", ".join(bid_label(b) for b in event.bids)
-            return f"round {event.round}: {bids} judged by {', '.join(event.jurors)}"
-        case ReviewSubmitted():
-            scores = ", ".join(
-                f"{_name(labels, s.bid_id)}={'-' if s.score is None else f'{s.score:g}'}"
-                for s in event.scores
-            )
-            return f"{event.juror} scores round {event.round}: {scores}"
-        case RefinementCalled():
-            invited = ", ".join(i.agent_id for i in event.invites)
-            return (
-                f"provisional {_name(labels, event.provisional_bid_id)} "
-                f"(score {event.provisional_score:.4g}); invites {invited}"
-            )
-        case SubmissionRejected():
-            return f"{event.submission} from {event.agent_id} not counted: {event.reason}"
-        case AuctionClosed(mechanism="lean"):
-            return f"{event.reason}: winner {event.winner_agent_id or '-'} ({event.lean.why})"
-        case AuctionClosed():
-            return f"{event.reason}: winner {_name(labels, event.winner_bid_id)}"
-        case TaskResult():
-            failed = f", error: {event.error[:60]}" if event.error else ""
-            return (
-                f"{event.agent_id} ran {_name(labels, event.bid_id)} in {event.duration_s:.3g}s, "
-                f"{len(event.output)} chars of output{failed}"
-            )
-        case TaskOutcome():
-            return f"{'passed' if event.passed else 'failed'}, score {event.score:g}"
-        case AgentHeartbeat():
-            return f"{event.agent_id} {event.status}"
-        case DeadLetter():
-            return f"{event.source_topic}[{event.partition}]@{event.offset}: {event.error[:80]}"
-    return ""
 
 
 # --- scores and winner --------------------------------------------------------------------------
@@ -244,13 +162,6 @@ def _is_lean(events: list[Event]) -> bool:
     )
 
 
-def _verdict(draft: BidSubmitted) -> str:
-    if draft.examples_pass:
-        return "passes the visible examples"
-    reason = (draft.failure or "").strip().splitlines()
-    return "fails the visible examples" + (f" ({reason[-1][:80]})" if reason else "")
-
-
 def _calls(events: list[Event]) -> str:
     """Each call (who, why, the estimate), each draft's verdict, and why the calls stopped."""
     calls = sorted((e for e in events if isinstance(e, BidRequested)), key=lambda c: c.call)
@@ -273,7 +184,7 @@ def _calls(events: list[Event]) -> str:
             continue
         counted = "" if draft.event_id not in rejected else ", not counted"
         held = f", worth {worth[draft.bid_id]:.4g}" if draft.bid_id in worth else ""
-        lines.append(f"     draft: {_verdict(draft)}{held}{counted}")
+        lines.append(f"     draft: {verdict(draft)}{held}{counted}")
     if terms is None:
         lines.append("stopped: not yet (the auction has not closed)")
     else:

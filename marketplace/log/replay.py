@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from marketplace.core import lean, scoring
 from marketplace.core.lean_auction import checkable, step_for
+from marketplace.log.lines import bid_label
 from marketplace.shared.bus import reader
 from marketplace.shared.config import BrokerConfig, Config, ConfigError
 from marketplace.shared.offsets import highwater_marks
@@ -73,11 +74,6 @@ class Discrepancy:
             f"{self.task_id}: {self.field}: recorded {_show(self.recorded)}, "
             f"recomputed {_show(self.recomputed)}"
         )
-
-
-def bid_label(bid: ScoredBid | BidSubmitted) -> str:
-    """How replay and audit name a bid: agent and round, unique within an auction."""
-    return f"{bid.agent_id}:{bid.round}"
 
 
 def _show(value: Value) -> str:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from marketplace.bench.metrics import cost, summarize
-from marketplace.bench.report import largest_agent, log_runs, run_report
+from marketplace.core.metrics import cost, summarize
+from marketplace.log.summary import largest_agent, log_runs, run_report
 from marketplace.services.recorder import Incoming, Position, store
 from marketplace.shared.migrate import apply_migrations
 from schemas.events import (

@@ -15,8 +15,8 @@ import pytest
 
 from marketplace.bench import lean_method
 from marketplace.bench.matrix import Cell, Draft, Matrix
-from marketplace.bench.metrics import cost
 from marketplace.core import lean
+from marketplace.core.metrics import cost
 from schemas.events import Price, TaskOutcome, TaskResult, Usage
 
 AGENTS = ("M", "L")

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from marketplace.bench.metrics import (
+from marketplace.core.metrics import (
     MethodResult,
     Part,
     Spend,

@@ -15,6 +15,7 @@ import pytest
 
 from marketplace.core import scoring
 from marketplace.log import audit, replay
+from marketplace.log.lines import bid_label
 from marketplace.log.replay import Discrepancy
 from marketplace.services.recorder import StoredEvent
 from marketplace.shared.config import ConfigError, load_weights
@@ -74,7 +75,7 @@ def review(
 
 
 def _given(scores: dict[str, float], juror: str, bid: BidSubmitted) -> float:
-    label = replay.bid_label(bid)
+    label = bid_label(bid)
     return scores.get(f"{juror}/{label}", scores[label])
 
 
@@ -101,7 +102,7 @@ def close(task_id: str, scored: list[ScoredBid], weights: Weights) -> AuctionClo
         reason=decision.reason,
         winner_bid_id=winner.bid_id if winner else None,
         winner_agent_id=winner.agent_id if winner else None,
-        winning_plan=f"plan of {replay.bid_label(winner)}" if winner else "",
+        winning_plan=f"plan of {bid_label(winner)}" if winner else "",
         weights=weights,
         bids=scored,
     )
@@ -420,7 +421,7 @@ def test_a_refined_bid_wins_a_counterfactual_only_when_strictly_better() -> None
     # Doubling the jury keeps the refined bid ahead; cost alone puts small:0 first.
     assert replay.redecide(closed, W.model_copy(update={"jury": 2.0})).round == 1
     heavy_cost = Weights(cost=1000.0, entropy=0.0, jury=1.0)
-    assert replay.bid_label(replay.redecide(closed, heavy_cost)) == "small:0"
+    assert bid_label(replay.redecide(closed, heavy_cost)) == "small:0"
 
 
 def test_weights_load_from_a_weights_table_or_a_whole_config(tmp_path: Path) -> None:

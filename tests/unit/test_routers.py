@@ -19,7 +19,7 @@ import pytest
 
 from marketplace.bench import baselines
 from marketplace.bench.matrix import Matrix
-from marketplace.bench.metrics import Spend, TaskRun, cost, summarize
+from marketplace.core.metrics import Spend, TaskRun, cost, summarize
 from schemas.events import Price, Weights
 from tests.matrices import AGENTS, PRICES, RESULT, SPLIT, build
 
