@@ -211,6 +211,7 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
 
 def _publish(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import publish
+    from marketplace.bench.task_sets import from_dataset
     from marketplace.shared.bus import Bus
 
     if args.jsonl:
@@ -218,7 +219,7 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
             postings, bad = publish.parse_jsonl(lines)
     else:
         start, stop = (int(x) for x in args.range.split(":"))
-        postings, bad = publish.from_dataset(args.dataset, start, stop), []
+        postings, bad = from_dataset(args.dataset, start, stop), []
     for message in bad:
         print(f"sale publish: {args.jsonl}: {message}", file=sys.stderr)
     asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
@@ -227,10 +228,11 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.app import job, publish
+    from marketplace.app import job
+    from marketplace.bench.task_sets import from_dataset
 
     start, stop = (int(x) for x in args.range.split(":"))
-    postings = publish.from_dataset(args.dataset, start, stop)
+    postings = from_dataset(args.dataset, start, stop)
     return asyncio.run(job.run_job(config, args.config_path, postings, Path(args.run_dir)))
 
 
@@ -343,10 +345,11 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         if args.action == "live":
             from marketplace.app import job
             from marketplace.bench import live
+            from marketplace.bench.task_sets import parse_task_sets
 
             name = live.run_name(matrix.fingerprint(config.agents), args.variant, args.order)
             run_dir = Path(args.run_dir) / name
-            postings = matrix.parse_task_sets(args.tasks)
+            postings = parse_task_sets(args.tasks)
             path, run_config, todo = asyncio.run(
                 live.prepare(config, args.variant, args.order, postings, run_dir)
             )
@@ -389,9 +392,10 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _executors(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.bench import executors, matrix
+    from marketplace.bench import executors
+    from marketplace.bench.task_sets import parse_task_sets
 
-    postings = matrix.parse_task_sets(args.tasks)
+    postings = parse_task_sets(args.tasks)
     agents = args.agents or [a.id for a in config.agents]
     trials = []
     for agent_id in agents:
@@ -481,7 +485,7 @@ def parser() -> argparse.ArgumentParser:
     post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")
     source = post.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=["humaneval", "mbpp"], help="a built-in dataset")
-    source.add_argument("--jsonl", help="one task per line (see marketplace/publish.py)")
+    source.add_argument("--jsonl", help="one task per line (see marketplace/app/publish.py)")
     post.add_argument("--range", default="0:10", help="dataset problems A:B")
     post.set_defaults(run=_publish)
 

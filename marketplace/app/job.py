@@ -21,12 +21,12 @@ from pathlib import Path
 
 import asyncpg
 
-from marketplace.app.publish import Posting, publish_one
 from marketplace.app.stack import running, stop_on_signals
 from marketplace.log.lines import line
 from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
+from marketplace.shared.posting import Posting, publish_one
 from schemas.events import AgentHeartbeat, DeadLetter, Event, JuryCalled, TaskChecks, TaskOutcome
 from schemas.topics import STREAMS
 

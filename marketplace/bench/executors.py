@@ -20,9 +20,9 @@ from statistics import fmean
 from agents import prompts
 from agents.coding import Attempt, execute
 from agents.llm import LLM
-from marketplace.app.publish import Posting
 from marketplace.services.verifier import verify
 from marketplace.shared.config import AgentConfig, Config, ExecutorStyle
+from marketplace.shared.posting import Posting
 from schemas.events import Price, TaskResult, Usage
 
 STYLES: tuple[ExecutorStyle, ...] = ("chat", "complete", "continue")

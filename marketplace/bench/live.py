@@ -22,10 +22,10 @@ from typing import TypeVar
 
 import asyncpg
 
-from marketplace.app.publish import Posting
 from marketplace.bench.matrix import fingerprint
 from marketplace.shared.config import Config, to_toml
 from marketplace.shared.database import with_database
+from marketplace.shared.posting import Posting
 
 T = TypeVar("T")
 VARIANTS = ("lean", "full", "no-memory")

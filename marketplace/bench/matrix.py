@@ -35,11 +35,12 @@ from agents import prompts
 from agents.agent import LLMAgent
 from agents.coding import Attempt
 from agents.llm import LLMError
-from marketplace.app.publish import Posting, from_dataset
+from marketplace.bench.task_sets import parse_task_sets
 from marketplace.core.lean_auction import checkable
 from marketplace.services.verifier import verify
 from marketplace.shared.config import AgentConfig, Config
 from marketplace.shared.migrate import apply_migrations
+from marketplace.shared.posting import Posting
 from schemas.codec import decode, encode
 from schemas.events import BidSubmitted, ReviewSubmitted, TaskOutcome, TaskPosted, TaskResult
 
@@ -85,18 +86,6 @@ def current(digests: dict[str, str], task_id: str, kind: str, digest: str) -> bo
     """Whether a stored cell still stands (`digests`: task id → `seen` now): a draft's verdict
     on the visible examples does only if it was checked against the task's examples now."""
     return not kind.startswith(DRAFT_KINDS) or digests.get(task_id) == digest
-
-
-def parse_task_sets(specs: Sequence[str]) -> list[Posting]:
-    """`humaneval:0:164 mbpp:0:100` → the postings, in that order."""
-    postings = []
-    for spec in specs:
-        try:
-            name, start, stop = spec.split(":")
-            postings += from_dataset(name, int(start), int(stop))
-        except ValueError as exc:
-            raise ValueError(f"task set {spec!r}: expected DATASET:START:STOP ({exc})") from None
-    return postings
 
 
 # --- the matrix as values --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncpg
 
 from marketplace.log.lines import Labels, bid_label, gist, labels_of, verdict
 from marketplace.log.replay import LogUnavailable
-from marketplace.services.recorder import StoredEvent, load_events
+from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,

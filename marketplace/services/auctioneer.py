@@ -23,12 +23,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 
 from marketplace.core import lean
 from marketplace.core.auction import Auction, Roster, Windows
+from marketplace.core.clock import utc_now
 from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
@@ -49,10 +50,6 @@ STREAMS = ("tasks", "bids", "reviews", "auctions")
 TICK_S = 0.05
 ORPHAN_TTL = timedelta(seconds=30)  # a bid or review whose task never shows up
 CLOSED_RETENTION = timedelta(minutes=10)  # closed auctions kept to answer late bids
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 AnyAuction = Auction | LeanAuction

@@ -53,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import TopicPartition
 
+from marketplace.core.clock import aware
 from marketplace.core.grading import grade
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source
 from marketplace.shared.config import Config
@@ -257,7 +258,7 @@ class Verifier:
             if task.decided or task.partition not in ready:
                 continue
             whole = task.checks is not None and task.result is not None
-            if whole or now - _aware(task.since) > self.wait:
+            if whole or now - aware(task.since) > self.wait:
                 task.decided = True
                 self._remember(task_id)
                 self._running[task_id] = asyncio.create_task(self._decide(task))
@@ -329,7 +330,3 @@ class Verifier:
             running = self._running.pop(task_id, None)
             if running is not None:
                 running.cancel()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from marketplace.bench import matrix
+from marketplace.bench import matrix, task_sets
 from marketplace.shared.config import Config
 from marketplace.shared.database import create_database, drop_database
 from marketplace.shared.migrate import apply_migrations
@@ -100,7 +100,7 @@ def test_the_matrix_name_ignores_prices_but_not_prompt_limits_or_the_executor() 
 
 def test_a_bad_task_set_is_named() -> None:
     with pytest.raises(ValueError, match="humaneval-0-2"):
-        matrix.parse_task_sets(["humaneval-0-2"])
+        task_sets.parse_task_sets(["humaneval-0-2"])
 
 
 async def test_the_archive_carries_the_matrix_to_another_database(

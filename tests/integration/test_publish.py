@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marketplace.app.publish import from_dataset, publish_one
+from marketplace.bench.task_sets import from_dataset
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig
+from marketplace.shared.posting import publish_one
 from schemas.events import TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.inbox import Inbox

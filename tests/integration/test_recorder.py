@@ -22,14 +22,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from marketplace.services.recorder import (
-    GROUP,
-    Incoming,
-    Position,
-    Recorder,
-    load_events,
-    store,
-)
+from marketplace.log.store import Incoming, Position, load_events, store
+from marketplace.services.recorder import GROUP, Recorder
 from marketplace.shared.bus import Bus, PartitionedConsumer
 from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.database import create_database, drop_database

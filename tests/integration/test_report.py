@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from marketplace.core.metrics import cost, summarize
+from marketplace.log.store import Incoming, Position, store
 from marketplace.log.summary import largest_agent, log_runs, run_report
-from marketplace.services.recorder import Incoming, Position, store
 from marketplace.shared.migrate import apply_migrations
 from schemas.events import (
     AgentHeartbeat,

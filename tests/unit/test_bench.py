@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from marketplace.app.publish import from_dataset
 from marketplace.bench import baselines, live, table
+from marketplace.bench.task_sets import from_dataset
 from marketplace.shared.config import Config, LeanConfig, PriorConfig, parse_config, to_toml
 from schemas.events import Weights
 from tests.matrices import PRICES, build

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from marketplace.app.publish import from_dataset, parse_jsonl
+from marketplace.app.publish import parse_jsonl
+from marketplace.bench.task_sets import from_dataset
 
 GOOD = {
     "task_id": "t1",

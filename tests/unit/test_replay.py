@@ -17,7 +17,7 @@ from marketplace.core import scoring
 from marketplace.log import audit, replay
 from marketplace.log.lines import bid_label
 from marketplace.log.replay import Discrepancy
-from marketplace.services.recorder import StoredEvent
+from marketplace.log.store import StoredEvent
 from marketplace.shared.config import ConfigError, load_weights
 from schemas.events import (
     AuctionClosed,

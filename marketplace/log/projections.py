@@ -1,0 +1,303 @@
+"""The projections: the tables that memory retrieval and `sale report` read, kept from the log.
+
+`writes` says, purely, what one event changes (a statement and its arguments); `project` runs
+the writes of a batch. Each rule is idempotent or "first one wins", so projecting an event
+twice, or a batch again after a crash, changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from marketplace.core.clock import aware
+from schemas.events import (
+    AuctionClosed,
+    AuctionOpened,
+    BidSubmitted,
+    Event,
+    RefinementCalled,
+    ReviewSubmitted,
+    SubmissionRejected,
+    TaskOutcome,
+    TaskPosted,
+    TaskResult,
+    Usage,
+)
+
+_TASK_POSTED = """
+INSERT INTO auctions (task_id, kind, tenant, prompt, budget, posted_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (task_id) DO UPDATE SET kind = EXCLUDED.kind, tenant = EXCLUDED.tenant,
+    prompt = EXCLUDED.prompt, budget = EXCLUDED.budget, posted_at = EXCLUDED.posted_at
+WHERE auctions.posted_at IS NULL
+"""
+_AUCTION_OPENED = """
+INSERT INTO auctions (task_id, opened_at, agents) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (task_id) DO UPDATE SET opened_at = EXCLUDED.opened_at, agents = EXCLUDED.agents
+WHERE auctions.opened_at IS NULL
+"""
+_REFINEMENT_CALLED = """
+INSERT INTO auctions (task_id, refinement_at, provisional_bid_id, provisional_agent_id,
+                      provisional_score)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (task_id) DO UPDATE SET refinement_at = EXCLUDED.refinement_at,
+    provisional_bid_id = EXCLUDED.provisional_bid_id,
+    provisional_agent_id = EXCLUDED.provisional_agent_id,
+    provisional_score = EXCLUDED.provisional_score
+WHERE auctions.refinement_at IS NULL
+"""
+_AUCTION_CLOSED = """
+INSERT INTO auctions (task_id, closed_at, reason, winner_agent_id, winner_bid_id, winning_plan,
+                      weights)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+ON CONFLICT (task_id) DO UPDATE SET closed_at = EXCLUDED.closed_at, reason = EXCLUDED.reason,
+    winner_agent_id = EXCLUDED.winner_agent_id, winner_bid_id = EXCLUDED.winner_bid_id,
+    winning_plan = EXCLUDED.winning_plan, weights = EXCLUDED.weights
+WHERE auctions.closed_at IS NULL
+"""
+_BID_SCORED = """
+INSERT INTO bids (bid_id, task_id, agent_id, round, price, plan_tokens, entropy,
+                  jury, cost, value, score, eligible, ineligible_reason, won)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14)
+ON CONFLICT (bid_id) DO UPDATE SET jury = EXCLUDED.jury, cost = EXCLUDED.cost,
+    value = EXCLUDED.value, score = EXCLUDED.score, eligible = EXCLUDED.eligible,
+    ineligible_reason = EXCLUDED.ineligible_reason, won = EXCLUDED.won
+WHERE bids.score IS NULL
+"""
+_BID_SUBMITTED = """
+INSERT INTO bids (bid_id, task_id, agent_id, round, price, plan_tokens, entropy, event_id,
+                  model, plan, memory_refs, requests, prompt_tokens, completion_tokens,
+                  usage_cost, submitted_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16)
+ON CONFLICT (bid_id) DO UPDATE SET event_id = EXCLUDED.event_id, model = EXCLUDED.model,
+    plan = EXCLUDED.plan, memory_refs = EXCLUDED.memory_refs, requests = EXCLUDED.requests,
+    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
+    usage_cost = EXCLUDED.usage_cost, submitted_at = EXCLUDED.submitted_at
+WHERE bids.submitted_at IS NULL
+"""
+_REVIEW = """
+INSERT INTO reviews (task_id, juror, round, event_id, scores, requests, prompt_tokens,
+                     completion_tokens, usage_cost, submitted_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)
+ON CONFLICT DO NOTHING
+"""
+_REJECTION = """
+INSERT INTO rejections (rejected_event_id, task_id, agent_id, submission, bid_id, reason, detail,
+                        rejected_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING
+"""
+_RESULT = """
+INSERT INTO results (task_id, bid_id, agent_id, event_id, output, error, duration_s, cost,
+                     requests, prompt_tokens, completion_tokens, usage_cost, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT DO NOTHING
+"""
+_OUTCOME = """
+INSERT INTO outcomes (task_id, event_id, passed, score, details, decided_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING
+"""
+_SPEND = """
+INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
+                   cost, seconds, cached_tokens)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT DO NOTHING
+"""
+
+# A lean auction's winning draft is the task's execution, every other draft the auction's cost.
+# Whichever of the draft and the close is projected second settles the part, so the order in
+# which the two topics are read does not matter.
+_DRAFT_SPEND = """
+INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
+                   cost, seconds, cached_tokens)
+VALUES ($1, $2, $3,
+        CASE WHEN EXISTS (SELECT 1 FROM auctions WHERE winner_bid_id = $10) THEN 'execution'
+             ELSE 'bids' END,
+        $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+"""
+_DRAFT_WON = """
+UPDATE spend SET part = 'execution'
+WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
+"""
+
+Write = tuple[str, tuple[Any, ...]]
+
+
+async def project(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
+    """Updates the projections for `events`, one pipelined statement list per kind of write.
+
+    Grouping by statement keeps the log order among writes of one kind, which is all the
+    "first one wins" rules need; writes of different kinds touch different columns.
+    """
+    grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for event in events:
+        for statement, args in writes(event):
+            grouped[statement].append(args)
+    for statement, rows in grouped.items():
+        await conn.executemany(statement, rows)
+
+
+def writes(event: Event) -> list[Write]:
+    """What one event changes in the projections (pure: the tests and replay can call it)."""
+    at = aware(event.occurred_at)
+    match event:
+        case TaskPosted():
+            args = (event.task_id, event.kind, event.tenant, event.prompt, event.budget, at)
+            return [(_TASK_POSTED, args)]
+        case AuctionOpened():
+            return [(_AUCTION_OPENED, (event.task_id, at, json.dumps(event.agents)))]
+        case RefinementCalled():
+            return [(_REFINEMENT_CALLED, _refinement_row(event, at))]
+        case AuctionClosed() if event.lean is not None and event.winner_bid_id is not None:
+            won = (_DRAFT_WON, (event.winner_bid_id,))
+            return [(_AUCTION_CLOSED, _closed_row(event, at)), won]
+        case AuctionClosed():
+            return [(_AUCTION_CLOSED, _closed_row(event, at)), *_scored_bids(event)]
+        case BidSubmitted() if event.examples_pass is not None:
+            _, (event_id, task_id, agent_id, _part, *row) = _spend(
+                event, event.agent_id, "bids", event.usage
+            )
+            drafted = (_DRAFT_SPEND, (event_id, task_id, agent_id, *row, event.bid_id))
+            return [(_BID_SUBMITTED, _bid_row(event, at)), drafted]
+        case BidSubmitted():
+            part = "bids" if event.round == 0 else "refinement"
+            spent = _spend(event, event.agent_id, part, event.usage)
+            return [(_BID_SUBMITTED, _bid_row(event, at)), spent]
+        case ReviewSubmitted():
+            spent = _spend(event, event.juror, "jury", event.usage)
+            return [(_REVIEW, _review_row(event, at)), spent]
+        case SubmissionRejected():
+            return [(_REJECTION, _rejection_row(event, at))]
+        case TaskResult():
+            spent = _spend(event, event.agent_id, "execution", event.usage)
+            return [(_RESULT, _result_row(event, at)), spent]
+        case TaskOutcome():
+            args = (event.task_id, event.event_id, event.passed, event.score, event.details, at)
+            return [(_OUTCOME, args)]
+    return []  # TaskChecks, JuryCalled, AgentHeartbeat, DeadLetter: the log alone holds them
+
+
+def _refinement_row(event: RefinementCalled, at: datetime) -> tuple[Any, ...]:
+    return (
+        event.task_id,
+        at,
+        event.provisional_bid_id,
+        event.provisional_agent_id,
+        event.provisional_score,
+    )
+
+
+def _closed_row(event: AuctionClosed, at: datetime) -> tuple[Any, ...]:
+    return (
+        event.task_id,
+        at,
+        event.reason,
+        event.winner_agent_id,
+        event.winner_bid_id,
+        event.winning_plan,
+        event.weights.model_dump_json(),
+    )
+
+
+def _scored_bids(event: AuctionClosed) -> list[Write]:
+    return [
+        (
+            _BID_SCORED,
+            (
+                bid.bid_id,
+                event.task_id,
+                bid.agent_id,
+                bid.round,
+                bid.price,
+                bid.plan_tokens,
+                bid.entropy,
+                json.dumps(bid.jury),
+                bid.cost,
+                bid.value,
+                bid.score,
+                bid.eligible,
+                bid.ineligible_reason,
+                bid.bid_id == event.winner_bid_id,
+            ),
+        )
+        for bid in event.bids
+    ]
+
+
+def _bid_row(event: BidSubmitted, at: datetime) -> tuple[Any, ...]:
+    return (
+        event.bid_id,
+        event.task_id,
+        event.agent_id,
+        event.round,
+        event.price,
+        event.plan_tokens,
+        event.entropy,
+        event.event_id,
+        event.model,
+        event.plan,
+        json.dumps(event.memory_refs),
+        *_usage(event.usage),
+        at,
+    )
+
+
+def _review_row(event: ReviewSubmitted, at: datetime) -> tuple[Any, ...]:
+    scores = {str(s.bid_id): s.score for s in event.scores}
+    return (
+        event.task_id,
+        event.juror,
+        event.round,
+        event.event_id,
+        json.dumps(scores),
+        *_usage(event.usage),
+        at,
+    )
+
+
+def _rejection_row(event: SubmissionRejected, at: datetime) -> tuple[Any, ...]:
+    return (
+        event.rejected_event_id,
+        event.task_id,
+        event.agent_id,
+        event.submission,
+        event.bid_id,
+        event.reason,
+        event.detail,
+        at,
+    )
+
+
+def _result_row(event: TaskResult, at: datetime) -> tuple[Any, ...]:
+    return (
+        event.task_id,
+        event.bid_id,
+        event.agent_id,
+        event.event_id,
+        event.output,
+        event.error,
+        event.duration_s,
+        event.cost,
+        *_usage(event.usage),
+        at,
+    )
+
+
+def _spend(event: Event, agent_id: str, part: str, usage: Usage) -> Write:
+    """A spend row keeps the tokens by direction (prompt, of them held, generated), so that
+    what a task spent can be priced again per direction (`sale report`)."""
+    task_id = getattr(event, "task_id", "")
+    row = (*_usage(usage), usage.seconds, usage.cached_tokens)
+    return (_SPEND, (event.event_id, task_id, agent_id, part, *row))
+
+
+def _usage(usage: Usage) -> tuple[int, int, int, float]:
+    return (usage.requests, usage.prompt_tokens, usage.completion_tokens, usage.cost)
