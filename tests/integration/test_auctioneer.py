@@ -37,7 +37,7 @@ from schemas.events import (
     TaskResult,
     Weights,
 )
-from tests.inbox import Inbox
+from tests.integration.inbox import Inbox
 
 WEIGHTS = Weights(cost=0.05, entropy=0.0, jury=1.0)
 

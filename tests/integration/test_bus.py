@@ -12,7 +12,7 @@ from marketplace.shared.config import BrokerConfig
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, Event
 from schemas.topics import STREAMS, Topics
-from tests.inbox import Inbox
+from tests.integration.inbox import Inbox
 from tests.samples import every_event
 
 RunBus = Callable[[Bus], AbstractAsyncContextManager]

@@ -15,7 +15,7 @@ from marketplace.shared.config import BrokerConfig
 from marketplace.shared.posting import publish_one
 from schemas.events import TaskChecks, TaskPosted
 from schemas.topics import Topics
-from tests.inbox import Inbox
+from tests.integration.inbox import Inbox
 from tests.unit.test_publish import GOOD
 
 

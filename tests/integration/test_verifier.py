@@ -22,7 +22,7 @@ from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.sandbox import Limits
 from schemas.events import DeadLetter, SearchChecks, TaskChecks, TaskOutcome, TaskResult
 from schemas.topics import Topics
-from tests.inbox import Inbox
+from tests.integration.inbox import Inbox
 
 pytestmark = pytest.mark.integration
 
