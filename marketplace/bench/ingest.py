@@ -23,15 +23,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from marketplace.core import scoring
+from agents.scripted_agent import ScriptedAgent
 from marketplace.log import replay
 from marketplace.services.recorder import Recorder
 from marketplace.shared.admin import ensure_topics
@@ -44,26 +43,15 @@ from marketplace.shared.database import (
     resolve_server,
 )
 from marketplace.shared.local_broker import LocalBroker
+from marketplace.testing.market import Market
 from schemas.codec import encode
 from schemas.events import (
-    AgentHeartbeat,
-    AuctionClosed,
-    AuctionOpened,
-    BidScore,
-    BidSubmitted,
     CodingChecks,
     CodingInputs,
     Event,
-    JuryCalled,
-    RefinementCalled,
-    RefinementInvite,
-    ReviewSubmitted,
-    ScoredBid,
     TaskChecks,
     TaskOutcome,
     TaskPosted,
-    TaskResult,
-    Usage,
     Weights,
 )
 from schemas.topics import Topics
@@ -71,90 +59,37 @@ from schemas.topics import Topics
 WEIGHTS = Weights(cost=0.05, entropy=0.5, jury=1.0, jurors={"large": 1.5})
 AGENTS = {"small": 0.05, "medium": 0.16, "large": 0.36}  # agent → price per million tokens
 ENTROPY = {"small": 0.9, "medium": 0.6, "large": 0.4}
-PLAN = "1. Parse the input.\n2. Loop over the pairs.\n3. Return early on a match.\n" * 4
 PROMPT = 'def pair_sum(xs: list[int], target: int) -> bool:\n    """Any two sum to target?"""\n'
-OUTPUT = "def pair_sum(xs, target):\n    seen = set()\n    for x in xs:\n" * 3
 TIMEOUT_S = 600.0
 
 
-# --- the events: whole auctions, built with the real scoring mechanism --------------------------
+# --- the events: whole auctions, played by the real state machine ------------------------------
 
 
-def _usage(tokens: int, price: float) -> Usage:
-    return Usage(
-        requests=1,
-        prompt_tokens=400,
-        completion_tokens=tokens,
-        cost=scoring.money(price, 400 + tokens),
-    )
-
-
-def _bid(task_id: str, agent: str, tokens: int, round_: int = 0) -> BidSubmitted:
-    price = AGENTS[agent]
-    return BidSubmitted(
-        producer=agent,
-        task_id=task_id,
-        agent_id=agent,
-        model=f"{agent}-model",
-        round=round_,
-        plan=PLAN,
-        plan_tokens=tokens,
-        entropy=ENTROPY[agent],
-        price=price,
-        usage=_usage(tokens, price),
-    )
-
-
-def _reviews(
-    task_id: str, round_: int, bids: list[BidSubmitted], grade: Callable[[str, str], float]
-) -> list[ReviewSubmitted]:
-    """Every agent judges every bid of the round, its own included."""
+def _agents() -> list[ScriptedAgent]:
+    """large wins round 0 on the jury's scores; small and medium, cheaper, refine and win."""
+    scores = {"large": 4.0, "small:1": 4.5, "medium:1": 4.5}
     return [
-        ReviewSubmitted(
-            producer=juror,
-            task_id=task_id,
-            juror=juror,
-            round=round_,
-            scores=[BidScore(bid_id=b.bid_id, score=grade(juror, b.agent_id)) for b in bids],
-            usage=_usage(20, AGENTS[juror]),
+        ScriptedAgent(
+            agent,
+            price=price,
+            plan_tokens=120 + 40 * i,
+            entropy=ENTROPY[agent],
+            scores=scores,
+            default_score=2.0,
+            refined_plan_tokens=None if agent == "large" else 60,
         )
-        for juror in AGENTS
-    ]
-
-
-def _scored(bids: list[BidSubmitted], reviews: list[ReviewSubmitted]) -> list[ScoredBid]:
-    given = {r.juror: {s.bid_id: s.score for s in r.scores} for r in reviews}
-    return [
-        scoring.score_bid(b, {j: given[j].get(b.bid_id) for j in AGENTS}, WEIGHTS) for b in bids
+        for i, (agent, price) in enumerate(AGENTS.items())
     ]
 
 
 def auction(task_id: str, at: datetime) -> list[Event]:
-    """One auction as the marketplace logs it (~22 events): large wins round 0, small refines
-    and wins the refinement, the winner runs, the verifier decides."""
-    deadline = at + timedelta(seconds=30)
-    round0 = [_bid(task_id, agent, 120 + 40 * i) for i, agent in enumerate(AGENTS)]
-    reviews0 = _reviews(task_id, 0, round0, lambda j, a: 4.0 if a == "large" else 2.0)
-    scored0 = _scored(round0, reviews0)
-    provisional = scoring.best(scored0, round_=0)
-    refiners = scoring.refiners(provisional, scored0)
-    round1 = [_bid(task_id, agent, 60, round_=1) for agent in refiners]
-    reviews1 = _reviews(task_id, 1, round1, lambda j, a: 4.5)
-    scored = scored0 + _scored(round1, reviews1)
-    decision = scoring.decide(scored)
-    winner = decision.winner
-    closed = AuctionClosed(
-        producer="auctioneer",
-        task_id=task_id,
-        reason=decision.reason,
-        winner_bid_id=winner.bid_id,
-        winner_agent_id=winner.agent_id,
-        winning_plan=PLAN,
-        weights=WEIGHTS,
-        bids=scored,
-    )
-    auctioneer = {"producer": "auctioneer", "task_id": task_id}
-    return [
+    """One auction as the marketplace logs it (~22 events): the task and its checks, the
+    auction as the state machine plays it among scripted agents (large wins round 0, small
+    refines and wins), the winner's result, the verifier's outcome, the agents' heartbeats."""
+    agents = _agents()
+    market = Market(*agents, weights=WEIGHTS, start=at)
+    market.post(
         TaskPosted(
             producer="client",
             task_id=task_id,
@@ -162,53 +97,19 @@ def auction(task_id: str, at: datetime) -> list[Event]:
             prompt=PROMPT,
             inputs=CodingInputs(entry_point="pair_sum", examples=["assert pair_sum([1, 2], 3)"]),
             budget=0.01,
-        ),
-        TaskChecks(
-            producer="client",
-            task_id=task_id,
-            checks=CodingChecks(entry_point="pair_sum", tests="assert not pair_sum([1], 2)"),
-        ),
-        AuctionOpened(**auctioneer, agents=list(AGENTS), bid_deadline=deadline),
-        *round0,
-        JuryCalled(**auctioneer, round=0, bids=round0, jurors=list(AGENTS), deadline=deadline),
-        *reviews0,
-        RefinementCalled(
-            **auctioneer,
-            provisional_bid_id=provisional.bid_id,
-            provisional_agent_id=provisional.agent_id,
-            provisional_score=provisional.score,
-            invites=[RefinementInvite(agent_id=agent) for agent in refiners],
-            deadline=deadline,
-            scored=scored0,
-        ),
-        *round1,
-        JuryCalled(**auctioneer, round=1, bids=round1, jurors=list(AGENTS), deadline=deadline),
-        *reviews1,
-        closed,
-        TaskResult(
-            producer=winner.agent_id,
-            task_id=task_id,
-            agent_id=winner.agent_id,
-            bid_id=winner.bid_id,
-            output=OUTPUT,
-            usage=_usage(200, winner.price),
-            cost=scoring.money(winner.price, 600),
-            duration_s=1.5,
-        ),
-        TaskOutcome(
-            producer="verifier", task_id=task_id, passed=True, score=1.0, details="3/3 tests"
-        ),
-        *(
-            AgentHeartbeat(
-                producer=agent,
-                agent_id=agent,
-                model=f"{agent}-model",
-                price=price,
-                kinds=["coding"],
-            )
-            for agent, price in AGENTS.items()
-        ),
-    ]
+        )
+    )
+    checks = TaskChecks(
+        producer="client",
+        task_id=task_id,
+        checks=CodingChecks(entry_point="pair_sum", tests="assert not pair_sum([1], 2)"),
+    )
+    market.step()
+    outcome = TaskOutcome(
+        producer="verifier", task_id=task_id, passed=True, score=1.0, details="3/3 tests"
+    )
+    [posted, *played] = market.log
+    return [posted, checks, *played, outcome, *(agent.heartbeat() for agent in agents)]
 
 
 def workload(count: int) -> list[Event]:

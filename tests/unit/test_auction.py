@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace.core.auction import Auction, Roster, Windows
+from marketplace.core.auction import Auction
+from marketplace.testing.market import T0, WEIGHTS, WINDOWS, Market
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
     BidSubmitted,
     CodingInputs,
-    Event,
     JuryCalled,
     RefinementCalled,
     ReviewSubmitted,
@@ -20,12 +20,6 @@ from schemas.events import (
     TaskPosted,
     Weights,
 )
-
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-WINDOWS = Windows(
-    bid=timedelta(seconds=10), jury=timedelta(seconds=10), refine=timedelta(seconds=10)
-)
-WEIGHTS = Weights(cost=0.05, entropy=0.0, jury=1.0)
 
 
 def task(task_id: str = "t1", budget: float | None = None) -> TaskPosted:
@@ -37,53 +31,6 @@ def task(task_id: str = "t1", budget: float | None = None) -> TaskPosted:
         inputs=CodingInputs(entry_point="f"),
         budget=budget,
     )
-
-
-class Market:
-    """Delivers events between one auction and some scripted agents, all in memory."""
-
-    def __init__(
-        self, *agents: ScriptedAgent, ttl_s: float = 60, weights: Weights = WEIGHTS
-    ) -> None:
-        self.agents = {a.agent_id: a for a in agents}
-        self.weights = weights
-        self.roster = Roster(ttl=timedelta(seconds=ttl_s))
-        for agent in agents:
-            self.roster.apply(agent.heartbeat().model_copy(update={"occurred_at": T0}))
-        self.log: list[Event] = []
-        self.auction: Auction | None = None
-        self.now = T0
-
-    def post(self, posted: TaskPosted) -> None:
-        self.auction = Auction(posted.task_id)
-        self.deliver(posted)
-
-    def deliver(self, event: Event) -> None:
-        self.log.append(event)
-        self.auction.apply(event)
-
-    def step(self, seconds: float = 0.0, answer: bool = True) -> list[Event]:
-        """Advances the clock, settles, and lets agents answer each decision (and the task)."""
-        self.now += timedelta(seconds=seconds)
-        decided: list[Event] = []
-        while decisions := self.auction.settle(self.roster, WINDOWS, self.weights, self.now):
-            for decision in decisions:
-                self.deliver(decision)
-                decided.append(decision)
-                if answer:
-                    self.answer(decision)
-        return decided
-
-    def answer(self, event: Event) -> None:
-        triggers = [self.auction.task] if isinstance(event, AuctionOpened) else [event]
-        for trigger in triggers:
-            for agent in self.agents.values():
-                for reply in agent.answer(trigger):
-                    self.auction.apply(reply)
-                    self.log.append(reply)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.log if isinstance(e, kind)]
 
 
 def test_a_full_auction_with_jury_and_refinement_awards_the_refined_cheap_bid() -> None:

@@ -8,31 +8,28 @@ small is worth 0.9 and stops the calls; a failing one is worth 0 and escalates t
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace.core import lean
-from marketplace.core.auction import Roster, Windows
 from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.shared.config import PriorConfig
+from marketplace.testing import market as in_memory
+from marketplace.testing.market import T0, WINDOWS
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
     BidRequested,
     BidSubmitted,
     CodingInputs,
-    Event,
     SubmissionRejected,
     TaskPosted,
     TaskResult,
 )
 
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
-WINDOWS = Windows(
-    bid=timedelta(seconds=10), jury=timedelta(seconds=10), refine=timedelta(seconds=10)
-)
 VALUE = 1.0
 SETTINGS = lean.Settings(value=VALUE)
 PRIORS = {
@@ -59,59 +56,7 @@ def large(**settings: object) -> ScriptedAgent:
     return ScriptedAgent("large", price=0.36, mechanism="lean", **settings)
 
 
-class Market:
-    """Delivers events between one lean auction and some scripted agents, all in memory; the
-    estimates come from the priors alone (an empty memory). Dearer agents fix cheaper agents'
-    failing drafts (`fixes`), so the escalation path is played too."""
-
-    def __init__(self, *agents: ScriptedAgent, ttl_s: float = 60, fixes: bool = True) -> None:
-        self.fixes = fixes
-        self.agents = {a.agent_id: a for a in agents}
-        self.roster = Roster(ttl=timedelta(seconds=ttl_s))
-        for agent in agents:
-            self.roster.apply(agent.heartbeat().model_copy(update={"occurred_at": T0}))
-        self.log: list[Event] = []
-        self.auction: LeanAuction | None = None
-        self.now = T0
-
-    def post(self, posted: TaskPosted) -> None:
-        self.auction = LeanAuction(posted.task_id)
-        self.deliver(posted)
-
-    def deliver(self, event: Event) -> None:
-        self.log.append(event)
-        self.auction.apply(event)
-
-    def estimates(self) -> list[lean.Estimate] | None:
-        agents = self.auction.candidates(self.roster, self.now)
-        if agents is None:
-            return None
-        return [
-            lean.estimate(a, prior_for(PRIORS, a, self.roster.beats[a].price), [], SETTINGS)
-            for a in agents
-        ]
-
-    def step(self, seconds: float = 0.0, answer: bool = True) -> list[Event]:
-        """Advances the clock, settles, and lets agents answer each decision."""
-        self.now += timedelta(seconds=seconds)
-        decided: list[Event] = []
-        while decisions := self.auction.settle(
-            self.roster, WINDOWS, VALUE, self.now, self.estimates(), self.fixes
-        ):
-            for decision in decisions:
-                self.deliver(decision)
-                decided.append(decision)
-                if answer:
-                    self.answer(decision)
-        return decided
-
-    def answer(self, event: Event) -> None:
-        for agent in self.agents.values():
-            for reply in agent.answer(event):
-                self.deliver(reply)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.log if isinstance(e, kind)]
+Market = partial(in_memory.Market, mechanism="lean", priors=PRIORS, settings=SETTINGS)
 
 
 def test_one_passing_cheap_draft_is_awarded_and_delivered_as_it_is() -> None:

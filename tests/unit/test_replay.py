@@ -13,37 +13,32 @@ from typing import Any
 
 import pytest
 
+from agents.scripted_agent import ScriptedAgent
 from marketplace.core import scoring
 from marketplace.log import audit, replay
 from marketplace.log.lines import bid_label
 from marketplace.log.replay import Discrepancy
 from marketplace.log.store import StoredEvent
 from marketplace.shared.config import ConfigError, load_weights
+from marketplace.testing.market import WINDOWS, Market
 from schemas.events import (
     AuctionClosed,
-    AuctionOpened,
     BidRequested,
     BidScore,
     BidSubmitted,
     CodingInputs,
     Event,
-    JuryCalled,
-    RefinementCalled,
-    RefinementInvite,
     ReviewSubmitted,
     ScoredBid,
     SubmissionRejected,
     TaskOutcome,
     TaskPosted,
-    TaskResult,
     Usage,
     Weights,
 )
 
 W = Weights(cost=0.05, entropy=0.0, jury=1.0)
 JURORS = ["large", "small"]
-SCORES = {"large:0": 4.0, "small:0": 1.0, "small:1": 5.0, "small/large:0": 3.0}  # juror/bid
-SOON = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
 
 
 def bid(task_id: str, agent: str, price: float, tokens: int, round_: int = 0) -> BidSubmitted:
@@ -115,85 +110,38 @@ def posted(task_id: str, budget: float | None = None) -> TaskPosted:
     ).model_copy(update={"budget": budget})
 
 
-def jury(task_id: str, round_: int, bids: list[BidSubmitted]) -> JuryCalled:
-    return JuryCalled(
-        producer="auctioneer",
-        task_id=task_id,
-        round=round_,
-        bids=bids,
-        jurors=JURORS,
-        deadline=SOON,
-    )
-
-
-def refined_auction(
-    task_id: str = "t-refined", weights: Weights = W, scores: dict[str, float] = SCORES
+def played(
+    task_id: str, agents: list[ScriptedAgent], outcome: TaskOutcome, budget: float | None = None
 ) -> list[Event]:
-    """large is the provisional winner; small, cheaper, refines and wins: every phase runs."""
-    round0 = [bid(task_id, "small", 0.05, 100), bid(task_id, "large", 0.36, 100)]
-    reviews0 = [review(task_id, j, 0, round0, scores) for j in JURORS]
-    scored0 = score(round0, reviews0, weights)
-    provisional = scoring.best(scored0, round_=0)
-    refinement = RefinementCalled(
-        producer="auctioneer",
-        task_id=task_id,
-        provisional_bid_id=provisional.bid_id,
-        provisional_agent_id=provisional.agent_id,
-        provisional_score=provisional.score,
-        invites=[RefinementInvite(agent_id="small")],
-        deadline=SOON,
-        scored=scored0,
+    """The auction as the state machine plays it among `agents`, then the verifier's outcome."""
+    market = Market(*agents, weights=W)
+    market.post(posted(task_id, budget))
+    market.step()
+    market.step(seconds=WINDOWS.refine.total_seconds())  # a refinement nobody answers times out
+    return [*market.log, outcome]
+
+
+def refined_auction(task_id: str = "t-refined") -> list[Event]:
+    """large is the provisional winner; small, cheaper, refines and wins: every phase runs.
+    The jurors agree but on large's plan (small gives it 3, large 4)."""
+    agreed = {"small:0": 1.0, "small:1": 5.0}
+    small = ScriptedAgent("small", 0.05, scores={**agreed, "large:0": 3.0}, refined_plan_tokens=60)
+    large = ScriptedAgent("large", 0.36, scores={**agreed, "large:0": 4.0})
+    outcome = TaskOutcome(
+        producer="verifier", task_id=task_id, passed=False, score=0.0, details="0/3"
     )
-    round1 = [bid(task_id, "small", 0.05, 60, round_=1)]
-    reviews1 = [review(task_id, j, 1, round1, scores) for j in JURORS]
-    closed = close(task_id, scored0 + score(round1, reviews1, weights), weights)
-    opened = AuctionOpened(producer="auctioneer", task_id=task_id, agents=JURORS, bid_deadline=SOON)
-    return [
-        posted(task_id),
-        opened,
-        *round0,
-        jury(task_id, 0, round0),
-        *reviews0,
-        refinement,
-        *round1,
-        jury(task_id, 1, round1),
-        *reviews1,
-        closed,
-        result(closed),
-        TaskOutcome(producer="verifier", task_id=task_id, passed=False, score=0.0, details="0/3"),
-    ]
+    return played(task_id, [small, large], outcome)
 
 
 def plain_auction(task_id: str = "t-plain", budget: float | None = None) -> list[Event]:
     """large wins outright; small does not refine."""
     scores = {"large:0": 4.0, "small:0": 1.0}
-    round0 = [bid(task_id, "small", 0.05, 100), bid(task_id, "large", 0.36, 100)]
-    reviews0 = [review(task_id, j, 0, round0, scores) for j in JURORS]
-    closed = close(task_id, score(round0, reviews0, W, budget), W)
-    outcome = TaskOutcome(producer="verifier", task_id=task_id, passed=True, score=1.0)
-    return [
-        posted(task_id, budget),
-        *round0,
-        jury(task_id, 0, round0),
-        *reviews0,
-        closed,
-        result(closed),
-        outcome,
+    agents = [
+        ScriptedAgent("small", 0.05, scores=scores),
+        ScriptedAgent("large", 0.36, scores=scores),
     ]
-
-
-def result(closed: AuctionClosed) -> TaskResult:
-    usage = Usage(requests=2, prompt_tokens=100, completion_tokens=100, cost=2e-5)
-    return TaskResult(
-        producer=closed.winner_agent_id,
-        task_id=closed.task_id,
-        agent_id=closed.winner_agent_id,
-        bid_id=closed.winner_bid_id,
-        output="def f(): return 1",
-        usage=usage,
-        cost=usage.cost,
-        duration_s=0.5,
-    )
+    outcome = TaskOutcome(producer="verifier", task_id=task_id, passed=True, score=1.0)
+    return played(task_id, agents, outcome, budget)
 
 
 def closed_of(events: list[Event]) -> AuctionClosed:
@@ -329,12 +277,14 @@ def test_a_refined_bid_that_only_ties_the_provisional_winner_does_not_win() -> N
 def test_eligibility_is_checked_against_the_budget() -> None:
     events = plain_auction(budget=0.00001)  # large's plan costs 3.6e-5: over it
     closed = closed_of(events)
-    assert [b.eligible for b in closed.bids] == [True, False] and closed.winner_agent_id == "small"
+    eligible = {b.agent_id: b.eligible for b in closed.bids}
+    assert eligible == {"small": True, "large": False} and closed.winner_agent_id == "small"
+    large = next(b for b in closed.bids if b.agent_id == "large")
     assert replay.verify(events) == []
 
     def change(payload: dict) -> None:
         bid_payload(payload, "large:0").update(eligible=True, ineligible_reason="")
-        payload.update(winner_bid_id=str(closed.bids[1].bid_id), winner_agent_id="large")
+        payload.update(winner_bid_id=str(large.bid_id), winner_agent_id="large")
 
     found = replay.verify(tamper(events, change))
     assert fields(found) == {"bids[large:0].eligible"}
@@ -347,9 +297,13 @@ def test_a_changed_bid_term_is_named_against_the_jury_call() -> None:
         small["score"] = small["cost"] - small["value"]
 
     found = replay.verify(tamper(plain_auction(), change))
-    assert fields(found) == {"bids[small:0].price"}
-    [d] = found
-    assert (d.recorded, d.recomputed) == (0.04, 0.05)
+    # the jury call has the price; the scores frozen at the refinement have the cost and score
+    assert fields(found) == {"bids[small:0].price", "bids[small:0].cost", "bids[small:0].score"}
+    named = {d.field: d for d in found}
+    assert (named["bids[small:0].price"].recorded, named["bids[small:0].price"].recomputed) == (
+        0.04,
+        0.05,
+    )
 
 
 def test_rejected_reviews_are_not_evidence_and_a_second_close_is_flagged() -> None:
@@ -457,14 +411,15 @@ def test_the_audit_tells_the_whole_story() -> None:
         assert event.type in text
     assert "winner: small with bid small:1 (refined)" in text
     assert "provisional large:0" in text and "invites small" in text
-    assert "large scores round 0: small:0=1, large:0=4" in text
+    assert "large scores round 0: large:0=4, small:0=1" in text
     parts = audit.spend(events)
-    assert parts["bids"].cost == pytest.approx(0.05e-4 + 0.36e-4)
-    assert parts["refinement"].cost == pytest.approx(0.05e-4)
+    # a scripted bid's call: 50 prompt tokens and its plan, at its price per million tokens
+    assert parts["bids"].cost == pytest.approx((0.05 + 0.36) * 150e-6)
+    assert parts["refinement"].cost == pytest.approx(0.05 * 110e-6)
     assert parts["jury"].requests == 4 and parts["execution"].total_tokens == 200
     lines = text.splitlines()
     assert any(line.split()[:2] == ["jury", "4"] for line in lines)
-    assert any(line.split()[:3] == ["execution", "2", "200"] for line in lines)
+    assert any(line.split()[:3] == ["execution", "1", "200"] for line in lines)
     assert any(line.split()[:1] == ["small:1"] and "-9.85" in line for line in lines)
     assert "outcome: failed, score 0: 0/3" in text
 
