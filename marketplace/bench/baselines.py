@@ -28,6 +28,7 @@ import numpy as np
 
 from marketplace.core import scoring
 from marketplace.core.metrics import Part, Prices, Spend, TaskRun
+from marketplace.shared.embeddings import Embedder
 from schemas.events import ReviewSubmitted, ScoredBid, Usage, Weights
 
 if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
@@ -96,6 +97,14 @@ def oracle(matrix: Matrix, prices: Prices) -> list[TaskRun]:
         agent_id = passing[0] if passing else order[0]
         runs.append(_routed(matrix, task_id, agent_id, [agent_id]))
     return runs
+
+
+def embeddings_for(matrices: Sequence[Matrix], embed: Embedder) -> dict[str, np.ndarray]:
+    """Unit vectors of every task's prompt, for the kNN router."""
+    prompts = {t: p for m in matrices for t, p in m.prompts.items()}
+    ids = sorted(prompts)
+    vectors = embed([prompts[t] for t in ids])
+    return dict(zip(ids, vectors, strict=True))
 
 
 def neighbours(

@@ -291,7 +291,7 @@ async def fit_lean(
     config: Config, train_specs: Sequence[str], dev_specs: Sequence[str]
 ) -> tuple[LeanConfig, list[Capture]]:
     """Priors fitted on `train_specs`, settings chosen on `dev_specs`: the [auction.lean] table."""
-    from marketplace.bench import baselines, matrix, table
+    from marketplace.bench import baselines, matrix
     from marketplace.shared import embeddings
 
     prices = {a.id: a.price for a in config.agents}
@@ -300,7 +300,7 @@ async def fit_lean(
     if not train.complete_tasks() or not dev.complete_tasks():
         raise ValueError("no complete matrix rows: run `sale bench matrix` on both splits first")
     priors = fit_priors(train, prices)
-    vectors = table.embeddings_for([dev], embeddings.embed)
+    vectors = baselines.embeddings_for([dev], embeddings.embed)
     largest = max(prices, key=lambda a: (prices[a].output, a))
     ranked = choose(
         dev,

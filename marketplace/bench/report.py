@@ -60,14 +60,14 @@ async def bench_report(
 
     The first table compares every method replayed from the matrix on every evaluation task;
     when live runs exist, a second compares them all on the tasks the live runs finished."""
-    from marketplace.bench import matrix, table
+    from marketplace.bench import baselines, matrix, table
     from marketplace.shared import embeddings
 
     prices = {a.id: a.price for a in config.agents}
     largest = largest_agent(prices)
     train = await matrix.load_split(config, train_specs)
     test = await matrix.load_split(config, test_specs)
-    vectors = table.embeddings_for([train, test], embeddings.embed)
+    vectors = baselines.embeddings_for([train, test], embeddings.embed)
     replayed = table.matrix_methods(
         train, test, config.auction.weights, prices, vectors, config.auction.lean
     )

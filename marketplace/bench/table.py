@@ -10,7 +10,7 @@ values; `sale report --bench` writes them as markdown and PNG plots.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
@@ -258,17 +258,6 @@ def plot_shares(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-Embedder = Callable[[Sequence[str]], np.ndarray]
-
-
-def embeddings_for(matrices: Sequence[Matrix], embed: Embedder) -> dict[str, np.ndarray]:
-    """Unit vectors of every task's prompt, for the kNN router."""
-    prompts = {t: p for m in matrices for t, p in m.prompts.items()}
-    ids = sorted(prompts)
-    vectors = embed([prompts[t] for t in ids])
-    return dict(zip(ids, vectors, strict=True))
 
 
 def target(table: Sequence[Row], method: str, largest: str) -> str:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+"""Texts in, one unit vector a row out: `embed`, or a stand-in in the tests."""
 
 MODEL = "all-MiniLM-L6-v2"
 DIMENSIONS = 384

@@ -14,16 +14,8 @@ import numpy as np
 import pytest
 
 from marketplace.core import lean
-from marketplace.log.memory import (
-    NoMemory,
-    PastBid,
-    PastTask,
-    cosine,
-    pair,
-    past_drafts,
-    rank,
-    select,
-)
+from marketplace.core.retrieval import PastBid, PastTask, cosine, pair, past_drafts, rank, select
+from marketplace.log.memory import NoMemory
 from schemas.events import CodingInputs, TaskPosted
 
 DIMS = 64

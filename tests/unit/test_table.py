@@ -16,7 +16,7 @@ from tests.matrices import PRICES, build
 
 
 def embeddings(*matrices) -> dict[str, np.ndarray]:
-    return table.embeddings_for(matrices, lambda texts: np.eye(len(texts)))
+    return baselines.embeddings_for(matrices, lambda texts: np.eye(len(texts)))
 
 
 def test_every_method_is_compared_with_always_largest_on_the_same_tasks() -> None:
