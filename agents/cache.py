@@ -6,7 +6,7 @@ task order, every interrupted run resumed). A reused completion carries the toke
 seconds it took when it was made, so costs computed from it stay what the work really cost.
 
 The key covers everything the answer depends on; the model name must change when the model
-file does (the local tiers' names carry their quantisation; see `agents.models`).
+file does (the local tiers' names carry their quantisation; see `agents.install`).
 """
 
 from __future__ import annotations

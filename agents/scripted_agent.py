@@ -4,7 +4,7 @@ Its plans, jury scores, drafts and outputs are fixed by its settings, so an auct
 scripted agents has a known answer and costs no LLM time. Under the lean mechanism it bids no
 plan on a task; called for a draft, it answers one that passes the visible examples or not
 (`draft_passes`), naming in its source the failing draft it was shown, if any. Never a
-stand-in where a user would run a real model: the real agents (issue #4) use LLM backends.
+stand-in where a user would run a real model: the real agents (`agents.agent`) use LLM backends.
 """
 
 from __future__ import annotations

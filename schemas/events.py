@@ -303,12 +303,13 @@ class RefinementCalled(TaskEvent):
     scored: list[ScoredBid] = Field(description="round 0, final: later reviews of it don't count")
 
 
-# --- the lean auction: calls for drafts, one agent at a time (marketplace.lean) -------------
+# --- the lean auction: calls for drafts, one agent at a time (marketplace.core.lean) -------------
 
 
 class LeanEstimate(Record):
-    """What the auction believed of one agent before asking anyone (`marketplace.lean.Estimate`),
-    with the agent's output price, which orders agents of equal reservation value."""
+    """What the auction believed of one agent before asking anyone
+    (`marketplace.core.lean.Estimate`), with the agent's output price, which orders agents of
+    equal reservation value."""
 
     agent_id: Id
     examples_pass: Probability
@@ -342,7 +343,7 @@ CHECKABLE = "the task prints examples, so a draft's check is evidence (else the 
 class BidRequested(TaskEvent):
     """The lean auction asks one agent for a draft. Each call repeats everything its decision
     was taken on (the estimates fixed at the first call, the drafts in hand, the agents asked
-    who gave none), so it can be checked against `marketplace.lean.next_step` alone."""
+    who gave none), so it can be checked against `marketplace.core.lean.next_step` alone."""
 
     type: Literal["BidRequested"] = "BidRequested"
     call: Annotated[int, Field(ge=1)] = Field(description="1 for the first call, then 2, 3…")

@@ -152,7 +152,7 @@ def mbpp_task(index: int, problem: dict) -> tuple[TaskPosted, TaskChecks]:
 
 
 def mbpp(start: int = 0, stop: int = 397) -> list[tuple[TaskPosted, TaskChecks]]:
-    """MBPP problems by index. Tune and fit only on indices below 200 (see RESOURCES.md)."""
+    """MBPP problems by index. Tune and fit only on indices below 200 (200 on are held out)."""
     problems = mbpp_problems()[start:stop]
     return [mbpp_task(start + i, p) for i, p in enumerate(problems)]
 

@@ -6,19 +6,18 @@ the round-0 auction best on the training tasks by
 
     utility = pass@1 − λ · (what the auction and the winners cost / what always-largest costs)
 
-where the auction's cost is every bid plus the reviews of the jurors it asks (a juror of weight
-0 is not asked, so dropping a juror saves its reviews), the winners' cost their drafts, and
-always-largest pays its own draft (as `marketplace.routers` accounts them). Every call is priced
-per direction (input, cached input, output); the score's cost term stays w_c · output price ·
-plan tokens, as the auctioneer computes it. Only tasks where every agent bid and reviewed are
-fitted on (`Matrix.complete_tasks(plans=True)`). A point of pass@1 is worth λ/100 of the largest
-agent's bill (λ = 0.1 by default: spending as much as always-largest costs ten points). The
-search tries every subset of jurors (the integer part) and, for each, every weight at once with
-either sign (a pilot found lower plan entropy, not higher, went with passing): `samples` random
-directions on the unit sphere of normalised terms, then a shrinking local search around the
-best. Terms are normalised by their spread on the training bids so the weights are comparable;
-the written weights are converted back to the raw terms the auctioneer computes. Deterministic
-for a given seed.
+where the auction's cost is every bid plus the reviews of the jurors it asks (a juror of weight 0 is
+not asked, so dropping a juror saves its reviews), the winners' cost their drafts, and
+always-largest pays its own draft (as `marketplace.bench.baselines` accounts them). Every call is
+priced per direction (input, cached input, output); the score's cost term stays w_c · output price ·
+plan tokens, as the auctioneer computes it. Only tasks where every agent bid and reviewed are fitted
+on (`Matrix.complete_tasks(plans=True)`). A point of pass@1 is worth λ/100 of the largest agent's
+bill (λ = 0.1 by default: spending as much as always-largest costs ten points). The search tries
+every subset of jurors (the integer part) and, for each, every weight at once with either sign (a
+pilot found lower plan entropy, not higher, went with passing): `samples` random directions on the
+unit sphere of normalised terms, then a shrinking local search around the best. Terms are normalised
+by their spread on the training bids so the weights are comparable; the written weights are
+converted back to the raw terms the auctioneer computes. Deterministic for a given seed.
 
 Fit on MBPP problems 0–99 (`--tasks mbpp:0:100`); never on the evaluation split, nor on MBPP
 problems 200 and above.

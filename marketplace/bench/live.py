@@ -1,7 +1,7 @@
 """`sale bench live`: an auction mechanism through the live marketplace, for one variant and
 one task order.
 
-Each run is the main job (`marketplace.job`) on the evaluation tasks with the fitted weights,
+Each run is the main job (`marketplace.app.job`) on the evaluation tasks with the fitted weights,
 in a database of its own (the run's log, hence its memory, starts empty), while the agents
 answer from the shared completion cache: drafts, round-0 bids and reviews are the matrix's, so
 a run only computes what the live flow adds (the paper's refinement), and that is kept for the

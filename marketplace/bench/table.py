@@ -1,11 +1,11 @@
 """The benchmark's comparison: every method on the evaluation split, from one matrix and the log.
 
 Methods that only choose an agent per task (always-X, random, cascade, kNN, oracle) and SALE's
-auction without refinement are replayed over the matrix (`marketplace.routers`; the auction only
-on the tasks where every agent bid and reviewed, and left out when there are none); SALE with
-refinement ran through the live marketplace, once per task order, and is read from the Postgres
-log of each run (`marketplace.report.log_runs`). Every figure is computed here from those
-values; `sale report --bench` writes them as markdown and PNG plots.
+auction without refinement are replayed over the matrix (`marketplace.bench.baselines`; the
+auction only on the tasks where every agent bid and reviewed, and left out when there are none);
+SALE with refinement ran through the live marketplace, once per task order, and is read from
+the Postgres log of each run (`marketplace.log.summary.log_runs`). Every figure is computed here
+from those values; `sale report --bench` writes them as markdown and PNG plots.
 """
 
 from __future__ import annotations

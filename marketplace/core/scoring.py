@@ -6,7 +6,7 @@
 
 A bid's price is its agent's output price: a plan is generated text, so that is what writing
 it costs per token (`schemas.events.Price`; input and cached prices matter only to what a task
-spends, which `marketplace.metrics` prices per direction).
+spends, which `marketplace.core.metrics` prices per direction).
 
 Rules the paper leaves open, stated here so a replay can apply them exactly:
 - Missing jury score (juror timed out, answer unreadable): the juror counts with the mean of

@@ -8,7 +8,7 @@ round-0 scores frozen at refinement (`RefinementCalled.scored`), the reviews tha
 task's budget. Evidence that is absent is not checked (a log read while the recorder lags, or
 only some streams); evidence that is present must agree.
 
-A lean auction (`marketplace.lean`) is checked decision by decision: each `BidRequested` and
+A lean auction (`marketplace.core.lean`) is checked decision by decision: each `BidRequested` and
 its `AuctionClosed` must be what `lean.next_step` gives over the estimates and drafts in hand
 they record; the estimates must be the first call's, each reservation value must follow from
 its estimate, the drafts in hand must grow only by the answer of the agent last asked, and each

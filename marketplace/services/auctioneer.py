@@ -1,7 +1,7 @@
 """The auctioneer service: moves events between Kafka and a pure auction state machine.
 
 Which machine is `[auction] mechanism`: `lean` (`marketplace.lean_auction`, calls for drafts one
-agent at a time, the default) or `paper` (`marketplace.auction`, SALE's plans, jury and
+agent at a time, the default) or `paper` (`marketplace.core.auction`, SALE's plans, jury and
 refinement). For a lean auction the service also reads the memory once, when the first call is
 due, and passes the resulting estimates in: the machine itself does no I/O.
 

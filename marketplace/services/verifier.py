@@ -1,44 +1,11 @@
 """The verifier: joins each `TaskResult` with the hidden `TaskChecks` of its task and publishes
 one `TaskOutcome`.
 
-Coding tasks: the result's program followed by the dataset's tests (`check(entry_point)`) runs in
-the sandbox (`agents.sandbox`, 30 s wall clock); it passes when it exits cleanly, score 1 or 0,
-and the details are the run's summary (the assertion or the limit it hit). Search tasks: the
-answer is graded against the gold answers (`marketplace.grading`): exact match after
-normalisation decides `passed`, the best token F1 is the score. A result with an error and no
-output fails, naming the error, without running anything.
-
-**The join.** `checks` and `results` are keyed by task id and co-partitioned, so partition p of
-both holds every record of the tasks of p, in either order. The verifier reads `checks`,
-`results` and `outcomes` (its own output, read back) in consumer group `verifier` with the range
-assignor, which hands partition p of the three topics to the same instance. A task is *open* from
-its first record until its `TaskOutcome` is read back; an open task waits in memory for its other
-half.
-
-**Restarts and rebalances: nothing lost, nothing decided twice.** Offsets are committed by hand,
-never past an open task: when a task opens, the verifier notes its read position in each of the
-three topics of its partition, and commits each topic at most up to the smallest such note of
-any open task (the auctioneer's "safe offsets", extended to the outputs). So after a crash, a
-restart or a rebalance, the new owner re-reads every record of every open task, and also every
-outcome published since the oldest of them opened. It folds its partitions in up to the
-high-water marks it saw before deciding anything there: a re-read task whose outcome is in the
-log is known to be decided, and only a task with both halves and no outcome is verified again.
-Hence a duplicate outcome across restarts happens only when the previous verifier crashed after
-sending an outcome but before the broker acknowledged it (or, at a rebalance, while the old
-owner was still verifying): the outcome was never in the log that the new owner read. Within one
-process the set of decided tasks makes a redelivered or repeated result or check a no-op.
-
-The simpler design — the bus's commit-after-handler — would lose a check whose result had not
-come yet: its offset is committed once the handler stored it in memory, so after a restart the
-result would find nothing to join.
-
-**A half that never finds its other half** (an auction without bids never gets a result; a task
-may come without hidden checks) would hold the offsets back forever. After `wait_s` (default one
-hour after the record's `occurred_at`) the task is decided as failed, naming what never came, and
-closes. A result arriving after that is ignored with a log line by the same process; after a
-restart, with the task's records committed, it would be decided once more, as unverifiable.
-
-Malformed records and events of the wrong type go to `dlq` through the bus, as everywhere.
+Coding tasks run the result's program and the dataset's tests in the sandbox; search tasks are
+graded against the gold answers. `checks` and `results` are co-partitioned by task id, so one
+instance holds both halves of a task; offsets are never committed past a task still open, so a
+restart or a rebalance re-reads what it needs and decides nothing twice; a half whose other half
+never comes is decided as failed after `wait_s`. The design, and why: docs/verifier.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Schema migrations: the numbered SQL files in `marketplace/migrations/`, applied in order.
+"""Schema migrations: the numbered SQL files in `marketplace/shared/migrations/`, applied in order.
 
 The schema lives in the repository next to the code that reads it, so a service never meets a
 database older than itself: each service that needs Postgres migrates at start. Every file runs

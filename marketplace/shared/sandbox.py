@@ -1,42 +1,8 @@
 """Run untrusted, model-written Python in a subprocess — never in the caller's process.
 
-Each run gets a fresh directory, the code in `main.py` there, a minimal environment, and this
-command line (all three tools are util-linux; each sets one thing up and execs the next, so the
-process we started *is* the Python that runs the code)::
-
-    prlimit --cpu --as --fsize --nproc --core=0 -- \\
-        unshare -n -- \\
-        setpriv --reuid=U --regid=U --clear-groups --no-new-privs -- \\
-        /usr/bin/python3 -E -s -u main.py
-
-Why this shape (each choice was tried here, as root, on Linux 6.x with util-linux 2.38):
-
-- **Network**: `unshare -n` runs as root, so it can create the namespace; `setpriv` then drops to
-  an unprivileged uid *inside* it. The code has no capabilities in any namespace and sees its true
-  uid. The alternative — drop first, then `unshare -rn` — also works, but makes the code uid 0 of a
-  user namespace of its own, with capabilities there: more kernel surface for no gain. A non-root
-  caller has no choice: it gets `unshare -rn`. If the namespace cannot be made, nothing runs:
-  `SandboxUnavailable`, never a fallback with network. A probe on first use checks that the code
-  really sees only `lo` (down, so even 127.0.0.1 is "Network is unreachable").
-- **Limits via `prlimit`, not `preexec_fn`**: the rlimits are set before the first exec and are
-  inherited by `unshare`, `setpriv` and Python alike. `preexec_fn` is documented as unsafe when
-  the caller has threads, and `run_python_async` runs us in worker threads.
-- **A throwaway uid per run, not `nobody`**: as root RLIMIT_NPROC is not enforced, hence the drop.
-  But RLIMIT_NPROC counts *per uid*, so concurrent runs as `nobody` would share one budget, and
-  zombies count too: here PID 1 reaps orphans only some seconds later, so one run's fork bomb
-  would starve the next run. A uid of its own (random, from a range no account uses) gives each
-  run its own budget, and lets us find every process of the run afterwards — even one that left
-  the process group with `setsid()` — and kill it race-free through a pidfd.
-- **The interpreter**: Debian's `/usr/bin/python3` (3.11), readable by any uid; the pyenv Python
-  under /root is not. `-E -s`: no PYTHON* variables, no user site; the script's directory stays on
-  `sys.path` so the code may import modules it writes. `-u`: output written before a kill is kept.
-- **Output** goes to files outside the run's directory (the code cannot reach them by name); the
-  file-size limit bounds them too. We keep the head and tail of each, `output_kb` in all.
-
-Known gaps: the code can read world-readable files and write to world-writable ones (/tmp,
-/dev/shm); its own directory is removed afterwards, those are not. No seccomp filter. A non-root
-caller gets no sweep by uid (the code runs as the caller), only the process-group kill, and its
-process limit is approximate (RLIMIT_NPROC then counts the caller's own processes too).
+Each run gets a fresh directory, its own throwaway uid, no network (a namespace of its own) and
+limits on CPU, memory, file size and processes, set by util-linux tools that exec one another
+down to the Python that runs the code. Why each choice, and the known gaps: docs/sandbox.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lean auction's decisions (`marketplace.lean`), on hand-built cases worked out by hand.
+"""The lean auction's decisions (`marketplace.core.lean`), on hand-built cases worked out by hand.
 
 Value 1 throughout, so a draft's worth is its chance of being right. The two agents of most
 cases: S, cheap, right 90% of the time when its draft passes the examples and never when it

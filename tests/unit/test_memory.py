@@ -22,7 +22,7 @@ DIMS = 64
 
 
 def bag_of_words_test_embedder(texts: Sequence[str]) -> np.ndarray:
-    """Test double for `marketplace.embeddings.embed`: hashed bag of words, unit length."""
+    """Test double for `marketplace.shared.embeddings.embed`: hashed bag of words, unit length."""
     out = np.zeros((len(texts), DIMS))
     for i, text in enumerate(texts):
         for word in text.lower().split():
