@@ -160,7 +160,7 @@ class Verifier:
 
     async def _poll(self) -> None:
         async for delivery in self.consumer.poll(TICK_S):
-            self._take(delivery.event, delivery.source)
+            self.take(delivery.event, delivery.source)
         self._raise_failures()
         for partition in await self.consumer.caught_up():
             waiting = sum(t.partition == partition for t in self._open.values())
@@ -170,7 +170,9 @@ class Verifier:
 
     # --- folding records in --------------------------------------------------------------
 
-    def _take(self, event: Event | None, source: Source) -> None:
+    def take(self, event: Event | None, source: Source) -> None:
+        """Folds one delivered event in: an outcome closes its task, a check or a result is half
+        of one (the matching); anything else is not the verifier's."""
         if isinstance(event, TaskOutcome):
             self._closed(event.task_id)
         elif isinstance(event, TaskChecks | TaskResult):
