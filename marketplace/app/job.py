@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from marketplace.app.stack import running, stop_on_signals
-from marketplace.log.lines import line
+from marketplace.log.lines import Labels, labels_of, line
 from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
@@ -48,6 +48,7 @@ class Progress:
         self.finished: list[float] = []
         self.cost: dict[str, float] = defaultdict(float)
         self.changed = asyncio.Event()
+        self.labels: Labels = {}  # bid id → agent:round, as the bids stream by
 
     async def on_event(self, event: Event, source: Source) -> None:
         if line := self.line(event):
@@ -57,6 +58,7 @@ class Progress:
     def line(self, event: Event) -> str | None:
         """The event's line if it is a step of the story the job tells (`None` for the rest);
         follows which agents are up, what each task has cost and which are done."""
+        self.labels.update(labels_of([event]))
         usage = getattr(event, "usage", None)
         if usage is not None and hasattr(event, "task_id"):
             self.cost[event.task_id] += usage.cost
@@ -68,10 +70,11 @@ class Progress:
             case TaskOutcome():
                 self.outcomes[event.task_id] = event
                 self.finished.append(time.monotonic())
-                return f"{line(event)}, cost {self.cost[event.task_id]:.6f}{self.time_left()}"
+                cost = self.cost[event.task_id]
+                return f"{line(event, self.labels)}, cost {cost:.6f}{self.time_left()}"
             case AgentHeartbeat() | TaskChecks() | JuryCalled() | DeadLetter():
                 return None
-        return line(event)
+        return line(event, self.labels)
 
     async def outcome_of(self, task_id: str) -> TaskOutcome:
         while task_id not in self.outcomes:

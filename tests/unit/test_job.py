@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.app.job import seconds_per_task
+from marketplace.app.job import Progress, seconds_per_task
+from tests.samples import every_event
 
 
 def test_the_pace_is_the_mean_of_the_recent_gaps() -> None:
@@ -16,3 +17,14 @@ def test_a_fast_start_from_cached_work_is_forgotten() -> None:
     cached = [float(i) for i in range(20)]  # twenty tasks, a second each
     slow = [cached[-1] + 300.0 * i for i in range(1, 11)]  # then five minutes each
     assert seconds_per_task(cached + slow, window=10) == pytest.approx(300.0)
+
+
+def test_the_story_names_bids_by_agent_and_round_and_counts_each_tasks_cost() -> None:
+    progress = Progress(["small", "large"], tasks=1)
+    lines = [progress.line(event) for event in every_event("he-3")]
+    told = "\n".join(line for line in lines if line)
+    assert "TaskPosted         he-3: posted: coding task" in told
+    assert "TaskChecks" not in told and "JuryCalled" not in told  # not steps of the story
+    result = next(line for line in lines if line and line.startswith("TaskResult"))
+    assert result.startswith("TaskResult         he-3: small ran small:0 in 1.5s")
+    assert progress.cost["he-3"] > 0
