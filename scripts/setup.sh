@@ -11,6 +11,11 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 
+# llama.cpp compiles for this CPU (-march=native); its AMX kernels crash in decode (SIGSEGV) on
+# CPUs that have AMX, so the compiler is told not to use it (AVX-512 stays: the speed is in it).
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'}"
+
 stamp=".venv/.installed-${extras//,/-}-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project with extras [$extras] into .venv"
@@ -18,4 +23,12 @@ if [ ! -f "$stamp" ]; then
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import marketplace, schemas, agents"  # fail here, not in a test
   touch "$stamp"
+fi
+
+# A wheel built before that flag (pip caches built wheels) still has the AMX kernels: rebuild it.
+if .venv/bin/python -c "import llama_cpp, sys; sys.exit(b'AMX' not in llama_cpp.llama_print_system_info())" 2>/dev/null; then
+  echo "setup: rebuilding llama-cpp-python without its AMX kernels (they crash on this CPU)"
+  version=$(.venv/bin/python -c "import llama_cpp; print(llama_cpp.__version__)")
+  .venv/bin/python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "llama-cpp-python==$version"
 fi

@@ -87,6 +87,22 @@ def cascade(matrix: Matrix, prices: Prices) -> list[TaskRun]:
     return runs
 
 
+def foreseen(matrix: Matrix, prices: Prices) -> list[TaskRun]:
+    """The cascade with foresight of the visible checks, a bound rather than a method: each task
+    goes straight to the cheapest agent whose draft will pass its examples (the dearest if none
+    will, or if the task prints no example), so no failing draft is ever paid for. A method that
+    accepts the cheapest draft passing its examples, as SALE-lean does, cannot be cheaper
+    without giving up pass@1: what it pays beyond this is the price of not knowing."""
+    order = by_price(matrix.agents, prices)
+    runs = []
+    for task_id in matrix.complete_tasks():
+        checked = task_id not in matrix.unchecked
+        passing = [a for a in order if checked and matrix.cell(task_id, a).self_check]
+        agent_id = passing[0] if passing else order[-1]
+        runs.append(_routed(matrix, task_id, agent_id, [agent_id]))
+    return runs
+
+
 def oracle(matrix: Matrix, prices: Prices) -> list[TaskRun]:
     """The cheapest agent that passes the hidden checks (the cheapest if none does): the bound
     no router can beat on cost at the best achievable pass rate."""

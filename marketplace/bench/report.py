@@ -91,7 +91,8 @@ async def bench_report(
     text = (
         "\n\n".join(sections)
         + f"\n\nEvaluation: {' '.join(test_specs)} ({len(test.complete_tasks())} tasks in the "
-        f"matrix, {len(test.complete_tasks(plans=True))} with every agent's bid and review). "
+        f"matrix, {len(test.complete_tasks(plans=True))} with every agent's bid and review, "
+        f"{len(test.unchecked & set(test.complete_tasks()))} that print no example to check). "
         f"kNN trained and weights fitted on {' '.join(train_specs)} "
         f"({len(train.complete_tasks())} tasks, {len(train.complete_tasks(plans=True))} with "
         f"bids and reviews). Input/output prices per million tokens (CPU-seconds): "

@@ -37,6 +37,7 @@ from marketplace.shared.config import LeanConfig
 from schemas.events import Weights
 
 RANDOM_SEEDS = range(10)
+FORESEEN = "foresight of the checks (a bound)"
 
 
 LEAN_NAMES: dict[str, lean_method.Variant] = {
@@ -83,6 +84,7 @@ def matrix_methods(
     methods["cascade (FrugalGPT-style)"] = [baselines.cascade(test, prices)]
     methods["kNN router"] = [baselines.knn(train, test, embeddings, prices)]
     methods["oracle"] = [baselines.oracle(test, prices)]
+    methods[FORESEEN] = [baselines.foreseen(test, prices)]
     if test.complete_tasks(plans=True):  # else the auction has nothing to run on
         methods.update(sale_methods(test, weights, prices))
     if lean is not None and lean.priors:
@@ -283,7 +285,21 @@ def target(table: Sequence[Row], method: str, largest: str) -> str:
         met = got >= need if op == ">=" else got <= need
         verdict = "met" if met else "missed"
         lines.append(f"- {name}: {got:{fmt}} (target {op} {need:{fmt}}): {verdict}")
+    if FORESEEN in by_name:
+        lines.append(_bound(by_name[FORESEEN], need_cost))
     return "\n".join(lines)
+
+
+def _bound(foreseen: Row, need_cost: float) -> str:
+    """Whether the cost target is within reach of a method that, like SALE-lean, keeps the
+    cheapest draft that passes its examples: foresight of the checks is its cheapest case."""
+    ratio = foreseen.paired.cost_ratio.estimate
+    reach = "within reach of" if ratio <= need_cost else "beyond"
+    return (
+        f"- bound: with foresight of the checks, {ratio:.3f} × always-largest at "
+        f"{foreseen.result.pass_at_1:.1%} pass@1, so the cost target is {reach} any method "
+        "that keeps the cheapest draft passing its examples"
+    )
 
 
 def diagnosis(method: Sequence[TaskRun], largest: Sequence[TaskRun]) -> str:

@@ -147,6 +147,18 @@ def test_oracle_picks_the_cheapest_passing_agent_or_the_cheapest_when_none_passe
     assert [r.spend for r in runs] == [(draft("M"),), (draft("S"),), (draft("S"),)]
 
 
+def test_foreseen_pays_only_the_draft_it_keeps_and_sends_unchecked_tasks_to_the_dearest() -> None:
+    matrix = build(
+        {"t1": "ML", "t2": "", "t3": "SML", "t4": "SML"},
+        checks={"t1": "ML", "t2": "", "t3": "SML", "t4": "SML"},
+    )
+    matrix = dataclasses.replace(matrix, unchecked=frozenset({"t4"}))
+    runs = baselines.foreseen(matrix, PRICES)
+    assert executors(runs) == ["M", "L", "S", "L"]  # t2: none will pass; t4: nothing to check
+    assert [r.spend for r in runs] == [(draft("M"),), (draft("L"),), (draft("S"),), (draft("L"),)]
+    assert [r.passed for r in runs] == [True, False, True, True]
+
+
 def unit(x: float, y: float) -> np.ndarray:
     vector = np.array([x, y])
     return vector / np.linalg.norm(vector)

@@ -72,6 +72,9 @@ def test_the_lean_auction_and_its_ablations_run_in_three_orders_and_meet_a_check
         text.startswith("Target for SALE-lean")
         and text.count(": met") + text.count(": missed") == 5
     )
+    # foresight: c → S, d → L, e (none will pass) → L, f → M: 11/16 of always-L, within 0.75
+    assert "- bound: with foresight of the checks, 0.688 × always-largest" in text
+    assert "the cost target is within reach of any method" in text
     lean_row = next(r for r in rows if r.result.method == "SALE-lean")
     assert lean_row.result.tasks == 4
 
