@@ -29,6 +29,7 @@ from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.database import create_database, drop_database
 from marketplace.shared.migrate import apply_migrations, migrations
 from marketplace.shared.offsets import committed_offsets, highwater_marks
+from schemas.codec import encode
 from schemas.events import (
     AuctionClosed,
     BidScore,
@@ -43,7 +44,8 @@ from schemas.events import (
     Usage,
 )
 from schemas.topics import STREAMS, Topics
-from tests.samples import BID, every_event
+from tests.integration.test_bus import publish_raw
+from tests.samples import BID, BIG_GARBAGE, every_event, huge_task
 
 pytestmark = pytest.mark.integration
 
@@ -418,6 +420,37 @@ async def test_a_malformed_record_is_recorded_as_a_dead_letter(
     row, letter = letters[topics.dlq]
     assert (row["topic"], row["offset"]) == (topics.dlq, letter.offset)
     assert letter.raw_value == b"garbage on the dlq itself" and "Invalid JSON" in letter.error
+
+
+async def test_records_of_a_megabyte_are_recorded_as_bounded_dead_letters_and_the_log_goes_on(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    """Issue 13: the recorder crash-looped on a 1 MB malformed record (its dead letter was over
+    the producer's limit), and stored a 50 MB task whole."""
+    posted = every_event("he-8")[0]
+    oversize = encode(huge_task(12))
+    await publish_raw(broker_config.bootstrap, topics.bids, b"he-8", BIG_GARBAGE)
+    await publish_raw(broker_config.bootstrap, topics.tasks, b"he-8", oversize)
+    await publish_raw(broker_config.bootstrap, topics.dlq, b"x", BIG_GARBAGE)
+    await publish(broker_config, [posted])
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, 4, lambda: not running.done())
+        await asyncio.sleep(1.0)
+    rows = await fetch(database, "SELECT type, payload FROM events ORDER BY id")
+    assert sorted(r["type"] for r in rows) == ["DeadLetter"] * 3 + ["TaskPosted"]
+    letters = {
+        (letter.source_topic, letter.raw_size): letter
+        for r in rows
+        if r["type"] == "DeadLetter" and (letter := DeadLetter.model_validate_json(r["payload"]))
+    }
+    assert set(letters) == {
+        (topics.bids, len(BIG_GARBAGE)),
+        (topics.tasks, len(oversize)),
+        (topics.dlq, len(BIG_GARBAGE)),
+    }
+    assert all(len(letter.raw_value) == 4096 for letter in letters.values())
+    assert "over the record cap" in letters[topics.tasks, len(oversize)].error
+    assert max(len(r["payload"]) for r in rows) < 20_000
 
 
 async def test_an_event_postgres_refuses_is_dead_lettered_and_the_log_goes_on(
