@@ -579,3 +579,70 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+# --- start-up cost -----------------------------------------------------------------------------
+
+
+def _timed_ms(command: list[str], runs: int) -> list[float]:
+    """Wall milliseconds of each of `runs` runs of `command` (stdout and stderr discarded)."""
+    figures = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, cwd="/", stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        figures.append((time.perf_counter() - start) * 1000)
+    return figures
+
+
+def _bwrap_command(bwrap: str, python: str) -> list[str]:
+    """The closest bubblewrap equivalent of our run, for comparison only (the sandbox does not
+    use it): the same namespaces and read-only host directories, sized tmpfs, a fresh /proc."""
+    command = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64", "etc"):
+        if os.path.islink(f"/{name}"):
+            command += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
+        elif os.path.isdir(f"/{name}"):
+            command += ["--ro-bind", f"/{name}", f"/{name}"]
+    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
+        command += ["--size", str(DEFAULT_LIMITS.disk_mb * 1024 * 1024), "--tmpfs", path]
+    return [*command, "--proc", "/proc", "--dev", "/dev", "--", python, "-E", "-s", "-c", "pass"]
+
+
+def startup_costs(runs: int = 20) -> list[tuple[str, list[float]]]:
+    """The start-up cost of each way to run `pass`: bare, the previous sandbox (network namespace,
+    uid and rlimits only), this sandbox, and bubblewrap when it is installed."""
+    tools = _tools()
+    _ensure_isolated(tools)
+    bare = [tools.python, "-E", "-s", "-u", "-c", "pass"]
+    uid = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+    previous = [tools.prlimit, "--as=536870912", "--", tools.unshare, "-n" if uid else "-rn"]
+    previous += ["--", tools.setpriv, *uid, "--no-new-privs", "--", *bare]
+    costs = [("bare python", _timed_ms(bare, runs))]
+    costs.append(("previous sandbox (unshare -n)", _timed_ms(previous, runs)))
+    ours = [run_python("pass").duration_s * 1000 for _ in range(runs)]
+    costs.append(("this sandbox (run_python)", ours))
+    if bwrap := shutil.which("bwrap", path=_PATH):
+        costs.append(("bubblewrap 'bwrap'", _timed_ms(_bwrap_command(bwrap, tools.python), runs)))
+    return costs
+
+
+def main() -> None:
+    """`python -m marketplace.shared.sandbox [RUNS]`: print the start-up costs, one line each."""
+    import statistics
+    import sys
+
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
+    try:
+        costs = startup_costs(runs)
+    except SandboxUnavailable as error:
+        raise SystemExit(f"sandbox unavailable: {error}") from None
+    print(f"start-up cost of running `pass`, {runs} runs each, wall ms (median, 90th percentile):")
+    for name, figures in costs:
+        p90 = statistics.quantiles(figures, n=10)[-1] if len(figures) > 1 else figures[0]
+        print(f"  {name:32} {statistics.median(figures):7.1f} {p90:7.1f}")
+    if not shutil.which("bwrap", path=_PATH):
+        print("  (bubblewrap is not installed: apt-get install bubblewrap to compare it)")
+
+
+if __name__ == "__main__":
+    main()
