@@ -41,6 +41,10 @@ _CONNECTION_ERRORS = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A server killed mid-transaction can leave the pool's connection half-way through an
+    # operation; releasing it then fails with these. Storing is idempotent, so retry.
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 _BAD_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError)
 
