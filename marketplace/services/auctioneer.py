@@ -253,11 +253,15 @@ class Auctioneer:
                 batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000))
                 for tp, records in batches.items():
                     for record in records:
-                        source = Source(tp.topic, tp.partition, record.offset, record.key)
+                        source = Source(
+                            tp.topic, tp.partition, record.offset, record.key, tuple(record.headers)
+                        )
                         group = self.bus.group(f"{GROUP}.roster")
                         event = await self.bus.receive(record.value, source, group)
-                        if isinstance(event, AgentHeartbeat):
-                            self.roster.apply(event)
+                        if isinstance(event, AgentHeartbeat) and not self.roster.admit(
+                            event, self.clock()
+                        ):
+                            log.warning("heartbeat of %s dated ahead: ignored", event.agent_id)
                 if not self._roster_ready.is_set() and await caught_up(consumer, parts):
                     self._roster_ready.set()
         finally:

@@ -21,8 +21,9 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
-from marketplace.shared.config import BrokerConfig
+from marketplace.shared.config import BrokerConfig, ConfigError
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_REASON, DeadLetter, Event
 from schemas.topics import STREAMS, Topics
@@ -38,6 +39,7 @@ class Source:
     partition: int
     offset: int
     key: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()  # the signature travels here (shared.signing)
 
 
 Handler = Callable[[Event, Source], Awaitable[None]]
@@ -56,9 +58,21 @@ async def _raw_body(message: Any) -> bytes:
 
 
 class Bus:
-    def __init__(self, config: BrokerConfig, producer: str) -> None:
+    """`trust`: the keys this process signs with and checks against (default: the process's,
+    `signing.install`); with signatures required, a producer without a key fails here."""
+
+    def __init__(
+        self, config: BrokerConfig, producer: str, trust: signing.Trust | None = None
+    ) -> None:
         self.config = config
         self.producer = producer
+        self.trust = trust or signing.current()
+        self.signer = self.trust.signer(producer)
+        if self.signer is None and self.trust.require:
+            raise ConfigError(
+                f"[security].key_dir: no private key for {producer!r} "
+                f"(make one with `sale keys new --principal {producer} --role ...`)"
+            )
         self.topics = Topics(config.topic_prefix)
         self.broker = KafkaBroker(
             config.bootstrap,
@@ -83,9 +97,13 @@ class Bus:
             encode(event),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
-            headers={"type": event.type},
+            headers=self._headers(event),
             no_confirm=not confirm,
         )
+
+    def _headers(self, event: Event) -> dict[str, str]:
+        signed = self.signer.headers(event) if self.signer is not None else {}
+        return {"type": event.type, **signed}
 
     def subscribe(
         self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
@@ -102,7 +120,9 @@ class Bus:
 
         async def on_record(body: bytes, message: KafkaMessage) -> None:
             record = message.raw_message
-            source = Source(record.topic, record.partition, record.offset, record.key)
+            source = Source(
+                record.topic, record.partition, record.offset, record.key, tuple(record.headers)
+            )
             event = await self.receive(body, source, group)
             if event is None:
                 return
@@ -128,12 +148,20 @@ class Bus:
         return self.topics.prefix + name
 
     async def receive(self, body: bytes, source: Source, group: str) -> Event | None:
-        """The event in a record, or None after dead-lettering a record that holds none."""
+        """The event in a record, or None after dead-lettering a record that holds none, or
+        one its signature does not vouch for (`signing`: unsigned, unknown key, mis-signed, or
+        a type or identity its key may not produce)."""
         try:
-            return self._decode(body, source.topic)
+            event = self._decode(body, source.topic)
         except EventDecodeError as exc:
             await self.dead_letter(source, body, group, str(exc))
             return None
+        if source.topic != self.topics.dlq and (
+            refused := self.trust.check(event, signing.header_map(source.headers))
+        ):
+            await self.dead_letter(source, body, group, refused)
+            return None
+        return event
 
     def _decode(self, body: bytes, topic: str) -> Event:
         event = decode(body)
@@ -310,7 +338,9 @@ class PartitionedConsumer:
         )
         for tp, records in fetched.items():
             for record in records:
-                source = Source(record.topic, record.partition, record.offset, record.key)
+                source = Source(
+                    record.topic, record.partition, record.offset, record.key, tuple(record.headers)
+                )
                 body = record.value if record.value is not None else b""
                 event = await self.bus.receive(body, source, self.group)
                 yield Delivery(event, source, body)

@@ -163,6 +163,19 @@ class AgentConfig(Section):
         return self
 
 
+class SecurityConfig(Section):
+    """Who may produce what (`marketplace.shared.signing`): the keyring of public keys and where
+    this host's private keys are. `sale up` makes the keys it needs on first start."""
+
+    require_signatures: bool = Field(
+        default=True, description="refuse (dead-letter) unsigned and mis-signed records"
+    )
+    keyring: Path | None = Field(default=None, description="TOML of public keys ($SALE_KEYRING)")
+    key_dir: Path | None = Field(
+        default=None, description="this host's private keys, <principal>.key ($SALE_KEY_DIR)"
+    )
+
+
 class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -173,6 +186,7 @@ class Config(Section):
     auction: AuctionConfig = AuctionConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
     stack: StackConfig = StackConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _agent_ids_unique(self) -> Config:
@@ -191,6 +205,8 @@ class Config(Section):
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP": ("broker", "bootstrap"),
     "DATABASE_URL": ("database", "url"),
+    "SALE_KEYRING": ("security", "keyring"),
+    "SALE_KEY_DIR": ("security", "key_dir"),
 }
 
 
