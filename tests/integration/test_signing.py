@@ -228,6 +228,25 @@ async def test_a_heartbeat_dated_far_ahead_neither_evicts_an_agent_nor_moves_tim
     assert closed.reason == "awarded" and closed.winner_agent_id == "a"
 
 
+async def test_a_bid_priced_below_its_agents_registration_is_refused(
+    market: Callable, keyring: Path
+) -> None:
+    m = await market()
+    await m.auctioneer()
+    await m.agent(ScriptedAgent("a", price=0.3, delay_s=1.0))
+    posted = task()
+    await m.post(posted)
+    await opened(m, posted.task_id)
+    lying = bid(posted.task_id, "a", price=0.0)  # a's own key: authentic, and underpriced
+    async with Bus(m.config.broker, producer="a") as own:
+        await own.publish(lying)
+    closed = await m.closed(posted.task_id)
+    assert lying.bid_id not in {b.bid_id for b in closed.bids}
+    assert {(b.agent_id, b.price) for b in closed.bids} == {("a", 0.3)}
+    assert closed.winner_agent_id == "a" and closed.winner_bid_id != lying.bid_id
+    assert "registered at 0.3" in refused(m.watch, lying)[0].error
+
+
 # --- grading ------------------------------------------------------------------------------------
 
 
