@@ -24,6 +24,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
 from marketplace.shared.config import BrokerConfig, ConfigError
+from marketplace.shared.kafka_auth import client_options, faststream_security
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_REASON, DeadLetter, Event
 from schemas.topics import STREAMS, Topics
@@ -80,6 +81,7 @@ class Bus:
             logger=logging.getLogger("sale.kafka"),
             log_level=logging.DEBUG,  # a line per message is for debugging, not for the log
             enable_idempotence=False,  # Tansu has no idempotent producer; consumers dedupe
+            security=faststream_security(config),
         )
         self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
 
@@ -236,7 +238,9 @@ def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsum
 async def reader(config: BrokerConfig) -> AIOKafkaConsumer:
     """A started consumer of no group that commits nothing: for reading history (replay from
     Kafka, the roster, the ingest benchmark), where offsets are chosen by hand."""
-    consumer = new_consumer(config.bootstrap, fetch_max_wait_ms=config.fetch_max_wait_ms)
+    consumer = new_consumer(
+        config.bootstrap, fetch_max_wait_ms=config.fetch_max_wait_ms, **client_options(config)
+    )
     await consumer.start()
     return consumer
 
@@ -309,6 +313,7 @@ class PartitionedConsumer:
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
+            **client_options(config),
         )
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()

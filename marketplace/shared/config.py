@@ -47,11 +47,20 @@ class BrokerConfig(Section):
     # How long one event's handling may take before the group gives the member's partitions
     # away: an agent's model call runs inside its handler, minutes long on slow cores.
     max_poll_interval_ms: int = Field(default=3_600_000, ge=10_000, le=86_400_000)
+    # The broker's own authentication (marketplace.shared.kafka_auth); secrets come from the
+    # environment variables named here, never from this file.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username_env: str = Field(default="KAFKA_USERNAME", min_length=1, max_length=100)
+    sasl_password_env: str = Field(default="KAFKA_PASSWORD", min_length=1, max_length=100)
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle; empty: the system's")
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> BrokerConfig:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"sasl_mechanism is required with {self.security_protocol}")
         return self
 
 
