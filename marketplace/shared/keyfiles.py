@@ -170,7 +170,7 @@ def trust_of(security: SecurityConfig) -> Trust:
         return Trust()
     keyring_path = security.keyring
     keys = read_keyring(keyring_path)
-    keyring = Keyring({k.key_id: k for k in keys}, reload=lambda: _quiet(keyring_path))
+    keyring = Keyring({k.key_id: k for k in keys}, reload=_Rereader(keyring_path))
     key_dir = security.key_dir
     if key_dir is not None and not key_dir.is_dir():
         raise ConfigError(f"[security].key_dir: {key_dir}: no such directory")
@@ -183,9 +183,28 @@ def trust_of(security: SecurityConfig) -> Trust:
     return Trust(keyring, security.require_signatures, signer_for)
 
 
-def _quiet(path: Path) -> list[PublicKey]:
-    """The keyring as it reads now; a file caught mid-write reads as nothing new."""
-    try:
-        return read_keyring(path)
-    except ConfigError:
-        return []
+class _Rereader:
+    """Reads the keyring file again if it changed since the last look (None: it did not); a
+    file caught mid-write reads as nothing new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def __call__(self) -> list[PublicKey] | None:
+        stamp = self._stamp()
+        if stamp == self.seen:
+            return None
+        try:
+            keys = read_keyring(self.path)
+        except ConfigError:
+            return None  # caught mid-write: look again next time
+        self.seen = stamp
+        return keys
