@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -138,6 +139,17 @@ def bid(task_id: str, agent_id: str, price: float) -> BidSubmitted:
     )
 
 
+async def started(m: Market, *agents: ScriptedAgent) -> None:
+    """An auctioneer and the agents, once its roster holds each of them live (or 10 s have
+    passed: the code before the skew check never sees an agent evicted by the future)."""
+    auctioneer = await m.auctioneer()
+    for agent in agents:
+        await m.agent(agent)
+    async with asyncio.timeout(10):
+        while not all(auctioneer.roster.is_live(a.agent_id, datetime.now(UTC)) for a in agents):
+            await asyncio.sleep(0.05)
+
+
 async def opened(m: object, task_id: str) -> AuctionOpened:
     await m.watch.wait_until(lambda _: bool(m.about(task_id, AuctionOpened)), 30)
     return m.about(task_id, AuctionOpened)[0]
@@ -150,8 +162,7 @@ async def test_a_bid_under_a_real_agents_id_from_a_forged_key_does_not_count(
     market: Callable, keyring: Path
 ) -> None:
     m = await market()
-    await m.auctioneer()
-    await m.agent(ScriptedAgent("a", price=0.3, delay_s=1.0))  # the forgery arrives first
+    await started(m, ScriptedAgent("a", price=0.3, delay_s=1.0))  # the forgery arrives first
     posted = task()
     await m.post(posted)
     await opened(m, posted.task_id)
@@ -171,8 +182,7 @@ async def test_an_unregistered_agents_heartbeat_and_bid_are_refused(
     m = await market()
     ghost = ScriptedAgent("ghost", price=0.0)
     await forge(m.config.broker, ghost.heartbeat(), own_key())
-    await m.auctioneer()
-    await m.agent(ScriptedAgent("b", price=0.3, delay_s=0.5))
+    await started(m, ScriptedAgent("b", price=0.3, delay_s=0.5))
     posted = task()
     await m.post(posted)
     assert "ghost" not in (await opened(m, posted.task_id)).agents
@@ -188,8 +198,7 @@ async def test_a_forged_self_consistent_close_is_not_the_decision(
     market: Callable, keyring: Path
 ) -> None:
     m = await market()
-    await m.auctioneer()
-    await m.agent(ScriptedAgent("a", price=0.3, delay_s=1.0))
+    await started(m, ScriptedAgent("a", price=0.3, delay_s=1.0))
     posted = task()
     await m.post(posted)
     await opened(m, posted.task_id)
@@ -219,8 +228,8 @@ async def test_a_heartbeat_dated_far_ahead_neither_evicts_an_agent_nor_moves_tim
     )
     async with Bus(m.config.broker, producer="a") as own:  # its own key: signed, and wrong
         await own.publish(ahead)
-    await m.auctioneer()
-    await m.agent(a)
+    with contextlib.suppress(TimeoutError):
+        await started(m, a)
     posted = task()
     await m.post(posted)
     assert (await opened(m, posted.task_id)).agents == ["a"]
@@ -232,8 +241,7 @@ async def test_a_bid_priced_below_its_agents_registration_is_refused(
     market: Callable, keyring: Path
 ) -> None:
     m = await market()
-    await m.auctioneer()
-    await m.agent(ScriptedAgent("a", price=0.3, delay_s=1.0))
+    await started(m, ScriptedAgent("a", price=0.3, delay_s=1.0))
     posted = task()
     await m.post(posted)
     await opened(m, posted.task_id)
