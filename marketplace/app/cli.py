@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from marketplace.log.memory import Memory
 
 
+def _secure(config: Config) -> None:
+    """This process signs and checks with the keys `[security]` names; bad ones fail here."""
+    from marketplace.shared import signing
+    from marketplace.shared.keyfiles import trust_of
+
+    signing.install(trust_of(config.security))
+
+
 def _up(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app.stack import up
 
@@ -41,6 +49,7 @@ def _monitor(config: Config, args: argparse.Namespace) -> int:
     from marketplace.shared.bus import Bus
 
     configure_logging("monitor")
+    _secure(config)
     bus = Bus(config.broker, producer="monitor")
     monitor.attach(bus, config)
     asyncio.run(serve(bus))
@@ -53,6 +62,7 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     from marketplace.shared.bus import Bus
 
     configure_logging("auctioneer")
+    _secure(config)
     auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
@@ -86,6 +96,7 @@ def _recorder(config: Config, args: argparse.Namespace) -> int:
     if not config.database.url:
         raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
     configure_logging("recorder")
+    _secure(config)
     recorder = Recorder(config, Bus(config.broker, producer="recorder"), config.database.url)
     asyncio.run(until_signalled(recorder.run, "recorder"))
     return 0
@@ -98,6 +109,7 @@ def _verifier(config: Config, args: argparse.Namespace) -> int:
     from marketplace.shared.sandbox import SandboxUnavailable
 
     configure_logging("verifier")
+    _secure(config)
     verifier = Verifier(config, Bus(config.broker, producer="verifier"))
     try:
         asyncio.run(until_signalled(verifier.run, "verifier"))
@@ -117,13 +129,26 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
         print(f"sale replay: {exc}", file=sys.stderr)
         return 2
     if weights is None:
-        found = replay.verify(log.events)
+        found = _provenance(config, args) + replay.verify(log.events)
         print(log.report(found))
         return 1 if found or log.unreadable else 0
     print(replay.counterfactual(log.events, weights).render())
     for unreadable in log.unreadable:  # left out of the counterfactual: say so
         print(f"sale replay: skipped {unreadable}", file=sys.stderr)
     return 1 if log.unreadable else 0
+
+
+def _provenance(config: Config, args: argparse.Namespace) -> list:
+    """The stored events their signatures do not vouch for (Postgres only: the log keeps the
+    signatures); nothing to check without a keyring."""
+    from marketplace.log import provenance
+    from marketplace.shared.keyfiles import trust_of
+
+    if args.from_kafka or config.security.keyring is None:
+        print("sale replay: signatures not checked (no [security].keyring)", file=sys.stderr)
+        return []
+    keyring = trust_of(config.security.model_copy(update={"key_dir": None})).keyring
+    return asyncio.run(provenance.check(config.database.url, keyring))
 
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
@@ -165,6 +190,7 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
 
     settings = config.agent(args.id)
     configure_logging(f"agent.{settings.id}")
+    _secure(config)
     llm = build(settings)  # loads the model before joining: a bad model fails at start
     if settings.cache:
         from agents.cache import CachedLLM
@@ -220,11 +246,41 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
     else:
         start, stop = (int(x) for x in args.range.split(":"))
         postings, bad = from_dataset(args.dataset, start, stop), []
+    _secure(config)
     for message in bad:
         print(f"sale publish: {args.jsonl}: {message}", file=sys.stderr)
     asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
     print(f"posted {len(postings)} tasks, {len(bad)} bad lines")
     return 1 if bad else 0
+
+
+def _keys(config: Config | None, args: argparse.Namespace) -> int:
+    """`sale keys new|remove|list`: the keyring the config names (or --keyring, or
+    <out>/keyring.toml), the private key into --out."""
+    from marketplace.shared import keyfiles
+
+    if args.keyring:
+        keyring = Path(args.keyring)
+    else:
+        try:
+            keyring = load_config(args.config_path).security.keyring
+        except ConfigError:
+            keyring = None
+        if keyring is None:
+            keyring = Path(getattr(args, "out", None) or ".sale/keys") / "keyring.toml"
+    if args.keys_command == "new":
+        key_id = keyfiles.new_key(args.principal, args.role, Path(args.out), keyring, args.rotate)
+        print(f"key {key_id} of {args.principal} ({args.role}): {Path(args.out)}; in {keyring}")
+        return 0
+    if args.keys_command == "remove":
+        if not keyfiles.remove_public(keyring, args.key_id):
+            print(f"sale keys: no key {args.key_id} in {keyring}", file=sys.stderr)
+            return 1
+        print(f"removed key {args.key_id} from {keyring}")
+        return 0
+    for key in keyfiles.read_keyring(keyring):
+        print(f"{key.key_id}  {key.role:<10} {key.principal}")
+    return 0
 
 
 def _run(config: Config, args: argparse.Namespace) -> int:
@@ -426,6 +482,12 @@ async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
         await conn.close()
 
 
+def signing_roles() -> tuple[str, ...]:
+    from marketplace.shared.signing import ROLES
+
+    return ROLES
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
@@ -462,6 +524,21 @@ def parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     replay.set_defaults(run=_replay)
+
+    keys = commands.add_parser("keys", help="make, list and retire the signing keys")
+    keys.set_defaults(run=_keys, needs_config=False)
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_commands.add_parser("new", help="a private key file and its public key appended")
+    new.add_argument("--principal", required=True, help="auctioneer, verifier, client, an agent id")
+    new.add_argument("--role", required=True, choices=signing_roles())
+    new.add_argument("--out", required=True, metavar="DIR", help="where the private key goes")
+    new.add_argument("--rotate", action="store_true", help="replace the principal's key")
+    remove = keys_commands.add_parser("remove", help="retire a key (the end of a rotation)")
+    remove.add_argument("key_id", metavar="KEY_ID")
+    keys_commands.add_parser("list", help="the keys in the keyring")
+    for sub in keys_commands.choices.values():
+        sub.add_argument("--keyring", metavar="FILE", help="default: [security].keyring")
+        sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
 
     audit = commands.add_parser("audit", help="print the whole story of one task")
     audit.add_argument("task_id", metavar="TASK_ID")

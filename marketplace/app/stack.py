@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
-from marketplace.shared.config import Config
+from marketplace.shared.config import Config, SecurityConfig
 from marketplace.shared.database import resolve_server
+from marketplace.shared.keyfiles import ensure_keys, trust_of
 from marketplace.shared.local_broker import LocalBroker
 
 RESTART_DELAY_S = 2.0
@@ -70,6 +72,27 @@ def infrastructure(config: Config, run_dir: Path) -> Iterator[tuple[str, str]]:
         yield bootstrap, database_url
 
 
+def stack_keys(config: Config, run_dir: Path) -> dict[str, str]:
+    """Makes the keys the stack's processes need on first start (into `run_dir/keys` unless
+    `[security]` names the place), installs this process's trust, and returns the environment
+    that tells each child where the keys are. Signatures not required and no keyring: none."""
+    security = config.security
+    if security.keyring is None and not security.require_signatures:
+        return {}
+    keys = run_dir.absolute() / "keys"
+    security = SecurityConfig(
+        require_signatures=security.require_signatures,
+        keyring=(security.keyring or keys / "keyring.toml").absolute(),
+        key_dir=(security.key_dir or keys).absolute(),
+    )
+    principals = {name: name for name in config.stack.services} | {"client": "client"}
+    principals |= {agent.id: "agent" for agent in config.agents}
+    if made := ensure_keys(principals, security.key_dir, security.keyring):
+        say(f"keys: made for {', '.join(made)} in {security.key_dir}")
+    signing.install(trust_of(security))
+    return {"SALE_KEYRING": str(security.keyring), "SALE_KEY_DIR": str(security.key_dir)}
+
+
 @contextlib.asynccontextmanager
 async def running(
     config: Config, config_path: Path, run_dir: Path, stop: asyncio.Event, quiet: bool = False
@@ -78,6 +101,7 @@ async def running(
     stops the children (newest first), then Postgres and the broker if they were started here.
     `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    keys_env = stack_keys(config, run_dir)
     with infrastructure(config, run_dir) as (bootstrap, database_url):
         broker = config.broker.model_copy(update={"bootstrap": bootstrap})
         created = await ensure_topics(broker)
@@ -87,6 +111,7 @@ async def running(
             "KAFKA_BOOTSTRAP": bootstrap,
             "DATABASE_URL": database_url,
             "PYTHONUNBUFFERED": "1",
+            **keys_env,
         }
         children = children_for(config, config_path.absolute(), env)
         if quiet:

@@ -45,6 +45,9 @@ class Windows:
     refine: timedelta
 
 
+SKEW = timedelta(seconds=5)  # how far ahead of the auctioneer's clock a heartbeat may be dated
+
+
 @dataclass
 class Roster:
     """Who is live: the latest heartbeat of each agent, judged against a time-to-live."""
@@ -56,6 +59,15 @@ class Roster:
         known = self.beats.get(beat.agent_id)
         if known is None or beat.occurred_at >= known.occurred_at:
             self.beats[beat.agent_id] = beat
+
+    def admit(self, beat: AgentHeartbeat, now: datetime) -> bool:
+        """Applies a heartbeat unless it is dated beyond `SKEW` after `now` (the service's
+        clock): one dated in the future would stand for the latest until then, keeping a dead
+        agent live or a live one gone. Returns whether it was applied."""
+        if beat.occurred_at - now > SKEW:
+            return False
+        self.apply(beat)
+        return True
 
     def is_live(self, agent_id: str, now: datetime) -> bool:
         beat = self.beats.get(agent_id)

@@ -35,22 +35,32 @@ class Position:
 
 @dataclass(frozen=True)
 class Incoming:
-    """A record to append: its position, its key, the event it holds and that event as JSON."""
+    """A record to append: its position, its key, the event it holds and that event as JSON,
+    and the key id and signature it was signed with (None: unsigned)."""
 
     position: Position
     key: bytes | None
     event: Event
     payload: str
+    key_id: str | None = None
+    signature: bytes | None = None
 
     @classmethod
-    def of(cls, position: Position, key: bytes | None, event: Event) -> Incoming:
+    def of(
+        cls,
+        position: Position,
+        key: bytes | None,
+        event: Event,
+        key_id: str | None = None,
+        signature: bytes | None = None,
+    ) -> Incoming:
         """Serialises once. Any NUL character becomes U+FFFD: Postgres text and jsonb refuse
         NUL, and one LLM output holding one must not stop the log."""
         payload = event.model_dump_json()
         if "\\u0000" in payload:
             payload = json.dumps(_without_nul(json.loads(payload)))
             event = type(event).model_validate_json(payload)
-        return cls(position, key, event, payload)
+        return cls(position, key, event, payload, key_id, signature)
 
 
 def _without_nul(value: Any) -> Any:
@@ -109,13 +119,14 @@ async def load_events(conn: asyncpg.Connection, task_id: str | None = None) -> l
 
 _APPEND = """
 INSERT INTO events (topic, partition, "offset", key, type, event_id, task_id, agent_id,
-                    producer, occurred_at, payload)
+                    producer, occurred_at, payload, key_id, signature)
 SELECT topic, partition, "offset", key, type, event_id, task_id, agent_id,
-       producer, occurred_at, payload::jsonb
+       producer, occurred_at, payload::jsonb, key_id, signature
 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::text[], $6::uuid[],
-            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
+            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[],
+            $12::text[], $13::bytea[])
      AS r(topic, partition, "offset", key, type, event_id, task_id, agent_id,
-          producer, occurred_at, payload)
+          producer, occurred_at, payload, key_id, signature)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
@@ -127,7 +138,7 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Incoming]) -> list[In
     firsts: dict[uuid.UUID, Incoming] = {}
     for item in batch:
         firsts.setdefault(item.event.event_id, item)
-    columns: list[list[Any]] = [[] for _ in range(11)]
+    columns: list[list[Any]] = [[] for _ in range(13)]
     for item in firsts.values():
         for column, value in zip(columns, _event_row(item), strict=True):
             column.append(value)
@@ -151,6 +162,8 @@ def _event_row(item: Incoming) -> tuple[Any, ...]:
         event.producer,
         aware(event.occurred_at),
         item.payload,
+        item.key_id,
+        item.signature,
     )
 
 

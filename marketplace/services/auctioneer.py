@@ -34,9 +34,11 @@ from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
 from marketplace.shared.config import AuctionConfig, Config
+from schemas.codec import encode
 from schemas.events import (
     AgentHeartbeat,
     AuctionClosed,
+    BidSubmitted,
     Event,
     RefinementCalled,
     RefinementInvite,
@@ -115,6 +117,9 @@ class Auctioneer:
         await self._commit(self.consumer.assignment())
 
     async def _route(self, event: TaskEvent, source: Source) -> None:
+        if isinstance(event, BidSubmitted) and (why := self._mispriced(event)):
+            await self.bus.dead_letter(source, encode(event), self.bus.group(GROUP), why)
+            return
         auction = self.auctions.get(event.task_id)
         if auction is None:
             auction = self.auctions[event.task_id] = self._new_auction(event.task_id)
@@ -132,6 +137,15 @@ class Auctioneer:
         self._active.add(event.task_id)
         tp = TopicPartition(source.topic, source.partition)
         self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, source.offset)
+
+    def _mispriced(self, bid: BidSubmitted) -> str | None:
+        """Why a bid's price is not its agent's registered one (the price of its latest
+        signed heartbeat), or None. A bid states its price so the log can show it, but a price
+        of its own choosing per bid would let an agent underbid itself once awarded."""
+        beat = self.roster.beats.get(bid.agent_id)
+        if beat is None or bid.price == beat.price:
+            return None  # an agent with no heartbeat is the auction's to refuse (unknown_agent)
+        return f"price: the bid says {bid.price:g}, {bid.agent_id} is registered at {beat.price:g}"
 
     async def _act(self) -> None:
         """Settles every auction whose partition is caught up, publishing what is decided."""
@@ -253,11 +267,15 @@ class Auctioneer:
                 batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000))
                 for tp, records in batches.items():
                     for record in records:
-                        source = Source(tp.topic, tp.partition, record.offset, record.key)
+                        source = Source(
+                            tp.topic, tp.partition, record.offset, record.key, tuple(record.headers)
+                        )
                         group = self.bus.group(f"{GROUP}.roster")
                         event = await self.bus.receive(record.value, source, group)
-                        if isinstance(event, AgentHeartbeat):
-                            self.roster.apply(event)
+                        if isinstance(event, AgentHeartbeat) and not self.roster.admit(
+                            event, self.clock()
+                        ):
+                            log.warning("heartbeat of %s dated ahead: ignored", event.agent_id)
                 if not self._roster_ready.is_set() and await caught_up(consumer, parts):
                     self._roster_ready.set()
         finally:

@@ -16,6 +16,7 @@ recorded like any other event, so the malformed record reaches the log whole wit
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -24,6 +25,7 @@ import uuid
 import asyncpg
 
 from marketplace.log.store import Incoming, Position, store
+from marketplace.shared import signing
 from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
 from marketplace.shared.config import Config
 from marketplace.shared.migrate import apply_migrations
@@ -47,6 +49,17 @@ _CONNECTION_ERRORS = (
     asyncpg.InternalClientError,
 )
 _BAD_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError)
+
+
+def signed_by(source: Source) -> tuple[str | None, bytes | None]:
+    """The key id and signature a record carried, as the log keeps them (None: unsigned)."""
+    headers = signing.header_map(source.headers)
+    key_id, signature = headers.get(signing.KEY_ID_HEADER), headers.get(signing.SIGNATURE_HEADER)
+    try:
+        raw = base64.b64decode(signature, validate=True) if signature else None
+    except ValueError:
+        raw = None
+    return (key_id.decode(errors="replace") if key_id else None), raw
 
 
 # --- the service ------------------------------------------------------------------------------
@@ -105,7 +118,7 @@ class Recorder:
         if event is None:
             return None
         position = Position(source.topic, source.partition, source.offset)
-        return Incoming.of(position, source.key, event)
+        return Incoming.of(position, source.key, event, *signed_by(source))
 
     def _dead_letter_in_place(self, source: Source, body: bytes) -> DeadLetter:
         """A malformed record on `dlq` itself: the bus will not dead-letter it again (that could

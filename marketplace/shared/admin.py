@@ -13,12 +13,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from marketplace.shared.config import BrokerConfig
+from marketplace.shared.kafka_auth import client_options
 from schemas.topics import Topics
 
 
 async def ensure_topics(config: BrokerConfig) -> list[str]:
     """Creates whichever of the marketplace's topics are missing; returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, **client_options(config))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

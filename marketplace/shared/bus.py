@@ -24,8 +24,10 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
-from marketplace.shared.config import BrokerConfig
+from marketplace.shared.config import BrokerConfig, ConfigError
+from marketplace.shared.kafka_auth import client_options, faststream_security
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_REASON, DeadLetter, Event
 from schemas.topics import STREAMS, Topics
@@ -41,6 +43,7 @@ class Source:
     partition: int
     offset: int
     key: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()  # the signature travels here (shared.signing)
 
 
 Handler = Callable[[Event, Source], Awaitable[None]]
@@ -59,9 +62,21 @@ async def _raw_body(message: Any) -> bytes:
 
 
 class Bus:
-    def __init__(self, config: BrokerConfig, producer: str) -> None:
+    """`trust`: the keys this process signs with and checks against (default: the process's,
+    `signing.install`); with signatures required, a producer without a key fails here."""
+
+    def __init__(
+        self, config: BrokerConfig, producer: str, trust: signing.Trust | None = None
+    ) -> None:
         self.config = config
         self.producer = producer
+        self.trust = trust or signing.current()
+        self.signer = self.trust.signer(producer)
+        if self.signer is None and self.trust.require:
+            raise ConfigError(
+                f"[security].key_dir: no private key for {producer!r} "
+                f"(make one with `sale keys new --principal {producer} --role ...`)"
+            )
         self.topics = Topics(config.topic_prefix)
         self.broker = KafkaBroker(
             config.bootstrap,
@@ -69,6 +84,7 @@ class Bus:
             logger=logging.getLogger("sale.kafka"),
             log_level=logging.DEBUG,  # a line per message is for debugging, not for the log
             enable_idempotence=False,  # Tansu has no idempotent producer; consumers dedupe
+            security=faststream_security(config),
         )
         self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
 
@@ -86,9 +102,13 @@ class Bus:
             encode(event, self.config.max_record_bytes),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
-            headers={"type": event.type},
+            headers=self._headers(event),
             no_confirm=not confirm,
         )
+
+    def _headers(self, event: Event) -> dict[str, str]:
+        signed = self.signer.headers(event) if self.signer is not None else {}
+        return {"type": event.type, **signed}
 
     def subscribe(
         self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
@@ -105,7 +125,9 @@ class Bus:
 
         async def on_record(body: bytes, message: KafkaMessage) -> None:
             record = message.raw_message
-            source = Source(record.topic, record.partition, record.offset, record.key)
+            source = Source(
+                record.topic, record.partition, record.offset, record.key, tuple(record.headers)
+            )
             event = await self.receive(body, source, group)
             if event is None:
                 return
@@ -131,12 +153,20 @@ class Bus:
         return self.topics.prefix + name
 
     async def receive(self, body: bytes | None, source: Source, group: str) -> Event | None:
-        """The event in a record, or None after dead-lettering a record that holds none.
+        """The event in a record, or None after dead-lettering a record that holds none, or
+        one its signature does not vouch for (`signing`: unsigned, unknown key, mis-signed, or
+        a type or identity its key may not produce).
 
         Never raises: whatever is wrong with the record is its dead letter's reason."""
         body = body or b""  # a tombstone (no value) holds no event either
         try:
-            return self._decode(body, source.topic)
+            event = self._decode(body, source.topic)
+            refused = None
+            if source.topic != self.topics.dlq:
+                refused = self.trust.check(event, signing.header_map(source.headers))
+            if refused is None:
+                return event
+            reason = refused
         except EventDecodeError as exc:
             reason = str(exc)
         except Exception as exc:  # a record must not find a way to stop its consumer
@@ -229,7 +259,9 @@ def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsum
 async def reader(config: BrokerConfig) -> AIOKafkaConsumer:
     """A started consumer of no group that commits nothing: for reading history (replay from
     Kafka, the roster, the ingest benchmark), where offsets are chosen by hand."""
-    consumer = new_consumer(config.bootstrap, fetch_max_wait_ms=config.fetch_max_wait_ms)
+    consumer = new_consumer(
+        config.bootstrap, fetch_max_wait_ms=config.fetch_max_wait_ms, **client_options(config)
+    )
     await consumer.start()
     return consumer
 
@@ -302,6 +334,7 @@ class PartitionedConsumer:
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
+            **client_options(config),
         )
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()
@@ -331,7 +364,9 @@ class PartitionedConsumer:
         )
         for tp, records in fetched.items():
             for record in records:
-                source = Source(record.topic, record.partition, record.offset, record.key)
+                source = Source(
+                    record.topic, record.partition, record.offset, record.key, tuple(record.headers)
+                )
                 body = record.value if record.value is not None else b""
                 event = await self.bus.receive(body, source, self.group)
                 yield Delivery(event, source, body)

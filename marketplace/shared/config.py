@@ -67,11 +67,20 @@ class BrokerConfig(Section):
         le=MAX_EXCERPT,
         description="how much of a bad record a dead letter keeps",
     )
+    # The broker's own authentication (marketplace.shared.kafka_auth); secrets come from the
+    # environment variables named here, never from this file.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username_env: str = Field(default="KAFKA_USERNAME", min_length=1, max_length=100)
+    sasl_password_env: str = Field(default="KAFKA_PASSWORD", min_length=1, max_length=100)
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle; empty: the system's")
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> BrokerConfig:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"sasl_mechanism is required with {self.security_protocol}")
         return self
 
 
@@ -183,6 +192,19 @@ class AgentConfig(Section):
         return self
 
 
+class SecurityConfig(Section):
+    """Who may produce what (`marketplace.shared.signing`): the keyring of public keys and where
+    this host's private keys are. `sale up` makes the keys it needs on first start."""
+
+    require_signatures: bool = Field(
+        default=True, description="refuse (dead-letter) unsigned and mis-signed records"
+    )
+    keyring: Path | None = Field(default=None, description="TOML of public keys ($SALE_KEYRING)")
+    key_dir: Path | None = Field(
+        default=None, description="this host's private keys, <principal>.key ($SALE_KEY_DIR)"
+    )
+
+
 class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -193,6 +215,7 @@ class Config(Section):
     auction: AuctionConfig = AuctionConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
     stack: StackConfig = StackConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _agent_ids_unique(self) -> Config:
@@ -211,6 +234,8 @@ class Config(Section):
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP": ("broker", "bootstrap"),
     "DATABASE_URL": ("database", "url"),
+    "SALE_KEYRING": ("security", "keyring"),
+    "SALE_KEY_DIR": ("security", "key_dir"),
 }
 
 

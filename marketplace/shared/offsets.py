@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from marketplace.shared.bus import from_start, new_consumer
 from marketplace.shared.config import BrokerConfig
+from marketplace.shared.kafka_auth import client_options
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
     Lag is high-water mark minus committed offset. The high-water marks come from a fetch
     response rather than `end_offsets()`, which Tansu answers wrongly.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, **client_options(config))
     await admin.start()
     try:
         topics = sorted(t for t in await admin.list_topics() if t.startswith(config.topic_prefix))

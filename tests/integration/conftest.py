@@ -18,12 +18,52 @@ import asyncpg
 import pytest
 from faststream.kafka import TestKafkaBroker
 
+from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
 from marketplace.shared.bus import Bus
-from marketplace.shared.config import BrokerConfig
+from marketplace.shared.config import BrokerConfig, SecurityConfig
 from marketplace.shared.database import create_database, drop_database, resolve_server
+from marketplace.shared.keyfiles import ensure_keys, new_key, private_path, trust_of
 from marketplace.shared.local_broker import LocalBroker
 from schemas.topics import Topics
+
+# The services keep their real roles; any other principal a test names (a client that posts
+# every kind of event, a watcher, an agent) gets a key on first use that may produce anything.
+SERVICE_ROLES = {name: name for name in ("auctioneer", "verifier", "recorder", "monitor")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[signing.Trust]:
+    """Every test runs with signatures required: keys are made as principals appear, and the
+    processes a test starts find them through $SALE_KEYRING and $SALE_KEY_DIR."""
+    key_dir = tmp_path_factory.mktemp("keys")
+    keyring = key_dir / "keyring.toml"
+    ensure_keys({**SERVICE_ROLES, "client": "any"}, key_dir, keyring)
+    security = SecurityConfig(keyring=keyring, key_dir=key_dir)
+    trust = trust_of(security)
+    from_files = trust.signer_for
+
+    def signer_for(principal: str) -> signing.Signer | None:
+        if private_path(key_dir, principal).exists():
+            return from_files(principal)
+        role = SERVICE_ROLES.get(principal, "any")
+        new_key(principal, role, key_dir, keyring)
+        signer = from_files(principal)
+        trust.keyring.add(signing.PublicKey(signer.key_id, principal, role, signer.public))
+        return signer
+
+    trust.signer_for = signer_for
+    before = signing.current()
+    signing.install(trust)
+    saved = {k: os.environ.get(k) for k in ("SALE_KEYRING", "SALE_KEY_DIR")}
+    os.environ.update(SALE_KEYRING=str(keyring), SALE_KEY_DIR=str(key_dir))
+    yield trust
+    signing.install(before)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,203 @@
+"""Authenticated events: who may say what on the broker.
+
+Anyone who can publish to Kafka could otherwise run the market (bid as another agent, close an
+auction, grade a result). So every record is signed by its producer with Ed25519 over the
+canonical bytes of its event (`schemas.codec.encode` of the decoded event: what a consumer and
+the log's replay can both recompute), and the key id and signature travel in record headers.
+A consumer holds a keyring of public keys, each with its principal and role, and refuses a
+record that is unsigned, signed by an unknown key, mis-signed, of a type the key's role may not
+produce, or (for an agent) about another agent. A refused record is dead-lettered with the
+reason by the bus and changes nothing.
+
+Rotation without downtime: a keyring may hold several keys of one principal; all are valid
+until removed, and a keyring file is read again when a key id it did not know turns up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from schemas.codec import encode
+from schemas.events import Event
+
+log = logging.getLogger(__name__)
+
+KEY_ID_HEADER = "sale-key-id"
+SIGNATURE_HEADER = "sale-signature"
+DOMAIN = b"sale-event-v1\x00"  # a signature over an event can never pass for anything else
+
+Role = Literal["auctioneer", "verifier", "client", "recorder", "monitor", "agent", "any"]
+ROLES: tuple[str, ...] = ("auctioneer", "verifier", "client", "recorder", "monitor", "agent")
+SERVICE_ROLES = ("auctioneer", "verifier", "client", "recorder", "monitor")
+
+# What each role may produce. Any consumer dead-letters what it cannot use, so every role may
+# publish a DeadLetter (it only adds a row to the log; it decides nothing).
+MAY_PRODUCE: dict[str, frozenset[str]] = {
+    "auctioneer": frozenset(
+        {
+            "AuctionOpened",
+            "BidRequested",
+            "JuryCalled",
+            "RefinementCalled",
+            "SubmissionRejected",
+            "AuctionClosed",
+            "DeadLetter",
+        }
+    ),
+    "verifier": frozenset({"TaskOutcome", "DeadLetter"}),
+    "client": frozenset({"TaskPosted", "TaskChecks", "DeadLetter"}),
+    "recorder": frozenset({"DeadLetter"}),
+    "monitor": frozenset({"DeadLetter"}),
+    "agent": frozenset(
+        {"BidSubmitted", "ReviewSubmitted", "TaskResult", "AgentHeartbeat", "DeadLetter"}
+    ),
+}
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key: the first 16 hex digits of its SHA-256."""
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_from_text(text: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+
+
+def public_text(public: Ed25519PublicKey) -> str:
+    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def canonical(event: Event) -> bytes:
+    """The bytes signed: the event as the codec writes it, after the domain tag."""
+    return DOMAIN + encode(event)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One principal's private key: what a producing process holds."""
+
+    principal: str
+    private: Ed25519PrivateKey
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public)
+
+    def headers(self, event: Event) -> dict[str, str]:
+        signature = self.private.sign(canonical(event))
+        return {KEY_ID_HEADER: self.key_id, SIGNATURE_HEADER: base64.b64encode(signature).decode()}
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """One keyring entry: whose key it is and what that principal may produce."""
+
+    key_id: str
+    principal: str
+    role: str
+    public: Ed25519PublicKey
+
+
+def permitted(key: PublicKey, event: Event) -> str | None:
+    """Why `key` may not produce `event`, or None when it may."""
+    if key.role == "any":
+        return None
+    if event.type not in MAY_PRODUCE.get(key.role, frozenset()):
+        return f"signature: a {key.role} key ({key.principal}) may not produce {event.type}"
+    if event.producer != key.principal:
+        return f"producer: {event.producer!r} is not the signer {key.principal!r}"
+    if key.role == "agent":
+        who = getattr(event, "agent_id", None) or getattr(event, "juror", None)
+        if who is not None and who != key.principal:
+            return f"agent_id: {who!r} is not the signing agent {key.principal!r}"
+    return None
+
+
+@dataclass
+class Keyring:
+    """The public keys a consumer trusts, by key id. `reload` (when set) reads the keyring's
+    source again when an unknown key id turns up (it returns None when the source has not
+    changed since, so a flood of unknown ids costs a file check each, not a parse)."""
+
+    keys: dict[str, PublicKey] = field(default_factory=dict)
+    reload: Callable[[], Iterable[PublicKey] | None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, key: PublicKey) -> None:
+        self.keys[key.key_id] = key
+
+    def get(self, key_id: str) -> PublicKey | None:
+        if key_id not in self.keys and self.reload is not None:
+            with self._lock:
+                if (fresh := self.reload()) is not None:
+                    self.keys = {k.key_id: k for k in fresh} | self.keys
+        return self.keys.get(key_id)
+
+    def check(self, event: Event, headers: Mapping[str, bytes]) -> str | None:
+        """Why the record holding `event` is not to be believed, or None when it is."""
+        key_id = headers.get(KEY_ID_HEADER)
+        signature = headers.get(SIGNATURE_HEADER)
+        if not key_id or not signature:
+            return "signature: unsigned record"
+        key = self.get(key_id.decode(errors="replace"))
+        if key is None:
+            return f"signature: unknown key {key_id.decode(errors='replace')!r}"
+        try:
+            key.public.verify(base64.b64decode(signature, validate=True), canonical(event))
+        except (InvalidSignature, ValueError):
+            return f"signature: does not match the event for key {key.key_id} ({key.principal})"
+        return permitted(key, event)
+
+
+@dataclass
+class Trust:
+    """What one process holds: the keyring it checks with, whether records must be signed, and
+    how it finds the private key of a producer (`signer_for`, None: it holds none)."""
+
+    keyring: Keyring = field(default_factory=Keyring)
+    require: bool = False
+    signer_for: Callable[[str], Signer | None] = lambda principal: None
+
+    def signer(self, principal: str) -> Signer | None:
+        return self.signer_for(principal)
+
+    def check(self, event: Event, headers: Mapping[str, bytes]) -> str | None:
+        """The reason to refuse a received event, or None; nothing is refused when signatures
+        are not required."""
+        return self.keyring.check(event, headers) if self.require else None
+
+
+_current = Trust()
+
+
+def install(trust: Trust) -> None:
+    """Makes `trust` the one every Bus of this process uses unless given another."""
+    global _current
+    _current = trust
+
+
+def current() -> Trust:
+    return _current
+
+
+def header_map(headers: Iterable[tuple[str, bytes | str]] | None) -> dict[str, bytes]:
+    """Kafka record headers (a list of pairs) as a mapping, values as bytes."""
+    return {k: v.encode() if isinstance(v, str) else v for k, v in headers or ()}

@@ -1,0 +1,161 @@
+"""Signatures and keyrings without a broker: what a consumer believes, and bad key settings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from marketplace.core.auction import Roster
+from marketplace.shared import signing
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import BrokerConfig, Config, ConfigError, SecurityConfig
+from marketplace.shared.keyfiles import new_key, read_keyring, remove_public, trust_of
+from schemas.events import AgentHeartbeat, AuctionClosed, BidSubmitted, CodingInputs, TaskPosted
+
+
+def make(tmp_path: Path, **principals: str) -> signing.Trust:
+    key_dir, keyring = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    for principal, role in principals.items():
+        new_key(principal, role, key_dir, keyring)
+    return trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir))
+
+
+def bid(agent_id: str, producer: str | None = None, price: float = 1.0) -> BidSubmitted:
+    return BidSubmitted(
+        producer=producer or agent_id,
+        task_id="t",
+        agent_id=agent_id,
+        model="m",
+        plan="p",
+        plan_tokens=3,
+        entropy=0.1,
+        price=price,
+    )
+
+
+def headers(trust: signing.Trust, principal: str, event: object) -> dict[str, bytes]:
+    return signing.header_map(trust.signer(principal).headers(event).items())
+
+
+def test_an_event_signed_by_a_key_that_may_produce_it_is_believed(tmp_path: Path) -> None:
+    trust = make(tmp_path, a="agent")
+    event = bid("a")
+    assert trust.check(event, headers(trust, "a", event)) is None
+
+
+def test_what_a_consumer_refuses_and_why(tmp_path: Path) -> None:
+    trust = make(tmp_path, a="agent", b="agent", auctioneer="auctioneer")
+    event = bid("a")
+    signed = headers(trust, "a", event)
+    assert trust.check(event, {}) == "signature: unsigned record"
+    assert "does not match" in trust.check(event.model_copy(update={"price": 0.0}), signed)
+    stranger = signing.Signer("a", signing.Ed25519PrivateKey.generate())
+    assert "unknown key" in trust.check(event, signing.header_map(stranger.headers(event).items()))
+    as_b = bid("a", producer="b")  # b signs a bid in a's name
+    assert "agent_id: 'a' is not the signing agent 'b'" in trust.check(
+        as_b, headers(trust, "b", as_b)
+    )
+    close = AuctionClosed(producer="a", task_id="t", reason="no_bids")
+    assert "may not produce AuctionClosed" in trust.check(close, headers(trust, "a", close))
+    close = AuctionClosed(producer="b", task_id="t", reason="no_bids")
+    assert "producer" in trust.check(close, headers(trust, "auctioneer", close))
+
+
+def test_nothing_is_refused_when_signatures_are_not_required(tmp_path: Path) -> None:
+    assert signing.Trust().check(bid("a"), {}) is None
+
+
+def test_rotation_keeps_old_and_new_valid_until_the_old_is_removed(tmp_path: Path) -> None:
+    key_dir, keyring = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    old = new_key("a", "agent", key_dir, keyring)
+    trust = trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir))
+    event = bid("a")
+    signed_old = headers(trust, "a", event)
+    with pytest.raises(ConfigError, match="--rotate"):
+        new_key("a", "agent", key_dir, keyring)
+    new_key("a", "agent", key_dir, keyring, rotate=True)
+    signed_new = headers(trust, "a", event)  # a process started now signs with the new key
+    assert signed_new != signed_old
+    assert trust.check(event, signed_old) is None
+    assert trust.check(event, signed_new) is None  # read again from the file: no restart
+    assert remove_public(keyring, old)
+    assert [k.principal for k in read_keyring(keyring)] == ["a"]
+    later = trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir))
+    assert "unknown key" in later.check(event, signed_old)
+    assert later.check(event, signed_new) is None
+
+
+def test_bad_key_settings_fail_at_start_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[security\]\.keyring: not set"):
+        trust_of(SecurityConfig())
+    with pytest.raises(ConfigError, match=r"\[security\]\.keyring: .*no such file"):
+        trust_of(SecurityConfig(keyring=tmp_path / "none.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[keys]]\nid = "00"\nprincipal = "a"\nrole = "agent"\npublic_key = "AAAA"\n')
+    with pytest.raises(ConfigError, match=r"\[security\]\.keyring: .*keys\[0\]"):
+        trust_of(SecurityConfig(keyring=bad))
+    trust = make(tmp_path, a="agent")
+    with pytest.raises(ConfigError, match=r"\[security\]\.key_dir: .*no such directory"):
+        trust_of(SecurityConfig(keyring=tmp_path / "keys" / "keyring.toml", key_dir=tmp_path / "x"))
+    with pytest.raises(ConfigError, match=r"\[security\]\.key_dir: no private key for 'b'"):
+        Bus(BrokerConfig(bootstrap="127.0.0.1:1"), "b", trust=trust)
+    assert Bus(BrokerConfig(bootstrap="127.0.0.1:1"), "a", trust=trust).signer is not None
+
+
+def test_keys_come_from_the_environment_like_the_broker(tmp_path: Path) -> None:
+    from marketplace.shared.config import parse_config
+
+    config = parse_config({}, {"SALE_KEYRING": "/k/ring.toml", "SALE_KEY_DIR": "/k"})
+    assert config.security.keyring == Path("/k/ring.toml")
+    assert config.security.key_dir == Path("/k")
+    assert Config().security.require_signatures
+
+
+def test_the_stack_makes_a_key_for_each_of_its_processes(tmp_path: Path) -> None:
+    from marketplace.app.stack import stack_keys
+    from marketplace.shared.config import AgentConfig, StackConfig
+
+    agent = AgentConfig(id="S", backend="scripted", model="m", input_price=1, output_price=2)
+    config = Config(agents=[agent], stack=StackConfig(services=["auctioneer", "verifier"]))
+    before = signing.current()
+    try:
+        env = stack_keys(config, tmp_path)
+        roles = {k.principal: k.role for k in read_keyring(Path(env["SALE_KEYRING"]))}
+        assert roles == {
+            "auctioneer": "auctioneer",
+            "verifier": "verifier",
+            "client": "client",
+            "S": "agent",
+        }
+        assert stack_keys(config, tmp_path) == env  # the second start makes none
+        assert len(read_keyring(Path(env["SALE_KEYRING"]))) == 4
+    finally:
+        signing.install(before)
+
+
+def test_a_heartbeat_dated_ahead_of_the_clock_is_not_admitted() -> None:
+    now = datetime.now(UTC)
+    roster = Roster(ttl=timedelta(seconds=30))
+    beat = AgentHeartbeat(producer="a", agent_id="a", model="m", price=1.0, kinds=["coding"])
+    assert roster.admit(beat.model_copy(update={"occurred_at": now}), now)
+    gone = beat.model_copy(update={"occurred_at": now + timedelta(days=1), "status": "left"})
+    assert not roster.admit(gone, now)
+    assert roster.is_live("a", now)
+    assert roster.admit(beat.model_copy(update={"occurred_at": now + timedelta(seconds=2)}), now)
+
+
+def test_the_canonical_bytes_survive_the_codec() -> None:
+    from schemas.codec import decode, encode
+
+    event = TaskPosted(
+        producer="client",
+        task_id=f"t-{uuid.uuid4().hex[:6]}",
+        kind="coding",
+        prompt='def f(): ...  # ünïcode, "quotes", 0.1 + 0.2',
+        inputs=CodingInputs(entry_point="f"),
+        budget=0.30000000000000004,
+    )
+    assert signing.canonical(decode(encode(event))) == signing.canonical(event)
