@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -140,6 +141,7 @@ async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -
     stop = asyncio.Event()
     stop_on_signals(stop)
     lost = asyncio.Event()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the guard says what matters, once
     async with running(config, config_path, run_dir, stop, lost=lost):
         await stop.wait()
     return 1 if lost.is_set() else 0

@@ -29,6 +29,7 @@ def test_the_example_prices_each_direction_and_documents_the_new_settings() -> N
     assert (small.executor, small.execute_rounds) == ("continue", 1)
     assert config.auction.mechanism == "lean"
     assert config.auction.lean.priors["small"].right_if_pass == 0.8
+    assert (config.admission.open_per_agent, config.admission.max_open) == (2, 64)
 
 
 def test_an_agent_has_no_single_price_any_more() -> None:
@@ -83,6 +84,9 @@ def test_environment_overrides_connection_settings() -> None:
             {"broker": {"heartbeat_interval_ms": 3000, "session_timeout_ms": 6000}},
             "heartbeat_interval_ms must be at most a third",
         ),
+        ({"admission": {"open_per_agent": 0}}, "admission.open_per_agent: Input should be"),
+        ({"admission": {"max_open": "many"}}, "admission.max_open: Input should be"),
+        ({"admission": {"queue": 5}}, "admission.queue: Extra inputs are not permitted"),
     ],
 )
 def test_bad_config_fails_naming_the_field(data: dict, names: str) -> None:
