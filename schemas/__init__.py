@@ -1,6 +1,6 @@
 """The event contract of the SALE marketplace: models, topic names, codec. No I/O here."""
 
-from schemas.codec import EventDecodeError, decode, encode
+from schemas.codec import EventDecodeError, RecordTooLarge, decode, encode
 from schemas.events import (
     SCHEMA_VERSION,
     AgentHeartbeat,
@@ -47,6 +47,7 @@ __all__ = [
     "EventDecodeError",
     "JuryCalled",
     "MemoryExample",
+    "RecordTooLarge",
     "RefinementCalled",
     "RefinementInvite",
     "ReviewSubmitted",

@@ -1,6 +1,13 @@
-"""Bytes on the wire ↔ events. JSON, with the event type as the discriminator."""
+"""Bytes on the wire ↔ events. JSON, with the event type as the discriminator.
+
+Both directions take the record cap (`broker.max_record_bytes`): an event over it is refused
+before it is sent, and a record over it is refused before it is parsed, so neither a producer's
+mistake nor a hostile record of any size reaches a handler or Postgres.
+"""
 
 from __future__ import annotations
+
+import json
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -13,15 +20,48 @@ class EventDecodeError(ValueError):
     """A record that is not a valid event. The message names each offending field."""
 
 
-def encode(event: Event) -> bytes:
-    return event.model_dump_json().encode()
+class RecordTooLarge(ValueError):
+    """An event whose record would be over the cap. The message names its largest field."""
 
 
-def decode(raw: bytes | str) -> Event:
+def encode(event: Event, max_bytes: int | None = None) -> bytes:
+    """The event's record; RecordTooLarge if it is over `max_bytes`."""
+    raw = event.model_dump_json().encode()
+    if max_bytes is not None and len(raw) > max_bytes:
+        field, size = _largest_field(event)
+        raise RecordTooLarge(
+            f"{event.type}: {len(raw):,} bytes, over the record cap of {max_bytes:,} bytes "
+            f"(broker.max_record_bytes); the largest field is {field} ({size:,} bytes)"
+        )
+    return raw
+
+
+def decode(raw: bytes | str, max_bytes: int | None = None) -> Event:
+    """The event in a record; EventDecodeError if it is over `max_bytes` (read no further)
+    or not a valid event."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise EventDecodeError(
+            f"(record): {len(raw):,} bytes, over the record cap of {max_bytes:,} bytes"
+        )
     try:
         return _adapter.validate_json(raw)
     except ValidationError as exc:
         raise EventDecodeError(describe(exc)) from None
+
+
+def _largest_field(event: Event) -> tuple[str, int]:
+    """The field with the most bytes in the record, followed into nested objects (a list is
+    named whole), and how many bytes it holds."""
+    path, value = "", event.model_dump(mode="json")
+    while isinstance(value, dict) and value:
+        sizes = {name: _size(member) for name, member in value.items()}
+        name = max(sizes, key=sizes.__getitem__)
+        path, value = f"{path}.{name}".lstrip("."), value[name]
+    return path, _size(value)
+
+
+def _size(value: object) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def describe(exc: ValidationError) -> str:

@@ -8,8 +8,9 @@ Kafka record and a Postgres row, not a file store.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +23,11 @@ MAX_PROMPT = 100_000
 MAX_PLAN = 20_000
 MAX_OUTPUT = 200_000
 MAX_REASON = 4_000
+# Caps on what a dead letter keeps of a bad record, in bytes: an excerpt, never the whole
+# record, so the dead letter of the largest record still fits in one (a dead letter that
+# cannot be sent would leave its record blocking the consumer).
+MAX_EXCERPT = 65_536
+MAX_KEY_EXCERPT = 1_024
 
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -455,16 +461,46 @@ class AgentHeartbeat(AgentEvent):
 
 
 class DeadLetter(Event):
-    """A record a consumer could not use, kept whole with the reason."""
+    """A record a consumer could not use, with the reason: an excerpt of its bytes, and the
+    size and sha256 of the whole, to find it on its topic. `of` is the one way to make one."""
 
     type: Literal["DeadLetter"] = "DeadLetter"
     source_topic: Annotated[str, Field(min_length=1, max_length=255)]
     partition: Annotated[int, Field(ge=0)]
     offset: Annotated[int, Field(ge=0)]
     consumer_group: Annotated[str, Field(max_length=255)] = ""
-    raw_key: bytes | None = None
-    raw_value: bytes
+    raw_key: Annotated[bytes, Field(max_length=MAX_KEY_EXCERPT)] | None = None
+    raw_value: Annotated[bytes, Field(max_length=MAX_EXCERPT)] = Field(
+        description="the record's first bytes (all of them when raw_size is no more)"
+    )
+    raw_size: Annotated[int, Field(ge=0)] = Field(description="the whole record's bytes")
+    raw_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     error: Reason
+
+    @classmethod
+    def of(
+        cls, body: bytes, key: bytes | None, error: str, excerpt: int, **fields: Any
+    ) -> DeadLetter:
+        """The dead letter of `body`, keeping at most `excerpt` bytes of it; `fields` are the
+        rest (producer, source_topic, partition, offset, consumer_group, event_id)."""
+        return cls(
+            raw_key=None if key is None else key[:MAX_KEY_EXCERPT],
+            raw_value=body[: min(excerpt, MAX_EXCERPT)],
+            raw_size=len(body),
+            raw_sha256=hashlib.sha256(body).hexdigest(),
+            error=error[:MAX_REASON],
+            **fields,
+        )
+
+    @model_validator(mode="after")
+    def _excerpt_of_the_whole(self) -> DeadLetter:
+        if len(self.raw_value) > self.raw_size:
+            raise ValueError("raw_value is longer than raw_size, the whole record's size")
+        return self
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.raw_value) < self.raw_size
 
     @property
     def key(self) -> str:

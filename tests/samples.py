@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from schemas.events import (
+    MAX_PROMPT,
     AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
@@ -41,6 +42,21 @@ BID = UUID("00000000-0000-4000-8000-000000000001")
 DRAFT = UUID("00000000-0000-4000-8000-000000000002")
 LATER = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=30)
 PLAN = "1. Parse the input.\n2. Loop over pairs.\n3. Return early on a match."
+# Malformed and under the record cap: its dead letter, holding it whole base64-encoded, was
+# over the producer's request limit (issue 13).
+BIG_GARBAGE = b"{" + b"x" * 900_000
+
+
+def huge_task(examples: int = 20) -> TaskPosted:
+    """A task valid field by field (each example under its cap) and `examples` × 100 kB long:
+    the 50 MB task of issue 13 was one of these."""
+    return TaskPosted(
+        producer="client",
+        task_id="huge",
+        kind="coding",
+        prompt="def f(): ...",
+        inputs=CodingInputs(entry_point="f", examples=["x" * MAX_PROMPT] * examples),
+    )
 
 
 def every_event(task_id: str = "he-0") -> list[Event]:
@@ -177,15 +193,16 @@ def _paper(
         AgentHeartbeat(
             producer="small", agent_id="small", model="smollm2-135m", price=0.05, kinds=["coding"]
         ),
-        DeadLetter(
+        DeadLetter.of(
+            b"\xff\xfenot json",
+            b"he-0",
+            "(top level): Invalid JSON",
+            excerpt=4096,
             producer="recorder",
             source_topic="sale.bids",
             partition=2,
             offset=17,
             consumer_group="recorder",
-            raw_key=b"he-0",
-            raw_value=b"\xff\xfenot json",
-            error="(top level): Invalid JSON",
         ),
     ]
 

@@ -215,8 +215,8 @@ def _publish(config: Config, args: argparse.Namespace) -> int:
     from marketplace.shared.bus import Bus
 
     if args.jsonl:
-        with open(args.jsonl) as lines:
-            postings, bad = publish.parse_jsonl(lines)
+        with open(args.jsonl, "rb") as lines:
+            postings, bad = publish.parse_jsonl(lines, config.broker.max_record_bytes)
     else:
         start, stop = (int(x) for x in args.range.split(":"))
         postings, bad = from_dataset(args.dataset, start, stop), []

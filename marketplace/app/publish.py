@@ -2,8 +2,10 @@
 
 Each JSONL line is one task: the fields of `TaskPosted` without the envelope (`task_id`, `kind`,
 `prompt`, `inputs`, and optionally `budget`, `bid_window_s`, `tenant`), plus an optional `checks`
-object (the hidden half: `CodingChecks` or `SearchChecks`). Every line is validated on its own:
-a bad line is reported with its number and the fields at fault, and the good ones still go out.
+object (the hidden half: `CodingChecks` or `SearchChecks`). Every line is judged whole before
+anything is sent (UTF-8, JSON, the fields, and each record it makes against the record cap), so
+a line goes out entirely or not at all: checks are never sent without their task. A bad line is
+reported with its number and the fields at fault, and the good ones still go out.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from pydantic import TypeAdapter, ValidationError
 
 from marketplace.shared.bus import Bus
 from marketplace.shared.posting import PRODUCER, Posting, publish_one
-from schemas.codec import describe
+from schemas.codec import describe, encode
 from schemas.events import CodingChecks, SearchChecks, TaskChecks, TaskPosted
 
 Checks = TypeAdapter(CodingChecks | SearchChecks)
 
 
-def parse_line(line: str) -> Posting:
-    """One JSONL line as a posting; ValueError naming the fields at fault."""
+def parse_line(line: bytes, max_record_bytes: int) -> Posting:
+    """One JSONL line as a posting whose records all fit the cap; ValueError naming the fault."""
     try:
-        fields = json.loads(line)
+        fields = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: byte {exc.start + 1} is {line[exc.start]:#04x}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(fields, dict):
@@ -41,17 +45,21 @@ def parse_line(line: str) -> Posting:
             )
     except ValidationError as exc:
         raise ValueError(describe(exc)) from None
+    for event in (task, checks):
+        if event is not None:
+            encode(event, max_record_bytes)  # RecordTooLarge, a ValueError, names the field
     return Posting(task, checks)
 
 
-def parse_jsonl(lines: Iterable[str]) -> tuple[list[Posting], list[str]]:
-    """The good postings, and one message per bad line (1-based line numbers)."""
+def parse_jsonl(lines: Iterable[bytes], max_record_bytes: int) -> tuple[list[Posting], list[str]]:
+    """The good postings, and one message per bad line (1-based line numbers). The lines are
+    bytes, so a line that is not UTF-8 is one bad line, not the end of the file."""
     good, bad = [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            good.append(parse_line(line))
+            good.append(parse_line(line, max_record_bytes))
         except ValueError as exc:
             bad.append(f"line {number}: {exc}")
     return good, bad

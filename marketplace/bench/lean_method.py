@@ -2,7 +2,7 @@
 
 The matrix holds every agent's draft of every task (and the escalation drafts written after a
 cheaper agent's failing one), so the lean auction is replayed from it exactly as the live
-auctioneer would run it (`marketplace.lean` makes every decision), task after task in a given
+auctioneer would run it (`marketplace.core.lean` makes every decision), task after task in a given
 order, with the memory growing as it would in the log: a draft the auction asked for is
 remembered with its verdict on the visible examples, and the winner's with the hidden checks'
 verdict too. Nothing is computed here that the live auction would not know at that moment.

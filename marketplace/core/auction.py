@@ -70,20 +70,19 @@ class Roster:
 
 
 @dataclass
-class Auction:
+class Folded:
+    """What every mechanism folds from an auction's events: the task, the inputs waiting to be
+    judged, and the decisions both mechanisms make (open, reject, close). Each mechanism adds
+    its own decisions in `_fold_decision`."""
+
     task_id: str
     task: TaskPosted | None = None
     opened: AuctionOpened | None = None
-    juries: dict[int, JuryCalled] = field(default_factory=dict)
-    refinement: RefinementCalled | None = None
     closed: AuctionClosed | None = None
-    bids: dict[UUID, BidSubmitted] = field(default_factory=dict)  # accepted, not yet frozen
-    reviews: dict[tuple[int, str], ReviewSubmitted] = field(default_factory=dict)
+    bids: dict[UUID, BidSubmitted] = field(default_factory=dict)  # accepted or decided
     rejected: set[UUID] = field(default_factory=set)  # event ids already refused
     pending: list[BidSubmitted | ReviewSubmitted] = field(default_factory=list)
     seen: set[UUID] = field(default_factory=set)
-
-    # --- folding events in --------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
         """Folds any event about this task into the state; applying one twice changes nothing."""
@@ -97,16 +96,49 @@ class Auction:
                 self.pending.append(event)
             case AuctionOpened():
                 self.opened = event
+            case SubmissionRejected():
+                self.rejected.add(event.rejected_event_id)
+            case AuctionClosed():
+                self.closed = event
+            case _:
+                self._fold_decision(event)
+
+    def _fold_decision(self, event: Event) -> None:
+        """A decision only this mechanism makes (none here)."""
+
+    def _refuse(
+        self, submission: BidSubmitted | ReviewSubmitted, agent_id: str, reason: str, detail: str
+    ) -> SubmissionRejected:
+        """Refuses a bid or review for good: remembered, so it is never judged again."""
+        self.rejected.add(submission.event_id)
+        return SubmissionRejected(
+            producer=PRODUCER,
+            task_id=self.task_id,
+            agent_id=agent_id,
+            submission="bid" if isinstance(submission, BidSubmitted) else "review",
+            rejected_event_id=submission.event_id,
+            bid_id=getattr(submission, "bid_id", None),
+            reason=reason,
+            detail=detail,
+        )
+
+
+@dataclass
+class Auction(Folded):
+    juries: dict[int, JuryCalled] = field(default_factory=dict)
+    refinement: RefinementCalled | None = None
+    reviews: dict[tuple[int, str], ReviewSubmitted] = field(default_factory=dict)
+
+    # --- folding events in --------------------------------------------------------------
+
+    def _fold_decision(self, event: Event) -> None:
+        match event:
             case JuryCalled():
                 self.juries[event.round] = event
                 for bid in event.bids:
                     self.bids[bid.bid_id] = bid
             case RefinementCalled():
                 self.refinement = event
-            case SubmissionRejected():
-                self.rejected.add(event.rejected_event_id)
-            case AuctionClosed():
-                self.closed = event
 
     @property
     def phase(self) -> Phase:
@@ -223,17 +255,7 @@ class Auction:
     ) -> SubmissionRejected | None:
         if reason is None:
             return None
-        self.rejected.add(submission.event_id)
-        return SubmissionRejected(
-            producer=PRODUCER,
-            task_id=self.task_id,
-            agent_id=agent_id,
-            submission="bid" if isinstance(submission, BidSubmitted) else "review",
-            rejected_event_id=submission.event_id,
-            bid_id=getattr(submission, "bid_id", None),
-            reason=reason,
-            detail=f"auction phase {self.phase}",
-        )
+        return self._refuse(submission, agent_id, reason, f"auction phase {self.phase}")
 
     def _frozen(self, bid_id: UUID) -> bool:
         """Whether the bid is part of a decision already taken (and so known, not new)."""

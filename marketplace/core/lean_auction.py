@@ -1,9 +1,9 @@
 """One lean auction as a pure state machine: events in, decisions out, no I/O and no clock.
 
-The lean auction (`marketplace.lean`) asks one agent at a time for a draft and stops once no
+The lean auction (`marketplace.core.lean`) asks one agent at a time for a draft and stops once no
 agent left to ask can beat the best draft in hand. Its state is a fold over the auction's events
 — the task, the draft bids, and the auctioneer's own decisions (AuctionOpened, BidRequested,
-SubmissionRejected, AuctionClosed) — as in `marketplace.auction`. Decisions are authoritative:
+SubmissionRejected, AuctionClosed) — as in `marketplace.core.auction`. Decisions are authoritative:
 each call lists the drafts in hand and the agents asked who gave none, so once the next call
 (or the close) is out no other draft of the previous call counts, whatever order a rebuilding
 auctioneer reads the topics in.
@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 from uuid import UUID
 
 from marketplace.core import lean
-from marketplace.core.auction import PRODUCER, Roster, Windows
+from marketplace.core.auction import PRODUCER, Folded, Roster, Windows
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -129,37 +129,14 @@ def in_hand(estimates: Sequence[LeanEstimate], value: float, bid: BidSubmitted) 
 
 
 @dataclass
-class LeanAuction:
-    task_id: str
-    task: TaskPosted | None = None
-    opened: AuctionOpened | None = None
+class LeanAuction(Folded):
     calls: dict[int, BidRequested] = field(default_factory=dict)
-    closed: AuctionClosed | None = None
-    bids: dict[UUID, BidSubmitted] = field(default_factory=dict)  # accepted or decided drafts
-    rejected: set[UUID] = field(default_factory=set)  # event ids already refused
-    pending: list[BidSubmitted | ReviewSubmitted] = field(default_factory=list)
-    seen: set[UUID] = field(default_factory=set)
 
     # --- folding events in --------------------------------------------------------------
 
-    def apply(self, event: Event) -> None:
-        """Folds any event about this task into the state; applying one twice changes nothing."""
-        if event.event_id in self.seen:
-            return
-        self.seen.add(event.event_id)
-        match event:
-            case TaskPosted():
-                self.task = self.task or event
-            case BidSubmitted() | ReviewSubmitted():
-                self.pending.append(event)
-            case AuctionOpened():
-                self.opened = event
-            case BidRequested():
-                self.calls[event.call] = event
-            case SubmissionRejected():
-                self.rejected.add(event.rejected_event_id)
-            case AuctionClosed():
-                self.closed = event
+    def _fold_decision(self, event: Event) -> None:
+        if isinstance(event, BidRequested):
+            self.calls[event.call] = event
 
     @property
     def phase(self) -> Phase:
@@ -221,7 +198,7 @@ class LeanAuction:
     def orphaned(self) -> list[SubmissionRejected]:
         """Refuses every pending input: their task never arrived."""
         rejections = [
-            self._reject(s, _sender(s), "unknown_task", "the task was never posted")
+            self._refuse(s, _sender(s), "unknown_task", "the task was never posted")
             for s in self.pending
             if s.event_id not in self.rejected
         ]
@@ -398,7 +375,7 @@ class LeanAuction:
         if submission.event_id in self.rejected:
             return None
         if isinstance(submission, ReviewSubmitted):
-            return self._reject(submission, submission.juror, "wrong_round", "no jury: lean")
+            return self._refuse(submission, submission.juror, "wrong_round", "no jury: lean")
         if submission.bid_id in self.bids:
             return None
         if submission.bid_id in self._decided():
@@ -408,7 +385,7 @@ class LeanAuction:
         if reason is None:
             self.bids[submission.bid_id] = submission
             return None
-        return self._reject(submission, submission.agent_id, reason, self._state())
+        return self._refuse(submission, submission.agent_id, reason, self._state())
 
     def _bid_problem(self, bid: BidSubmitted, roster: Roster, now: datetime) -> str | None:
         if bid.agent_id not in roster.beats:
@@ -438,21 +415,6 @@ class LeanAuction:
         if self.call:
             return f"lean auction, call {self.call.call} asks {self.call.agent_id}"
         return "lean auction, nobody asked yet"
-
-    def _reject(
-        self, submission: BidSubmitted | ReviewSubmitted, agent_id: str, reason: str, detail: str
-    ) -> SubmissionRejected:
-        self.rejected.add(submission.event_id)
-        return SubmissionRejected(
-            producer=PRODUCER,
-            task_id=self.task_id,
-            agent_id=agent_id,
-            submission="bid" if isinstance(submission, BidSubmitted) else "review",
-            rejected_event_id=submission.event_id,
-            bid_id=getattr(submission, "bid_id", None),
-            reason=reason,
-            detail=detail,
-        )
 
 
 def _sender(submission: BidSubmitted | ReviewSubmitted) -> str:

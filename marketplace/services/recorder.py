@@ -28,10 +28,7 @@ from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
 from marketplace.shared.config import Config
 from marketplace.shared.migrate import apply_migrations
 from schemas.codec import EventDecodeError, decode
-from schemas.events import (
-    MAX_REASON,
-    DeadLetter,
-)
+from schemas.events import DeadLetter
 from schemas.topics import STREAMS
 
 log = logging.getLogger("recorder")
@@ -63,7 +60,9 @@ class Recorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Migrates, then records batch after batch until `stop` is set."""
-        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=1)
+        # No floor of idle connections: while Postgres is down the pool would log a traceback
+        # each time it failed to refill one; `_store_retrying` already says what is going on.
+        self._pool = await asyncpg.create_pool(self.database_url, min_size=0, max_size=1)
         try:
             async with self._pool.acquire() as conn:
                 if applied := await apply_migrations(conn):
@@ -109,21 +108,23 @@ class Recorder:
         loop), so it is logged here as the dead letter it should have been. Its event id is
         derived from the record, so a redelivery is refused like any other event's."""
         try:
-            error = f"type: {decode(body).type} does not belong on the dlq stream"
+            event = decode(body, self.bus.config.max_record_bytes)
+            error = f"type: {event.type} does not belong on the dlq stream"
         except EventDecodeError as exc:
             error = str(exc)
         digest = hashlib.sha256(body).hexdigest()
         where = f"{source.topic}/{source.partition}/{source.offset}/{digest}"
-        return DeadLetter(
+        return DeadLetter.of(
+            body,
+            source.key,
+            error,
+            excerpt=self.bus.config.dead_letter_excerpt_bytes,
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, where),
             producer=self.bus.producer,
             source_topic=source.topic,
             partition=source.partition,
             offset=source.offset,
             consumer_group=self.group,
-            raw_key=source.key,
-            raw_value=body,
-            error=error[:MAX_REASON],
         )
 
     async def _store_retrying(self, batch: list[Incoming], stop: asyncio.Event) -> bool:

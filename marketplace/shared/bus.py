@@ -1,15 +1,18 @@
 """The marketplace's one door to Kafka: publish events, subscribe handlers to streams.
 
 A thin layer over a FastStream KafkaBroker that adds what every service needs the same way:
-topic names from the prefix, task/agent ids as record keys, and dead-lettering. A record that
-is not a valid event for its topic, or whose handler fails, is published to `dlq` whole with
-the reason, and the consumer goes on with the next record. Offsets are committed after the
+topic names from the prefix, task/agent ids as record keys, the record size cap, and
+dead-lettering. A record that is not a valid event for its topic (or is over the cap), or whose
+handler fails, is published to `dlq` as a bounded excerpt with its size, digest and reason, and
+the consumer goes on with the next record; if even that cannot be published, it is logged and
+the consumer still goes on: one record never stops a consumer. Offsets are committed after the
 handler returns, so a crash means redelivery (handlers are idempotent), never loss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -80,7 +83,7 @@ class Bus:
         confirm them together, e.g. before committing the offsets they answer.
         """
         return await self.broker.publish(
-            encode(event),
+            encode(event, self.config.max_record_bytes),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
             headers={"type": event.type},
@@ -127,37 +130,55 @@ class Bus:
     def group(self, name: str) -> str:
         return self.topics.prefix + name
 
-    async def receive(self, body: bytes, source: Source, group: str) -> Event | None:
-        """The event in a record, or None after dead-lettering a record that holds none."""
+    async def receive(self, body: bytes | None, source: Source, group: str) -> Event | None:
+        """The event in a record, or None after dead-lettering a record that holds none.
+
+        Never raises: whatever is wrong with the record is its dead letter's reason."""
+        body = body or b""  # a tombstone (no value) holds no event either
         try:
             return self._decode(body, source.topic)
         except EventDecodeError as exc:
-            await self.dead_letter(source, body, group, str(exc))
-            return None
+            reason = str(exc)
+        except Exception as exc:  # a record must not find a way to stop its consumer
+            log.exception("%s: unexpected failure reading a record", group)
+            reason = f"could not be read: {exc!r}"
+        await self.dead_letter(source, body, group, reason)
+        return None
 
     def _decode(self, body: bytes, topic: str) -> Event:
-        event = decode(body)
+        event = decode(body, self.config.max_record_bytes)
         stream = self._stream_of_topic.get(topic)
         if stream is not None and type(event) not in STREAMS[stream]:
             raise EventDecodeError(f"type: {event.type} does not belong on the {stream} stream")
         return event
 
     async def dead_letter(self, source: Source, body: bytes, group: str, error: str) -> None:
-        log.warning("dead letter from %s at %s: %s", group, source, error)
+        """Publishes the record's dead letter (a bounded excerpt, its size and digest).
+
+        Never raises: a dead letter that cannot be published is logged, with what identifies
+        the record, and the caller goes on to commit past it. Holding the record instead would
+        stop the consumer on it for as long as the cause lasts, and every record behind it."""
+        error = error[:MAX_REASON]
+        where = f"{group} at {source.topic}[{source.partition}]@{source.offset}, {len(body):,} B"
+        log.warning("dead letter from %s: %s", where, error)
         if source.topic == self.topics.dlq:
             return  # a dead letter about a dead letter could loop forever; the log keeps it
-        await self.publish(
-            DeadLetter(
+        try:
+            letter = DeadLetter.of(
+                body,
+                source.key,
+                error,
+                excerpt=self.config.dead_letter_excerpt_bytes,
                 producer=self.producer,
                 source_topic=source.topic,
                 partition=source.partition,
                 offset=source.offset,
                 consumer_group=group,
-                raw_key=source.key,
-                raw_value=body,
-                error=error[:MAX_REASON],
             )
-        )
+            await self.publish(letter)
+        except Exception:
+            digest = hashlib.sha256(body).hexdigest()
+            log.exception("dead letter from %s (sha256 %s) not published; skipped", where, digest)
 
     async def joined(self, timeout_s: float = 30.0) -> None:
         """Waits until every subscription has its partitions and its starting offsets.

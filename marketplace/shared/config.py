@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.codec import describe
-from schemas.events import Id, Price, TaskKind, Weights
+from schemas.events import MAX_EXCERPT, Id, Price, TaskKind, Weights
 
 CONFIG_ENV = "SALE_CONFIG"
 ExecutorStyle = Literal["chat", "complete", "continue"]
@@ -36,6 +36,11 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# A dead letter's largest record: the excerpt and key base64-encoded, a reason of escaped
+# characters and the envelope (tests/unit/test_bounds.py measures it).
+MIN_RECORD_BYTES = 131_072
+
+
 class BrokerConfig(Section):
     bootstrap: str = Field(default="", description="host:port[,host:port]; empty: start Tansu")
     topic_prefix: str = Field(default="sale.", pattern=r"^[A-Za-z0-9._\-]*$", max_length=100)
@@ -47,6 +52,21 @@ class BrokerConfig(Section):
     # How long one event's handling may take before the group gives the member's partitions
     # away: an agent's model call runs inside its handler, minutes long on slow cores.
     max_poll_interval_ms: int = Field(default=3_600_000, ge=10_000, le=86_400_000)
+    # The producer sends requests of at most 1 MiB and a broker takes messages of about 1 MB
+    # by default (message.max.bytes): a record must fit with its key, headers and batch framing
+    # around it, hence the ceiling. The floor leaves room for the largest dead letter.
+    max_record_bytes: int = Field(
+        default=1_000_000,
+        ge=MIN_RECORD_BYTES,
+        le=1_000_000,
+        description="the largest event record published or accepted; larger ones are refused",
+    )
+    dead_letter_excerpt_bytes: int = Field(
+        default=4_096,
+        ge=0,
+        le=MAX_EXCERPT,
+        description="how much of a bad record a dead letter keeps",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> BrokerConfig:
@@ -61,7 +81,7 @@ class DatabaseConfig(Section):
 
 
 class PriorConfig(Section):
-    """What the training split says of one agent's drafts (`marketplace.lean.Prior`)."""
+    """What the training split says of one agent's drafts (`marketplace.core.lean.Prior`)."""
 
     examples_pass: float = Field(ge=0, le=1)
     right_if_pass: float = Field(ge=0, le=1)
@@ -70,7 +90,7 @@ class PriorConfig(Section):
 
 
 class LeanConfig(Section):
-    """The lean auction's settings (`marketplace.lean`); `sale lean fit` writes them."""
+    """The lean auction's settings (`marketplace.core.lean`); `sale lean fit` writes them."""
 
     value: float = Field(
         default=1.0, ge=0, allow_inf_nan=False, description="a right answer's worth, in price units"

@@ -1,8 +1,11 @@
 """Run untrusted, model-written Python in a subprocess — never in the caller's process.
 
-Each run gets a fresh directory, its own throwaway uid, no network (a namespace of its own) and
-limits on CPU, memory, file size and processes, set by util-linux tools that exec one another
-down to the Python that runs the code. Why each choice, and the known gaps: docs/sandbox.md.
+Each run gets namespaces of its own — no network, its own process tree, and a file system of
+its own: the host's /usr and /etc read-only, a fresh /tmp, /var/tmp, /run and /dev/shm on tmpfs
+sized by its limits, none of the host's Unix sockets — its own throwaway uid and limits on CPU,
+memory, file size and processes. util-linux tools exec one another down to a small init that
+builds that file system, runs the code and reports how it ended; when the init ends, the kernel
+kills every process left in the run. Why each choice, and the known gaps: docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ UID_BASE = 1_500_000_000
 UID_SPAN = 100_000_000
 _PATH = "/usr/local/bin:/usr/bin:/bin"
 _TAIL_LINES = 12
-_TOOL_ERRORS = ("prlimit: ", "unshare: ", "setpriv: ")
+_INIT_ERROR = "sandbox-init: "
+_TOOL_ERRORS = ("prlimit: ", "unshare: ", "setpriv: ", _INIT_ERROR)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -44,6 +48,15 @@ class Limits:
     processes: int = 16  # RLIMIT_NPROC, for the run's own uid
     file_mb: int = 10  # RLIMIT_FSIZE (also caps stdout/stderr on disk)
     output_kb: int = 64  # of stdout and of stderr kept: head and tail, a marker between
+    disk_mb: int = 64  # tmpfs (RAM, freed after) for the run's directory, /tmp and /var/tmp
+    shm_mb: int = 16  # tmpfs for /dev/shm
+
+    def __post_init__(self) -> None:
+        """Refuse a limit of zero or less here, with its name: tmpfs reads `size=0` as no limit
+        at all, and rlimits of zero would fail the run in ways that name nothing."""
+        for name, value in vars(self).items():
+            if value <= 0:
+                raise ValueError(f"sandbox limit {name} must be positive, not {value}")
 
 
 DEFAULT_LIMITS = Limits()
@@ -54,6 +67,7 @@ _LIMIT_TEXT = {
     "memory": "memory limit",
     "file_size": "file size limit",
     "processes": "process limit",
+    "disk": "disk quota",
 }
 
 
@@ -64,7 +78,7 @@ class RunResult:
     stdout: str
     stderr: str
     duration_s: float
-    limit: str | None  # "wall_time", "cpu_time", "memory", "file_size", "processes" or None
+    limit: str | None  # "wall_time", "cpu_time", "memory", "file_size", "processes", "disk", None
     uid: int | None = None  # the throwaway uid the code ran as (None: the caller's own)
 
     def summary(self, timed: bool = True) -> str:
@@ -140,11 +154,15 @@ def _tools() -> _Tools:
         return _tools_found
 
 
-_PROBE = "import os, socket\nprint(os.getuid(), *sorted(n for _, n in socket.if_nameindex()))\n"
+_PROBE = """import os, socket
+names = sorted(n for _, n in socket.if_nameindex())
+print(os.getuid(), os.getppid(), len(os.listdir("/run")), *names)
+"""
 
 
 def _ensure_isolated(tools: _Tools) -> None:
-    """Once per process: run a probe and check it sees only `lo` and the uid we gave it."""
+    """Once per process: run a probe and check it sees only `lo`, the uid we gave it, our init as
+    its parent (a PID namespace of its own) and an empty /run (none of the host's sockets)."""
     global _isolation_checked
     with _tools_lock:
         if _isolation_checked:
@@ -154,7 +172,7 @@ def _ensure_isolated(tools: _Tools) -> None:
         root = os.geteuid() == 0
         uid = int(words[0]) if words and words[0].isdigit() else -1
         uid_ok = uid >= UID_BASE if root else uid == 0
-        if not (result.ok and uid_ok and words[1:] == ["lo"]):
+        if not (result.ok and uid_ok and words[1:] == ["1", "0", "lo"]):
             raise SandboxUnavailable(f"sandbox probe failed, refusing to run: {result.summary()}")
         _isolation_checked = True
 
@@ -172,6 +190,96 @@ def _checked(result: RunResult) -> RunResult:
 
 # --- one run -----------------------------------------------------------------------------------
 
+# The run's init: PID 1 of the run's namespaces, root there (the caller's uid outside when not
+# root). It builds the run's root file system on a tmpfs, pivots into it, starts the code, reaps
+# orphans, and writes the code's wait status and CPU time to `status` (as PID 1 it cannot die of
+# the code's signal itself). Its exit ends the PID namespace: the kernel kills what is left.
+# argv: outer work disk_mb shm_mb uid|- -- command...
+_INIT = r"""
+import ctypes, os, sys
+
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, DETACH = 1, 2, 4, 8, 32, 4096, 16384, 2
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41}
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fail(what):
+    sys.stderr.write("sandbox-init: " + what + "\n")
+    os._exit(1)
+
+
+def check(result, what):
+    if result != 0:
+        fail(what + ": " + os.strerror(ctypes.get_errno()))
+
+
+def mount(source, target, fstype, flags, data=None):
+    encode = lambda text: None if text is None else text.encode()
+    args = (encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
+    check(libc.mount(*args), "mount " + target)
+
+
+def directory(path, mode):
+    os.mkdir(path)
+    os.chmod(path, mode)
+
+
+outer, work, disk_mb, shm_mb, uid = sys.argv[1:6]
+command = sys.argv[7:]
+code = open(outer + "/main.py", "rb").read()
+status = os.open(outer + "/status", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+new = outer + "/root"
+directory(new, 0o755)
+mount("tmpfs", new, "tmpfs", NOSUID | NODEV, "size=" + disk_mb + "m,nr_inodes=16384,mode=755")
+for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"):
+    if os.path.islink("/" + name):
+        os.symlink(os.readlink("/" + name), new + "/" + name)
+    elif os.path.isdir("/" + name):
+        directory(new + "/" + name, 0o755)
+        mount("/" + name, new + "/" + name, None, BIND | REC)
+        mount(None, new + "/" + name, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV)
+for path, mode in (("/tmp", 0o1777), ("/var", 0o755), ("/var/tmp", 0o1777), ("/run", 0o755),
+                   ("/dev", 0o755), ("/dev/shm", 0o1777), ("/proc", 0o555)):
+    directory(new + path, mode)
+os.symlink("/run", new + "/var/run")
+shm = "size=" + shm_mb + "m,nr_inodes=1024,mode=1777"
+mount("tmpfs", new + "/dev/shm", "tmpfs", NOSUID | NODEV | NOEXEC, shm)
+for name in ("null", "zero", "full", "random", "urandom"):
+    open(new + "/dev/" + name, "w").close()
+    mount("/dev/" + name, new + "/dev/" + name, None, BIND)
+for number, name in enumerate(("stdin", "stdout", "stderr")):
+    os.symlink("/proc/self/fd/" + str(number), new + "/dev/" + name)
+os.symlink("/proc/self/fd", new + "/dev/fd")
+# Optional: a proc of the run's own PID namespace (refused in a user namespace when the host's
+# /proc is partly covered, as in some containers). Python does not need it.
+proc_flags = ctypes.c_ulong(NOSUID | NODEV | NOEXEC)
+libc.mount(b"proc", (new + "/proc").encode(), b"proc", proc_flags, None)
+os.makedirs(new + work, mode=0o711)
+os.chmod(new + work, 0o700)
+with open(new + work + "/main.py", "wb") as script:
+    script.write(code)
+if uid != "-":
+    os.chown(new + work, int(uid), int(uid))
+    os.chown(new + work + "/main.py", int(uid), int(uid))
+os.chdir(new)
+if os.uname().machine not in PIVOT_ROOT:
+    fail("no pivot_root system call number for " + os.uname().machine)
+check(libc.syscall(ctypes.c_long(PIVOT_ROOT[os.uname().machine]), b".", b"."), "pivot_root")
+check(libc.umount2(b".", DETACH), "unmount the host's root")
+os.chdir(work)
+child = os.fork()
+if child == 0:
+    try:
+        os.execv(command[0], command)
+    except OSError as error:
+        fail("cannot run " + command[0] + ": " + error.strerror)
+while True:
+    pid, wait_status, usage = os.wait4(-1, 0)
+    if pid == child:
+        os.write(status, b"%d %f\n" % (wait_status, usage.ru_utime + usage.ru_stime))
+        os._exit(0)
+"""
+
 _uids_lock = threading.Lock()
 _uids_in_use: set[int] = set()
 
@@ -181,15 +289,9 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
     uid = _take_uid() if root else None
     outer = Path(tempfile.mkdtemp(prefix="sale-sandbox-"))
     try:
-        outer.chmod(0o711)  # the run's uid may pass through to work/, but not list or read here
-        work = outer / "work"
-        work.mkdir(mode=0o700)
-        script = work / "main.py"
-        script.write_text(code, encoding="utf-8")
+        work = outer / "work"  # a path inside the run's own root, on its tmpfs; not on the host
+        (outer / "main.py").write_text(code, encoding="utf-8")
         (outer / "stdin").write_text(stdin, encoding="utf-8")
-        if uid is not None:
-            os.chown(work, uid, uid)
-            os.chown(script, uid, uid)
         nproc = limits.processes if uid is not None else _threads_of(os.getuid()) + limits.processes
         env = {"PATH": _PATH, "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
         with (
@@ -200,8 +302,8 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
-                    _command(tools, limits, uid, nproc),
-                    cwd=work,
+                    _command(tools, limits, outer, uid, nproc),
+                    cwd=outer,
                     env=env,
                     stdin=fin,
                     stdout=fout,
@@ -216,6 +318,7 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
                 if uid is not None:
                     _sweep(uid)
             duration = time.monotonic() - start
+        code_or_signal, cpu_s = _reported(outer / "status", code_or_signal, cpu_s)
         keep = limits.output_kb * 1024 // 2
         stdout = _read_capped(outer / "stdout", keep)
         stderr = _read_capped(outer / "stderr", keep).replace(f"{work}/", "")  # same every run
@@ -236,7 +339,7 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
     )
 
 
-def _command(tools: _Tools, limits: Limits, uid: int | None, nproc: int) -> list[str]:
+def _command(tools: _Tools, limits: Limits, outer: Path, uid: int | None, nproc: int) -> list[str]:
     mb = 1024 * 1024
     command = [
         tools.prlimit,
@@ -247,12 +350,30 @@ def _command(tools: _Tools, limits: Limits, uid: int | None, nproc: int) -> list
         "--core=0",
         "--",
         tools.unshare,
+        *([] if uid is not None else ["--map-root-user"]),  # not root: a user namespace first
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--",
+        tools.python,
+        "-I",
+        "-S",
+        "-c",
+        _INIT,
+        str(outer),
+        str(outer / "work"),
+        str(limits.disk_mb),
+        str(limits.shm_mb),
+        "-" if uid is None else str(uid),
+        "--",
+        tools.setpriv,
     ]
-    if uid is None:  # not root: a user namespace is the only way to a network namespace
-        command += ["-rn", "--"]
+    if uid is None:  # uid 0 of the user namespace, with no capabilities left to use there
+        command += ["--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--"]
     else:
-        command += ["-n", "--", tools.setpriv, f"--reuid={uid}", f"--regid={uid}"]
-        command += ["--clear-groups", "--no-new-privs", "--"]
+        command += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
     return [*command, tools.python, "-E", "-s", "-u", "main.py"]
 
 
@@ -260,18 +381,57 @@ def _wait(proc: subprocess.Popen[bytes], wall_s: float) -> tuple[bool, int, floa
     """Wait up to `wall_s`; kill the process group; reap. → (timed out, exit status, CPU s).
 
     The group is killed while the leader is still unreaped (a zombie at worst), so its pgid
-    cannot have been recycled; that also ends children left behind by a code that exited.
+    cannot have been recycled. On a timeout the run's init is killed too, and we wait until it
+    is gone: the kernel has then killed every process of its PID namespace.
     """
     pidfd = os.pidfd_open(proc.pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], wall_s)
     finally:
         os.close(pidfd)
+    inits = [] if ready else _pidfds(_children(proc.pid))
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+    for init in inits:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(init, signal.SIGKILL)
+            select.select([init], [], [], 10.0)
+        os.close(init)
     return not ready, proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the kernel here has no /proc/PID/task/TID/children)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1:2] == [str(pid)]:
+            found.append(int(name))
+    return found
+
+
+def _pidfds(pids: list[int]) -> list[int]:
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fds.append(os.pidfd_open(pid))
+    return fds
+
+
+def _reported(path: Path, status: int, cpu_s: float) -> tuple[int, float]:
+    """The code's own exit status and CPU time, as its init wrote them; else the outer ones
+    (the init was killed on a timeout, or it failed before the code started)."""
+    try:
+        words = path.read_text(encoding="ascii").split()
+        return os.waitstatus_to_exitcode(int(words[0])), float(words[1])
+    except (OSError, ValueError, IndexError):
+        return status, cpu_s
 
 
 def _which_limit(
@@ -286,6 +446,8 @@ def _which_limit(
         return "cpu_time"  # SIGXCPU at the soft limit, SIGKILL at the hard one
     if status == -signal.SIGXFSZ or "File too large" in stderr:
         return "file_size"  # Python ignores SIGXFSZ, so it is usually OSError(EFBIG)
+    if "No space left on device" in stderr:
+        return "disk"  # the run's tmpfs is full
     lowered = stderr.lower()
     if "MemoryError" in stderr or "cannot allocate memory" in lowered:
         return "memory"
@@ -417,3 +579,70 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+# --- start-up cost -----------------------------------------------------------------------------
+
+
+def _timed_ms(command: list[str], runs: int) -> list[float]:
+    """Wall milliseconds of each of `runs` runs of `command` (stdout and stderr discarded)."""
+    figures = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, cwd="/", stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        figures.append((time.perf_counter() - start) * 1000)
+    return figures
+
+
+def _bwrap_command(bwrap: str, python: str) -> list[str]:
+    """The closest bubblewrap equivalent of our run, for comparison only (the sandbox does not
+    use it): the same namespaces and read-only host directories, sized tmpfs, a fresh /proc."""
+    command = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib64", "etc"):
+        if os.path.islink(f"/{name}"):
+            command += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
+        elif os.path.isdir(f"/{name}"):
+            command += ["--ro-bind", f"/{name}", f"/{name}"]
+    for path in ("/tmp", "/var/tmp", "/dev/shm", "/run"):
+        command += ["--size", str(DEFAULT_LIMITS.disk_mb * 1024 * 1024), "--tmpfs", path]
+    return [*command, "--proc", "/proc", "--dev", "/dev", "--", python, "-E", "-s", "-c", "pass"]
+
+
+def startup_costs(runs: int = 20) -> list[tuple[str, list[float]]]:
+    """The start-up cost of each way to run `pass`: bare, the previous sandbox (network namespace,
+    uid and rlimits only), this sandbox, and bubblewrap when it is installed."""
+    tools = _tools()
+    _ensure_isolated(tools)
+    bare = [tools.python, "-E", "-s", "-u", "-c", "pass"]
+    uid = ["--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+    previous = [tools.prlimit, "--as=536870912", "--", tools.unshare, "-n" if uid else "-rn"]
+    previous += ["--", tools.setpriv, *uid, "--no-new-privs", "--", *bare]
+    costs = [("bare python", _timed_ms(bare, runs))]
+    costs.append(("previous sandbox (unshare -n)", _timed_ms(previous, runs)))
+    ours = [run_python("pass").duration_s * 1000 for _ in range(runs)]
+    costs.append(("this sandbox (run_python)", ours))
+    if bwrap := shutil.which("bwrap", path=_PATH):
+        costs.append(("bubblewrap 'bwrap'", _timed_ms(_bwrap_command(bwrap, tools.python), runs)))
+    return costs
+
+
+def main() -> None:
+    """`python -m marketplace.shared.sandbox [RUNS]`: print the start-up costs, one line each."""
+    import statistics
+    import sys
+
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
+    try:
+        costs = startup_costs(runs)
+    except SandboxUnavailable as error:
+        raise SystemExit(f"sandbox unavailable: {error}") from None
+    print(f"start-up cost of running `pass`, {runs} runs each, wall ms (median, 90th percentile):")
+    for name, figures in costs:
+        p90 = statistics.quantiles(figures, n=10)[-1] if len(figures) > 1 else figures[0]
+        print(f"  {name:32} {statistics.median(figures):7.1f} {p90:7.1f}")
+    if not shutil.which("bwrap", path=_PATH):
+        print("  (bubblewrap is not installed: apt-get install bubblewrap to compare it)")
+
+
+if __name__ == "__main__":
+    main()

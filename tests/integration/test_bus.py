@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from marketplace.shared.bus import Bus, Source
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
 from marketplace.shared.config import BrokerConfig
+from marketplace.shared.offsets import committed_offsets
 from schemas.codec import decode, encode
 from schemas.events import DeadLetter, Event
 from schemas.topics import STREAMS, Topics
 from tests.integration.inbox import Inbox
-from tests.samples import every_event
+from tests.samples import BIG_GARBAGE, every_event, huge_task
 
 RunBus = Callable[[Bus], AbstractAsyncContextManager]
 
@@ -115,3 +122,101 @@ async def test_a_restarted_consumer_resumes_after_its_last_commit(
         await asyncio.sleep(0.5)  # anything redelivered would arrive now
     assert {e.task_id for e in await first_run.wait_for(3)} == {"r0", "r1", "r2"}
     assert sorted(e.task_id for e in await second_run.wait_for(3)) == ["r3", "r4", "r5"]
+
+
+# --- one record never stops a consumer (issue 13) ---------------------------------------------
+
+
+async def publish_raw(bootstrap: str, topic: str, key: bytes, *values: bytes) -> None:
+    """Publishes records as a hostile or careless producer would: past the Bus, its encoding
+    and its cap, with a request limit large enough for any of them."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 2**20)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_until(consumer: PartitionedConsumer, event: Event) -> list[Delivery]:
+    """Everything the consumer delivers up to `event`, as the auctioneer and recorder poll."""
+    deliveries: list[Delivery] = []
+    async with asyncio.timeout(30):
+        while not any(d.event == event for d in deliveries):
+            deliveries += [d async for d in consumer.poll(0.2)]
+    return deliveries
+
+
+async def test_records_of_a_megabyte_are_dead_lettered_as_excerpts_and_committed_past(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    """The auctioneer and the recorder crash-looped on a 1 MB malformed record: its dead letter
+    held the whole record base64-encoded, over the producer's request limit."""
+    good = every_event(task_id="after")[0]
+    oversize = encode(huge_task(12))  # valid field by field, over the 1 MB record cap
+    await publish_raw(broker_config.bootstrap, topics.tasks, b"after", BIG_GARBAGE, oversize)
+    async with Bus(broker_config, "client") as client:
+        await client.publish(good)
+    dead = Inbox()
+    reader = Bus(broker_config, "reader")
+    reader.subscribe(["dlq"], "dlq-reader", dead)
+    bus = Bus(broker_config, "auctioneer")
+    consumer = PartitionedConsumer(bus, ["tasks"], "bounded")
+    async with bus, reader:
+        await consumer.start()
+        try:
+            deliveries = await read_until(consumer, good)
+            await consumer.commit(consumer.next_offsets)
+        finally:
+            await consumer.stop()
+        letters = await dead.wait_for(2)
+    assert [d.event for d in deliveries] == [None, None, good]
+    tp = TopicPartition(topics.tasks, deliveries[-1].source.partition)
+    committed = await committed_offsets(broker_config.bootstrap, consumer.group, [tp])
+    assert committed == {tp: deliveries[-1].source.offset + 1}
+    by_size = {letter.raw_size: letter for letter in letters}
+    for raw, reason in [
+        (BIG_GARBAGE, "Invalid JSON"),
+        (oversize, f"(record): {len(oversize):,} bytes, over the record cap of 1,000,000 bytes"),
+    ]:
+        letter = by_size[len(raw)]
+        assert reason in letter.error
+        assert letter.raw_value == raw[:4096] and letter.raw_key == b"after"
+        assert letter.raw_sha256 == hashlib.sha256(raw).hexdigest()
+        assert letter.consumer_group == consumer.group
+
+
+async def test_a_dead_letter_that_cannot_be_published_is_logged_and_committed_past(
+    broker_config: BrokerConfig,
+    topics: Topics,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = every_event(task_id="after")[0]
+    async with Bus(broker_config, "client") as client:
+        await client.broker.publish(b"{not json", topic=topics.tasks, key=b"after")
+        await client.publish(good)
+    bus = Bus(broker_config, "auctioneer")
+    consumer = PartitionedConsumer(bus, ["tasks"], "unlettered")
+
+    async def broker_away(event: Event) -> None:
+        raise KafkaTimeoutError("the dlq is unreachable")
+
+    async with bus:
+        monkeypatch.setattr(bus, "publish", broker_away)
+        await consumer.start()
+        try:
+            with caplog.at_level(logging.ERROR, logger="marketplace.shared.bus"):
+                deliveries = await read_until(consumer, good)
+            await consumer.commit(consumer.next_offsets)
+        finally:
+            await consumer.stop()
+    assert [d.event for d in deliveries] == [None, good]
+    tp = TopicPartition(topics.tasks, deliveries[-1].source.partition)
+    assert await committed_offsets(broker_config.bootstrap, consumer.group, [tp]) == {
+        tp: deliveries[-1].source.offset + 1
+    }
+    [logged] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"{topics.tasks}[{tp.partition}]@{deliveries[0].source.offset}" in logged
+    assert "not published; skipped" in logged

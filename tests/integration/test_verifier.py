@@ -7,9 +7,14 @@ tasks are HumanEval problem 0 with the dataset's own tests, run in the real sand
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -256,6 +261,60 @@ async def test_a_restart_keeps_a_waiting_check_and_decides_nothing_twice(
     assert outcome.passed and outcome.score == 1.0
     assert len(world.outcomes(first.task_id)) == 1
     assert len(world.outcomes(waiting_id)) == 1
+
+
+async def test_a_verifier_killed_mid_stream_is_replaced_and_grades_each_task_once(
+    broker_config: BrokerConfig, world: World, tmp_path: Path
+) -> None:
+    """kill -9 of `sale verifier` while results stream in; a new one resumes from the committed
+    offsets: every task gets exactly one outcome, with the right verdict."""
+    tasks = [f"search-{i}" for i in range(120)]
+    await world.publish(*(search_checks(t, ["Frank Herbert"]) for t in tasks))
+    victim = start_verifier_process(broker_config, tmp_path, "victim")
+    try:
+        for i, task_id in enumerate(tasks):
+            answer = "Frank Herbert" if i % 2 == 0 else "Isaac Asimov"
+            await world.publish(result(task_id, answer))
+            if i == 60:
+                await world.watch.wait_until(lambda _: len(world.watch.of(TaskOutcome)) >= 20, 60)
+                victim.send_signal(signal.SIGKILL)  # no goodbye, no last commit
+                victim.wait(timeout=30)
+        assert len(world.watch.of(TaskOutcome)) < len(tasks), "nothing was left mid-stream"
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    survivor = start_verifier_process(broker_config, tmp_path, "survivor")
+    try:
+        graded = set(tasks)
+        await world.watch.wait_until(
+            lambda _: graded <= {o.task_id for o in world.watch.of(TaskOutcome)}, 90
+        )
+        await asyncio.sleep(2.0)  # a second outcome for a task, if one were coming, is out
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(timeout=60) == 0
+    for i, task_id in enumerate(tasks):
+        [outcome] = world.outcomes(task_id)
+        assert outcome.passed == (i % 2 == 0)
+
+
+def start_verifier_process(
+    broker_config: BrokerConfig, tmp_path: Path, name: str
+) -> subprocess.Popen:
+    """`python -m marketplace.app.cli verifier`, as `sale up` would run it."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n'
+        f"partitions = {broker_config.partitions}\nfetch_max_wait_ms = 10\n"
+        f"session_timeout_ms = 2000\nheartbeat_interval_ms = 300\n"
+    )
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap}
+    return subprocess.Popen(
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(path), "verifier"],
+        env=env,
+        stdout=(tmp_path / f"{name}.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def test_a_half_whose_other_half_never_comes_fails_after_the_wait(

@@ -19,6 +19,10 @@ def test_the_example_config_loads_with_documented_values() -> None:
     assert config.auction.memory_k == 8
     assert [a.id for a in config.agents] == ["small", "large"]
     assert config.agent("large").endpoint == "http://127.0.0.1:8081/v1"
+    assert (config.broker.max_record_bytes, config.broker.dead_letter_excerpt_bytes) == (
+        1_000_000,
+        4096,
+    )
 
 
 def test_the_example_prices_each_direction_and_documents_the_new_settings() -> None:
@@ -83,6 +87,18 @@ def test_environment_overrides_connection_settings() -> None:
         (
             {"broker": {"heartbeat_interval_ms": 3000, "session_timeout_ms": 6000}},
             "heartbeat_interval_ms must be at most a third",
+        ),
+        (
+            {"broker": {"max_record_bytes": 2_000_000}},  # over the producer's request limit
+            "broker.max_record_bytes: Input should be less than or equal to 1000000",
+        ),
+        (
+            {"broker": {"max_record_bytes": 4096}},  # a dead letter would not fit
+            "broker.max_record_bytes: Input should be greater than or equal to 131072",
+        ),
+        (
+            {"broker": {"dead_letter_excerpt_bytes": 1_000_000}},
+            "broker.dead_letter_excerpt_bytes: Input should be less than or equal to 65536",
         ),
         ({"admission": {"open_per_agent": 0}}, "admission.open_per_agent: Input should be"),
         ({"admission": {"max_open": "many"}}, "admission.max_open: Input should be"),
