@@ -96,6 +96,7 @@ class LLMAgent:
             case AuctionClosed(mechanism="lean") if event.winner_agent_id == self.agent_id:
                 return [self.deliver(event)]
             case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:
+                self._keep_plan(event)
                 return [await self.judge(event.task_id, event.round, event.bids)]
             case RefinementCalled() if event.task_id in self.tasks:
                 for invite in event.invites:
@@ -107,6 +108,27 @@ class LLMAgent:
             case AuctionClosed() if event.winner_agent_id == self.agent_id:
                 return [await self.execute(event.task_id, event.winner_bid_id, event.winning_plan)]
         return []
+
+    def recall(self, event: Event) -> None:
+        """Takes back what an event read before a restart taught this agent, answering nothing:
+        the task (for the calls, juries and awards still to come), a call still waiting for its
+        task, and its own plan (for a refinement)."""
+        match event:
+            case TaskPosted() if event.kind in self.config.kinds:
+                self._remember(event)
+                self.asked.pop(event.task_id, None)  # answered when the task arrived
+            case BidRequested() if (
+                event.agent_id == self.agent_id and event.task_id not in self.tasks
+            ):
+                self.asked[event.task_id] = event
+            case JuryCalled():
+                self._keep_plan(event)
+
+    def _keep_plan(self, jury: JuryCalled) -> None:
+        """This agent's plan as the jury lists it: a refinement starts from it."""
+        for bid in jury.bids:
+            if bid.agent_id == self.agent_id and bid.round == 0:
+                self.plans.setdefault(bid.task_id, bid.plan)
 
     def _remember(self, task: TaskPosted) -> None:
         self.tasks[task.task_id] = task

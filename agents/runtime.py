@@ -4,16 +4,31 @@ Each agent id is its own consumer group (`agent.<id>`), so every agent sees ever
 replicas of one agent share the work. A new group starts from the end of the streams: an agent
 joins the next auction, not the history. Heartbeats announce it at start and periodically, and
 `left` on the way out, so the auctioneer stops waiting for it.
+
+A restarted agent resumes after its group's committed offsets, so what it had already read is
+not delivered again; before it resumes it re-reads the last of those records (`recall`), so the
+tasks of the calls, juries and awards still to come are known to it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Protocol
 
-from marketplace.shared.bus import Bus, Source
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from marketplace.shared import signing
+from marketplace.shared.bus import Bus, Source, new_consumer
+from marketplace.shared.offsets import committed_offsets
+from schemas.codec import EventDecodeError, decode
 from schemas.events import AgentHeartbeat, Event
+
+log = logging.getLogger("agent")
+STREAMS = ("tasks", "auctions")
+RECALL_RECORDS = 1000  # read back per stream at start, shared among its partitions
+RECALL_TIMEOUT_S = 30.0
 
 
 class Agent(Protocol):
@@ -23,6 +38,10 @@ class Agent(Protocol):
 
     async def respond(self, event: Event) -> list[Event]: ...
 
+    def recall(self, event: Event) -> None:
+        """Takes in an event this agent read before it restarted, answering nothing."""
+        ...
+
 
 class AgentService:
     def __init__(self, agent: Agent, bus: Bus, heartbeat_s: float = 5.0) -> None:
@@ -30,9 +49,8 @@ class AgentService:
         self.agent = agent
         self.bus = bus
         self.heartbeat_s = heartbeat_s
-        bus.subscribe(
-            ["tasks", "auctions"], f"agent.{agent.agent_id}", self._on_event, from_start=False
-        )
+        self.group = f"agent.{agent.agent_id}"
+        bus.subscribe(STREAMS, self.group, self._on_event, from_start=False)
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
@@ -46,8 +64,75 @@ class AgentService:
             await asyncio.sleep(self.heartbeat_s)
 
     async def start(self) -> None:
+        await self._recall()  # before the subscription hands over anything new
         await self.bus.start()
         self._beating = asyncio.create_task(self._beat())
+
+    async def _recall(self) -> None:
+        """Feeds the agent the last records its group had taken before this start: the
+        `RECALL_RECORDS` before the committed offset of each stream. A new group has none."""
+        consumer = new_consumer(
+            self.bus.config.bootstrap,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.bus.config.fetch_max_wait_ms,
+        )
+        await consumer.start()
+        try:
+            ends = await self._committed(consumer)
+            if ends:
+                async with asyncio.timeout(RECALL_TIMEOUT_S):
+                    recalled = await self._read_back(consumer, ends)
+                log.info("%s: recalled %d events read before this start", self.group, recalled)
+        except TimeoutError:
+            log.warning(
+                "%s: recall stopped after %ss: some tasks may be unknown",
+                self.group,
+                RECALL_TIMEOUT_S,
+            )
+        finally:
+            await consumer.stop()
+
+    async def _committed(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        await consumer.topics()  # loads the metadata that partitions_for_topic reads
+        topics = [self.bus.topics.prefix + s for s in STREAMS]
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        group = self.bus.group(self.group)
+        committed = await committed_offsets(self.bus.config.bootstrap, group, parts)
+        ends = {tp: offset for tp, offset in committed.items() if offset > 0}
+        if ends:
+            consumer.assign(list(ends))
+            for tp, end in ends.items():
+                share = sum(p.topic == tp.topic for p in parts)
+                consumer.seek(tp, max(0, end - RECALL_RECORDS // share))
+        return ends
+
+    async def _read_back(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> int:
+        """Reads each partition up to its committed offset (or its end, if the log is shorter)."""
+        recalled, left = 0, dict(ends)
+        while left:
+            for tp, records in (await consumer.getmany(timeout_ms=100)).items():
+                for record in records:
+                    if record.offset < ends[tp] and (event := self._trusted(record)):
+                        self.agent.recall(event)
+                        recalled += 1
+            for tp in list(left):
+                position, highwater = await consumer.position(tp), consumer.highwater(tp)
+                if position >= left[tp] or (highwater is not None and position >= highwater):
+                    del left[tp]
+                    consumer.pause(tp)
+        return recalled
+
+    def _trusted(self, record: ConsumerRecord) -> Event | None:
+        """The event in a record read back, or None: a bad or forged record went to `dlq` when
+        first read, and is no more believed now."""
+        try:
+            event = decode(record.value or b"", self.bus.config.max_record_bytes)
+        except EventDecodeError:
+            return None
+        refused = self.bus.trust.check(event, signing.header_map(record.headers))
+        return None if refused else event
 
     async def stop(self) -> None:
         """Draining, then gone: work in hand is finished if it ends within the bus's grace

@@ -68,6 +68,9 @@ class ScriptedAgent:
             await asyncio.sleep(self.delay_s)
         return self.answer(event)
 
+    def recall(self, event: Event) -> None:
+        """Nothing to take back after a restart: every answer follows from the event alone."""
+
     def answer(self, event: Event) -> list[Event]:
         """What this agent publishes in reply to `event` (often nothing)."""
         match event:

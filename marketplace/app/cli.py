@@ -172,7 +172,7 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
-    return loadtest.run(args.agents, args.auctions, args.in_flight)
+    return loadtest.run(args.agents, args.auctions, args.in_flight, args.flood, args.rate)
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
@@ -551,6 +551,10 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--agents", type=int, nargs="+", default=[3, 8], help="agent counts")
     load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
     load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
+    load.add_argument(
+        "--flood", type=int, default=0, help="instead: post this many tasks at once (backpressure)"
+    )
+    load.add_argument("--rate", type=float, default=900.0, help="tasks/s of the flood")
     load.set_defaults(run=_loadtest, needs_config=False)
 
     bench = commands.add_parser(

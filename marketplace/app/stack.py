@@ -5,12 +5,19 @@ topics, and runs each configured service as a child process whose output is pref
 name. SIGINT or SIGTERM stops the children (newest first), then Postgres, then the broker:
 exactly what `up` started, nothing else. A child that dies is restarted after a pause, so one
 crashing service does not take the marketplace down; its log says why.
+
+A lost broker stops the whole stack with one message and exit code 1 (`marketplace.shared.admin`
+says why it stops rather than going on): the broker `up` started stops answering (Tansu keeps
+its log in memory, so it cannot come back with it), a configured broker answers without the
+topics, or a service exits because it saw that itself. A configured broker that does not answer
+is waited for, said once: it may come back with its log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -19,13 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from marketplace.shared import signing
-from marketplace.shared.admin import ensure_topics
-from marketplace.shared.config import Config, SecurityConfig
+from marketplace.shared.admin import (
+    BROKER_LOST_EXIT,
+    BrokerUnreachable,
+    ensure_topics,
+    lost_message,
+    missing_topics,
+)
+from marketplace.shared.config import BrokerConfig, Config, SecurityConfig
 from marketplace.shared.database import resolve_server
 from marketplace.shared.keyfiles import ensure_keys, trust_of
 from marketplace.shared.local_broker import LocalBroker
 
 RESTART_DELAY_S = 2.0
+BROKER_CHECK_S = 1.0  # often: a service restarted meanwhile would create the topics again
+OWN_BROKER_STRIKES = 2  # checks in a row our own broker may miss (a busy moment) before it is gone
 STOP_GRACE_S = 10.0
 
 
@@ -95,11 +110,18 @@ def stack_keys(config: Config, run_dir: Path) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def running(
-    config: Config, config_path: Path, run_dir: Path, stop: asyncio.Event, quiet: bool = False
+    config: Config,
+    config_path: Path,
+    run_dir: Path,
+    stop: asyncio.Event,
+    quiet: bool = False,
+    lost: asyncio.Event | None = None,
 ) -> AsyncIterator[tuple[str, str]]:
     """The whole stack while the block runs; yields (bootstrap, database URL). Leaving the block
     stops the children (newest first), then Postgres and the broker if they were started here.
-    `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout."""
+    `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout. A lost
+    broker sets `stop` (and `lost`), after saying so."""
+    lost = lost or asyncio.Event()
     run_dir.mkdir(parents=True, exist_ok=True)
     keys_env = stack_keys(config, run_dir)
     with infrastructure(config, run_dir) as (bootstrap, database_url):
@@ -117,7 +139,8 @@ async def running(
         if quiet:
             for child in children:
                 child.log = run_dir / f"{child.name}.log"
-        supervisors = [asyncio.create_task(supervise(child, stop)) for child in children]
+        supervisors = [asyncio.create_task(supervise(child, stop, lost)) for child in children]
+        supervisors.append(asyncio.create_task(guard_broker(broker, config, stop, lost)))
         say(
             f"ready: broker {bootstrap}, database {database_url}, "
             f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
@@ -142,13 +165,57 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
-    async with running(config, config_path, run_dir, stop):
+    lost = asyncio.Event()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the guard says what matters, once
+    async with running(config, config_path, run_dir, stop, lost=lost):
         await stop.wait()
-    return 0
+    return 1 if lost.is_set() else 0
 
 
-async def supervise(child: Child, stop: asyncio.Event) -> None:
-    """Keeps `child` running until `stop` is set, restarting it when it dies."""
+async def guard_broker(
+    broker: BrokerConfig, config: Config, stop: asyncio.Event, lost: asyncio.Event
+) -> None:
+    """Checks the broker every `BROKER_CHECK_S` until `stop`; on losing it, says why once and
+    stops the stack."""
+    own = not config.broker.bootstrap
+    unanswered = 0  # checks in a row
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), BROKER_CHECK_S)
+        if stop.is_set():
+            return
+        try:
+            missing = await missing_topics(broker)
+        except BrokerUnreachable as exc:
+            unanswered += 1
+            if own and unanswered >= OWN_BROKER_STRIKES:
+                return _lose(
+                    f"the broker this stack started ({broker.bootstrap}) is gone: its log was "
+                    "in memory, so every open auction, undelivered award and committed offset "
+                    "went with it. Start again with `sale up`.",
+                    stop,
+                    lost,
+                )
+            if not own and unanswered == 1:
+                say(f"{exc}; waiting for it (it may come back with its log)")
+            continue
+        if unanswered and not own:
+            say(f"broker {broker.bootstrap} answers again")
+        unanswered = 0
+        if missing:
+            return _lose(lost_message(broker, missing), stop, lost)
+
+
+def _lose(reason: str, stop: asyncio.Event, lost: asyncio.Event) -> None:
+    if not lost.is_set():
+        say(f"broker lost: {reason}")
+    lost.set()
+    stop.set()
+
+
+async def supervise(child: Child, stop: asyncio.Event, lost: asyncio.Event) -> None:
+    """Keeps `child` running until `stop` is set, restarting it when it dies; a child that
+    stopped because the broker lost its log stops the stack (restarted, it would carry on)."""
     while not stop.is_set():
         child.process = await asyncio.create_subprocess_exec(
             *child.argv,
@@ -169,6 +236,8 @@ async def supervise(child: Child, stop: asyncio.Event) -> None:
         code = await child.process.wait()
         if child.stopping or stop.is_set():
             return
+        if code == BROKER_LOST_EXIT:
+            return _lose(f"{child.name} stopped: the broker lost its topics", stop, lost)
         child.restarts += 1
         say(f"{child.name}: exited with {code}; restart {child.restarts} in {RESTART_DELAY_S}s")
         with contextlib.suppress(TimeoutError):

@@ -4,6 +4,10 @@ Scripted agents (deterministic, instant — for load tests only) bid, judge and 
 measured is the auction machinery: the broker, the auctioneer (its own process, as deployed)
 and the agents' runtime. Every auction runs every phase: bids, jury, refinement, second jury.
 Next to it, in the same run, the broker's raw produce→consume rate, for scale.
+
+`sale loadtest --flood N` instead posts N tasks at once, at `--rate` per second, to agents that
+answer slower than that, once with the auctioneer's admission bound and once without it: how
+many auctions closed with no bid, how many were open at most, and how long the flood took.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 from statistics import quantiles
 
@@ -28,9 +34,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
 from marketplace.shared.bus import Bus, Source, new_consumer
-from marketplace.shared.config import BrokerConfig
+from marketplace.shared.config import AdmissionConfig, BrokerConfig
 from marketplace.shared.local_broker import LocalBroker
-from schemas.events import AuctionClosed, CodingInputs, Event, TaskPosted
+from schemas.events import AuctionClosed, AuctionOpened, CodingInputs, Event, TaskPosted
 
 PRICES = (0.05, 0.09, 0.16, 0.36, 0.5, 0.7, 0.9, 1.2)
 
@@ -101,13 +107,16 @@ def agents_for(count: int) -> list[ScriptedAgent]:
 
 
 @contextlib.contextmanager
-def auctioneer_process(broker: BrokerConfig, workdir: Path) -> Iterator[subprocess.Popen]:
+def auctioneer_process(
+    broker: BrokerConfig, workdir: Path, window_s: float = 30, admission: str = ""
+) -> Iterator[subprocess.Popen]:
+    """The auctioneer as deployed, in its own process; `admission`: an [admission] table."""
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
-        'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = 30\n'
-        "jury_window_s = 30\n"
-        "refine_window_s = 30\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n"
+        f'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
+        f"jury_window_s = {window_s}\n"
+        f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
     process = subprocess.Popen(
@@ -183,6 +192,125 @@ async def warm_up(bus: Bus, posted: dict, closed: dict, progress: asyncio.Condit
         await asyncio.wait_for(progress.wait_for(lambda: "warm-up" in closed), 120)
 
 
+# --- a flood of tasks ------------------------------------------------------------------------
+
+FLOOD_AGENTS = 3
+FLOOD_AGENT_DELAY_S = 0.005  # per event: with a commit each, the agents keep up with ~100 tasks/s
+FLOOD_WINDOW_S = 5.0
+UNBOUNDED = "[admission]\nopen_per_agent = 1000\nmax_open = 100000\n"
+
+
+@dataclass(frozen=True)
+class Flood:
+    posted: int
+    bidless: int
+    most_open: int
+    seconds: float  # from the first post to the last close
+    p50_s: float  # post → close
+    p99_s: float
+
+    def __str__(self) -> str:
+        share = 100 * self.bidless / self.posted
+        return (
+            f"{self.bidless:6d} closed with no bid ({share:4.1f}%)   at most {self.most_open:5d} "
+            f"open   all closed in {self.seconds:6.1f} s   p50 {self.p50_s:6.1f} s"
+            f"   p99 {self.p99_s:6.1f} s   (post → close)"
+        )
+
+
+class FloodWatch:
+    """What the auctions stream says of a flood: opens and closes by task, by the auctioneer's
+    clock, and when each close was seen."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, datetime] = {}
+        self.closed: dict[str, AuctionClosed] = {}
+        self.seen: dict[str, float] = {}
+        self.changed = asyncio.Event()
+
+    async def __call__(self, event: Event, source: Source) -> None:
+        if isinstance(event, AuctionOpened):
+            self.opened.setdefault(event.task_id, event.occurred_at)
+        elif isinstance(event, AuctionClosed) and event.task_id not in self.closed:
+            self.closed[event.task_id] = event
+            self.seen[event.task_id] = time.perf_counter()
+            self.changed.set()
+
+    def most_open(self) -> int:
+        """The most auctions open at one time (a close first on a tie: it frees the room)."""
+        moments = sorted(
+            [(e.occurred_at, 0, -1) for e in self.closed.values()]
+            + [(at, 1, +1) for at in self.opened.values()]
+        )
+        return max(accumulate(change for _, _, change in moments), default=0)
+
+
+async def flood_row(bootstrap: str, tasks: int, rate_per_s: float, admission: str) -> Flood:
+    broker = BrokerConfig(
+        bootstrap=bootstrap, topic_prefix=f"fl{uuid.uuid4().hex[:8]}.", fetch_max_wait_ms=10
+    )
+    watch = FloodWatch()
+    watcher = Bus(broker, producer="loadtest")
+    watcher.subscribe(["auctions"], "loadtest-watch", watch, from_start=False)
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        auctioneer_process(broker, Path(workdir), FLOOD_WINDOW_S, admission),
+    ):
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(watcher)
+            await watcher.joined()
+            for i in range(FLOOD_AGENTS):
+                agent = ScriptedAgent(f"agent{i}", price=PRICES[i], delay_s=FLOOD_AGENT_DELAY_S)
+                service = AgentService(agent, Bus(broker, producer=agent.agent_id))
+                await stack.enter_async_context(service)
+                await service.bus.joined()
+            posted: dict[str, float] = {}
+            await post(watcher, "warm-up", posted)
+            while "warm-up" not in watch.closed:
+                await asyncio.wait_for(watch.changed.wait(), 120)
+                watch.changed.clear()
+            posted.clear()
+            start = time.perf_counter()
+            for i in range(tasks):
+                await asyncio.sleep(max(0.0, start + i / rate_per_s - time.perf_counter()))
+                await post(watcher, f"flood-{i}", posted)
+            while len(set(posted) & set(watch.closed)) < tasks:
+                await asyncio.wait_for(watch.changed.wait(), 900)
+                watch.changed.clear()
+    closes = [watch.closed[t] for t in posted]
+    cuts = quantiles([watch.seen[t] - posted[t] for t in posted], n=100, method="inclusive")
+    return Flood(
+        posted=tasks,
+        bidless=sum(not c.bids for c in closes),
+        most_open=watch.most_open(),
+        seconds=max(watch.seen[t] for t in posted) - start,
+        p50_s=cuts[49],
+        p99_s=cuts[98],
+    )
+
+
+async def flood(tasks: int, rate_per_s: float) -> None:
+    with contextlib.ExitStack() as stack:
+        bootstrap = (
+            os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
+        )
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; a flood of {tasks} tasks at "
+            f"{rate_per_s:.0f}/s to {FLOOD_AGENTS} scripted agents answering each event after "
+            f"{FLOOD_AGENT_DELAY_S * 1000:.0f} ms; paper auction, {FLOOD_WINDOW_S:.0f} s windows",
+            flush=True,
+        )
+        defaults = AdmissionConfig()
+        rows = [
+            ("no admission bound", UNBOUNDED),
+            (f"[admission] defaults ({defaults.open_per_agent}/agent)", ""),
+        ]
+        for name, admission in rows:
+            print(
+                f"{name:<34} {await flood_row(bootstrap, tasks, rate_per_s, admission)}", flush=True
+            )
+
+
 async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
     with contextlib.ExitStack() as stack:
         bootstrap = (
@@ -201,6 +329,11 @@ async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
             )
 
 
-def run(agent_counts: list[int], auctions: int, in_flight: int) -> int:
-    asyncio.run(main(agent_counts, auctions, in_flight))
+def run(
+    agent_counts: list[int], auctions: int, in_flight: int, flood_tasks: int = 0, rate: float = 900
+) -> int:
+    """The auction rates, or with `flood_tasks`, the flood's figures."""
+    asyncio.run(
+        flood(flood_tasks, rate) if flood_tasks else main(agent_counts, auctions, in_flight)
+    )
     return 0

@@ -14,6 +14,12 @@ only folds events in until it has caught up with the high-water marks it saw; th
 Offsets are committed only up to the first event of the oldest auction still open, so an open
 auction is always rebuilt whole and a closed one is never decided again.
 
+Backpressure (`[admission]`): an instance keeps at most `open_per_agent` auctions per live
+agent open (and never more than `max_open`). Further tasks wait their turn, oldest offset first;
+while the tasks in hand fill the bound, its `tasks` partitions are paused, so a flood waits on
+the topic rather than opening auctions nobody can bid in. Bids and reviews for a task still
+waiting there are held, not refused as orphans.
+
 Liveness comes from `agents`, which every instance reads whole, outside the group.
 """
 
@@ -32,8 +38,9 @@ from marketplace.core.auction import Auction, Roster, Windows
 from marketplace.core.clock import utc_now
 from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.memory import Memory, NoMemory
+from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
-from marketplace.shared.config import AuctionConfig, Config
+from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
 from schemas.codec import encode
 from schemas.events import (
     AgentHeartbeat,
@@ -67,6 +74,7 @@ class Auctioneer:
     ) -> None:
         self.bus = bus
         self.settings: AuctionConfig = config.auction
+        self.admission: AdmissionConfig = config.admission
         self.windows = Windows(
             bid=timedelta(seconds=config.auction.bid_window_s),
             jury=timedelta(seconds=config.auction.jury_window_s),
@@ -83,7 +91,10 @@ class Auctioneer:
         self._active: set[str] = set()  # open, or holding input not yet judged
         self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
         self._last_sweep = clock()
+        self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
+        self._held_at: dict[int, datetime] = {}  # partition → when its tasks were last held
         self._roster_ready = asyncio.Event()
+        self.broker_check_s = BROKER_CHECK_S
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
     # --- the loop ------------------------------------------------------------------------
@@ -92,19 +103,32 @@ class Auctioneer:
         await self.bus.start()
         await self.consumer.start()
         roster = asyncio.create_task(self._follow_roster(stop))
+        watch = asyncio.create_task(watch_broker(self.bus.config, self.broker_check_s))
         try:
             await self._roster_ready.wait()
             log.info("roster read: %d agents known", len(self.roster.beats))
             while not stop.is_set():
+                if watch.done():
+                    self._broker_lost(watch)
                 await self._poll()
         finally:
-            roster.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await roster
+            for task in (roster, watch):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BrokerLost):
+                    await task
             with contextlib.suppress(Exception):
                 await self._commit(self.consumer.assignment())
             await self.consumer.stop()
             await self.bus.stop()
+
+    @staticmethod
+    def _broker_lost(watch: asyncio.Task) -> None:
+        """Stops the loop with the watch's one message: nothing is decided on a lost log."""
+        try:
+            watch.result()
+        except BrokerLost as exc:
+            log.critical("%s", exc)
+            raise
 
     async def _poll(self) -> None:
         async for delivery in self.consumer.poll(TICK_S):
@@ -114,6 +138,7 @@ class Auctioneer:
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
+        self._hold_tasks()
         await self._commit(self.consumer.assignment())
 
     async def _route(self, event: TaskEvent, source: Source) -> None:
@@ -151,14 +176,17 @@ class Auctioneer:
         """Settles every auction whose partition is caught up, publishing what is decided."""
         now = self.clock()
         ready = self.consumer.ready_partitions()
+        admitted = self._admitted(ready, now)
         for task_id in list(self._active):
             auction = self.auctions[task_id]
             if self._partition(task_id) not in ready:
                 continue
             if auction.task is None and auction.phase != "closed":
-                if now - self._first_seen[task_id] > ORPHAN_TTL:
+                if self._orphan_due(task_id, now):
                     await self._publish_all(auction, auction.orphaned())
                 continue
+            if auction.phase == "new" and task_id not in admitted:
+                continue  # waits its turn
             while decisions := await self._settle(auction, now):
                 await self._publish_all(auction, decisions)
             if auction.phase == "closed" and not auction.pending:
@@ -169,6 +197,69 @@ class Auctioneer:
             for task_id, closed_at in list(self._closed_at.items()):
                 if now - closed_at > CLOSED_RETENTION and task_id not in self._active:
                     self._forget(task_id)
+
+    # --- admission ---------------------------------------------------------------------
+
+    def bound(self, now: datetime) -> int:
+        """How many auctions may be open: as many as the live agents can bid in."""
+        agents = max(1, len(self.roster.live(now)))
+        return min(self.admission.max_open, self.admission.open_per_agent * agents)
+
+    def open_count(self) -> int:
+        return sum(self._is_open(self.auctions[t]) for t in self._active)
+
+    @staticmethod
+    def _is_open(auction: AnyAuction) -> bool:
+        return auction.task is not None and auction.phase not in ("new", "closed")
+
+    def _waiting(self) -> list[str]:
+        """Tasks read but not yet admitted, in the order they are admitted: by offset."""
+        waiting = [
+            t for t in self._active if self.auctions[t].task and self.auctions[t].phase == "new"
+        ]
+        return sorted(waiting, key=self._task_position)
+
+    def _task_position(self, task_id: str) -> tuple[int, int]:
+        tp = TopicPartition(self.bus.topics.tasks, self._partition(task_id) or 0)
+        return self._first_offsets[task_id].get(tp, 0), tp.partition
+
+    def _admitted(self, ready: set[int], now: datetime) -> set[str]:
+        """The waiting tasks that may open now: the oldest first, while there is room."""
+        room = self.bound(now) - self.open_count()
+        waiting = [t for t in self._waiting() if self._partition(t) in ready]
+        return set(waiting[: max(room, 0)])
+
+    def _hold_tasks(self) -> None:
+        """Pauses the tasks partitions while the tasks in hand fill the bound, resumes them
+        once there is room. Partitions still catching up are never held: a restart reads the
+        open auctions whole first."""
+        now = self.clock()
+        in_hand = len(self._waiting()) + self.open_count()
+        ready = self.consumer.ready_partitions()
+        tasks = {
+            tp
+            for tp in self.consumer.assignment()
+            if tp.topic == self.bus.topics.tasks and tp.partition in ready
+        }
+        if in_hand >= self.bound(now):
+            self.consumer.pause(tasks)
+            self._paused = tasks
+            for tp in tasks:
+                self._held_at[tp.partition] = now
+        elif self._paused:
+            self.consumer.resume(self._paused)
+            self._paused = set()
+
+    def _orphan_due(self, task_id: str, now: datetime) -> bool:
+        """A bid or review whose task has not come: refused once its tasks partition has
+        been read freely (not held at the bound) for `ORPHAN_TTL`; till then the task may
+        still be waiting on the topic."""
+        partition = self._partition(task_id)
+        if any(tp.partition == partition for tp in self._paused):
+            return False
+        held = self._held_at.get(partition)
+        since = max(self._first_seen[task_id], held) if held else self._first_seen[task_id]
+        return now - since > ORPHAN_TTL
 
     def _new_auction(self, task_id: str) -> AnyAuction:
         """The configured mechanism's machine. Switching mechanism while auctions are open is
@@ -235,6 +326,7 @@ class Auctioneer:
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         await self._commit(partitions)
+        self._paused -= partitions
         lost = {tp.partition for tp in partitions}
         for task_id in [t for t in self.auctions if self._partition(t) in lost]:
             self._forget(task_id)

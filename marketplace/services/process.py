@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from marketplace.shared.admin import BROKER_LOST_EXIT, BrokerLost
 from marketplace.shared.bus import Bus
 
 
@@ -27,7 +28,10 @@ async def until_signalled(run: Callable[[asyncio.Event], Awaitable[None]], name:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     logging.getLogger(name).info("serving")
-    await run(stop)
+    try:
+        await run(stop)
+    except BrokerLost:  # the service said why, once; a supervisor must not restart it blindly
+        raise SystemExit(BROKER_LOST_EXIT) from None
     logging.getLogger(name).info("stopped")
 
 

@@ -349,6 +349,13 @@ class PartitionedConsumer:
     async def position(self, tp: TopicPartition) -> int:
         return await self._consumer.position(tp)
 
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        """Stops fetching from `partitions` (assigned ones): their records wait on the topic."""
+        self._consumer.pause(*(partitions & self.assignment()))
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._consumer.resume(*(partitions & self.assignment()))
+
     def ready_partitions(self) -> set[int]:
         """The partitions (by number) assigned and caught up: where the service may decide."""
         assigned = {tp.partition for tp in self.assignment()}

@@ -137,6 +137,16 @@ class AuctionConfig(Section):
     )
 
 
+class AdmissionConfig(Section):
+    """Backpressure: how many auctions one auctioneer keeps open at once. Further tasks wait in
+    order on the `tasks` topic, so a flood queues instead of opening auctions nobody can bid in."""
+
+    open_per_agent: int = Field(
+        default=2, ge=1, le=1000, description="open auctions per live agent (at least one agent)"
+    )
+    max_open: int = Field(default=64, ge=1, le=100_000, description="open auctions at most")
+
+
 class AgentConfig(Section):
     id: Id
     backend: Literal["llama_cpp", "openai", "scripted"]
@@ -213,6 +223,7 @@ class Config(Section):
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()
     auction: AuctionConfig = AuctionConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()

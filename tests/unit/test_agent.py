@@ -392,3 +392,33 @@ async def test_a_won_draft_is_delivered_as_it_is_without_a_model_call() -> None:
     assert result.usage == Usage() and result.cost == 0 and result.error == draft.failure
     other = lean_closed(draft).model_copy(update={"winner_agent_id": "o"})
     assert await a.respond(other) == []
+
+
+async def test_an_agent_restarted_recalls_the_task_and_its_plan_for_what_comes_after() -> None:
+    """What a restarted agent re-reads (`recall`) answers nothing but lets it execute an award
+    and refine its plan; without it the award is "the task is unknown to this agent"."""
+    before = agent()
+    [bid] = await before.respond(TASK)
+    jury = JuryCalled(
+        producer="auctioneer", task_id="add", round=0, bids=[bid], jurors=["s"], deadline=LATER
+    )
+    after = agent()
+    for event in (TASK, jury):
+        after.recall(event)
+    assert after.llm.calls == []  # recalled, not answered
+    invite = RefinementInvite(agent_id="s", examples=[])
+    refine = RefinementCalled(
+        producer="auctioneer",
+        task_id="add",
+        provisional_bid_id=uuid4(),
+        provisional_agent_id="o",
+        provisional_score=-2.0,
+        invites=[invite],
+        deadline=LATER,
+        scored=[],
+    )
+    [refined] = await after.respond(refine)
+    assert refined.round == 1 and bid.plan in after.llm.calls[0][-1]["content"]
+    award = closed().model_copy(update={"winner_bid_id": refined.bid_id})
+    [result] = await after.respond(award)
+    assert result.error != "the task is unknown to this agent" and result.output

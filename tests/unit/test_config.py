@@ -33,6 +33,7 @@ def test_the_example_prices_each_direction_and_documents_the_new_settings() -> N
     assert (small.executor, small.execute_rounds) == ("continue", 1)
     assert config.auction.mechanism == "lean"
     assert config.auction.lean.priors["small"].right_if_pass == 0.8
+    assert (config.admission.open_per_agent, config.admission.max_open) == (2, 64)
 
 
 def test_an_agent_has_no_single_price_any_more() -> None:
@@ -99,6 +100,9 @@ def test_environment_overrides_connection_settings() -> None:
             {"broker": {"dead_letter_excerpt_bytes": 1_000_000}},
             "broker.dead_letter_excerpt_bytes: Input should be less than or equal to 65536",
         ),
+        ({"admission": {"open_per_agent": 0}}, "admission.open_per_agent: Input should be"),
+        ({"admission": {"max_open": "many"}}, "admission.max_open: Input should be"),
+        ({"admission": {"queue": 5}}, "admission.queue: Extra inputs are not permitted"),
     ],
 )
 def test_bad_config_fails_naming_the_field(data: dict, names: str) -> None:

@@ -1,0 +1,119 @@
+"""A broker that dies or comes back empty is noticed: the stack stops with one message instead
+of logging errors forever, and an auctioneer stops rather than deciding on a lost log."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from marketplace.services.auctioneer import Auctioneer
+from marketplace.shared.admin import BrokerLost, ensure_topics
+from marketplace.shared.bus import Bus
+from marketplace.shared.config import AuctionConfig, BrokerConfig, Config
+from marketplace.shared.local_broker import LocalBroker, free_port
+from tests.integration.test_stack import CLEAN_ENV, Up, write_config
+
+
+@pytest.fixture
+def ups(tmp_path: Path) -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:  # a failed test leaves nothing behind: the services first, then `up`
+        if up.process.poll() is None:
+            for child in up.descendants():
+                child.kill()
+            up.process.kill()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of this test's own, to restart empty (Tansu keeps its log in memory)."""
+    broker = LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log").start()
+    yield broker
+    broker.stop()
+
+
+def restart_empty(broker: LocalBroker, tmp_path: Path) -> LocalBroker:
+    broker.stop()
+    return LocalBroker(port=broker.port, log_path=tmp_path / "tansu-again.log").start()
+
+
+def finished_output(up: Up) -> str:
+    """All an exited `sale up` printed (the rest is read through the same buffered reader)."""
+    assert up.process.stdout is not None
+    return "".join(up.lines) + up.process.stdout.read()
+
+
+def test_up_stops_with_one_message_when_its_broker_dies(
+    tmp_path: Path, ups: list[Up], database_server: str
+) -> None:
+    config = write_config(tmp_path / "sale.toml", "dies.", tmp_path / "pg")
+    up = Up(config, {**CLEAN_ENV, "DATABASE_URL": database_server}, tmp_path / "run")
+    ups.append(up)
+    up.wait_for("sale up: ready")
+    up.wait_for("[monitor]")
+    children = up.descendants()
+    [tansu] = [p for p in children if "tansu" in " ".join(p.cmdline())]
+    tansu.send_signal(signal.SIGKILL)
+    up.wait_for("sale up: broker lost", timeout_s=30)
+    assert up.process.wait(timeout=60) == 1
+    output = finished_output(up)
+    assert output.count("broker lost") == 1, output
+    assert "sale up: stopped" in output, output
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+
+
+def test_up_stops_with_one_message_when_its_broker_comes_back_empty(
+    tmp_path: Path, ups: list[Up], database_server: str, own_broker: LocalBroker
+) -> None:
+    config = write_config(tmp_path / "sale.toml", "empty.", tmp_path / "pg", '["auctioneer"]')
+    env = {**CLEAN_ENV, "KAFKA_BOOTSTRAP": own_broker.bootstrap, "DATABASE_URL": database_server}
+    up = Up(config, env, tmp_path / "run")
+    ups.append(up)
+    up.wait_for("sale up: ready")
+    up.wait_for("roster read")
+    again = restart_empty(own_broker, tmp_path)
+    try:
+        up.wait_for("sale up: broker lost", timeout_s=30)
+        assert up.process.wait(timeout=60) == 1
+    finally:
+        again.stop()
+    output = finished_output(up)
+    assert output.count("sale up: broker lost") == 1, output
+    assert "lost 9 of the marketplace's topics" in output or "auctioneer stopped" in output
+
+
+async def test_an_auctioneer_stops_when_its_broker_comes_back_empty(
+    tmp_path: Path, own_broker: LocalBroker
+) -> None:
+    broker = BrokerConfig(
+        bootstrap=own_broker.bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        partitions=2,
+        fetch_max_wait_ms=10,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+    )
+    await ensure_topics(broker)
+    config = Config(broker=broker, auction=AuctionConfig(mechanism="paper"))
+    auctioneer = Auctioneer(config, Bus(broker, producer="auctioneer"))
+    auctioneer.broker_check_s = 0.5
+    stop = asyncio.Event()
+    running = asyncio.create_task(auctioneer.run(stop))
+    async with asyncio.timeout(30):
+        while not auctioneer.consumer.assignment():
+            await asyncio.sleep(0.1)
+    again = restart_empty(own_broker, tmp_path)
+    try:
+        with pytest.raises(BrokerLost, match="came back empty"):
+            await asyncio.wait_for(running, 60)
+    finally:
+        stop.set()
+        again.stop()
