@@ -14,6 +14,7 @@ from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, ConfigError, SecurityConfig
 from marketplace.shared.keyfiles import new_key, read_keyring, remove_public, trust_of
 from schemas.events import AgentHeartbeat, AuctionClosed, BidSubmitted, CodingInputs, TaskPosted
+from tests.samples import every_event
 
 
 def make(tmp_path: Path, **principals: str) -> signing.Trust:
@@ -62,6 +63,25 @@ def test_what_a_consumer_refuses_and_why(tmp_path: Path) -> None:
     assert "may not produce AuctionClosed" in trust.check(close, headers(trust, "a", close))
     close = AuctionClosed(producer="b", task_id="t", reason="no_bids")
     assert "producer" in trust.check(close, headers(trust, "auctioneer", close))
+
+
+DECIDING = {"AuctionOpened", "BidRequested", "JuryCalled", "RefinementCalled"}
+DECIDING |= {"SubmissionRejected", "AuctionClosed", "TaskOutcome"}
+
+
+@pytest.mark.parametrize("forger", ["agent", "client", "recorder", "monitor"])
+def test_no_deciding_event_is_believed_from_a_key_that_may_not_decide(
+    tmp_path: Path, forger: str
+) -> None:
+    """Every decision (the auctioneer's and the verifier's), forged under a key of any other
+    role with a self-consistent producer, is refused."""
+    trust = make(tmp_path, mallory=forger)
+    deciding = [e for e in every_event() if e.type in DECIDING]
+    assert {e.type for e in deciding} == DECIDING
+    for event in deciding:
+        forged = event.model_copy(update={"producer": "mallory"})
+        refused = trust.check(forged, headers(trust, "mallory", forged))
+        assert refused is not None and f"may not produce {event.type}" in refused
 
 
 def test_nothing_is_refused_when_signatures_are_not_required(tmp_path: Path) -> None:
