@@ -53,6 +53,19 @@ async def live_runs(server_url: str, matrix: str) -> dict[str, list[list[TaskRun
     return found
 
 
+def on_tasks(
+    live: dict[str, list[list[TaskRun]]], tasks: set[str]
+) -> dict[str, list[list[TaskRun]]]:
+    """The live runs cut to the evaluation's tasks; a run with none of them is left out (a live
+    run on HumanEval says nothing of an MBPP evaluation)."""
+    kept = {}
+    for name, reps in live.items():
+        cut = [[r for r in runs if r.task_id in tasks] for runs in reps]
+        if all(cut):
+            kept[name] = cut
+    return kept
+
+
 async def bench_report(
     config: Config, train_specs: Sequence[str], test_specs: Sequence[str], out: Path
 ) -> str:
@@ -71,7 +84,10 @@ async def bench_report(
     replayed = table.matrix_methods(
         train, test, config.auction.weights, prices, vectors, config.auction.lean
     )
-    live = await live_runs(config.database.url, matrix.fingerprint(config.agents))
+    live = on_tasks(
+        await live_runs(config.database.url, matrix.fingerprint(config.agents)),
+        set(test.complete_tasks()),
+    )
     out.mkdir(parents=True, exist_ok=True)
     sections = [_bench_section("Replayed from the matrix", replayed, prices, largest, out, "")]
     if live:

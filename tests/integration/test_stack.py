@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from marketplace.shared.bus import Bus, Source
-from marketplace.shared.config import BrokerConfig
+from marketplace.shared.config import BrokerConfig, SecurityConfig
+from marketplace.shared.keyfiles import trust_of
 from marketplace.shared.local_broker import wait_for_port
 from schemas.events import Event
 from schemas.topics import Topics
@@ -105,9 +106,12 @@ async def test_up_starts_broker_postgres_and_services_then_stops_all_of_them(
     pg_pid = postmaster_pid(data_dir)
     assert psutil.pid_exists(pg_pid)
 
-    # The monitor service is live: an event published now shows up in its output.
+    # The monitor service is live: an event the stack's client key signs, published now,
+    # shows up in its output (one signed by a key the stack does not know would be refused).
     broker = BrokerConfig(bootstrap=bootstrap, topic_prefix="up.", partitions=2)
-    async with Bus(broker, producer="test") as bus:
+    keys = tmp_path / "run" / "keys"
+    trust = trust_of(SecurityConfig(keyring=keys / "keyring.toml", key_dir=keys))
+    async with Bus(broker, producer="client", trust=trust) as bus:
         await asyncio.sleep(1.5)  # the monitor reads from "now": let it join its group first
         await bus.publish(every_event(task_id="seen-by-monitor")[0])
     up.wait_for("seen-by-monitor", timeout_s=20)
