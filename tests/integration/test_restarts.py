@@ -17,7 +17,7 @@ from agents.scripted_agent import ScriptedAgent
 from marketplace.services.auctioneer import Auctioneer
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import AgentConfig, BrokerConfig
-from marketplace.shared.keyfiles import new_key
+from marketplace.shared.keyfiles import ensure_keys
 from schemas.events import AuctionClosed, TaskResult
 from tests.integration.test_auctioneer import Market, make_config, task
 
@@ -75,7 +75,8 @@ async def test_an_agent_killed_between_bid_and_award_is_replaced_and_delivers_on
 ) -> None:
     """kill -9 of `sale agent` after its bids: no goodbye, no last commit. A new process of the
     same agent wins and delivers each task exactly once, knowing the task."""
-    new_key("llm", "agent", Path(os.environ["SALE_KEY_DIR"]), Path(os.environ["SALE_KEYRING"]))
+    key_dir, keyring = Path(os.environ["SALE_KEY_DIR"]), Path(os.environ["SALE_KEYRING"])
+    ensure_keys({"llm": "agent"}, key_dir, keyring)  # the process signs with it
     async with Market(make_config(broker_config, window_s=10.0)) as m:
         await m.agent(ScriptedAgent("mute", price=0.9, bids=False))  # holds bidding open
         victim = start_agent_process(broker_config, tmp_path, "victim")
