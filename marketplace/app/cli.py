@@ -64,6 +64,7 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     configure_logging("auctioneer")
     _secure(config)
     auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
+    # no `broker`: the auctioneer watches it itself, so as to decide nothing on a lost log
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
 
@@ -98,7 +99,7 @@ def _recorder(config: Config, args: argparse.Namespace) -> int:
     configure_logging("recorder")
     _secure(config)
     recorder = Recorder(config, Bus(config.broker, producer="recorder"), config.database.url)
-    asyncio.run(until_signalled(recorder.run, "recorder"))
+    asyncio.run(until_signalled(recorder.run, "recorder", config.broker))
     return 0
 
 
@@ -112,7 +113,7 @@ def _verifier(config: Config, args: argparse.Namespace) -> int:
     _secure(config)
     verifier = Verifier(config, Bus(config.broker, producer="verifier"))
     try:
-        asyncio.run(until_signalled(verifier.run, "verifier"))
+        asyncio.run(until_signalled(verifier.run, "verifier", config.broker))
     except SandboxUnavailable as exc:
         print(f"sale verifier: {exc}", file=sys.stderr)
         return 1
@@ -209,7 +210,7 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
         async with service:
             await stop.wait()
 
-    asyncio.run(until_signalled(run, f"agent.{settings.id}"))
+    asyncio.run(until_signalled(run, f"agent.{settings.id}", config.broker))
     return 0
 
 

@@ -127,7 +127,7 @@ class Auctioneer:
         try:
             watch.result()
         except BrokerLost as exc:
-            log.critical("%s", exc)
+            log.critical("broker lost: %s", exc)
             raise
 
     async def _poll(self) -> None:

@@ -80,14 +80,22 @@ def lost_message(config: BrokerConfig, missing: list[str]) -> str:
     )
 
 
-async def watch_broker(config: BrokerConfig, interval_s: float = BROKER_CHECK_S) -> None:
+async def watch_broker(
+    config: BrokerConfig, interval_s: float = BROKER_CHECK_S, seen: bool = True
+) -> None:
     """Checks every `interval_s` that the broker still has the topics; raises `BrokerLost`
-    when it answers without them. Never returns otherwise."""
+    when it answers without them. Never returns otherwise.
+
+    `seen=False` when the topics may not have been created yet (the watch starts before the
+    service's bus, and the recorder may wait for Postgres first): then they count as lost only
+    once a check has found them all."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             missing = await missing_topics(config)
         except BrokerUnreachable:
             continue
-        if missing:
+        if not missing:
+            seen = True
+        elif seen:
             raise BrokerLost(lost_message(config, missing))

@@ -4,7 +4,10 @@ of logging errors forever, and an auctioneer stops rather than deciding on a los
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,9 @@ from marketplace.services.auctioneer import Auctioneer
 from marketplace.shared.admin import BrokerLost, ensure_topics
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import AuctionConfig, BrokerConfig, Config
+from marketplace.shared.keyfiles import new_key
 from marketplace.shared.local_broker import LocalBroker, free_port
-from tests.integration.test_stack import CLEAN_ENV, Up, write_config
+from tests.integration.test_stack import CLEAN_ENV, SALE, Up, write_config
 
 
 @pytest.fixture
@@ -117,3 +121,66 @@ async def test_an_auctioneer_stops_when_its_broker_comes_back_empty(
     finally:
         stop.set()
         again.stop()
+
+
+LONE = {  # a service run alone, as a user runs it, and what else its config needs
+    "recorder": ["recorder"],
+    "monitor": ["monitor"],
+    "agent": ["agent", "--id", "lone"],
+}
+
+
+@pytest.mark.parametrize("service", list(LONE))
+def test_a_service_run_alone_stops_with_one_message_when_its_broker_comes_back_empty(
+    service: str, tmp_path: Path, database_server: str, own_broker: LocalBroker
+) -> None:
+    """`sale recorder`, `sale monitor`, `sale agent` without `sale up`: each watches its broker
+    itself and exits 3 with one `broker lost: ...` (the same helper serves the verifier)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    config = tmp_path / "sale.toml"
+    config.write_text(
+        f'[broker]\ntopic_prefix = "{prefix}"\npartitions = 2\nfetch_max_wait_ms = 10\n'
+        "session_timeout_ms = 2000\nheartbeat_interval_ms = 300\n"
+        '[auction]\nmechanism = "paper"\n'
+        '[[agents]]\nid = "lone"\nbackend = "scripted"\nmodel = "scripted"\n'
+        'input_price = 0.01\noutput_price = 0.01\nexecutor = "chat"\n'
+    )
+    if service == "agent":
+        new_key("lone", "agent", Path(os.environ["SALE_KEY_DIR"]), Path(os.environ["SALE_KEYRING"]))
+    env = {**os.environ, "KAFKA_BOOTSTRAP": own_broker.bootstrap, "DATABASE_URL": database_server}
+    log = tmp_path / f"{service}.log"
+    process = subprocess.Popen(
+        [*SALE, "--config", str(config), *LONE[service]],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    again: LocalBroker | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in log.read_text() or not _has_topics(own_broker, prefix):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(6)  # one check of the broker sees the topics
+        again = restart_empty(own_broker, tmp_path)
+        assert process.wait(timeout=60) == 3, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if again is not None:
+            again.stop()
+    output = log.read_text()
+    assert output.count("broker lost: ") == 1, output
+    assert "came back empty" in output, output
+
+
+def _has_topics(broker: LocalBroker, prefix: str) -> bool:
+    from marketplace.shared.admin import BrokerUnreachable, missing_topics
+
+    try:
+        return not asyncio.run(
+            missing_topics(BrokerConfig(bootstrap=broker.bootstrap, topic_prefix=prefix))
+        )
+    except BrokerUnreachable:
+        return False
