@@ -13,12 +13,15 @@ from tests.integration.test_auctioneer import Market, make_config, task
 
 FLOOD = 50
 AGENT_DELAY_S = 0.05  # per event: the agents answer far slower than the tasks arrive
+# A phase ends early once every agent answered; the window is only the timeout, and it must
+# outlast an agent working through its queue of the whole flood (50 × 0.05 s, more under load).
+WINDOW_S = 10.0
 
 
 async def test_a_flood_queues_within_the_bound_and_no_auction_closes_bidless(
     broker_config: BrokerConfig, topics: object
 ) -> None:
-    config = make_config(broker_config, window_s=1.0).model_copy(
+    config = make_config(broker_config, window_s=WINDOW_S).model_copy(
         update={"admission": AdmissionConfig(open_per_agent=2, max_open=3)}
     )
     async with Market(config) as m:
