@@ -14,6 +14,7 @@ from marketplace.shared.config import Config, ConfigError, config_path, load_con
 
 if TYPE_CHECKING:
     from marketplace.log.memory import Memory
+    from marketplace.shared.tokens import Tokenizers
 
 
 def _secure(config: Config) -> None:
@@ -63,10 +64,20 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
 
     configure_logging("auctioneer")
     _secure(config)
-    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
+    bus = Bus(config.broker, producer="auctioneer")
+    auctioneer = Auctioneer(config, bus, _memory(config), tokenizers=_tokenizers(config))
     # no `broker`: the auctioneer watches it itself, so as to decide nothing on a lost log
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
+
+
+def _tokenizers(config: Config) -> Tokenizers:
+    """The vocabularies of the configured local models: bids of theirs get their plans recounted."""
+    from agents.install import model_path
+    from marketplace.shared.tokens import Tokenizers
+
+    local = [a for a in config.agents if a.backend == "llama_cpp"]
+    return Tokenizers({a.model: a.path or model_path(a.tier) for a in local if a.path or a.tier})
 
 
 def _memory(config: Config) -> Memory:
