@@ -396,6 +396,8 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         configure_logging("bench.worker")
         plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
         return 0 if asyncio.run(matrix.work(config, plan)) >= 0 else 1
+    if args.action == "recount":
+        return _recount(config, Path(args.archive))
     with resolve_server(config.database.url, config.database.data_dir) as url:
         os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
         config = _with_database(config, url)
@@ -429,6 +431,18 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         worker += ["--escalate", *args.escalate] if args.escalate else []
         name = asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
     print(f"matrix {name}: complete")
+    return 0
+
+
+def _recount(config: Config, archive: Path) -> int:
+    """Prints how often the plan-token recount would refuse the archive's honest completions."""
+    from marketplace.bench.recount import recount
+
+    tallies = recount(archive, _tokenizers(config))
+    for model, tally in sorted(tallies.items()):
+        print(tally.line(model))
+    if not tallies:
+        print("no archived model's vocabulary is installed (see `sale models install`)")
     return 0
 
 
@@ -631,7 +645,8 @@ def parser() -> argparse.ArgumentParser:
         help="the benchmark: choose the executor, fill the matrix, run live, compare every method",
     )
     bench_cmd.add_argument(
-        "action", choices=["matrix", "live", "export", "worker", "executors", "compare"]
+        "action",
+        choices=["matrix", "live", "export", "worker", "executors", "compare", "recount"],
     )
     bench_cmd.add_argument(
         "--train", nargs="+", default=["mbpp:0:100"], help="compare: the training split"

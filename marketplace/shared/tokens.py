@@ -12,6 +12,7 @@ weights); for any other model, and without llama-cpp-python, nothing is recounte
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -59,7 +60,16 @@ def _load(path: Path | None) -> Tokenizer | None:
     if path is None or not path.is_file():
         return None
     try:
-        from llama_cpp import Llama
+        import llama_cpp
     except ImportError:
         return None
-    return Llama(model_path=str(path), vocab_only=True, verbose=False)
+    _QUIET.append(llama_cpp.llama_log_callback(_silent))  # kept: llama.cpp holds a pointer
+    llama_cpp.llama_log_set(_QUIET[-1], ctypes.c_void_p(0))  # a load prints context warnings
+    return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+
+
+_QUIET: list[object] = []
+
+
+def _silent(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log, unheard: a vocabulary load has nothing to tell a service's reader."""
