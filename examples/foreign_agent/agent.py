@@ -23,7 +23,7 @@ only tasks you trust this way).
     # once: make a key and register its public key in the market's keyring (role "agent")
     python examples/foreign_agent/agent.py --key foreign.key --agent-id foreign --keyring-entry \\
         >> .sale/keys/keyring.toml
-    python examples/foreign_agent/agent.py --bootstrap localhost:9092 --prefix sale. \\
+    python examples/foreign_agent/agent.py --bootstrap HOST:PORT --prefix sale. \\
         --key foreign.key --agent-id foreign [--keyring .sale/keys/keyring.toml]
 
 With --keyring it believes only tasks signed by a client key and decisions signed by the
@@ -65,6 +65,12 @@ DOMAIN = b"sale-event-v1\x00"
 KEY_ID_HEADER = "sale-key-id"
 SIGNATURE_HEADER = "sale-signature"
 TRUSTED_ROLES = {"tasks": ("client", "any"), "auctions": ("auctioneer", "any")}
+STREAM_OF = {  # where each event it sends goes (docs/contract/asyncapi.json)
+    "AgentHeartbeat": "agents",
+    "BidSubmitted": "bids",
+    "ReviewSubmitted": "reviews",
+    "TaskResult": "results",
+}
 
 # --- canonical JSON: the bytes that are sent and signed ----------------------------------------
 
@@ -142,7 +148,9 @@ class Keyring:
         data = tomllib.loads(self.path.read_text())
         self.keys = {entry["id"]: entry for entry in data.get("keys", [])}
 
-    def refusal(self, stream: str, value: bytes, headers: dict[str, bytes]) -> str | None:
+    def refusal(
+        self, stream: str, event: dict[str, Any], value: bytes, headers: dict[str, bytes]
+    ) -> str | None:
         """Why a record is not to be believed, or None."""
         kid = headers.get(KEY_ID_HEADER, b"").decode()
         if kid not in self.keys:
@@ -156,7 +164,9 @@ class Keyring:
         except (InvalidSignature, ValueError):
             return f"bad signature for key {kid}"
         if entry["role"] not in TRUSTED_ROLES[stream]:
-            return f"a {entry['role']} key may not speak on {stream}"
+            return f"the {entry['role']} role may not speak on {stream}"
+        if entry["role"] != "any" and event.get("producer") != entry["principal"]:
+            return f"producer {event.get('producer')!r} is not the signer {entry['principal']!r}"
         return None
 
 
@@ -347,21 +357,13 @@ async def run(args: argparse.Namespace, me: Me) -> None:
 
     async def send(event: dict[str, Any]) -> None:
         key, value, headers = me.record(event)
-        topic = (
-            prefix
-            + {
-                "AgentHeartbeat": "agents",
-                "BidSubmitted": "bids",
-                "ReviewSubmitted": "reviews",
-                "TaskResult": "results",
-            }[event["type"]]
-        )
+        topic = prefix + STREAM_OF[event["type"]]
         await producer.send_and_wait(topic, value, key=key, headers=headers)
 
     async def beat() -> None:
         while True:
-            await send(me.heartbeat("up"))
             await asyncio.sleep(args.heartbeat_s)
+            await send(me.heartbeat("up"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -373,8 +375,8 @@ async def run(args: argparse.Namespace, me: Me) -> None:
             await asyncio.sleep(0.05)
         for tp in consumer.assignment():
             await consumer.position(tp)
+        await send(me.heartbeat("up"))  # acknowledged: the auctioneer will count it in
         beating = asyncio.create_task(beat())
-        await asyncio.sleep(0)
         say(f"{me.agent_id}: ready (key {me.key_id})")
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
@@ -396,16 +398,18 @@ async def run(args: argparse.Namespace, me: Me) -> None:
 
 
 def handle(agent: Agent, keyring: Keyring | None, stream: str, record: Any) -> list[dict]:
+    """The replies to one record; nothing for a record that is no event or not believed."""
     try:
         event = json.loads(record.value)
-    except (TypeError, ValueError):
-        return []  # not an event: the market dead-letters it, nothing for us to do
-    if keyring is not None:
-        refused = keyring.refusal(stream, record.value, dict(record.headers or ()))
-        if refused:
-            say(f"{agent.me.agent_id}: ignored a {event.get('type')} on {stream}: {refused}")
-            return []
-    return agent.answer(event)
+        if keyring is not None:
+            refused = keyring.refusal(stream, event, record.value, dict(record.headers or ()))
+            if refused:
+                say(f"{agent.me.agent_id}: ignored a {event.get('type')} on {stream}: {refused}")
+                return []
+        return agent.answer(event)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        say(f"{agent.me.agent_id}: ignored a record on {stream} it cannot read: {exc!r}")
+        return []  # the market's own consumers dead-letter what is malformed
 
 
 def main() -> int:

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from marketplace.shared import contract
-from marketplace.shared.keyfiles import read_keyring
-from marketplace.shared.signing import Keyring, PublicKey, header_map, key_id_of
+from marketplace.shared.keyfiles import new_key, private_path, read_keyring, read_private
+from marketplace.shared.signing import Keyring, PublicKey, Signer, header_map, key_id_of
 from schemas.codec import decode, encode
 from schemas.events import (
     AuctionClosed,
@@ -190,3 +190,30 @@ def test_its_keyring_entry_is_one_the_market_reads(tmp_path: Path, foreign) -> N
     [entry] = read_keyring(keyring)
     assert (entry.principal, entry.role) == ("foreign", "agent")
     assert entry.key_id == key_id_of(key.public_key())
+
+
+def test_with_the_keyring_it_believes_only_what_the_market_signed(tmp_path: Path, foreign) -> None:
+    key_dir, keyring_path = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    new_key("auctioneer", "auctioneer", key_dir, keyring_path)
+    new_key("small", "agent", key_dir, keyring_path)
+    keyring = foreign.Keyring(keyring_path)
+    opened = AuctionOpened(
+        producer="auctioneer",
+        task_id="t-1",
+        agents=[],
+        bid_deadline=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+    def refusal(signer: str, event: Event, value: bytes | None = None) -> str | None:
+        headers = Signer(signer, read_private(private_path(key_dir, signer))).headers(event)
+        value = value or encode(event)
+        return keyring.refusal(
+            "auctions", json.loads(value), value, {k: v.encode() for k, v in headers.items()}
+        )
+
+    assert refusal("auctioneer", opened) is None
+    forged = encode(opened.model_copy(update={"agents": ["small"]}))
+    assert refusal("auctioneer", opened, forged).startswith("bad signature")
+    posing = opened.model_copy(update={"producer": "small"})
+    assert refusal("small", posing) == "the agent role may not speak on auctions"
+    assert keyring.refusal("auctions", {}, b"{}", {}).startswith("unknown or missing key id")
