@@ -508,6 +508,41 @@ async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
         await conn.close()
 
 
+def _contract(config: Config | None, args: argparse.Namespace) -> int:
+    """`sale contract`: writes the event schemas and the AsyncAPI document into --out, or with
+    --check names the files there that differ from what the code generates."""
+    from marketplace.shared.contract import contract_files
+
+    out = Path(args.out)
+    files = contract_files()
+    stale = sorted(
+        str(path.relative_to(out))
+        for path in out.glob("events/*.json")
+        if str(path.relative_to(out)) not in files
+    )
+    differ = [
+        name
+        for name, text in files.items()
+        if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text
+    ]
+    if args.check:
+        for name in differ:
+            state = "differs from" if (out / name).is_file() else "is missing, made by"
+            print(f"sale contract: {out / name} {state} the code", file=sys.stderr)
+        for name in stale:
+            print(f"sale contract: {out / name} is no longer made by the code", file=sys.stderr)
+        if differ or stale:
+            print("sale contract: regenerate with `sale contract`", file=sys.stderr)
+        return 1 if differ or stale else 0
+    for name in differ:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(files[name], encoding="utf-8")
+    for name in stale:
+        (out / name).unlink()
+    print(f"sale contract: {len(differ)} written, {len(stale)} removed, in {out}")
+    return 0
+
+
 def signing_roles() -> tuple[str, ...]:
     from marketplace.shared.signing import ROLES
 
@@ -565,6 +600,16 @@ def parser() -> argparse.ArgumentParser:
     for sub in keys_commands.choices.values():
         sub.add_argument("--keyring", metavar="FILE", help="default: [security].keyring")
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+
+    contract = commands.add_parser(
+        "contract", help="write the event schemas and AsyncAPI document (docs/contract/)"
+    )
+    contract.add_argument("--out", default="docs/contract", help="where (default: docs/contract)")
+    contract.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming the files that differ"
+    )
+    contract.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    contract.set_defaults(run=_contract, needs_config=False)
 
     audit = commands.add_parser("audit", help="print the whole story of one task")
     audit.add_argument("task_id", metavar="TASK_ID")
