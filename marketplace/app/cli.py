@@ -75,7 +75,6 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
 
 def _memory(config: Config) -> Memory:
     """The auction memory in Postgres when there is a database and the embeddings model."""
-
     from marketplace.log.memory import NoMemory, PostgresMemory
     from marketplace.shared import embeddings
 
