@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 from agents.scripted_agent import ScriptedAgent
 from marketplace.log import replay
 from marketplace.services.recorder import Recorder
+from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
 from marketplace.shared.bus import Bus, from_start, reader
 from marketplace.shared.config import BrokerConfig, Config
@@ -42,6 +43,8 @@ from marketplace.shared.database import (
     local_server_answers,
     resolve_server,
 )
+from marketplace.shared.kafka_auth import client_options
+from marketplace.shared.keyfiles import run_keys
 from marketplace.shared.local_broker import LocalBroker
 from marketplace.testing.market import Market
 from schemas.codec import encode
@@ -161,24 +164,37 @@ class Progress:
 
 
 async def publish(broker: BrokerConfig, events: list[Event]) -> None:
+    """Writes `events` to their topics, each signed by its producer's key (as the stack would)."""
     await ensure_topics(broker)
     topics = Topics(broker.topic_prefix)
     producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, linger_ms=5, enable_idempotence=False
+        bootstrap_servers=broker.bootstrap,
+        linger_ms=5,
+        enable_idempotence=False,
+        **client_options(broker),
     )
     await producer.start()
     progress = Progress("publishing", len(events))
+    signers = {e.producer: signing.current().signer(e.producer) for e in events}
     try:
         for start in range(0, len(events), 1000):
             chunk = events[start : start + 1000]
             sent = [
-                await producer.send(topics.for_event(e), encode(e), key=e.key.encode())
+                await producer.send(
+                    topics.for_event(e), encode(e), key=e.key.encode(), headers=_signed(e, signers)
+                )
                 for e in chunk
             ]
             await asyncio.gather(*sent)
             progress(start + len(chunk))
     finally:
         await producer.stop()
+
+
+def _signed(event: Event, signers: dict) -> list[tuple[str, bytes]]:
+    signer = signers[event.producer]
+    headers = {"type": event.type, **(signer.headers(event) if signer else {})}
+    return [(name, value.encode()) for name, value in headers.items()]
 
 
 async def raw_consume_rate(broker: BrokerConfig, count: int) -> Measure:
@@ -304,4 +320,7 @@ async def main(count: int) -> int:
 
 
 def run(count: int) -> int:
-    return asyncio.run(main(count))
+    """The figures, with every event signed and checked as deployed (keys made for the run)."""
+    principals = {"client": "client", "auctioneer": "auctioneer", "verifier": "verifier"}
+    with run_keys(principals | {agent: "agent" for agent in AGENTS} | {"recorder": "recorder"}):
+        return asyncio.run(main(count))

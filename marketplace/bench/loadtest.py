@@ -35,6 +35,7 @@ from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
+from marketplace.shared.keyfiles import run_keys
 from marketplace.shared.local_broker import LocalBroker
 from schemas.events import AuctionClosed, AuctionOpened, CodingInputs, Event, TaskPosted
 
@@ -332,8 +333,13 @@ async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
 def run(
     agent_counts: list[int], auctions: int, in_flight: int, flood_tasks: int = 0, rate: float = 900
 ) -> int:
-    """The auction rates, or with `flood_tasks`, the flood's figures."""
-    asyncio.run(
-        flood(flood_tasks, rate) if flood_tasks else main(agent_counts, auctions, in_flight)
-    )
+    """The auction rates, or with `flood_tasks`, the flood's figures. Every event is signed
+    and checked, as deployed, with keys made for the run."""
+    agents = max([FLOOD_AGENTS, *agent_counts])
+    principals = {"auctioneer": "auctioneer", "loadtest": "client"}
+    principals |= {f"agent{i}": "agent" for i in range(agents)}
+    with run_keys(principals):
+        asyncio.run(
+            flood(flood_tasks, rate) if flood_tasks else main(agent_counts, auctions, in_flight)
+        )
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from marketplace.shared import signing
 from marketplace.shared.config import ConfigError, SecurityConfig
 from marketplace.shared.signing import (
     ROLES,
@@ -208,3 +210,27 @@ class _Rereader:
             return None  # caught mid-write: look again next time
         self.seen = stamp
         return keys
+
+
+@contextlib.contextmanager
+def run_keys(principals: Mapping[str, str]) -> Iterator[Path]:
+    """Keys for a run that stands alone (the load benchmarks): a throwaway keyring for
+    `principals` (→ role), installed in this process and named to the processes it starts
+    by $SALE_KEYRING and $SALE_KEY_DIR, so everything is signed and checked as deployed."""
+    saved = {name: os.environ.get(name) for name in ("SALE_KEYRING", "SALE_KEY_DIR")}
+    before = signing.current()
+    with tempfile.TemporaryDirectory(prefix="sale-keys-") as folder:
+        key_dir = Path(folder)
+        keyring = key_dir / "keyring.toml"
+        ensure_keys(principals, key_dir, keyring)
+        signing.install(trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir)))
+        os.environ.update(SALE_KEYRING=str(keyring), SALE_KEY_DIR=str(key_dir))
+        try:
+            yield key_dir
+        finally:
+            signing.install(before)
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
