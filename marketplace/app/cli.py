@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
+from marketplace.shared.extras import MissingExtra
 
 if TYPE_CHECKING:
     from marketplace.log.memory import Memory
@@ -703,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:
+        print(f"sale: {exc}", file=sys.stderr)
         return 2
 
 

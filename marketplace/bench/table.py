@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from types import ModuleType
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from marketplace.core.metrics import (
     spread,
     summarize,
 )
+from marketplace.shared import extras
 from marketplace.shared.config import LeanConfig
 from schemas.events import Weights
 
@@ -198,11 +200,15 @@ def markdown(table: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def plot_cost_vs_pass(table: Sequence[Row], path: Path) -> None:
-    import matplotlib
-
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot drawing into files (Agg), from the `bench` extra."""
+    matplotlib = extras.need("matplotlib", "bench", "plotting the benchmark's results")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return extras.need("matplotlib.pyplot", "bench", "plotting the benchmark's results")
+
+
+def plot_cost_vs_pass(table: Sequence[Row], path: Path) -> None:
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for row in table:
@@ -236,10 +242,7 @@ def plot_cost_vs_pass(table: Sequence[Row], path: Path) -> None:
 def plot_shares(
     runs_by_name: Mapping[str, Sequence[TaskRun]], agents: Sequence[str], window: int, path: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(
         len(runs_by_name), 1, figsize=(8, 2.6 * len(runs_by_name)), squeeze=False
