@@ -138,7 +138,7 @@ def test_the_model_server_serves_the_installed_models_by_their_names() -> None:
 
 def test_the_model_server_file_is_what_llama_cpp_reads() -> None:
     settings = pytest.importorskip("llama_cpp.server.settings")
-    text = (ROOT / "deploy" / "model-server.json").read_text()
+    text = (ROOT / "examples" / "model-server.json").read_text()
     parsed = settings.ConfigFileSettings.model_validate_json(text)
     aliases = [m["model_alias"] for m in json.loads(text)["models"]]
     assert [m.model_alias for m in parsed.models] == aliases
@@ -156,7 +156,7 @@ def test_the_front_door_is_published_and_checked_on_its_port() -> None:
 
 def test_no_service_mounts_benchmark_data_or_shows_keys_to_the_sandbox() -> None:
     named = set(COMPOSE.get("volumes", {}))
-    config_files = {"./examples/sale.toml", "./deploy/model-server.json"}
+    config_files = {"./examples/sale.toml", "./examples/model-server.json"}
     for name, service in SERVICES.items():
         for source, target in mounts(service):
             if source in named:
