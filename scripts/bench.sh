@@ -16,7 +16,7 @@
 # bench/archive.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh embedded,models,memory
+bash scripts/setup.sh local,embedded,bench,models,memory
 .venv/bin/sale models install
 sale=(.venv/bin/sale --config sale.toml)
 "${sale[@]}" bench executors --tasks mbpp:100:200 --with-plan --out docs/executors.md

@@ -6,6 +6,6 @@
 # Arguments go to `sale run` (e.g. `--tasks mbpp:0:5`). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh embedded,models,memory
+bash scripts/setup.sh local,embedded,bench,models,memory
 .venv/bin/sale models install
 exec .venv/bin/sale --config sale.toml run "$@"

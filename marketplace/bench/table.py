@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +35,7 @@ from marketplace.core.metrics import (
     spread,
     summarize,
 )
+from marketplace.shared import extras
 from marketplace.shared.config import LeanConfig
 from schemas.events import Weights
 
@@ -202,6 +204,13 @@ def markdown(table: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot drawing into files (Agg), from the `bench` extra."""
+    matplotlib = extras.need("matplotlib", "bench", "plotting the benchmark's results")
+    matplotlib.use("Agg")
+    return extras.need("matplotlib.pyplot", "bench", "plotting the benchmark's results")
+
+
 MARKERS = "osD^vP*Xh<>pd8H"  # filled shapes, each unlike the others
 
 
@@ -220,10 +229,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
     (no label is printed on the plot, so none can cover another), with its spread over
     repetitions as a bar; dashed lines through always-largest's cost and pass@1 split the plot
     into better-and-cheaper (above left) and the rest."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -270,8 +276,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
 
 
 def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig = cost_vs_pass_figure(table, largest)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -280,10 +285,7 @@ def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
 def plot_shares(
     runs_by_name: Mapping[str, Sequence[TaskRun]], agents: Sequence[str], window: int, path: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(
         len(runs_by_name), 1, figsize=(8, 2.6 * len(runs_by_name)), squeeze=False

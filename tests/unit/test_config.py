@@ -18,7 +18,7 @@ def test_the_example_config_loads_with_documented_values() -> None:
     assert config.broker.topic_prefix == "sale."
     assert config.auction.memory_k == 8
     assert [a.id for a in config.agents] == ["small", "large"]
-    assert config.agent("large").endpoint == "http://127.0.0.1:8081/v1"
+    assert config.agent("large").endpoint == "http://model-server:8080/v1"  # docker-compose.yml
     assert (config.broker.max_record_bytes, config.broker.dead_letter_excerpt_bytes) == (
         1_000_000,
         4096,
@@ -30,7 +30,7 @@ def test_the_example_prices_each_direction_and_documents_the_new_settings() -> N
     small, large = config.agents
     assert small.price == Price(input=0.02, output=0.05)  # held tokens at the input price
     assert large.price == Price(input=0.12, output=0.36, cached_input=0.06)
-    assert (small.executor, small.execute_rounds) == ("continue", 1)
+    assert (small.executor, small.execute_rounds) == ("complete", 1)
     assert config.auction.mechanism == "lean"
     assert config.auction.lean.priors["small"].right_if_pass == 0.8
     assert (config.admission.open_per_agent, config.admission.max_open) == (2, 64)
