@@ -13,7 +13,13 @@ from typing import Any
 import uvicorn
 
 from marketplace.services.front_door.app import create_app
-from marketplace.services.front_door.asking import Answer, AskError, AskRefused, AskTimeout
+from marketplace.services.front_door.asking import (
+    Answer,
+    AskError,
+    AskInvalid,
+    AskRefused,
+    AskTimeout,
+)
 from marketplace.shared.config import Config
 
 
@@ -30,12 +36,14 @@ class ClientAsker:
         budget: float | None = None,
         timeout_s: float = 300.0,
     ) -> Answer:
-        from marketplace import Refused, SubmitError, SubmitTimeout
+        from marketplace import InvalidTask, Refused, SubmitError, SubmitTimeout
 
         try:
             return await self.client.ask(prompt, tenant=tenant, budget=budget, timeout_s=timeout_s)
+        except InvalidTask as exc:
+            raise AskInvalid(str(exc)) from None
         except Refused as exc:
-            raise AskRefused(str(getattr(exc, "reason", exc))) from None
+            raise AskRefused(str(exc)) from None
         except SubmitTimeout as exc:
             raise AskTimeout(str(exc)) from None
         except SubmitError as exc:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from marketplace.services.front_door.app import create_app
-from marketplace.services.front_door.asking import AskError, AskRefused, AskTimeout
+from marketplace.services.front_door.asking import AskError, AskInvalid, AskRefused, AskTimeout
 from marketplace.shared.config import Config, ConfigError, ServeConfig, parse_config
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -35,7 +35,7 @@ class Outcome:
     passed: bool | None = None
     winner_agent_id: str | None = "small"
     model: str | None = "scripted-small"
-    output: str = "4"
+    output: str | None = "4"
     cost: float = 0.00125
     usage: Tokens = field(default_factory=Tokens)
     reason: str | None = None
@@ -141,10 +141,12 @@ async def test_the_models_are_sale_and_the_mechanism_it_runs(door: Door) -> None
 @pytest.mark.parametrize(
     ("answer", "status", "code"),
     [
+        (AskInvalid("the prompt cannot be a task"), 400, None),
         (AskRefused("tenant acme is over its budget of 1"), 402, "over_budget"),
         (AskTimeout("no outcome for task-1"), 504, "timeout"),
         (AskError("the broker does not answer"), 503, "unavailable"),
-        (Outcome(status="no_bids", output="", winner_agent_id=None), 503, "no_bids"),
+        (Outcome(status="no_bids", output=None, winner_agent_id=None), 503, "no_bids"),
+        (Outcome(status="no_eligible_bids", output=None, winner_agent_id=None), 503, "no_bids"),
         (Outcome(status="refused", output="", reason="over budget"), 402, "over_budget"),
         (Outcome(status="failed", output="", reason="the agent crashed"), 502, "execution_failed"),
     ],

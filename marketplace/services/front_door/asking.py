@@ -1,5 +1,5 @@
 """What the front door needs of the marketplace's client: one call that runs a prompt as a task
-through an auction and returns its outcome, and the three ways that call can fail.
+through an auction and returns its outcome, and the ways that call can fail.
 
 The front door is a service and the client is composed in by the command line, so the door
 names only this seam: `sale serve` hands it the real client (`marketplace.app.serve` turns the
@@ -19,7 +19,7 @@ class Answer(Protocol):
     passed: bool | None
     winner_agent_id: str | None
     model: str | None
-    output: str
+    output: str | None
     cost: float
     usage: Any  # prompt_tokens and completion_tokens
     reason: str | None
@@ -38,6 +38,10 @@ class Asker(Protocol):
 
 class AskError(Exception):
     """The task could not be run (the broker cannot be reached, the task could not be sent)."""
+
+
+class AskInvalid(AskError):
+    """The request cannot be a task as it is (nothing was posted)."""
 
 
 class AskRefused(AskError):

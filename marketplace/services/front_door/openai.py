@@ -17,9 +17,10 @@ the request's `user` field names the tenant, else `default`. A budget for one re
 the body as `budget` (the `openai` client's `extra_body`).
 
 Errors come in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 a bad
-request, 401 a missing or unknown key, 402 over budget, 404 an unknown model, 502 the winner
-failed without an answer, 503 no agent bid (or the marketplace cannot be reached), 504 no
-outcome in time.
+request (or one the marketplace cannot make a task of), 401 a missing or unknown key, 402 over
+budget (the auction refused the task), 404 an unknown model, 502 the winner failed without an
+answer, 503 no agent took the task (or the marketplace cannot be reached), 504 no outcome in
+time.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from marketplace.services.front_door.asking import (
     Answer,
     Asker,
     AskError,
+    AskInvalid,
     AskRefused,
     AskTimeout,
 )
@@ -200,6 +202,7 @@ def metadata(answer: Answer) -> dict[str, str]:
         "cost": f"{answer.cost or 0.0:.9g}",
         "mechanism": answer.mechanism,
         "reason": answer.reason,
+        "error": getattr(answer, "error", None),
     }
     return {key: value for key, value in facts.items() if value}
 
@@ -218,16 +221,17 @@ def failure(answer: Answer) -> OpenAIError | None:
     """The error an outcome without an answer is, or None: an answer (a failed verification
     with an output is still the winner's answer: its status says so)."""
     headers = sale_headers(answer)
-    reason = f": {answer.reason}" if answer.reason else ""
+    why = ": ".join(x for x in (answer.reason, getattr(answer, "detail", "")) if x)
+    why = f" ({why})" if why else ""
     if answer.status in ("passed", "answered") or (answer.status == "failed" and answer.output):
         return None
-    if answer.status == "no_bids":
-        message = f"no agent bid on task {answer.task_id}{reason}"
+    if answer.status in ("no_bids", "no_eligible_bids"):
+        message = f"no agent took task {answer.task_id}{why}"
         return OpenAIError(503, message, "server_error", "no_bids", headers=headers)
     if answer.status == "refused":
-        message = f"task {answer.task_id} refused{reason}"
+        message = f"task {answer.task_id} refused{why}"
         return OpenAIError(402, message, "insufficient_quota", "over_budget", headers=headers)
-    message = f"task {answer.task_id} ended {answer.status} without an answer{reason}"
+    message = f"task {answer.task_id} ended {answer.status} without an answer{why}"
     return OpenAIError(502, message, "server_error", "execution_failed", headers=headers)
 
 
@@ -240,7 +244,7 @@ def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.output, "refusal": None},
+                "message": {"role": "assistant", "content": answer.output or "", "refusal": None},
                 "finish_reason": "stop",
                 "logprobs": None,
             }
@@ -256,7 +260,7 @@ async def chunks(answer: Answer, model: str, created: int, usage: bool) -> Async
     token by token), the finish, the usage if asked for, then [DONE]."""
     base = {"id": f"chatcmpl-{answer.task_id}", "object": "chat.completion.chunk"}
     base |= {"created": created, "model": model, "metadata": metadata(answer)}
-    delta = {"role": "assistant", "content": answer.output}
+    delta = {"role": "assistant", "content": answer.output or ""}
     yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
     yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if usage:
@@ -335,6 +339,8 @@ async def _ask(door: Door, prompt: str, tenant: str, budget: float | None) -> An
         raise OpenAIError(503, "this front door has no marketplace to ask", "server_error")
     try:
         return await door.asker.ask(prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s)
+    except AskInvalid as exc:
+        raise OpenAIError(400, str(exc), param="messages") from None
     except AskRefused as exc:
         raise OpenAIError(402, exc.reason, "insufficient_quota", "over_budget") from None
     except AskTimeout as exc:
