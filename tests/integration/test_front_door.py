@@ -5,12 +5,14 @@ the real broker, recorded in the real Postgres.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +22,7 @@ import pytest
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace.services.recorder import Recorder
+from marketplace.services.verifier import Verifier
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, DatabaseConfig, to_toml
 from tests.integration.test_auctioneer import Market, make_config
@@ -28,6 +31,7 @@ from tests.integration.test_dashboard import running, until
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 STARTED_S = 60.0
+ASK_S = 60.0  # a request's wait for its task: a failure shows in a minute, not five
 
 try:
     from marketplace import Client  # noqa: F401  (the front door's asker, composed by sale serve)
@@ -47,28 +51,32 @@ def free_port() -> int:
 @pytest.fixture
 def door_config(broker_config: BrokerConfig, fresh_database: str, topics: object) -> Config:
     config = make_config(broker_config, window_s=5.0)
-    serve = config.serve.model_copy(update={"port": free_port(), "keys": {"acme": "ACME_KEY"}})
+    serve = config.serve.model_copy(
+        update={"port": free_port(), "keys": {"acme": "ACME_KEY"}, "timeout_s": ASK_S}
+    )
     return config.model_copy(
         update={"database": DatabaseConfig(url=fresh_database), "serve": serve}
     )
 
 
 @pytest.fixture
-def sale_serve(door_config: Config, tmp_path: Path) -> Iterator[str]:
-    """`sale serve` in its own process; yields its base URL, stops it with SIGTERM."""
+async def sale_serve(door_config: Config, tmp_path: Path) -> AsyncIterator[str]:
+    """`sale serve` in its own process; yields its base URL, stops it with SIGTERM. Waits
+    without blocking, so the services of this process keep running meanwhile."""
     path = tmp_path / "sale.toml"
     path.write_text(to_toml(door_config))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ACME_KEY": "sk-acme-test"}
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.app.cli", "--config", str(path), "serve"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "marketplace.app.cli", "--config", str(path), "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{door_config.serve.port}"
     try:
-        _wait_until_up(base, process, tmp_path / "serve.log")
+        await _until_up(base, process, log_path)
         yield base
     finally:
         process.terminate()
@@ -77,39 +85,41 @@ def sale_serve(door_config: Config, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        log.close()
 
 
-def _wait_until_up(base: str, process: subprocess.Popen, log: Path) -> None:
+async def _until_up(base: str, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + STARTED_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"sale serve exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.2)
+    async with httpx2.AsyncClient(timeout=1) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"sale serve exited {process.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx2.TransportError):
+                if (await http.get(f"{base}/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
     raise AssertionError(f"sale serve not up after {STARTED_S:.0f}s:\n{log.read_text()}")
 
 
 @pytest.fixture
 async def market(door_config: Config) -> AsyncIterator[Market]:
-    """The auctioneer, two scripted agents and the recorder, in this process."""
+    """The auctioneer, two scripted agents taking general tasks, the verifier (it records a
+    general task's answer as answered) and the recorder, in this process."""
     url = door_config.database.url
     recorder = Recorder(door_config, Bus(door_config.broker, "recorder"), url)
-    async with running(recorder), Market(door_config) as market:
+    verifier = Verifier(door_config, Bus(door_config.broker, "verifier"))
+    async with running(recorder), running(verifier), Market(door_config) as market:
         await market.auctioneer()
-        await market.agent(ScriptedAgent("cheap", price=1.0))
-        await market.agent(ScriptedAgent("dear", price=5.0))
+        await market.agent(ScriptedAgent("cheap", price=1.0, kinds=("general",)))
+        await market.agent(ScriptedAgent("dear", price=5.0, kinds=("general",)))
         yield market
 
 
 async def test_the_openai_client_gets_the_auction_s_answer(
     market: Market, sale_serve: str, door_config: Config
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=f"{sale_serve}/v1", api_key="sk-acme-test")
+    client = openai.AsyncOpenAI(
+        base_url=f"{sale_serve}/v1", api_key="sk-acme-test", max_retries=0, timeout=ASK_S + 30
+    )
     raw = await client.chat.completions.with_raw_response.create(
         model="sale", messages=[{"role": "user", "content": "Who should answer this?"}]
     )
