@@ -192,7 +192,7 @@ async def test_the_dashboard_api_tells_the_recorded_auctions(
     overview = await get(api, "/api/overview")
     assert overview["closed"] == 7 and overview["open"] == 0
     assert overview["closed_by_reason"] == {"awarded": 6, "no_bids": 1}
-    assert (overview["verified"], overview["passed"]) == (6, 4)
+    assert (overview["verified"], overview["passed"], overview["answered"]) == (6, 4, 0)
     assert overview["spend"] > 0
     assert overview["dead_letters"]["count"] >= 1
     assert overview["dead_letters"]["latest"][0]["topic"].endswith("tasks")
@@ -240,8 +240,8 @@ async def test_metrics_count_the_recorded_log(api: httpx2.AsyncClient, recorded:
     assert samples[("sale_award_latency_seconds_bucket", (("le", "+Inf"),))] == 6
     assert samples[("sale_wins_total", (("agent", "cheap"),))] == 6
     assert samples[("sale_bids_total", (("agent", "dear"),))] == 6
-    assert samples[("sale_outcomes_total", (("passed", "true"),))] == 4
-    assert samples[("sale_outcomes_total", (("passed", "false"),))] == 2
+    assert samples[("sale_outcomes_total", (("verdict", "passed"),))] == 4
+    assert samples[("sale_outcomes_total", (("verdict", "failed"),))] == 2
     assert samples[("sale_dead_letters_total", ())] >= 1
     assert samples[("sale_spend_total", (("agent", "cheap"), ("part", "execution")))] > 0
     assert samples[("sale_broker_up", ())] == 1

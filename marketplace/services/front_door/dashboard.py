@@ -2,7 +2,8 @@
 outside) that polls the JSON endpoints here, all read from the Postgres log.
 
     GET /dashboard                  the page
-    GET /api/overview               auctions waiting, open and closed (by reason), outcomes,
+    GET /api/overview               auctions waiting, open and closed (by reason), outcomes
+                                    (verified: passed or failed; answered: nothing to check),
                                     spend, dead letters (count and the latest few)
     GET /api/auctions?limit=N       the latest auctions with status, winner, bids, cost, verdict
     GET /api/auctions/{task_id}     one auction's story (`sale audit`'s text) and its events
@@ -39,8 +40,9 @@ _COUNTS = """
 SELECT count(*) FILTER (WHERE opened_at IS NULL AND closed_at IS NULL) AS waiting,
        count(*) FILTER (WHERE opened_at IS NOT NULL AND closed_at IS NULL) AS open,
        count(*) FILTER (WHERE closed_at IS NOT NULL) AS closed,
-       (SELECT count(*) FROM outcomes) AS verified,
+       (SELECT count(passed) FROM outcomes) AS verified,
        (SELECT count(*) FROM outcomes WHERE passed) AS passed,
+       (SELECT count(*) FROM outcomes WHERE passed IS NULL) AS answered,
        (SELECT coalesce(sum(cost), 0) FROM spend) AS spend,
        (SELECT count(*) FROM events WHERE type = 'DeadLetter') AS dead_letters
 FROM auctions
@@ -56,7 +58,7 @@ FROM events WHERE type = 'DeadLetter' ORDER BY id DESC LIMIT 5
 """
 _AUCTIONS = """
 SELECT a.task_id, a.kind, a.tenant, left(a.prompt, 160) AS prompt, a.posted_at, a.opened_at,
-       a.closed_at, a.reason, a.winner_agent_id, o.passed,
+       a.closed_at, a.reason, a.winner_agent_id, o.passed, o.task_id IS NOT NULL AS judged,
        (SELECT coalesce(sum(s.cost), 0) FROM spend s WHERE s.task_id = a.task_id) AS cost,
        (SELECT count(*) FROM bids b WHERE b.task_id = a.task_id) AS bids,
        EXISTS (SELECT 1 FROM results r WHERE r.task_id = a.task_id) AS delivered,
@@ -113,8 +115,8 @@ def status(row: asyncpg.Record) -> str:
         return "bidding" if row["opened_at"] is not None else "waiting"
     if row["reason"] not in AWARDED:
         return row["reason"]
-    if row["passed"] is not None:
-        return "passed" if row["passed"] else "failed"
+    if row["judged"]:  # a general task's answer has nothing to check: passed is NULL
+        return {True: "passed", False: "failed", None: "answered"}[row["passed"]]
     return "delivered" if row["delivered"] else "executing"
 
 
@@ -123,7 +125,7 @@ def _json(value: Any) -> Any:
 
 
 def _auction(row: asyncpg.Record) -> dict[str, Any]:
-    fields = {key: _json(value) for key, value in row.items() if key != "delivered"}
+    fields = {key: _json(value) for key, value in row.items() if key not in ("delivered", "judged")}
     return {**fields, "status": status(row)}
 
 

@@ -21,7 +21,8 @@ every `LAG_EVERY_S` because each probe opens a consumer per group.
     sale_spend_total{agent,part}             cost as the agents priced it: bids, refinement,
                                              jury, execution
     sale_tokens_total{agent,direction}       prompt and completion tokens
-    sale_outcomes_total{passed}              verified results
+    sale_outcomes_total{verdict}             judged results: passed, failed, answered (a general
+                                             task: nothing to check)
     sale_dead_letters_total                  records a consumer could not use
     sale_consumer_lag{group,topic}           records not yet committed by the group
     sale_log_up, sale_broker_up              1 when the last read of each worked
@@ -164,9 +165,14 @@ def _spend(rows: Iterable) -> list[CounterMetricFamily]:
 
 
 def _outcomes(rows: Iterable) -> CounterMetricFamily:
-    family = CounterMetricFamily("sale_outcomes", "verified results", labels=["passed"])
+    family = CounterMetricFamily(
+        "sale_outcomes",
+        "judged results: passed, failed, or answered (nothing to check)",
+        labels=["verdict"],
+    )
     for row in rows:
-        family.add_metric(["true" if row["passed"] else "false"], row["n"])
+        verdict = {True: "passed", False: "failed", None: "answered"}[row["passed"]]
+        family.add_metric([verdict], row["n"])
     return family
 
 

@@ -45,7 +45,8 @@ function showOverview(o) {
   text("closed", o.closed);
   text("reasons", Object.entries(o.closed_by_reason).map(([r, n]) => `${r} ${n}`).join(", "));
   text("pass-rate", o.verified ? percent(o.passed / o.verified) : "–");
-  text("verified", `${o.passed} of ${o.verified} verified`);
+  const answered = o.answered ? `; ${o.answered} answered` : "";
+  text("verified", `${o.passed} of ${o.verified} verified${answered}`);
   text("spend", money(o.spend));
   text("dead-letters-count", o.dead_letters.count);
   document.getElementById("dead-letters").classList.toggle("alarm", o.dead_letters.count > 0);
