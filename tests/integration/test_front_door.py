@@ -100,17 +100,30 @@ async def _until_up(base: str, process: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"sale serve not up after {STARTED_S:.0f}s:\n{log.read_text()}")
 
 
+@contextlib.asynccontextmanager
+async def live(config: Config, kinds: tuple[str, ...]) -> AsyncIterator[Market]:
+    """The auctioneer, two scripted agents taking `kinds` of task, the verifier (it records a
+    general task's answer as answered) and the recorder, in this process."""
+    url = config.database.url
+    recorder = Recorder(config, Bus(config.broker, "recorder"), url)
+    verifier = Verifier(config, Bus(config.broker, "verifier"))
+    async with running(recorder), running(verifier), Market(config) as market:
+        await market.auctioneer()
+        await market.agent(ScriptedAgent("cheap", price=1.0, kinds=kinds))
+        await market.agent(ScriptedAgent("dear", price=5.0, kinds=kinds))
+        yield market
+
+
 @pytest.fixture
 async def market(door_config: Config) -> AsyncIterator[Market]:
-    """The auctioneer, two scripted agents taking general tasks, the verifier (it records a
-    general task's answer as answered) and the recorder, in this process."""
-    url = door_config.database.url
-    recorder = Recorder(door_config, Bus(door_config.broker, "recorder"), url)
-    verifier = Verifier(door_config, Bus(door_config.broker, "verifier"))
-    async with running(recorder), running(verifier), Market(door_config) as market:
-        await market.auctioneer()
-        await market.agent(ScriptedAgent("cheap", price=1.0, kinds=("general",)))
-        await market.agent(ScriptedAgent("dear", price=5.0, kinds=("general",)))
+    async with live(door_config, ("general",)) as market:
+        yield market
+
+
+@pytest.fixture
+async def coders_only(door_config: Config) -> AsyncIterator[Market]:
+    """Agents that take coding tasks only: nobody bids on a general request."""
+    async with live(door_config, ("coding",)) as market:
         yield market
 
 
@@ -125,7 +138,6 @@ async def test_the_openai_client_gets_the_auction_s_answer(
     )
     completion = raw.parse()
     task_id = raw.headers["x-sale-task-id"]
-    assert completion.choices[0].message.content == "scripted output of cheap"
     assert raw.headers["x-sale-winner"] == "cheap"
     assert float(raw.headers["x-sale-cost"]) > 0
     assert completion.metadata["task_id"] == task_id
@@ -139,9 +151,12 @@ async def test_the_openai_client_gets_the_auction_s_answer(
         row = await conn.fetchrow(
             "SELECT tenant, winner_agent_id FROM auctions WHERE task_id = $1", task_id
         )
+        delivered = await conn.fetchval("SELECT output FROM results WHERE task_id = $1", task_id)
     finally:
         await conn.close()
     assert (row["tenant"], row["winner_agent_id"]) == ("acme", "cheap")  # the key's tenant
+    assert completion.choices[0].message.content == delivered  # the winner's own answer
+    assert "cheap" in delivered
 
     models = await client.models.list()
     assert [m.id for m in models.data] == ["sale", "sale/paper"]
@@ -150,3 +165,19 @@ async def test_the_openai_client_gets_the_auction_s_answer(
         await stranger.chat.completions.create(
             model="sale", messages=[{"role": "user", "content": "x"}]
         )
+
+
+async def test_a_request_nobody_bids_on_is_a_503_naming_its_task(
+    coders_only: Market, sale_serve: str
+) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=f"{sale_serve}/v1", api_key="sk-acme-test", max_retries=0, timeout=ASK_S + 30
+    )
+    with pytest.raises(openai.APIStatusError) as raised:
+        await client.chat.completions.create(
+            model="sale", messages=[{"role": "user", "content": "Anyone?"}]
+        )
+    assert raised.value.status_code == 503
+    assert raised.value.code == "no_bids"
+    task_id = raised.value.response.headers["x-sale-task-id"]
+    assert task_id in raised.value.message
