@@ -8,9 +8,12 @@ HTTP answers (402, 503, 504) follow from what the client says without the door i
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any
 
 import uvicorn
+from aiokafka.errors import KafkaError
 
 from marketplace.services.front_door.app import create_app
 from marketplace.services.front_door.asking import (
@@ -56,7 +59,15 @@ async def serve(config: Config, host: str, port: int) -> int:
 
     client = Client(config)
     app = create_app(ClientAsker(client), config)  # an unset key variable fails here
-    async with client:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(client)
+        except (KafkaError, OSError) as exc:
+            print(
+                f"sale serve: no broker answers at {config.broker.bootstrap}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
         )
