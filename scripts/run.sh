@@ -3,7 +3,7 @@
 # installs the three local models, then runs `sale run` from ./sale.toml — a local Tansu broker,
 # an embedded Postgres (unless DATABASE_URL is set), the services and agents S, M and L — on
 # HumanEval problems 0–9 through real auctions, with live progress and a final table.
-# Arguments go to `sale run` (e.g. `--dataset mbpp --range 0:5`). Ctrl-C stops everything.
+# Arguments go to `sale run` (e.g. `--tasks mbpp:0:5`). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh embedded,models,memory

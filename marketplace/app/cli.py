@@ -1,19 +1,24 @@
 """`sale`: the command line of the marketplace. Each subcommand loads the config first, so a
-bad file fails before anything starts."""
+bad file fails before anything starts; what a user can get wrong (a flag, the database, the
+broker, an empty log) ends in one line on stderr and a non-zero exit, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
 
 if TYPE_CHECKING:
     from marketplace.log.memory import Memory
+    from marketplace.shared.tokens import Tokenizers
 
 
 def _secure(config: Config) -> None:
@@ -63,16 +68,24 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
 
     configure_logging("auctioneer")
     _secure(config)
-    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
+    bus = Bus(config.broker, producer="auctioneer")
+    auctioneer = Auctioneer(config, bus, _memory(config), tokenizers=_tokenizers(config))
     # no `broker`: the auctioneer watches it itself, so as to decide nothing on a lost log
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
 
 
+def _tokenizers(config: Config) -> Tokenizers:
+    """The vocabularies of the configured local models: bids of theirs get their plans recounted."""
+    from agents.install import model_path
+    from marketplace.shared.tokens import Tokenizers
+
+    local = [a for a in config.agents if a.backend == "llama_cpp"]
+    return Tokenizers({a.model: a.path or model_path(a.tier) for a in local if a.path or a.tier})
+
+
 def _memory(config: Config) -> Memory:
     """The auction memory in Postgres when there is a database and the embeddings model."""
-    import logging
-
     from marketplace.log.memory import NoMemory, PostgresMemory
     from marketplace.shared import embeddings
 
@@ -124,15 +137,12 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
     from marketplace.log import replay
 
     weights = load_weights(Path(args.weights)) if args.weights else None
-    try:
+    with contextlib.nullcontext(config) if args.from_kafka else _log(config) as config:
         log = asyncio.run(replay.read(config, args.from_kafka))
-    except replay.LogUnavailable as exc:
-        print(f"sale replay: {exc}", file=sys.stderr)
-        return 2
-    if weights is None:
-        found = _provenance(config, args) + replay.verify(log.events)
-        print(log.report(found))
-        return 1 if found or log.unreadable else 0
+        if weights is None:
+            found = _provenance(config, args) + replay.verify(log.events)
+            print(log.report(found))
+            return 1 if found or log.unreadable else 0
     print(replay.counterfactual(log.events, weights).render())
     for unreadable in log.unreadable:  # left out of the counterfactual: say so
         print(f"sale replay: skipped {unreadable}", file=sys.stderr)
@@ -154,15 +164,9 @@ def _provenance(config: Config, args: argparse.Namespace) -> list:
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
     from marketplace.log import audit
-    from marketplace.log.replay import LogUnavailable
 
-    if not config.database.url:
-        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
-    try:
+    with _log(config) as config:
         stored = asyncio.run(audit.load(config.database.url, args.task_id))
-    except LogUnavailable as exc:
-        print(f"sale audit: {exc}", file=sys.stderr)
-        return 2
     if not stored:
         print(f"sale audit: no events recorded for task {args.task_id!r}", file=sys.stderr)
         return 1
@@ -191,7 +195,7 @@ def _port(text: str) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
-    return loadtest.run(args.agents, args.auctions, args.in_flight, args.flood, args.rate)
+    return loadtest.run(args.agent_counts, args.auctions, args.in_flight, args.flood, args.rate)
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
@@ -239,12 +243,16 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
         from marketplace.bench import calibrate
 
         tiers = list(install.MODELS) if args.tier == "all" else [args.tier]
-        return calibrate.run(tiers, Path(args.results or ".sale/calibration.json"))
+        return calibrate.run(tiers, Path(args.out or ".sale/calibration.json"))
     if args.action == "measure":
         from marketplace.bench import measure
+        from marketplace.bench.task_sets import parse_spec
 
+        name, start, stop = parse_spec(args.tasks)
+        if name != "humaneval":
+            raise UsageError(f"--tasks {args.tasks}: `models measure` runs HumanEval problems")
         tiers = list(install.MODELS) if args.tier == "all" else [args.tier]
-        return measure.run(tiers, args.problems, Path(args.results or ".sale/measure.jsonl"))
+        return measure.run(tiers, f"{start}:{stop}", Path(args.out or ".sale/measure.jsonl"))
     if args.action == "install":
         for tier in install.MODELS if args.tier == "all" else [args.tier]:
             print(f"{tier}: {install.install(tier)}")
@@ -256,21 +264,41 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
 
 def _publish(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import publish
-    from marketplace.bench.task_sets import from_dataset
+    from marketplace.bench.task_sets import parse_task_sets
     from marketplace.shared.bus import Bus
 
     if args.jsonl:
         with open(args.jsonl, "rb") as lines:
             postings, bad = publish.parse_jsonl(lines, config.broker.max_record_bytes)
     else:
-        start, stop = (int(x) for x in args.range.split(":"))
-        postings, bad = from_dataset(args.dataset, start, stop), []
+        postings, bad = parse_task_sets(_task_sets(args)), []
     _secure(config)
     for message in bad:
         print(f"sale publish: {args.jsonl}: {message}", file=sys.stderr)
     asyncio.run(publish.publish(Bus(config.broker, producer="client"), postings))
     print(f"posted {len(postings)} tasks, {len(bad)} bad lines")
     return 1 if bad else 0
+
+
+class UsageError(ValueError):
+    """A flag that argparse could not judge alone; `main` says so in one line."""
+
+
+def _task_sets(args: argparse.Namespace) -> list[str]:
+    """`--tasks`, or the task set the older `--dataset` and `--range` name (kept hidden, as
+    the README once taught them)."""
+    from marketplace.bench.task_sets import parse_spec
+
+    if args.dataset is None and args.range is None:
+        return args.tasks or [DEFAULT_TASKS]
+    if args.tasks:
+        raise UsageError("--tasks replaces --dataset and --range: give only --tasks")
+    spec = f"{args.dataset or 'humaneval'}:{args.range or '0:10'}"
+    try:
+        parse_spec(spec)
+    except ValueError as exc:
+        raise UsageError(f"--dataset/--range: {exc}") from None
+    return [spec]
 
 
 def _keys(config: Config | None, args: argparse.Namespace) -> int:
@@ -304,10 +332,9 @@ def _keys(config: Config | None, args: argparse.Namespace) -> int:
 
 def _run(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import job
-    from marketplace.bench.task_sets import from_dataset
+    from marketplace.bench.task_sets import parse_task_sets
 
-    start, stop = (int(x) for x in args.range.split(":"))
-    postings = from_dataset(args.dataset, start, stop)
+    postings = parse_task_sets(_task_sets(args))
     return asyncio.run(job.run_job(config, args.config_path, postings, Path(args.run_dir)))
 
 
@@ -315,22 +342,23 @@ def _report(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
     from marketplace.bench.report import bench_report
+    from marketplace.bench.task_sets import is_task_set, task_ids
     from marketplace.log.summary import run_report
-    from marketplace.shared.database import resolve_server
 
-    async def report(url: str) -> str:
+    ids = [i for t in args.tasks for i in (task_ids(t) if is_task_set(t) else [t])] or None
+
+    async def report(config: Config) -> str:
         if args.bench:
-            return await bench_report(
-                _with_database(config, url), args.train, args.test, Path(args.out)
-            )
-        conn = await asyncpg.connect(url)
+            return await bench_report(config, args.train, args.test, Path(args.out))
+        conn = await asyncpg.connect(config.database.url)
         try:
-            return await run_report(conn, args.tasks, prices={a.id: a.price for a in config.agents})
+            prices = {a.id: a.price for a in config.agents} or None  # none: the log's own
+            return await run_report(conn, ids, prices=prices)
         finally:
             await conn.close()
 
-    with resolve_server(config.database.url, config.database.data_dir) as url:
-        print(asyncio.run(report(url)))
+    with _log(config) as config:
+        print(asyncio.run(report(config)))
     if args.bench:
         print(f"written to {args.out}/")
     return 0
@@ -338,11 +366,10 @@ def _report(config: Config, args: argparse.Namespace) -> int:
 
 def _weights(config: Config, args: argparse.Namespace) -> int:
     from marketplace.bench import fit, matrix
-    from marketplace.shared.database import resolve_server
 
     prices = {a.id: a.price for a in config.agents}
-    with resolve_server(config.database.url, config.database.data_dir) as url:
-        train = asyncio.run(matrix.load_split(_with_database(config, url), args.tasks))
+    with _log(config) as logged:
+        train = asyncio.run(matrix.load_split(logged, args.tasks))
     complete = train.complete_tasks(plans=True)
     if not complete:
         raise ConfigError(
@@ -360,13 +387,10 @@ def _weights(config: Config, args: argparse.Namespace) -> int:
 
 def _lean(config: Config, args: argparse.Namespace) -> int:
     from marketplace.bench import lean_method
-    from marketplace.shared.database import resolve_server
 
-    with resolve_server(config.database.url, config.database.data_dir) as url:
+    with _log(config) as logged:
         try:
-            table, ranked = asyncio.run(
-                lean_method.fit_lean(_with_database(config, url), args.train, args.dev)
-            )
+            table, ranked = asyncio.run(lean_method.fit_lean(logged, args.train, args.dev))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     for c in ranked[:10]:
@@ -391,11 +415,22 @@ def _with_database(config: Config, url: str) -> Config:
     return config.model_copy(update={"database": config.database.model_copy(update={"url": url})})
 
 
+@contextlib.contextmanager
+def _log(config: Config) -> Iterator[Config]:
+    """`config` pointing at the database of the event log (`log_database`: the one `sale run`
+    records into, embedded or not), once it answers: every command that reads the log or the
+    benchmark's matrix goes through here."""
+    from marketplace.shared.database import check_reachable, log_database
+
+    with log_database(config.database) as url:
+        asyncio.run(check_reachable(url))
+        yield _with_database(config, url)
+
+
 def _bench(config: Config, args: argparse.Namespace) -> int:
     import os
 
     from marketplace.bench import matrix
-    from marketplace.shared.database import resolve_server
 
     if args.action == "worker":
         from marketplace.services.process import configure_logging
@@ -403,9 +438,11 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         configure_logging("bench.worker")
         plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
         return 0 if asyncio.run(matrix.work(config, plan)) >= 0 else 1
-    with resolve_server(config.database.url, config.database.data_dir) as url:
+    if args.action == "recount":
+        return _recount(config, Path(args.archive))
+    with _log(config) as config:
+        url = config.database.url
         os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
-        config = _with_database(config, url)
         if args.action == "export":
             counts = asyncio.run(_archive(url, Path(args.archive), export=True))
             print(f"{args.archive}: {counts}")
@@ -436,6 +473,18 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
         worker += ["--escalate", *args.escalate] if args.escalate else []
         name = asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
     print(f"matrix {name}: complete")
+    return 0
+
+
+def _recount(config: Config, archive: Path) -> int:
+    """Prints how often the plan-token recount would refuse the archive's honest completions."""
+    from marketplace.bench.recount import recount
+
+    tallies = recount(archive, _tokenizers(config))
+    for model, tally in sorted(tallies.items()):
+        print(tally.line(model))
+    if not tallies:
+        print("no archived model's vocabulary is installed (see `sale models install`)")
     return 0
 
 
@@ -501,19 +550,115 @@ async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
         await conn.close()
 
 
+def _contract(config: Config | None, args: argparse.Namespace) -> int:
+    """`sale contract`: writes the event schemas and the AsyncAPI document into --out, or with
+    --check names the files there that differ from what the code generates."""
+    from marketplace.shared.contract import contract_files
+
+    out = Path(args.out)
+    files = contract_files()
+    stale = sorted(
+        str(path.relative_to(out))
+        for path in out.glob("events/*.json")
+        if str(path.relative_to(out)) not in files
+    )
+    differ = [
+        name
+        for name, text in files.items()
+        if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text
+    ]
+    if args.check:
+        for name in differ:
+            state = "differs from" if (out / name).is_file() else "is missing, made by"
+            print(f"sale contract: {out / name} {state} the code", file=sys.stderr)
+        for name in stale:
+            print(f"sale contract: {out / name} is no longer made by the code", file=sys.stderr)
+        if differ or stale:
+            print("sale contract: regenerate with `sale contract`", file=sys.stderr)
+        return 1 if differ or stale else 0
+    for name in differ:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(files[name], encoding="utf-8")
+    for name in stale:
+        (out / name).unlink()
+    print(f"sale contract: {len(differ)} written, {len(stale)} removed, in {out}")
+    return 0
+
+
 def signing_roles() -> tuple[str, ...]:
     from marketplace.shared.signing import ROLES
 
     return ROLES
 
 
+DEFAULT_TASKS = "humaneval:0:10"
+TASK_SET = "DATASET:START:STOP"
+
+
+class Parser(argparse.ArgumentParser):
+    """A parser whose complaint is one line, naming the command and where its help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _task_set(text: str) -> str:
+    """The argparse type of every task-set flag: DATASET:START:STOP, judged before any start."""
+    from marketplace.bench.task_sets import parse_spec
+
+    try:
+        parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _task_set_or_id(text: str) -> str:
+    from marketplace.bench.task_sets import is_task_set
+
+    return _task_set(text) if is_task_set(text) else text
+
+
+def _span(text: str) -> str:
+    """START:STOP of the hidden `--range`; the dataset's size is checked with the dataset."""
+    from marketplace.bench.task_sets import parse_range
+
+    try:
+        parse_range(text, sys.maxsize)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"sale {version('sale-marketplace')}"
+    except PackageNotFoundError:
+        return "sale (not installed: run from a source tree)"
+
+
+def _described(parser: argparse.ArgumentParser) -> None:
+    """Every command's `--help` starts by saying what it does: a command given no description
+    of its own gets its one-line help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                if sub.description is None and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _described(sub)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="sale", description=__doc__)
+    root = Parser(prog="sale", description=__doc__)
     root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
-    commands = root.add_subparsers(dest="command", required=True)
+    root.add_argument("--version", action="version", version=_version())
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run broker, Postgres and the services in the foreground")
-    up.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    up.add_argument("--run-dir", default=".sale", help="where logs and keys go (default: .sale)")
     up.set_defaults(run=_up)
 
     topics = commands.add_parser("topics", help="list topics, partitions and consumer lag")
@@ -533,7 +678,11 @@ def parser() -> argparse.ArgumentParser:
     verifier.set_defaults(run=_verifier)
 
     replay = commands.add_parser(
-        "replay", help="recompute every recorded auction decision, or re-score history"
+        "replay",
+        help="recompute every recorded auction decision, or re-score history",
+        description="Reads the event log (the database `sale run` records into, or the topics "
+        "with --from-kafka) and recomputes every auction decision from it (--verify, exit 1 "
+        "listing what differs), or re-scores history under other weights (--weights).",
     )
     what = replay.add_mutually_exclusive_group(required=True)
     what.add_argument("--verify", action="store_true", help="exit 1 listing decisions that differ")
@@ -549,18 +698,28 @@ def parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_commands.add_parser("new", help="a private key file and its public key appended")
     new.add_argument("--principal", required=True, help="auctioneer, verifier, client, an agent id")
-    new.add_argument("--role", required=True, choices=signing_roles())
+    new.add_argument("--role", required=True, choices=signing_roles(), help="what the key may sign")
     new.add_argument("--out", required=True, metavar="DIR", help="where the private key goes")
     new.add_argument("--rotate", action="store_true", help="replace the principal's key")
     remove = keys_commands.add_parser("remove", help="retire a key (the end of a rotation)")
-    remove.add_argument("key_id", metavar="KEY_ID")
+    remove.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `sale keys list` shows")
     keys_commands.add_parser("list", help="the keys in the keyring")
     for sub in keys_commands.choices.values():
         sub.add_argument("--keyring", metavar="FILE", help="default: [security].keyring")
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
 
+    contract = commands.add_parser(
+        "contract", help="write the event schemas and AsyncAPI document (docs/contract/)"
+    )
+    contract.add_argument("--out", default="docs/contract", help="where (default: docs/contract)")
+    contract.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 naming the files that differ"
+    )
+    contract.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    contract.set_defaults(run=_contract, needs_config=False)
+
     audit = commands.add_parser("audit", help="print the whole story of one task")
-    audit.add_argument("task_id", metavar="TASK_ID")
+    audit.add_argument("task_id", metavar="TASK_ID", help="e.g. HumanEval-0")
     audit.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     audit.set_defaults(run=_audit)
 
@@ -575,7 +734,14 @@ def parser() -> argparse.ArgumentParser:
     load = commands.add_parser(
         "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"
     )
-    load.add_argument("--agents", type=int, nargs="+", default=[3, 8], help="agent counts")
+    load.add_argument(
+        "--agent-counts",
+        type=int,
+        nargs="+",
+        default=[3, 8],
+        metavar="N",
+        help="one row per count of scripted agents (default: 3 8)",
+    )
     load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
     load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
     load.add_argument(
@@ -592,52 +758,123 @@ def parser() -> argparse.ArgumentParser:
 
     post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")
     source = post.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=["humaneval", "mbpp"], help="a built-in dataset")
+    source.add_argument(
+        "--tasks",
+        nargs="+",
+        type=_task_set,
+        metavar=TASK_SET,
+        help="dataset problems, e.g. humaneval:0:10 or mbpp:0:5",
+    )
     source.add_argument("--jsonl", help="one task per line (see marketplace/app/publish.py)")
-    post.add_argument("--range", default="0:10", help="dataset problems A:B")
+    _old_task_flags(post, source)
     post.set_defaults(run=_publish)
 
     agent = commands.add_parser("agent", help="run one agent of [[agents]]")
-    agent.add_argument("--id", required=True, help="the agent's id in the config")
+    agent.add_argument("--id", required=True, help="the agent's id in [[agents]]")
     agent.set_defaults(run=_agent)
 
-    models = commands.add_parser("models", help="install or list the local GGUF models")
-    models.add_argument("action", choices=["install", "list", "measure", "calibrate"])
-    models.add_argument("--tier", choices=["S", "M", "L", "all"], default="all")
-    models.add_argument("--problems", default="0:20", help="measure: HumanEval range A:B")
+    models = commands.add_parser(
+        "models", help="install, list, measure or calibrate the local GGUF models"
+    )
     models.add_argument(
-        "--results", help="measure: resumable log (.sale/measure.jsonl); calibrate: the record"
+        "action",
+        choices=["install", "list", "measure", "calibrate"],
+        help="install: fetch and check the models; list: where they are; measure: each tier "
+        "alone on HumanEval; calibrate: each tier's prices from its CPU-seconds",
+    )
+    models.add_argument(
+        "--tier", choices=["S", "M", "L", "all"], default="all", help="default: all"
+    )
+    models.add_argument(
+        "--tasks",
+        type=_task_set,
+        default="humaneval:0:20",
+        metavar=TASK_SET,
+        help="measure: the HumanEval problems (default: humaneval:0:20)",
+    )
+    models.add_argument(
+        "--out",
+        help="measure: its resumable log (default: .sale/measure.jsonl); calibrate: the record "
+        "(default: .sale/calibration.json)",
     )
     models.set_defaults(run=_models, needs_config=False)
 
     run = commands.add_parser(
         "run", help="the main job: the stack, a set of tasks through real auctions, a report"
     )
-    run.add_argument("--dataset", choices=["humaneval", "mbpp"], default="humaneval")
-    run.add_argument("--range", default="0:10", help="dataset problems A:B")
-    run.add_argument("--run-dir", default=".sale", help="where logs and local state go")
+    run.add_argument(
+        "--tasks",
+        nargs="+",
+        type=_task_set,
+        metavar=TASK_SET,
+        help=f"dataset problems, in order (default: {DEFAULT_TASKS})",
+    )
+    _old_task_flags(run, run)
+    run.add_argument("--run-dir", default=".sale", help="where logs and keys go (default: .sale)")
     run.set_defaults(run=_run)
 
     report = commands.add_parser("report", help="markdown tables of what the log says happened")
-    report.add_argument("--tasks", nargs="+", help="only these task ids (default: all)")
+    report.add_argument(
+        "--tasks",
+        nargs="+",
+        type=_task_set_or_id,
+        default=[],
+        metavar="TASKS",
+        help="only these: task sets (humaneval:0:10) or task ids (HumanEval-3); default: all",
+    )
     report.add_argument("--bench", action="store_true", help="the benchmark's methods and plots")
-    report.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="bench: train split")
-    report.add_argument("--test", nargs="+", default=["humaneval:0:164"], help="bench: eval split")
+    report.add_argument(
+        "--train",
+        nargs="+",
+        type=_task_set,
+        default=["mbpp:0:100"],
+        metavar=TASK_SET,
+        help="bench: the training split (default: mbpp:0:100)",
+    )
+    report.add_argument(
+        "--test",
+        nargs="+",
+        type=_task_set,
+        default=["humaneval:0:164"],
+        metavar=TASK_SET,
+        help="bench: the evaluation split (default: humaneval:0:164)",
+    )
     report.add_argument("--out", default="docs/bench", help="bench: where README.md and PNGs go")
     report.set_defaults(run=_report)
 
     weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
-    weights.add_argument("action", choices=["fit"])
-    weights.add_argument("--tasks", nargs="+", default=["mbpp:0:100"], help="training split")
+    weights.add_argument("action", choices=["fit"], help="fit: on the matrix of --tasks")
+    weights.add_argument(
+        "--tasks",
+        nargs="+",
+        type=_task_set,
+        default=["mbpp:0:100"],
+        metavar=TASK_SET,
+        help="the training split (default: mbpp:0:100)",
+    )
     weights.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost's weight")
-    weights.add_argument("--seed", type=int, default=0)
+    weights.add_argument("--seed", type=int, default=0, help="the fit's random seed")
     weights.add_argument("--out", default="weights.toml", help="the weights file to write")
     weights.set_defaults(run=_weights)
 
     lean = commands.add_parser("lean", help="fit the lean auction's priors and settings")
-    lean.add_argument("action", choices=["fit"])
-    lean.add_argument("--train", nargs="+", default=["mbpp:0:100"], help="priors from here")
-    lean.add_argument("--dev", nargs="+", default=["mbpp:100:200"], help="settings chosen here")
+    lean.add_argument("action", choices=["fit"], help="fit: priors and settings")
+    lean.add_argument(
+        "--train",
+        nargs="+",
+        type=_task_set,
+        default=["mbpp:0:100"],
+        metavar=TASK_SET,
+        help="the priors come from here (default: mbpp:0:100)",
+    )
+    lean.add_argument(
+        "--dev",
+        nargs="+",
+        type=_task_set,
+        default=["mbpp:100:200"],
+        metavar=TASK_SET,
+        help="the settings are chosen here (default: mbpp:100:200)",
+    )
     lean.add_argument("--out", default="weights.toml", help="the weights file to update")
     lean.set_defaults(run=_lean)
 
@@ -646,13 +883,27 @@ def parser() -> argparse.ArgumentParser:
         help="the benchmark: choose the executor, fill the matrix, run live, compare every method",
     )
     bench_cmd.add_argument(
-        "action", choices=["matrix", "live", "export", "worker", "executors", "compare"]
+        "action",
+        choices=["matrix", "live", "export", "worker", "executors", "compare", "recount"],
+        help="executors: compare prompt shapes; matrix: every agent on every task; live: a run "
+        "through the marketplace; export: the archive; compare: all of it on a split; worker: "
+        "one matrix process (started by matrix); recount: the plan-token recount on the archive",
     )
     bench_cmd.add_argument(
-        "--train", nargs="+", default=["mbpp:0:100"], help="compare: the training split"
+        "--train",
+        nargs="+",
+        type=_task_set,
+        default=["mbpp:0:100"],
+        metavar=TASK_SET,
+        help="compare: the training split",
     )
     bench_cmd.add_argument(
-        "--test", nargs="+", default=["humaneval:0:164"], help="compare: the split compared on"
+        "--test",
+        nargs="+",
+        type=_task_set,
+        default=["humaneval:0:164"],
+        metavar=TASK_SET,
+        help="compare: the split compared on",
     )
     bench_cmd.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
     bench_cmd.add_argument(
@@ -673,12 +924,16 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument(
         "--tasks",
         nargs="+",
+        type=_task_set,
         default=["mbpp:0:100", "humaneval:0:164"],
+        metavar=TASK_SET,
         help="task sets DATASET:START:STOP (default: the training and evaluation splits)",
     )
     bench_cmd.add_argument(
         "--plans",
         nargs="+",
+        type=_task_set,
+        metavar=TASK_SET,
         default=["mbpp:0:100", "humaneval:0:164"],
         help="matrix: task sets that also get every agent's plan and reviews (the paper's auction)",
     )
@@ -690,7 +945,12 @@ def parser() -> argparse.ArgumentParser:
         help="matrix: agent pairs whose escalation drafts to compute (e.g. M:L)",
     )
     bench_cmd.add_argument("--workers", type=int, default=2, help="model processes at once")
-    bench_cmd.add_argument("--variant", default="full", help="live: full or no-memory")
+    bench_cmd.add_argument(
+        "--variant",
+        default="full",
+        choices=["lean", "full", "no-memory"],  # marketplace.bench.live.VARIANTS
+        help="live: the lean auction, or the paper's with or without memory (default: full)",
+    )
     bench_cmd.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
     bench_cmd.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
     bench_cmd.add_argument(
@@ -718,18 +978,66 @@ def parser() -> argparse.ArgumentParser:
         post,
     ):
         sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    _described(root)
     return root
+
+
+def _old_task_flags(command: argparse.ArgumentParser, group: argparse._ActionsContainer) -> None:
+    """`--dataset NAME --range A:B`, the spelling before `--tasks`, hidden but still taken."""
+    group.add_argument("--dataset", choices=["humaneval", "mbpp"], help=argparse.SUPPRESS)
+    command.add_argument("--range", type=_span, help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.config_path = config_path(args.config_sub or args.config)
+    # aiokafka logs each failed connection; a command whose logging nobody configured says
+    # it once itself (a service's configure_logging shows them all)
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    config = None
     try:
         config = load_config(args.config_path) if getattr(args, "needs_config", True) else None
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sale {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if (message := foreseen(exc, config)) is None:
+            raise  # a bug: its traceback is what a report of it needs
+        print(f"sale {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+def foreseen(exc: Exception, config: Config | None) -> str | None:
+    """The one line for an error a user causes or can fix (a flag, no database, an empty log,
+    no broker, a missing file); None for anything else, which is a bug."""
+    import asyncpg
+    from aiokafka.errors import KafkaConnectionError
+
+    from marketplace.log.replay import NO_LOG, LogUnavailable
+    from marketplace.shared.admin import BrokerUnreachable
+    from marketplace.shared.database import DatabaseUnreachable, reason
+
+    if isinstance(exc, (UsageError, LogUnavailable, DatabaseUnreachable)):
+        return str(exc)
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return f"{NO_LOG} ({exc})"
+    if isinstance(exc, (KafkaConnectionError, BrokerUnreachable)):
+        if config is not None and not config.broker.bootstrap:
+            return (
+                "no broker: [broker].bootstrap is not set and KAFKA_BOOTSTRAP is empty "
+                "(`sale up` starts one and prints its address)"
+            )
+        where = f" at {config.broker.bootstrap}" if config is not None else ""
+        return f"no broker answers{where} (is `sale up` running there, and KAFKA_BOOTSTRAP right?)"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, (OSError, asyncpg.PostgresConnectionError)):
+        return f"cannot connect: {reason(exc)}"
+    return None
 
 
 if __name__ == "__main__":

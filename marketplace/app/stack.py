@@ -34,7 +34,7 @@ from marketplace.shared.admin import (
     missing_topics,
 )
 from marketplace.shared.config import BrokerConfig, Config, SecurityConfig
-from marketplace.shared.database import resolve_server
+from marketplace.shared.database import log_database
 from marketplace.shared.keyfiles import ensure_keys, trust_of
 from marketplace.shared.local_broker import LocalBroker
 
@@ -81,7 +81,7 @@ def infrastructure(config: Config, run_dir: Path) -> Iterator[tuple[str, str]]:
             bootstrap = broker.bootstrap
             say(f"broker: Tansu on {bootstrap} (pid {broker.pid}, log {run_dir / 'tansu.log'})")
         database = config.database
-        database_url = started.enter_context(resolve_server(database.url, database.data_dir))
+        database_url = started.enter_context(log_database(database))
         if not database.url:
             say(f"database: embedded Postgres in {database.data_dir}")
         yield bootstrap, database_url

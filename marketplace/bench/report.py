@@ -149,7 +149,7 @@ def _bench_section(
 
     rows = table.rows(methods, prices, largest)
     plot = f"{prefix}cost_vs_pass.png"
-    table.plot_cost_vs_pass(rows, out / plot)
+    table.plot_cost_vs_pass(rows, out / plot, largest)
     tasks = rows[0].result.tasks
     return (
         f"### {title} ({tasks} tasks every method ran)\n\n{table.markdown(rows)}\n\n"

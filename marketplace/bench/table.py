@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from marketplace.core.metrics import (
 )
 from marketplace.shared.config import LeanConfig
 from schemas.events import Weights
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RANDOM_SEEDS = range(10)
 FORESEEN = "foresight of the checks (a bound)"
@@ -198,37 +202,77 @@ def markdown(table: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def plot_cost_vs_pass(table: Sequence[Row], path: Path) -> None:
+MARKERS = "osD^vP*Xh<>pd8H"  # filled shapes, each unlike the others
+
+
+def styles(count: int) -> list[tuple[tuple[float, ...], str]]:
+    """`count` (colour, marker) pairs, no two alike: the strong colours of tab20 first, then
+    its light ones, each with a marker of its own, so a point is told apart by both."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    colours = [*palette[0::2], *palette[1::2]]
+    return [(colours[i % len(colours)], MARKERS[i % len(MARKERS)]) for i in range(count)]
+
+
+def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
+    """Each method a point of its own colour and marker, named in the legend beside the plot
+    (no label is printed on the plot, so none can cover another), with its spread over
+    repetitions as a bar; dashed lines through always-largest's cost and pass@1 split the plot
+    into better-and-cheaper (above left) and the rest."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for row in table:
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    for row, (colour, marker) in zip(table, styles(len(table)), strict=True):
         r = row.result
+        low, high = row.pass_spread.low, row.pass_spread.high
         ax.errorbar(
             r.cost,
             100 * r.pass_at_1,
-            yerr=[
-                [100 * (r.pass_at_1 - row.pass_spread.low)],
-                [100 * (row.pass_spread.high - r.pass_at_1)],
-            ],
-            fmt="o",
+            yerr=[[100 * max(r.pass_at_1 - low, 0)], [100 * max(high - r.pass_at_1, 0)]],
+            fmt=marker,
+            color=colour,
+            markersize=7,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
             capsize=3,
+            label=f"{r.method} ({100 * r.pass_at_1:.1f}%, {r.cost:,.0f})",
         )
-        ax.annotate(
-            r.method,
-            (r.cost, 100 * r.pass_at_1),
-            fontsize=8,
-            xytext=(4, 4),
-            textcoords="offset points",
-        )
-    ax.set_xlabel("total cost (price units: CPU-seconds per million tokens × tokens / 1e6)")
+    reference = next(
+        (row.result for row in table if row.result.method == f"always {largest}"), None
+    )
+    if reference is not None:
+        style = {"color": "0.35", "linestyle": "--", "linewidth": 1, "zorder": 0}
+        ax.axhline(100 * reference.pass_at_1, **style, label=f"always {largest}: pass@1 and cost")
+        ax.axvline(reference.cost, **style)
+    ax.set_xscale("log")  # the methods crowd within a factor of two; a few cost ten times more
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("total cost, log scale (CPU-seconds per million tokens × tokens / 1e6)")
     ax.set_ylabel("pass@1 (%)")
-    ax.set_title("Cost against pass@1 per method (bars: spread over orders or seeds)")
-    ax.grid(alpha=0.3)
+    ax.set_title(f"Cost against pass@1 ({table[0].result.tasks} tasks; bars: spread over runs)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        title="method (pass@1, cost)",
+        title_fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
+    return fig
+
+
+def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = cost_vs_pass_figure(table, largest)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -256,7 +300,7 @@ def plot_shares(
         ax.set_ylim(0, 1)
         ax.set_ylabel("share")
     axes[-1, 0].set_xlabel("tasks done (in order)")
-    axes[0, 0].legend(loc="upper right")
+    axes[0, 0].legend(title="agent", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,7 +18,7 @@ from datetime import datetime
 import asyncpg
 
 from marketplace.log.lines import Labels, bid_label, gist, labels_of, verdict
-from marketplace.log.replay import LogUnavailable
+from marketplace.log.replay import NO_LOG, LogUnavailable
 from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
     AuctionClosed,
@@ -264,6 +264,6 @@ async def load(url: str, task_id: str) -> list[StoredEvent]:
     try:
         return await load_events(conn, task_id)
     except asyncpg.UndefinedTableError:
-        raise LogUnavailable("the database holds no event log: has `sale recorder` run?") from None
+        raise LogUnavailable(NO_LOG) from None
     finally:
         await conn.close()

@@ -726,6 +726,12 @@ class LogUnavailable(RuntimeError):
     """The log cannot be read at all (no table, a broker that stops answering)."""
 
 
+NO_LOG = (
+    "the database holds no event log yet: has `sale run` (or `sale up` with the recorder) "
+    "recorded anything with this config?"
+)
+
+
 @dataclass(frozen=True)
 class Log:
     """The events read, and the records that no longer hold a valid event (a changed row)."""
@@ -776,7 +782,7 @@ async def read_postgres(url: str) -> Log:
             list(TYPES),
         )
     except asyncpg.UndefinedTableError:
-        raise LogUnavailable("the database holds no event log: has `sale recorder` run?") from None
+        raise LogUnavailable(NO_LOG) from None
     finally:
         await conn.close()
     return _decoded(

@@ -41,6 +41,7 @@ from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
 from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
+from marketplace.shared.tokens import Tokenizers
 from schemas.codec import encode
 from schemas.events import (
     AgentHeartbeat,
@@ -71,8 +72,10 @@ class Auctioneer:
         bus: Bus,
         memory: Memory | None = None,
         clock: Callable[[], datetime] = utc_now,
+        tokenizers: Tokenizers | None = None,
     ) -> None:
         self.bus = bus
+        self.tokenizers = tokenizers or Tokenizers()
         self.settings: AuctionConfig = config.auction
         self.admission: AdmissionConfig = config.admission
         self.windows = Windows(
@@ -142,7 +145,7 @@ class Auctioneer:
         await self._commit(self.consumer.assignment())
 
     async def _route(self, event: TaskEvent, source: Source) -> None:
-        if isinstance(event, BidSubmitted) and (why := self._mispriced(event)):
+        if isinstance(event, BidSubmitted) and (why := self._misstated(event)):
             await self.bus.dead_letter(source, encode(event), self.bus.group(GROUP), why)
             return
         auction = self.auctions.get(event.task_id)
@@ -163,14 +166,35 @@ class Auctioneer:
         tp = TopicPartition(source.topic, source.partition)
         self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, source.offset)
 
-    def _mispriced(self, bid: BidSubmitted) -> str | None:
-        """Why a bid's price is not its agent's registered one (the price of its latest
-        signed heartbeat), or None. A bid states its price so the log can show it, but a price
-        of its own choosing per bid would let an agent underbid itself once awarded."""
+    def _misstated(self, bid: BidSubmitted) -> str | None:
+        """Why a bid misstates what its agent registered (the price and model of its latest
+        signed heartbeat) or its plan's length, or None. A bid states its price so the log can
+        show it, but a price of its own choosing per bid would let an agent underbid itself
+        once awarded; a plan counted short would make it look cheaper than it is."""
         beat = self.roster.beats.get(bid.agent_id)
-        if beat is None or bid.price == beat.price:
+        if beat is None:
             return None  # an agent with no heartbeat is the auction's to refuse (unknown_agent)
-        return f"price: the bid says {bid.price:g}, {bid.agent_id} is registered at {beat.price:g}"
+        if bid.price != beat.price:
+            registered = f"{bid.agent_id} is registered at {beat.price:g}"
+            return f"price: the bid says {bid.price:g}, {registered}"
+        if bid.model != beat.model:
+            return f"model: the bid says {bid.model}, {bid.agent_id} is registered as {beat.model}"
+        return self._miscounted(bid)
+
+    def _miscounted(self, bid: BidSubmitted) -> str | None:
+        """Why a bid's plan holds more tokens than it says were generated, or None. A draft
+        (lean) may begin with the task's own code, so that is taken off; a draft whose task is
+        not read yet is not recounted."""
+        given = ""
+        if bid.examples_pass is not None:
+            task = getattr(self.auctions.get(bid.task_id), "task", None)
+            if task is None:
+                return None
+            given = task.prompt
+        recount = self.tokenizers.understated(bid.model, bid.plan, bid.plan_tokens, given)
+        if recount is None:
+            return None
+        return f"plan_tokens: the bid says {bid.plan_tokens}, its plan holds {recount} tokens"
 
     async def _act(self) -> None:
         """Settles every auction whose partition is caught up, publishing what is decided."""

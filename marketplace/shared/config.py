@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +34,9 @@ class ConfigError(ValueError):
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+S = TypeVar("S", bound=Section)
 
 
 # A dead letter's largest record: the excerpt and key base64-encoded, a reason of escaped
@@ -283,23 +286,54 @@ def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
         raise ConfigError(f"{path}: no such config file ({hint})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(data, env, source=str(path))
+    return parse_config(data, env, source=str(path), base=path.parent)
 
 
-def parse_config(data: dict, env: Mapping[str, str] = os.environ, source: str = "config") -> Config:
+def parse_config(
+    data: dict,
+    env: Mapping[str, str] = os.environ,
+    source: str = "config",
+    base: Path | None = None,
+) -> Config:
+    """`base`: the config file's folder, which the file's relative paths are relative to (none:
+    the current directory's)."""
+    from_env: set[tuple[str, ...]] = set()
     for var, (section, field) in ENV_OVERRIDES.items():
         if env.get(var):
             data = {**data, section: {**data.get(section, {}), field: env[var]}}
+            from_env.add((section, field))
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe(exc)}") from None
+    if base is not None:
+        config = relative_to(config, base.absolute(), keep=from_env)
     if (path := config.auction.weights_file) is not None:
-        if not path.is_absolute() and source != "config":
-            path = Path(source).parent / path
         auction = config.auction.model_copy(update=load_fitted(path))
         config = config.model_copy(update={"auction": auction})
     return config
+
+
+def relative_to(
+    section: S, base: Path, keep: Set[tuple[str, ...]] = frozenset(), at: tuple[str, ...] = ()
+) -> S:
+    """`section` with every relative path in it (any field, at any depth, defaults included)
+    made absolute against `base`: a config file means the same files from whichever directory
+    a command runs, so `sale report` elsewhere finds the database `sale run` made. Paths at
+    `keep` came from the environment and stay relative to the current directory."""
+    update: dict[str, object] = {}
+    for name in type(section).model_fields:
+        value, where = getattr(section, name), (*at, name)
+        if where in keep:
+            continue
+        if isinstance(value, Path):
+            value = value.expanduser()
+            update[name] = value if value.is_absolute() else base / value
+        elif isinstance(value, Section):
+            update[name] = relative_to(value, base, keep, where)
+        elif isinstance(value, list) and all(isinstance(v, Section) for v in value):
+            update[name] = [relative_to(v, base, keep, where) for v in value]
+    return section.model_copy(update=update)
 
 
 def to_toml(config: Config) -> str:

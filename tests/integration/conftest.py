@@ -32,6 +32,14 @@ from schemas.topics import Topics
 SERVICE_ROLES = {name: name for name in ("auctioneer", "verifier", "recorder", "monitor")}
 
 
+@pytest.fixture(scope="session")
+def tier_s() -> str:
+    """The smallest real model (SmolLM2-135M), installed on first use: its path."""
+    from agents.install import install
+
+    return str(install("S", progress=lambda line: None))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[signing.Trust]:
     """Every test runs with signatures required: keys are made as principals appear, and the

@@ -26,6 +26,7 @@ from marketplace.log.memory import Memory
 from marketplace.services.auctioneer import Auctioneer
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import AuctionConfig, BrokerConfig, Config
+from marketplace.shared.tokens import Tokenizers
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -94,9 +95,11 @@ class Market:
             await running
         await self._stack.aclose()
 
-    async def auctioneer(self, memory: Memory | None = None) -> Auctioneer:
+    async def auctioneer(
+        self, memory: Memory | None = None, tokenizers: Tokenizers | None = None
+    ) -> Auctioneer:
         bus = Bus(self.config.broker, producer="auctioneer")
-        auctioneer = Auctioneer(self.config, bus, memory=memory)
+        auctioneer = Auctioneer(self.config, bus, memory=memory, tokenizers=tokenizers)
         stop = asyncio.Event()
         self.auctioneers.append((auctioneer, stop, asyncio.create_task(auctioneer.run(stop))))
         return auctioneer

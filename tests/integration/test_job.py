@@ -39,7 +39,16 @@ async def test_the_main_job_runs_tasks_to_outcomes_and_reports_from_the_log(
 ) -> None:
     config = job_config(tmp_path / "sale.toml")
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": fresh_database, "PATH": "/usr/bin"}
-    command = [*SALE, "--config", str(config), "run", "--range", "0:3", "--run-dir", str(tmp_path)]
+    command = [
+        *SALE,
+        "--config",
+        str(config),
+        "run",
+        "--tasks",
+        "humaneval:0:3",
+        "--run-dir",
+        str(tmp_path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stdout + done.stderr
     for task in ("HumanEval-0", "HumanEval-1", "HumanEval-2"):

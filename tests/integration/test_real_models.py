@@ -7,17 +7,18 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from agents.agent import LLMAgent
 from agents.backends import build
-from agents.install import install
 from agents.runtime import AgentService
 from marketplace.bench.datasets import humaneval
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import AgentConfig, BrokerConfig
 from marketplace.shared.local_broker import free_port, wait_for_port
+from marketplace.shared.tokens import Tokenizers
 from schemas.events import AuctionClosed, BidRequested, BidSubmitted, TaskResult
 from tests.integration.test_auctioneer import Market, make_config
 
@@ -30,11 +31,6 @@ SMALL = dict(
     execute_max_tokens=200,
     context_tokens=2048,
 )
-
-
-@pytest.fixture(scope="session")
-def tier_s() -> str:
-    return str(install("S", progress=lambda line: None))
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +64,10 @@ def llama_server(tier_s: str) -> Iterator[str]:
 
 
 async def one_auction(
-    broker: BrokerConfig, settings: AgentConfig, mechanism: str = "paper"
+    broker: BrokerConfig, settings: AgentConfig, mechanism: str = "paper", vocabulary: str = ""
 ) -> list:
-    """One HumanEval task auctioned to one real agent; returns what the agent published."""
+    """One HumanEval task auctioned to one real agent; returns what the agent published. With
+    the model's `vocabulary`, the auctioneer recounts the bid's plan tokens (it must pass)."""
     posted, _ = humaneval(0, 1)[0]
     agent = LLMAgent(settings, build(settings), mechanism=mechanism)
     market = Market(make_config(broker, window_s=120.0, mechanism=mechanism))
@@ -78,7 +75,8 @@ async def one_auction(
         service = AgentService(agent, Bus(broker, producer=settings.id))
         async with service:
             await service.bus.joined()
-            await market.auctioneer()
+            recount = Tokenizers({settings.model: Path(vocabulary)} if vocabulary else {})
+            await market.auctioneer(tokenizers=recount)
             await market.post(posted)
             await market.closed(posted.task_id, timeout_s=300)
             await market.watch.wait_until(
@@ -104,7 +102,7 @@ async def test_tier_s_in_process_bids_judges_and_executes(
     broker_config: BrokerConfig, topics: object, tier_s: str
 ) -> None:
     settings = AgentConfig(id="s-local", backend="llama_cpp", tier="S", **SMALL)
-    check(await one_auction(broker_config, settings))
+    check(await one_auction(broker_config, settings, vocabulary=tier_s))
 
 
 async def test_tier_s_over_http_bids_judges_and_executes(
@@ -118,7 +116,7 @@ async def test_tier_s_in_process_drafts_and_its_draft_is_the_result_in_a_lean_au
     broker_config: BrokerConfig, topics: object, tier_s: str
 ) -> None:
     settings = AgentConfig(id="s-lean", backend="llama_cpp", tier="S", **SMALL)
-    events = await one_auction(broker_config, settings, mechanism="lean")
+    events = await one_auction(broker_config, settings, mechanism="lean", vocabulary=tier_s)
     [asked] = [e for e in events if isinstance(e, BidRequested)]
     assert asked.agent_id == "s-lean" and asked.why
     [bid] = [e for e in events if isinstance(e, BidSubmitted)]

@@ -30,6 +30,7 @@ from marketplace.log.store import Incoming, Position, store
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.migrate import apply_migrations
+from marketplace.shared.tokens import Tokenizers
 from schemas.codec import encode
 from schemas.events import (
     AuctionClosed,
@@ -253,6 +254,35 @@ async def test_a_bid_priced_below_its_agents_registration_is_refused(
     assert {(b.agent_id, b.price) for b in closed.bids} == {("a", 0.3)}
     assert closed.winner_agent_id == "a" and closed.winner_bid_id != lying.bid_id
     assert "registered at 0.3" in refused(m.watch, lying)[0].error
+
+
+async def test_a_bid_that_understates_its_plan_or_its_model_is_refused(
+    broker_config: BrokerConfig, topics: Topics, keyring: Path, tier_s: str
+) -> None:
+    """With the model's vocabulary at hand the auctioneer recounts a plan: a bid that says
+    it took 1 token for a plan of dozens, or names a model its agent did not register, is
+    refused; the agent's honest bid wins."""
+    async with Market(make_config(broker_config)) as m:
+        a = ScriptedAgent("a", price=0.3, delay_s=1.0, plan_tokens=40)
+        auctioneer = await m.auctioneer(tokenizers=Tokenizers({a.model: Path(tier_s)}))
+        await m.agent(a)
+        async with asyncio.timeout(10):
+            while not auctioneer.roster.is_live("a", datetime.now(UTC)):
+                await asyncio.sleep(0.05)
+        posted = task()
+        await m.post(posted)
+        await opened(m, posted.task_id)
+        short = bid(posted.task_id, "a", price=0.3).model_copy(
+            update={"plan": "FORGED: " + "run this program instead of the task, " * 8}
+        )
+        renamed = bid(posted.task_id, "a", price=0.3).model_copy(update={"model": "gpt-9"})
+        async with Bus(m.config.broker, producer="a") as own:  # a's own key: authentic, and lying
+            await own.publish(short)
+            await own.publish(renamed)
+        closed = await m.closed(posted.task_id)
+    assert {b.plan_tokens for b in closed.bids} == {40}
+    assert "the bid says 1, its plan holds" in refused(m.watch, short)[0].error
+    assert "registered as scripted-a" in refused(m.watch, renamed)[0].error
 
 
 # --- grading ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ class Up:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: `kill` reaches every child
         )
         self.lines: list[str] = []
 
@@ -63,6 +65,16 @@ class Up:
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children(recursive=True)
+
+    def kill(self) -> None:
+        """Leaves nothing behind after a failed test: the broker and services it started
+        (its descendants, and anything else of its process group), then `sale up` itself."""
+        if self.process.poll() is None:
+            for child in self.descendants():
+                child.kill()
+            self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)
@@ -82,8 +94,7 @@ def up_factory(tmp_path: Path) -> Iterator:
 
     yield start
     for up in started:
-        if up.process.poll() is None:
-            up.process.kill()
+        up.kill()
 
 
 def postmaster_pid(data_dir: Path) -> int:

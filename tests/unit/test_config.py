@@ -123,3 +123,43 @@ def test_config_path_prefers_the_flag_then_the_environment() -> None:
     assert config_path("a.toml", env={"SALE_CONFIG": "b.toml"}) == Path("a.toml")
     assert config_path(None, env={"SALE_CONFIG": "b.toml"}) == Path("b.toml")
     assert config_path(None, env={}) == Path("sale.toml")
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "weights.toml").write_text("[auction.weights]\ncost = 0.5\n")
+    (folder / "sale.toml").write_text(
+        '[broker]\nssl_cafile = "ca.pem"\n'
+        '[database]\ndata_dir = "db"\n'
+        '[auction]\nweights_file = "weights.toml"\n'
+        '[security]\nkeyring = "keys/keyring.toml"\nkey_dir = "/etc/sale/keys"\n'
+        '[[agents]]\nid = "a"\nbackend = "llama_cpp"\nmodel = "m"\npath = "models/a.gguf"\n'
+        "input_price = 1\noutput_price = 1\n"
+    )
+    monkeypatch.chdir(tmp_path)  # elsewhere: the paths must not follow the current directory
+    config = load_config(Path("project/sale.toml"), env={})
+    assert config.broker.ssl_cafile == folder / "ca.pem"
+    assert config.database.data_dir == folder / "db"
+    assert config.auction.weights_file == folder / "weights.toml"
+    assert config.auction.weights.cost == 0.5
+    assert config.security.keyring == folder / "keys" / "keyring.toml"
+    assert config.security.key_dir == Path("/etc/sale/keys")  # absolute: as written
+    assert config.agent("a").path == folder / "models" / "a.gguf"
+
+
+def test_a_default_path_is_relative_to_the_config_file_too(tmp_path: Path) -> None:
+    (tmp_path / "sale.toml").write_text("")
+    config = load_config(tmp_path / "sale.toml", env={})
+    assert config.database.data_dir == tmp_path / ".sale" / "postgres"
+
+
+def test_a_path_from_the_environment_stays_relative_to_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sale.toml").write_text('[security]\nkey_dir = "keys"\n')
+    config = load_config(tmp_path / "sale.toml", env={"SALE_KEYRING": "ring.toml"})
+    assert config.security.keyring == Path("ring.toml")
+    assert config.security.key_dir == tmp_path / "keys"

@@ -1,0 +1,130 @@
+"""The published contract (docs/contract/): generated from the code, and checked in as it is
+generated. The first test is the CI check that the checked-in copy is current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from agents import runtime
+from marketplace.app import cli
+from marketplace.services import auctioneer, verifier
+from marketplace.shared import contract
+from marketplace.shared.signing import DOMAIN, KEY_ID_HEADER, SIGNATURE_HEADER
+from schemas.codec import encode
+from schemas.topics import STREAMS
+from tests.samples import every_event
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLISHED = ROOT / "docs" / "contract"
+REGENERATE = "python -m marketplace.app.cli contract  (the `sale contract` command)"
+
+
+def test_the_checked_in_contract_is_what_the_code_generates(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.main(["contract", "--check", "--out", str(PUBLISHED)])
+    named = capsys.readouterr().err
+    assert code == 0, (
+        f"docs/contract/ is out of date with schemas/ and signing:\n{named}"
+        f"Regenerate it from the repository root with\n    {REGENERATE}\nand commit the result."
+    )
+
+
+def test_check_names_each_changed_missing_and_stale_file_and_a_run_repairs_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "contract"
+    assert cli.main(["contract", "--out", str(out)]) == 0
+    (out / "asyncapi.json").write_text("{}\n")
+    (out / "events" / "TaskPosted.json").unlink()
+    (out / "events" / "Retired.json").write_text("{}\n")
+    capsys.readouterr()
+
+    assert cli.main(["contract", "--check", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'asyncapi.json'} differs from the code" in err
+    assert f"{out / 'events/TaskPosted.json'} is missing" in err
+    assert f"{out / 'events/Retired.json'} is no longer made by the code" in err
+    assert "regenerate with `sale contract`" in err
+
+    assert cli.main(["contract", "--out", str(out)]) == 0
+    assert cli.main(["contract", "--check", "--out", str(out)]) == 0
+    assert not (out / "events" / "Retired.json").exists()
+
+
+def test_generation_is_deterministic_and_ends_with_one_newline() -> None:
+    first, second = contract.contract_files(), contract.contract_files()
+    assert first == second
+    assert all(text.endswith("}\n") and not text.endswith("\n\n") for text in first.values())
+    assert set(first) == {"asyncapi.json"} | {
+        f"events/{m.__name__}.json" for models in STREAMS.values() for m in models
+    }
+
+
+@pytest.mark.parametrize("event", every_event(), ids=lambda e: e.type)
+def test_each_schema_accepts_the_canonical_record_and_lists_its_fields_in_order(event) -> None:
+    schema = contract.event_schema(type(event))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    record = json.loads(encode(event))
+    jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
+    assert list(record) == schema["required"]  # the canonical order is the schema's
+    assert schema["x-sale-stream"] in STREAMS and event.type in {
+        m.__name__ for m in STREAMS[schema["x-sale-stream"]]
+    }
+
+
+def test_a_record_missing_a_defaulted_field_is_not_canonical() -> None:
+    """The consumer would fill event_id in itself, and its bytes would not be the signed ones."""
+    event = every_event()[0]
+    schema = contract.event_schema(type(event))
+    record = json.loads(encode(event))
+    del record["event_id"]
+    with pytest.raises(jsonschema.ValidationError, match="'event_id' is a required property"):
+        jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_each_stream_says_who_sends_and_who_receives_and_by_which_key() -> None:
+    document = contract.asyncapi()
+    assert document["asyncapi"] == "3.0.0"
+    operations = document["operations"].values()
+    for stream in STREAMS:
+        on = [o for o in operations if o["channel"]["$ref"] == f"#/channels/{stream}"]
+        assert {o["action"] for o in on} == {"send", "receive"}, stream
+    assert "agent.send.bids" in document["operations"]
+    assert "agent.receive.checks" not in document["operations"]  # agents never read checks
+    assert contract.producers("auctions") == ["auctioneer"]
+    messages = document["components"]["messages"]
+    assert messages["BidSubmitted"]["bindings"]["kafka"]["key"]["description"].endswith("task_id")
+    assert messages["AgentHeartbeat"]["bindings"]["kafka"]["key"]["description"].endswith(
+        "agent_id"
+    )
+    headers = document["components"]["schemas"]["SignatureHeaders"]
+    assert headers["required"] == [KEY_ID_HEADER, SIGNATURE_HEADER]
+
+
+def test_the_consumers_it_names_are_what_the_services_read() -> None:
+    reads = {
+        "agent": set(runtime.STREAMS),
+        "auctioneer": {*auctioneer.STREAMS, "agents"},  # the roster is read outside the group
+        "verifier": set(verifier.STREAMS),
+        "recorder": set(STREAMS),
+    }
+    for role, streams in reads.items():
+        named = {s for s, roles in contract.CONSUMERS.items() if role in roles}
+        assert named == streams, role
+
+
+def test_the_contract_readme_names_the_signing_rules_the_code_uses() -> None:
+    readme = (PUBLISHED / "README.md").read_text()
+    for fact in (KEY_ID_HEADER, SIGNATURE_HEADER, repr(DOMAIN)[2:-1], "sale contract"):
+        assert fact in readme, fact
+
+
+def test_every_payload_reference_names_a_generated_schema() -> None:
+    files = contract.contract_files()
+    for message in contract.asyncapi()["components"]["messages"].values():
+        assert message["payload"]["$ref"].removeprefix("./") in files
