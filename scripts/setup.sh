@@ -34,3 +34,11 @@ if .venv/bin/python -c "import llama_cpp, sys; sys.exit(b'AMX' not in llama_cpp.
   .venv/bin/python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
   .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "llama-cpp-python==$version"
 fi
+
+# The dashboard's browser test drives Debian's headless Chromium (tests/integration/browser.py).
+if [[ ",$extras," == *",test,"* ]] && ! command -v chromium >/dev/null; then
+  echo "setup: installing chromium (the dashboard's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi

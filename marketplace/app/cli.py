@@ -175,6 +175,24 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    """`sale serve`: the front door (OpenAI-compatible API, dashboard, /metrics)."""
+    from marketplace.app import serve
+
+    if not config.broker.bootstrap:
+        raise ConfigError("[broker].bootstrap: not set and KAFKA_BOOTSTRAP is empty; which broker?")
+    _secure(config)
+    host = args.host or config.serve.host
+    port = config.serve.port if args.port is None else args.port
+    return asyncio.run(serve.serve(config, host, port))
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
+
+
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
@@ -705,6 +723,14 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("task_id", metavar="TASK_ID", help="e.g. HumanEval-0")
     audit.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     audit.set_defaults(run=_audit)
+
+    serve = commands.add_parser(
+        "serve", help="the front door: OpenAI-compatible API, operator's dashboard, /metrics"
+    )
+    serve.add_argument("--host", help="address to listen on (default: [serve].host, 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="port (default: [serve].port, 8080)")
+    serve.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    serve.set_defaults(run=_serve)
 
     load = commands.add_parser(
         "loadtest", help="auctions/s with scripted agents, next to the raw broker rate"

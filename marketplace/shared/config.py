@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Set
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -218,6 +218,25 @@ class SecurityConfig(Section):
     )
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+
+
+class ServeConfig(Section):
+    """`sale serve`: the front door's address, how long a request may wait for its task, and
+    who may call it. Keys are secrets, so the file names the environment variable holding each
+    tenant's key, never the key (`keys`)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8080, ge=1, le=65_535)
+    timeout_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="a request's wait for its task's outcome"
+    )
+    keys: dict[Id, EnvName] = Field(
+        default_factory=dict,
+        description="tenant → environment variable holding its API key; empty: an open door",
+    )
+
+
 class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -230,6 +249,7 @@ class Config(Section):
     agents: list[AgentConfig] = Field(default_factory=list)
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _agent_ids_unique(self) -> Config:

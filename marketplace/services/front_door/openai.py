@@ -1,0 +1,355 @@
+"""The OpenAI-compatible routes: any OpenAI client (the official `openai` package, an SDK, curl)
+runs a prompt through the marketplace's auction by naming the model `sale`.
+
+`POST /v1/chat/completions` turns the messages into one prompt, asks the marketplace (a task of
+its own, auctioned, executed by the winner) and answers in the `chat.completion` shape, usage
+included. What an OpenAI response has no field for travels in headers (`x-sale-task-id`,
+`x-sale-winner`, `x-sale-cost`, `x-sale-status`, `x-sale-mechanism`) and in a `metadata` object
+beside `choices`, so `sale audit TASK_ID` can tell the story of any answer.
+
+Models: `sale`, and `sale/<mechanism>` naming the mechanism this marketplace runs (lean or
+paper); another mechanism is a model that does not exist here (404), since the auctioneer
+decides every auction by its one configured mechanism.
+
+Tenants: with `[serve].keys` set, the bearer key names the tenant (a key is a tenant's secret,
+so no caller can spend another tenant's budget by naming it). With no keys the door is open:
+the request's `user` field names the tenant, else `default`. A budget for one request rides in
+the body as `budget` (the `openai` client's `extra_body`).
+
+Errors come in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 a bad
+request (or one the marketplace cannot make a task of), 401 a missing or unknown key, 402 over
+budget (the auction refused the task), 404 an unknown model, 502 the winner failed without an
+answer, 503 no agent took the task (or the marketplace cannot be reached), 504 no outcome in
+time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from marketplace.services.front_door.asking import (
+    Answer,
+    Asker,
+    AskError,
+    AskInvalid,
+    AskRefused,
+    AskTimeout,
+)
+from marketplace.shared.config import ConfigError, ServeConfig
+from schemas.events import MAX_PROMPT, Id
+
+MODEL = "sale"
+_TENANT = TypeAdapter(Id)
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type_
+        self.code, self.param, self.headers = code, param, dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+# --- the request ----------------------------------------------------------------------------
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ...: accepted, not used
+
+    role: str = Field(min_length=1)
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """A chat completion request. Sampling settings (temperature, max_tokens, ...) are accepted
+    and not used: the winning agent runs its own model its own way."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    user: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    budget: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+def prompt_of(messages: list[Message]) -> str:
+    """One prompt from the conversation: a lone message as it is, several as `role: text`
+    paragraphs (the task is one prompt; the winner sees the whole exchange)."""
+    texts = [(m.role, _text(m, i)) for i, m in enumerate(messages)]
+    texts = [(role, text) for role, text in texts if text.strip()]
+    if not texts:
+        raise OpenAIError(400, "the messages hold no text", param="messages")
+    prompt = texts[0][1] if len(texts) == 1 else "\n\n".join(f"{r}: {t}" for r, t in texts)
+    if len(prompt) > MAX_PROMPT:
+        message = f"the prompt is {len(prompt)} characters, more than {MAX_PROMPT}"
+        raise OpenAIError(400, message, param="messages", code="context_length_exceeded")
+    return prompt
+
+
+def _text(message: Message, index: int) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    parts = []
+    for part in message.content:
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type", "untyped")
+            raise OpenAIError(
+                400, f"only text content is supported, not {kind!r}", param=f"messages.{index}"
+            )
+        parts.append(part["text"])
+    return "\n".join(parts)
+
+
+# --- who is asking --------------------------------------------------------------------------
+
+
+def load_keys(serve: ServeConfig, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """API key → tenant, read from the environment variables `[serve].keys` names; an unset
+    one fails at start naming the field."""
+    keys: dict[str, str] = {}
+    for tenant, var in serve.keys.items():
+        key = env.get(var, "")
+        if not key:
+            raise ConfigError(f"[serve].keys.{tenant}: environment variable {var} is not set")
+        if key in keys:
+            raise ConfigError(f"[serve].keys.{tenant}: the same key as tenant {keys[key]}")
+        keys[key] = tenant
+    return keys
+
+
+def tenant_of(keys: Mapping[str, str], authorization: str | None, user: str | None) -> str:
+    """The tenant a request spends for (see the module's docstring)."""
+    if not keys:
+        name = user or "default"
+        try:
+            return _TENANT.validate_python(name)
+        except ValidationError:
+            message = f"user {name[:40]!r} is not a tenant name (letters, digits, _.:-)"
+            raise OpenAIError(400, message, param="user") from None
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise OpenAIError(
+            401, "no API key: send Authorization: Bearer <key>", code="invalid_api_key"
+        )
+    found = None
+    for known, tenant in keys.items():  # every key compared, in constant time
+        if hmac.compare_digest(known.encode(), key.strip().encode()):
+            found = tenant
+    if found is None:
+        raise OpenAIError(401, "incorrect API key", code="invalid_api_key")
+    return found
+
+
+# --- the answer -----------------------------------------------------------------------------
+
+
+def sale_headers(answer: Answer) -> dict[str, str]:
+    headers = {"x-sale-task-id": answer.task_id, "x-sale-status": answer.status}
+    if answer.winner_agent_id:
+        headers["x-sale-winner"] = answer.winner_agent_id
+    headers["x-sale-cost"] = f"{answer.cost or 0.0:.9g}"
+    if answer.mechanism:
+        headers["x-sale-mechanism"] = answer.mechanism
+    return headers
+
+
+def metadata(answer: Answer) -> dict[str, str]:
+    """The sale's facts as OpenAI's `metadata` holds them: strings only, absent when unknown."""
+    facts = {
+        "task_id": answer.task_id,
+        "status": answer.status,
+        "passed": None if answer.passed is None else str(bool(answer.passed)).lower(),
+        "winner": answer.winner_agent_id,
+        "winner_model": answer.model,
+        "cost": f"{answer.cost or 0.0:.9g}",
+        "mechanism": answer.mechanism,
+        "reason": answer.reason,
+        "error": getattr(answer, "error", None),
+    }
+    return {key: value for key, value in facts.items() if value}
+
+
+def usage_of(answer: Answer) -> dict[str, int]:
+    prompt = int(getattr(answer.usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(answer.usage, "completion_tokens", 0) or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def failure(answer: Answer) -> OpenAIError | None:
+    """The error an outcome without an answer is, or None: an answer (a failed verification
+    with an output is still the winner's answer: its status says so)."""
+    headers = sale_headers(answer)
+    why = ": ".join(x for x in (answer.reason, getattr(answer, "detail", "")) if x)
+    why = f" ({why})" if why else ""
+    if answer.status in ("passed", "answered") or (answer.status == "failed" and answer.output):
+        return None
+    if answer.status in ("no_bids", "no_eligible_bids"):
+        message = f"no agent took task {answer.task_id}{why}"
+        return OpenAIError(503, message, "server_error", "no_bids", headers=headers)
+    if answer.status == "refused":
+        message = f"task {answer.task_id} refused{why}"
+        return OpenAIError(402, message, "insufficient_quota", "over_budget", headers=headers)
+    message = f"task {answer.task_id} ended {answer.status} without an answer{why}"
+    return OpenAIError(502, message, "server_error", "execution_failed", headers=headers)
+
+
+def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{answer.task_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.output or "", "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage_of(answer),
+        "system_fingerprint": None,
+        "metadata": metadata(answer),
+    }
+
+
+async def chunks(answer: Answer, model: str, created: int, usage: bool) -> AsyncIterator[str]:
+    """The answer as a stream: the whole text in one chunk (the auction answers at once, not
+    token by token), the finish, the usage if asked for, then [DONE]."""
+    base = {"id": f"chatcmpl-{answer.task_id}", "object": "chat.completion.chunk"}
+    base |= {"created": created, "model": model, "metadata": metadata(answer)}
+    delta = {"role": "assistant", "content": answer.output or ""}
+    yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        yield _event({**base, "choices": [], "usage": usage_of(answer)})
+    yield "data: [DONE]\n\n"
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+# --- the routes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Door:
+    """What the routes need: the asker, the mechanism the marketplace runs, how long a request
+    may wait, and the API keys (empty: an open door)."""
+
+    asker: Asker | None
+    mechanism: str
+    timeout_s: float = 300.0
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+    def models(self) -> list[str]:
+        return [MODEL, f"{MODEL}/{self.mechanism}"]
+
+    def model(self, name: str) -> str:
+        """The model to answer as, or 404 for one this marketplace does not serve."""
+        if name == MODEL:
+            return f"{MODEL}/{self.mechanism}"
+        if name in self.models():
+            return name
+        message = f"the model {name!r} does not exist here: use one of {', '.join(self.models())}"
+        if name.startswith(f"{MODEL}/"):
+            message += f" (this marketplace runs the {self.mechanism} mechanism)"
+        raise OpenAIError(404, message, code="model_not_found", param="model")
+
+
+def router(door: Door) -> APIRouter:
+    routes = APIRouter(prefix="/v1")
+
+    @routes.get("/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        tenant_of(door.keys, request.headers.get("authorization"), None)
+        return {"object": "list", "data": [_model_card(m) for m in door.models()]}
+
+    @routes.get("/models/{name:path}")
+    async def get_model(name: str, request: Request) -> dict[str, Any]:
+        tenant_of(door.keys, request.headers.get("authorization"), None)
+        door.model(name)
+        return _model_card(name)
+
+    @routes.post("/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        tenant = tenant_of(door.keys, request.headers.get("authorization"), body.user)
+        model = door.model(body.model)
+        prompt = prompt_of(body.messages)
+        answer = await _ask(door, prompt, tenant, body.budget)
+        if (error := failure(answer)) is not None:
+            raise error
+        created = int(time.time())
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            stream = chunks(answer, model, created, usage)
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers=sale_headers(answer)
+            )
+        return JSONResponse(completion(answer, model, created), headers=sale_headers(answer))
+
+    return routes
+
+
+async def _ask(door: Door, prompt: str, tenant: str, budget: float | None) -> Answer:
+    if door.asker is None:
+        raise OpenAIError(503, "this front door has no marketplace to ask", "server_error")
+    try:
+        return await door.asker.ask(prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s)
+    except AskInvalid as exc:
+        raise OpenAIError(400, str(exc), param="messages") from None
+    except AskRefused as exc:
+        raise OpenAIError(402, exc.reason, "insufficient_quota", "over_budget") from None
+    except AskTimeout as exc:
+        message = f"no outcome within {door.timeout_s:g} s: {exc}"
+        raise OpenAIError(504, message, "server_error", "timeout") from None
+    except AskError as exc:
+        message = f"the marketplace cannot take the task: {exc}"
+        raise OpenAIError(503, message, "server_error", "unavailable") from None
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "sale"}

@@ -1,0 +1,280 @@
+"""The front door's HTTP shapes, read by the official `openai` client over the ASGI app in
+process: the chat.completion answer, the headers and metadata, and every error in OpenAI's
+shape with its status. The marketplace behind the door is a stand-in asker here (the real
+client runs in tests/integration/test_front_door.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from marketplace.services.front_door.app import create_app
+from marketplace.services.front_door.asking import AskError, AskInvalid, AskRefused, AskTimeout
+from marketplace.shared.config import Config, ConfigError, ServeConfig, parse_config
+
+USER = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+@dataclass(frozen=True)
+class Tokens:
+    prompt_tokens: int = 12
+    completion_tokens: int = 7
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The fields of the client's Outcome the door reads."""
+
+    task_id: str = "task-1"
+    status: str = "answered"
+    passed: bool | None = None
+    winner_agent_id: str | None = "small"
+    model: str | None = "scripted-small"
+    output: str | None = "4"
+    cost: float = 0.00125
+    usage: Tokens = field(default_factory=Tokens)
+    reason: str | None = None
+    mechanism: str | None = "lean"
+
+
+class StandIn:
+    """Answers every ask with `answer` (or raises it) and keeps what it was asked."""
+
+    def __init__(self, answer: Outcome | Exception | None = None) -> None:
+        self.answer = answer or Outcome()
+        self.asked: list[dict[str, Any]] = []
+
+    async def ask(
+        self, prompt: str, tenant: str = "default", budget: float | None = None, timeout_s=300.0
+    ) -> Outcome:
+        self.asked.append({"prompt": prompt, "tenant": tenant, "budget": budget})
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+Door = Callable[..., openai.AsyncOpenAI]
+
+
+@pytest.fixture
+async def door() -> AsyncIterator[Door]:
+    """Opens the door on a stand-in: `door(asker, config, env, key)` → an openai client
+    (`raw=True`: a plain HTTP client)."""
+    http_clients: list[httpx2.AsyncClient] = []
+
+    def open_door(
+        asker: StandIn,
+        config: Config | None = None,
+        env: dict | None = None,
+        key: str = "none",
+        raw: bool = False,
+    ) -> openai.AsyncOpenAI | httpx2.AsyncClient:
+        app = create_app(asker, config or Config(), env or {})
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://door")
+        http_clients.append(http)
+        if raw:  # plain HTTP, for what the openai client would not send
+            return http
+        return openai.AsyncOpenAI(
+            api_key=key, base_url="http://door/v1", http_client=http, max_retries=0
+        )
+
+    yield open_door
+    for http in http_clients:
+        await http.aclose()
+
+
+async def test_a_chat_completion_is_the_auction_s_answer_in_openai_s_shape(door: Door) -> None:
+    asker = StandIn()
+    client = door(asker)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="sale", messages=USER, extra_body={"budget": 0.5}
+    )
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.id == "chatcmpl-task-1"
+    assert completion.model == "sale/lean"
+    assert completion.choices[0].message.role == "assistant"
+    assert completion.choices[0].message.content == "4"
+    assert completion.choices[0].finish_reason == "stop"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (12, 7)
+    assert completion.usage.total_tokens == 19
+    assert raw.headers["x-sale-task-id"] == "task-1"
+    assert raw.headers["x-sale-winner"] == "small"
+    assert float(raw.headers["x-sale-cost"]) == pytest.approx(0.00125)
+    assert raw.headers["x-sale-status"] == "answered"
+    assert completion.metadata == {  # OpenAI's metadata: strings only
+        "task_id": "task-1",
+        "status": "answered",
+        "winner": "small",
+        "winner_model": "scripted-small",
+        "cost": "0.00125",
+        "mechanism": "lean",
+    }
+    assert asker.asked == [{"prompt": "What is 2 + 2?", "tenant": "default", "budget": 0.5}]
+
+
+async def test_a_conversation_becomes_one_prompt_of_role_paragraphs(door: Door) -> None:
+    asker = StandIn()
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "text", "text": "2 + 2?"}]},
+    ]
+    await door(asker).chat.completions.create(model="sale/lean", messages=messages)
+    assert asker.asked[0]["prompt"] == "system: Answer briefly.\n\nuser: 2 + 2?"
+
+
+async def test_the_models_are_sale_and_the_mechanism_it_runs(door: Door) -> None:
+    paper = Config.model_validate({"auction": {"mechanism": "paper"}})
+    models = await door(StandIn(), paper).models.list()
+    assert [m.id for m in models.data] == ["sale", "sale/paper"]
+    with pytest.raises(openai.NotFoundError) as raised:
+        await door(StandIn(), paper).chat.completions.create(model="sale/lean", messages=USER)
+    assert raised.value.code == "model_not_found"
+    assert "runs the paper mechanism" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [
+        (AskInvalid("the prompt cannot be a task"), 400, None),
+        (AskRefused("tenant acme is over its budget of 1"), 402, "over_budget"),
+        (AskTimeout("no outcome for task-1"), 504, "timeout"),
+        (AskError("the broker does not answer"), 503, "unavailable"),
+        (Outcome(status="no_bids", output=None, winner_agent_id=None), 503, "no_bids"),
+        (Outcome(status="no_eligible_bids", output=None, winner_agent_id=None), 503, "no_bids"),
+        (Outcome(status="refused", output="", reason="over budget"), 402, "over_budget"),
+        (Outcome(status="failed", output="", reason="the agent crashed"), 502, "execution_failed"),
+    ],
+)
+async def test_what_went_wrong_is_an_openai_error_with_its_status(
+    door: Door, answer: Outcome | Exception, status: int, code: str
+) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        await door(StandIn(answer)).chat.completions.create(model="sale", messages=USER)
+    error = raised.value
+    assert error.status_code == status
+    assert error.code == code
+    assert set(error.body) == {"message", "type", "param", "code"}
+    if isinstance(answer, Outcome):  # the task ran: the operator can look it up
+        assert error.response.headers["x-sale-task-id"] == "task-1"
+
+
+async def test_a_failed_verification_still_answers_with_its_status(door: Door) -> None:
+    asker = StandIn(Outcome(status="failed", passed=False, output="5"))
+    raw = await door(asker).chat.completions.with_raw_response.create(model="sale", messages=USER)
+    assert raw.parse().choices[0].message.content == "5"
+    assert raw.headers["x-sale-status"] == "failed"
+    assert raw.parse().metadata["passed"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "sale", "messages": []}, "messages"),
+        ({"model": "sale", "messages": [{"role": "user"}]}, "messages"),
+        ({"model": "sale", "messages": USER, "budget": -1}, "budget"),
+        ({"messages": USER}, "model"),
+        ({"model": "sale", "messages": USER, "user": "no spaces please"}, "user"),
+        (
+            {
+                "model": "sale",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            },
+            "messages.0",
+        ),
+    ],
+)
+async def test_a_bad_request_is_a_400_naming_the_field(door: Door, body: dict, param: str) -> None:
+    asker = StandIn()
+    response = await door(asker, raw=True).post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert asker.asked == []
+
+
+async def test_a_body_that_is_not_json_is_a_400(door: Door) -> None:
+    response = await door(StandIn(), raw=True).post(
+        "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+async def test_an_unknown_path_is_a_404_in_the_same_shape(door: Door) -> None:
+    response = await door(StandIn(), raw=True).get("/v1/engines")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_with_keys_the_bearer_key_names_the_tenant(door: Door) -> None:
+    config = Config(serve=ServeConfig(keys={"acme": "ACME_KEY", "zeta": "ZETA_KEY"}))
+    env = {"ACME_KEY": "sk-acme", "ZETA_KEY": "sk-zeta"}
+    asker = StandIn()
+    await door(asker, config, env, key="sk-acme").chat.completions.create(
+        model="sale", messages=USER, user="zeta"
+    )
+    assert asker.asked[0]["tenant"] == "acme"  # `user` names no tenant when keys do
+    with pytest.raises(openai.AuthenticationError) as raised:
+        await door(asker, config, env, key="sk-wrong").chat.completions.create(
+            model="sale", messages=USER
+        )
+    assert raised.value.code == "invalid_api_key"
+    keyless = await door(asker, config, env, raw=True).post(
+        "/v1/chat/completions", json={"model": "sale", "messages": USER}
+    )
+    assert keyless.status_code == 401
+    assert "no API key" in keyless.json()["error"]["message"]
+    with pytest.raises(openai.AuthenticationError):
+        await door(asker, config, env, key="sk-wrong").models.list()
+    assert len(asker.asked) == 1
+
+
+async def test_an_open_door_takes_the_tenant_from_the_user_field(door: Door) -> None:
+    asker = StandIn()
+    await door(asker).chat.completions.create(model="sale", messages=USER, user="acme")
+    assert asker.asked[0]["tenant"] == "acme"
+
+
+def test_a_key_variable_that_is_not_set_fails_at_start_naming_the_field() -> None:
+    config = Config(serve=ServeConfig(keys={"acme": "ACME_KEY"}))
+    with pytest.raises(ConfigError, match=r"\[serve\]\.keys\.acme: .*ACME_KEY"):
+        create_app(StandIn(), config, {})
+
+
+def test_a_bad_serve_setting_fails_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"serve\.port"):
+        parse_config({"serve": {"port": 70000}}, env={})
+    with pytest.raises(ConfigError, match=r"serve\.keys"):
+        parse_config({"serve": {"keys": {"acme": "not a variable"}}}, env={})
+
+
+async def test_a_stream_carries_the_whole_answer_then_the_usage(door: Door) -> None:
+    stream = await door(StandIn()).chat.completions.create(
+        model="sale", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "4"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.total_tokens == 19
+
+
+async def test_without_a_database_the_dashboard_and_metrics_say_so(door: Door) -> None:
+    http = door(StandIn(), raw=True)
+    response = await http.get("/api/auctions")
+    assert response.status_code == 503
+    assert "no database configured" in response.json()["error"]["message"]
+    metrics = await http.get("/metrics")
+    assert metrics.status_code == 200
+    assert "sale_log_up 0.0" in metrics.text
+    page = await http.get("/dashboard")
+    assert page.status_code == 200 and "operator's dashboard" in page.text
+    script = await http.get("/dashboard/static/dashboard.js")
+    assert script.status_code == 200 and "api/auctions" in script.text
