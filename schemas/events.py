@@ -38,7 +38,7 @@ Tokens = Annotated[int, Field(ge=0)]
 JuryScore = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Reason = Annotated[str, Field(max_length=MAX_REASON)]
-TaskKind = Literal["coding", "search"]
+TaskKind = Literal["coding", "search", "general"]
 Round = Literal[0, 1]
 
 
@@ -146,11 +146,17 @@ class SearchInputs(Record):
     corpus: Id = "wiki"
 
 
+class GeneralInputs(Record):
+    """A general request: the prompt is all there is, answered as text (`Client.ask`)."""
+
+    kind: Literal["general"] = "general"
+
+
 class TaskPosted(TaskEvent):
     type: Literal["TaskPosted"] = "TaskPosted"
     kind: TaskKind
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT)]
-    inputs: Annotated[CodingInputs | SearchInputs, Field(discriminator="kind")]
+    inputs: Annotated[CodingInputs | SearchInputs | GeneralInputs, Field(discriminator="kind")]
     budget: NonNegative | None = None
     bid_window_s: Seconds | None = None
     tenant: Id = "default"
@@ -173,11 +179,18 @@ class SearchChecks(Record):
     answers: list[Annotated[str, Field(min_length=1, max_length=MAX_REASON)]] = Field(min_length=1)
 
 
+class GeneralChecks(Record):
+    """A general task hides nothing: its checks say only that there is nothing to check, so the
+    verifier records its answer as answered (`TaskOutcome.passed` None) rather than waiting."""
+
+    kind: Literal["general"] = "general"
+
+
 class TaskChecks(TaskEvent):
     """The hidden half of a task; only the verifier and the recorder read it."""
 
     type: Literal["TaskChecks"] = "TaskChecks"
-    checks: Annotated[CodingChecks | SearchChecks, Field(discriminator="kind")]
+    checks: Annotated[CodingChecks | SearchChecks | GeneralChecks, Field(discriminator="kind")]
 
 
 # --- bids and reviews --------------------------------------------------------------------

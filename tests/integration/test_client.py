@@ -1,0 +1,144 @@
+"""The front door on the real broker and Postgres: a client posts tasks and gets their answers.
+
+A lean auctioneer, scripted agents (their drafts are `def f(): return None`), the real verifier
+(the sandbox runs the hidden tests) and the recorder; the client waits for each answer, and
+reads it back from the log later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from agents.scripted_agent import ScriptedAgent
+from marketplace import Client, Outcome, SubmitTimeout
+from marketplace.log.outcomes import fold
+from marketplace.log.store import load_events
+from marketplace.services.client import InvalidTask
+from marketplace.shared.config import BrokerConfig, Config
+from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
+from schemas.topics import Topics
+from tests.integration.test_auctioneer import Market
+from tests.integration.test_lean_auctioneer import lean_config
+from tests.integration.test_recorder import recording
+from tests.integration.test_verifier import verifying
+
+pytestmark = pytest.mark.integration
+
+RIGHT = "assert f() is None"  # the scripted draft returns None
+WRONG = "assert f() == 1"
+
+
+def coding(task_id: str, tests: str = RIGHT) -> tuple[TaskPosted, TaskChecks]:
+    task = TaskPosted(
+        producer="client",
+        task_id=task_id,
+        kind="coding",
+        prompt="Write f, which returns nothing.",
+        inputs=CodingInputs(entry_point="f", examples=[RIGHT]),
+    )
+    checks = TaskChecks(
+        producer="client", task_id=task_id, checks=CodingChecks(entry_point="f", tests=tests)
+    )
+    return task, checks
+
+
+@contextlib.asynccontextmanager
+async def marketplace(config: Config, *agents: ScriptedAgent) -> AsyncIterator[Market]:
+    """A lean auctioneer, the agents and a verifier, running until the block ends."""
+    async with Market(config) as m, verifying(config.broker):
+        for agent in agents:
+            await m.agent(agent)
+        await m.auctioneer()
+        yield m
+
+
+def agents() -> list[ScriptedAgent]:
+    return [
+        ScriptedAgent("small", price=0.05, mechanism="lean"),
+        ScriptedAgent("large", price=0.36, mechanism="lean"),
+    ]
+
+
+async def test_a_submitted_task_comes_back_passed_with_its_winner_and_cost(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    config = lean_config(broker_config)
+    async with marketplace(config, *agents()), Client(config) as client:
+        task, checks = coding("client-pass")
+        outcome = await client.submit(task, checks, timeout_s=60)
+        assert (outcome.status, outcome.passed, outcome.winner_agent_id) == (
+            "passed",
+            True,
+            "small",
+        )
+        assert outcome.model == "scripted-small" and outcome.mechanism == "lean"
+        assert outcome.output.startswith("# scripted draft of small")
+        # small's draft: 100 prompt and 80 generated tokens at 0.05 per million, delivered free
+        assert outcome.cost == pytest.approx(0.05 * 180 / 1_000_000)
+        assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (100, 80)
+
+        wrong, failing = coding("client-fail", WRONG)
+        [failed, passed] = await client.submit_many(
+            [(wrong, failing), coding("client-pass-2")], concurrency=2
+        )
+        assert (failed.task_id, failed.status, failed.passed) == ("client-fail", "failed", False)
+        assert "AssertionError" in failed.detail
+        assert (passed.task_id, passed.status) == ("client-pass-2", "passed")
+
+        later = await client.result("client-pass")  # read back from the topics
+        assert later == outcome
+        assert await client.result("never-posted") is None
+
+
+async def test_a_task_nobody_decides_times_out_naming_the_missing_step(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    config = lean_config(broker_config)
+    async with Client(config) as client:  # no auctioneer, no agent
+        task, checks = coding("client-late")
+        with pytest.raises(SubmitTimeout) as late:
+            await client.submit(task, checks, timeout_s=1.0)
+    assert late.value.task_id == "client-late"
+    assert "no answer within 1 s: the auction has not closed" in str(late.value)
+    assert late.value.outcome == Outcome(
+        task_id="client-late", status="posted", kind="coding", tenant="default"
+    )
+    with pytest.raises(InvalidTask, match="a coding task needs its checks"):
+        await client.submit(task, None)
+
+
+async def test_the_outcome_is_read_back_from_the_postgres_log(
+    broker_config: BrokerConfig, topics: Topics, fresh_database: str
+) -> None:
+    config = lean_config(broker_config)
+    config = config.model_copy(
+        update={"database": config.database.model_copy(update={"url": fresh_database})}
+    )
+    async with (
+        recording(broker_config, fresh_database),
+        marketplace(config, *agents()),
+        Client(config) as client,
+    ):
+        task, checks = coding("client-logged")
+        outcome = await client.submit(task, checks, timeout_s=60)
+        async with asyncio.timeout(30):  # the recorder appends a moment after the answer
+            while (logged := await in_postgres(fresh_database, task.task_id)) != outcome:
+                await asyncio.sleep(0.1)
+        assert await client.result(task.task_id) == logged
+    assert logged.status == "passed" and logged.winner_agent_id == "small"
+
+
+async def in_postgres(database: str, task_id: str) -> Outcome | None:
+    """What the Postgres log alone says of the task (`Client.result` reads it first)."""
+    conn = await asyncpg.connect(database)
+    try:
+        if await conn.fetchval("SELECT to_regclass('events')") is None:
+            return None
+        return fold(task_id, [row.event for row in await load_events(conn, task_id)])
+    finally:
+        await conn.close()
