@@ -356,7 +356,10 @@ class FailedDraft(Record):
     error: Reason
 
 
-CHECKABLE = "the task prints examples, so a draft's check is evidence (else the reserve alone)"
+CHECKABLE = (
+    "the task prints examples (a general task: its answer is there), so a draft's check is "
+    "evidence (else the reserve alone)"
+)
 
 
 class BidRequested(TaskEvent):
@@ -453,10 +456,24 @@ class TaskResult(TaskEvent):
 
 
 class TaskOutcome(TaskEvent):
+    """The verifier's verdict on a task's result. `passed` and `score` are None for a general
+    task's answer: there is nothing to check it against, so it is recorded as answered."""
+
     type: Literal["TaskOutcome"] = "TaskOutcome"
-    passed: bool
-    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    passed: bool | None
+    score: float | None = Field(ge=0, le=1, allow_inf_nan=False)
     details: Reason = ""
+
+    @model_validator(mode="after")
+    def _scored_iff_judged(self) -> TaskOutcome:
+        if (self.passed is None) != (self.score is None):
+            raise ValueError("passed and score are both None (an answer, unchecked) or neither")
+        return self
+
+    @property
+    def answered(self) -> bool:
+        """An answer recorded without a verdict (a general task)."""
+        return self.passed is None
 
 
 # --- agents and failures -----------------------------------------------------------------

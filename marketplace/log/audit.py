@@ -173,6 +173,8 @@ def _calls(events: list[Event]) -> str:
     lines += _estimate_table(estimates)
     lines.append("calls" if calls else "calls: none")
     drafts = {e.agent_id: e for e in events if isinstance(e, BidSubmitted) and e.is_draft}
+    posted = _first(events, TaskPosted)
+    general = posted is not None and posted.kind == "general"
     rejected = {e.rejected_event_id for e in events if isinstance(e, SubmissionRejected)}
     worth = {d.bid_id: d.worth for d in (terms.drafts if terms else [])}
     for call in calls:
@@ -184,7 +186,7 @@ def _calls(events: list[Event]) -> str:
             continue
         counted = "" if draft.event_id not in rejected else ", not counted"
         held = f", worth {worth[draft.bid_id]:.4g}" if draft.bid_id in worth else ""
-        lines.append(f"     draft: {verdict(draft)}{held}{counted}")
+        lines.append(f"     draft: {verdict(draft, general)}{held}{counted}")
     if terms is None:
         lines.append("stopped: not yet (the auction has not closed)")
     else:
@@ -250,8 +252,10 @@ def _outcome(events: list[Event]) -> str:
     outcome = _last(events, TaskOutcome)
     if outcome is None:
         return "outcome: none recorded (the result has not been verified)"
-    verdict = "passed" if outcome.passed else "failed"
     details = f": {outcome.details}" if outcome.details else ""
+    if outcome.answered:
+        return f"outcome: answered{details}"
+    verdict = "passed" if outcome.passed else "failed"
     return f"outcome: {verdict}, score {outcome.score:g}{details}"
 
 

@@ -683,7 +683,7 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
         if not same:
             flips.append(Flip(task_id, was and bid_label(was), now and bid_label(now)))
         outcome = history.evidence.get(task_id, Evidence()).outcome
-        if outcome is not None and was is not None:
+        if outcome is not None and not outcome.answered and was is not None:
             outcomes, passed = outcomes + 1, passed + outcome.passed
             kept_outcomes, kept_passed = (
                 kept_outcomes + same,

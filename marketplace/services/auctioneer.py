@@ -284,7 +284,7 @@ class Auctioneer:
         return [
             lean.estimate(
                 agent_id,
-                prior_for(priors, agent_id, self.roster.beats[agent_id].price),
+                prior_for(priors, agent_id, self.roster.beats[agent_id].price, auction.task.kind),
                 records,
                 self.lean,
             )

@@ -162,7 +162,12 @@ class AgentConfig(Section):
         description="per million prompt tokens the "
         "backend already holds evaluated (llama.cpp keeps a prefix); empty: input_price",
     )
-    kinds: list[TaskKind] = Field(default=["coding"], min_length=1)
+    kinds: list[TaskKind] = Field(
+        default=["coding", "general"],
+        min_length=1,
+        description="the task kinds it takes: coding (a function), general (a prompt answered "
+        "as text), search (scripted agents only)",
+    )
     path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
     tier: Literal["S", "M", "L"] | None = Field(
         default=None, description="llama_cpp: a model installed by `sale models install`"
@@ -198,7 +203,7 @@ class AgentConfig(Section):
         if self.backend == "llama_cpp" and (self.path is None) == (self.tier is None):
             raise ValueError("the llama_cpp backend needs exactly one of path and tier")
         if self.backend != "scripted" and "search" in self.kinds:
-            raise ValueError("kinds: model agents execute coding tasks only (search: not yet)")
+            raise ValueError("kinds: model agents take coding and general tasks (search: not yet)")
         return self
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace import Client, Outcome, SubmitTimeout
+from marketplace.log import audit, replay
 from marketplace.log.outcomes import fold
 from marketplace.log.store import load_events
 from marketplace.services.client import InvalidTask
@@ -142,3 +143,35 @@ async def in_postgres(database: str, task_id: str) -> Outcome | None:
         return fold(task_id, [row.event for row in await load_events(conn, task_id)])
     finally:
         await conn.close()
+
+
+async def test_a_general_prompt_is_answered_by_the_cheapest_agent_and_replays(
+    broker_config: BrokerConfig, topics: Topics, fresh_database: str
+) -> None:
+    config = lean_config(broker_config)  # the fitted priors are for code: not used here
+    async with (
+        recording(broker_config, fresh_database),
+        marketplace(config, *agents()),
+        Client(config) as client,
+    ):
+        outcome = await client.ask("Name three prime numbers.", tenant="acme", timeout_s=60)
+        async with asyncio.timeout(30):
+            while await in_postgres(fresh_database, outcome.task_id) != outcome:
+                await asyncio.sleep(0.1)
+    assert (outcome.status, outcome.passed, outcome.score) == ("answered", None, None)
+    assert (outcome.kind, outcome.tenant, outcome.winner_agent_id) == ("general", "acme", "small")
+    assert outcome.output == "scripted answer of small"
+    assert outcome.detail == "a general task: nothing to check the answer against"
+    log = await replay.read_postgres(fresh_database)
+    assert replay.verify(log.events) == []
+    story = audit.render(await audit.load(fresh_database, outcome.task_id))
+    assert "  1. ask small: first" in story and "     draft: an answer" in story
+    assert "outcome: answered: a general task: nothing to check" in story
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        row = await conn.fetchrow(
+            "SELECT passed, score FROM outcomes WHERE task_id = $1", outcome.task_id
+        )
+    finally:
+        await conn.close()
+    assert (row["passed"], row["score"]) == (None, None)
