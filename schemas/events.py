@@ -414,9 +414,23 @@ class SubmissionRejected(TaskEvent):
     detail: Reason = ""
 
 
+class Refusal(Record):
+    """Everything a budget refusal was decided on (`marketplace.core.budget`): the tenant's
+    budget and what its tasks had spent by then (as the log's `spend` counted it), the task's
+    own budget, and the cheapest live agent's expected cost. Replay recomputes the decision
+    from these alone."""
+
+    tenant: Id
+    tenant_budget: NonNegative | None = Field(default=None, description="None: no limit")
+    tenant_spent: NonNegative = 0.0
+    task_budget: NonNegative | None = None
+    cheapest_agent: Id | None = Field(default=None, description="None: no live agent")
+    cheapest_cost: NonNegative | None = None
+
+
 class AuctionClosed(TaskEvent):
     type: Literal["AuctionClosed"] = "AuctionClosed"
-    reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids"]
+    reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids", "over_budget"]
     winner_bid_id: UUID | None = None
     winner_agent_id: Id | None = None
     winning_plan: Annotated[str, Field(max_length=MAX_PLAN)] = Field(
@@ -426,6 +440,15 @@ class AuctionClosed(TaskEvent):
     bids: list[ScoredBid] = Field(default_factory=list, description="paper: every bid's score")
     mechanism: Mechanism = "paper"
     lean: LeanClose | None = None
+    refusal: Refusal | None = Field(
+        default=None, description="over_budget: the terms the task was refused on"
+    )
+    detail: Reason = Field(default="", description="over_budget: why, in words")
+
+    @property
+    def refused(self) -> bool:
+        """The task was refused before any agent was asked (over its budget)."""
+        return self.reason == "over_budget"
 
     @model_validator(mode="after")
     def _winner_iff_awarded(self) -> AuctionClosed:
@@ -436,8 +459,14 @@ class AuctionClosed(TaskEvent):
 
     @model_validator(mode="after")
     def _lean_terms_iff_lean(self) -> AuctionClosed:
-        if (self.mechanism == "lean") != (self.lean is not None):
+        if (self.mechanism == "lean" and not self.refused) != (self.lean is not None):
             raise ValueError("`lean` holds the terms of a lean auction's close, and only those")
+        return self
+
+    @model_validator(mode="after")
+    def _refusal_terms_iff_refused(self) -> AuctionClosed:
+        if self.refused != (self.refusal is not None):
+            raise ValueError("`refusal` holds the terms of an over_budget close, and only those")
         return self
 
 

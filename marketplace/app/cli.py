@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
 
 if TYPE_CHECKING:
+    from marketplace.log.ledger import Ledger
     from marketplace.log.memory import Memory
 
 
@@ -63,10 +64,25 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
 
     configure_logging("auctioneer")
     _secure(config)
-    auctioneer = Auctioneer(config, Bus(config.broker, producer="auctioneer"), _memory(config))
+    bus = Bus(config.broker, producer="auctioneer")
+    auctioneer = Auctioneer(config, bus, _memory(config), ledger=_ledger(config))
     # no `broker`: the auctioneer watches it itself, so as to decide nothing on a lost log
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
+
+
+def _ledger(config: Config) -> Ledger:
+    """Where tenants' spend is read (the Postgres log); tenant budgets need one."""
+    from marketplace.log.ledger import NoLedger, PostgresLedger
+
+    if config.database.url:
+        return PostgresLedger(config.database.url)
+    if budgeted := sorted(name for name, t in config.tenants.items() if t.budget is not None):
+        raise ConfigError(
+            f"tenants.{budgeted[0]}.budget: a tenant budget needs [database].url (spend is "
+            "summed from the log), and it is not set and DATABASE_URL is empty"
+        )
+    return NoLedger()
 
 
 def _memory(config: Config) -> Memory:

@@ -46,15 +46,44 @@ def render(stored: Sequence[StoredEvent]) -> str:
     events = [s.event for s in stored]
     labels = labels_of(events)
     lean = _is_lean(events)
+    closed = _last(events, AuctionClosed)
+    if closed is not None and closed.refused:
+        decided = [_refused(closed)]
+    elif lean:
+        decided = [_calls(events), _lean_winner(events)]
+    else:
+        decided = [_scores(events), _winner(events)]
     sections = [
         _header(events),
         _timeline(stored, labels),
-        _calls(events) if lean else _scores(events),
-        _lean_winner(events) if lean else _winner(events),
+        *decided,
         _costs(events),
         _outcome(events),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _refused(closed: AuctionClosed) -> str:
+    """A task refused before any agent was asked, and every term the refusal was taken on."""
+    t = closed.refusal
+
+    def amount(value: float | None) -> str:
+        return "none" if value is None else f"{value:.6g}"
+
+    cheapest = (
+        f"{t.cheapest_agent}, expected to cost {amount(t.cheapest_cost)}"
+        if t.cheapest_agent
+        else "none live"
+    )
+    return "\n".join(
+        [
+            f"refused ({closed.reason}): {closed.detail}",
+            f"  tenant {t.tenant}: budget {amount(t.tenant_budget)}, spent "
+            f"{t.tenant_spent:.6g} (as the log counted it then)",
+            f"  the task's budget: {amount(t.task_budget)}",
+            f"  the cheapest live agent: {cheapest}",
+        ]
+    )
 
 
 def _first(events: list[Event], kind: type) -> Event | None:

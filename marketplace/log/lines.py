@@ -114,6 +114,8 @@ def gist(event: Event, labels: Labels | None = None) -> str:
         case SubmissionRejected():
             reason = _one_line(event.reason)
             return f"{event.submission} from {event.agent_id} not counted: {reason}"
+        case AuctionClosed() if event.refused:
+            return f"refused ({event.reason}): {event.detail}"
         case AuctionClosed(mechanism="lean"):
             return f"{event.reason}: winner {event.winner_agent_id or '-'} ({event.lean.why})"
         case AuctionClosed():

@@ -172,7 +172,7 @@ def _status(
 def _detail(closed: AuctionClosed | None, outcome: TaskOutcome | None) -> str:
     """Why: the refusal, else the verifier's details, else why a lean auction stopped."""
     if closed is not None and closed.reason in REFUSALS:
-        return getattr(closed, "detail", "")
+        return closed.detail
     if outcome is not None:
         return outcome.details
     if closed is not None and closed.lean is not None:

@@ -30,8 +30,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -39,7 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from marketplace.log.outcomes import Outcome, complete, fold
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus, reader
-from marketplace.shared.config import Config
+from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.keyfiles import trust_of
 from marketplace.shared.offsets import highwater_marks
 from marketplace.shared.posting import PRODUCER, Posting, default_checks, publish_one
@@ -61,6 +62,7 @@ __all__ = [
     "Refused",
     "SubmitError",
     "SubmitTimeout",
+    "result",
 ]
 
 
@@ -201,14 +203,8 @@ class Client:
         return list(await asyncio.gather(*(one(p) for p in postings)))
 
     async def result(self, task_id: str) -> Outcome | None:
-        """The task's outcome so far from the log: Postgres where the recorder keeps it (when
-        `[database].url` is set), else (or when Postgres has nothing of it yet) the topics.
-        None: the task is unknown."""
-        if self.config.database.url:
-            outcome = fold(task_id, await _from_postgres(self.config.database.url, task_id))
-            if outcome is not None:
-                return outcome
-        return fold(task_id, await self._from_topics(task_id))
+        """The task's outcome so far from the log (`result`); None: the task is unknown."""
+        return await result(self.config, task_id, self.bus.trust)
 
     # --- posting and waiting -------------------------------------------------------------
 
@@ -245,11 +241,6 @@ class Client:
         with self._watch.watching(posting.task):
             await publish_one(self.bus, posting)
             return await self._watch.wait(posting.task.task_id, timeout_s)
-
-    async def _from_topics(self, task_id: str) -> list[Event]:
-        """The task's events on the topics: the partition its key lands in, from the start up
-        to the end as it was when asked."""
-        return await read_key(self.bus, task_id, LOG_STREAMS)
 
 
 def general_task(prompt: str, tenant: str = "default", budget: float | None = None) -> TaskPosted:
@@ -361,23 +352,23 @@ class _Watch:
         watched = self._tasks.get(task_id)
         if watched is None:
             return
-        event = trusted(self.bus, record)
+        event = trusted(self.bus.trust, self.bus.config.max_record_bytes, record)
         if event is not None:
             watched.events.append(event)
             watched.changed.set()
 
 
-def trusted(bus: Bus, record: ConsumerRecord) -> Event | None:
+def trusted(trust: signing.Trust, max_bytes: int, record: ConsumerRecord) -> Event | None:
     """The event in a record if it holds a valid one its signature vouches for; else None
     (the services that consume the record dead-letter it: a client only skips it)."""
     try:
-        event = decode(record.value or b"", bus.config.max_record_bytes)
+        event = decode(record.value or b"", max_bytes)
     except EventDecodeError as exc:
         log.warning(
             "client: skipped %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
         )
         return None
-    refused = bus.trust.check(event, signing.header_map(record.headers))
+    refused = trust.check(event, signing.header_map(record.headers))
     if refused:
         log.warning(
             "client: skipped %s[%d]@%d: %s", record.topic, record.partition, record.offset, refused
@@ -387,6 +378,21 @@ def trusted(bus: Bus, record: ConsumerRecord) -> Event | None:
 
 
 # --- reading one task from the log ----------------------------------------------------------
+
+
+async def result(
+    config: Config, task_id: str, trust: signing.Trust | None = None
+) -> Outcome | None:
+    """The task's outcome so far from the log: Postgres where the recorder keeps it (when
+    `[database].url` is set), else (or while Postgres has nothing of it yet) the topics, whose
+    records are checked against `trust` (default: the process's). Needs no key of its own:
+    it only reads. None: the task is unknown."""
+    if config.database.url:
+        outcome = fold(task_id, await _from_postgres(config.database.url, task_id))
+        if outcome is not None:
+            return outcome
+    trust = trust or signing.current()
+    return fold(task_id, await read_key(config.broker, trust, task_id, LOG_STREAMS))
 
 
 async def _from_postgres(url: str, task_id: str) -> list[Event]:
@@ -403,12 +409,14 @@ async def _from_postgres(url: str, task_id: str) -> list[Event]:
         await conn.close()
 
 
-async def read_key(bus: Bus, key: str, streams: Sequence[str]) -> list[Event]:
+async def read_key(
+    config: BrokerConfig, trust: signing.Trust, key: str, streams: Sequence[str]
+) -> list[Event]:
     """The events of one key on `streams`, from offset 0 to the end as it is now. Records of a
     key land in the partition the producer's partitioner gives it, so only that one is read."""
-    topics = Topics(bus.config.topic_prefix)
+    topics = Topics(config.topic_prefix)
     names = [getattr(topics, s) for s in streams]
-    ends = await highwater_marks(bus.config.bootstrap, names)
+    ends = await highwater_marks(config.bootstrap, names)
     partitioner = DefaultPartitioner()
     wanted: dict[TopicPartition, int] = {}
     for name in names:
@@ -419,23 +427,24 @@ async def read_key(bus: Bus, key: str, streams: Sequence[str]) -> list[Event]:
                 wanted[tp] = ends[tp]
     if not wanted:
         return []
-    consumer = await reader(bus.config)
+    consumer = await reader(config)
     events: list[Event] = []
     try:
         consumer.assign(list(wanted))
         await consumer.seek_to_beginning(*wanted)
         async with asyncio.timeout(READ_TIMEOUT_S):
-            await _read_until(bus, consumer, key, wanted, events)
+            keep = partial(trusted, trust, config.max_record_bytes)
+            await _read_until(consumer, key, wanted, keep, events)
     finally:
         await consumer.stop()
     return events
 
 
 async def _read_until(
-    bus: Bus,
     consumer: AIOKafkaConsumer,
     key: str,
     wanted: dict[TopicPartition, int],
+    keep: Callable[[ConsumerRecord], Event | None],
     events: list[Event],
 ) -> None:
     left = dict(wanted)
@@ -443,7 +452,7 @@ async def _read_until(
         for tp, records in (await consumer.getmany(timeout_ms=POLL_MS)).items():
             for record in records:
                 mine = record.offset < wanted[tp] and record.key == key.encode()
-                if mine and (event := trusted(bus, record)) is not None:
+                if mine and (event := keep(record)) is not None:
                     events.append(event)
         for tp in list(left):
             if await consumer.position(tp) >= left[tp]:

@@ -220,6 +220,18 @@ class SecurityConfig(Section):
     )
 
 
+class TenantConfig(Section):
+    """One tenant's limit (`[tenants.<name>]`): a task over what is left of it is refused."""
+
+    budget: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="the most the tenant's tasks may spend together, in price units (the log's "
+        "spend: bids, jury, refinement, execution); empty: no limit",
+    )
+
+
 class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -230,6 +242,9 @@ class Config(Section):
     auction: AuctionConfig = AuctionConfig()
     admission: AdmissionConfig = AdmissionConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
+    tenants: dict[Id, TenantConfig] = Field(
+        default_factory=dict, description="by tenant name (`TaskPosted.tenant`); others: no limit"
+    )
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()
 
@@ -239,6 +254,11 @@ class Config(Section):
         if dupes := sorted({i for i in ids if ids.count(i) > 1}):
             raise ValueError(f"agent ids must be unique, repeated: {', '.join(dupes)}")
         return self
+
+    def tenant_budget(self, tenant: str) -> float | None:
+        """The tenant's budget; None: no limit."""
+        settings = self.tenants.get(tenant)
+        return settings.budget if settings is not None else None
 
     def agent(self, agent_id: str) -> AgentConfig:
         for agent in self.agents:

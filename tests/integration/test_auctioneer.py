@@ -22,6 +22,7 @@ import pytest
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
+from marketplace.log.ledger import Ledger
 from marketplace.log.memory import Memory
 from marketplace.services.auctioneer import Auctioneer
 from marketplace.shared.bus import Bus
@@ -94,9 +95,11 @@ class Market:
             await running
         await self._stack.aclose()
 
-    async def auctioneer(self, memory: Memory | None = None) -> Auctioneer:
+    async def auctioneer(
+        self, memory: Memory | None = None, ledger: Ledger | None = None
+    ) -> Auctioneer:
         bus = Bus(self.config.broker, producer="auctioneer")
-        auctioneer = Auctioneer(self.config, bus, memory=memory)
+        auctioneer = Auctioneer(self.config, bus, memory=memory, ledger=ledger)
         stop = asyncio.Event()
         self.auctioneers.append((auctioneer, stop, asyncio.create_task(auctioneer.run(stop))))
         return auctioneer

@@ -15,12 +15,13 @@ import asyncpg
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace import Client, Outcome, SubmitTimeout
+from marketplace import Client, Outcome, Refused, SubmitTimeout
 from marketplace.log import audit, replay
+from marketplace.log.ledger import PostgresLedger
 from marketplace.log.outcomes import fold
 from marketplace.log.store import load_events
 from marketplace.services.client import InvalidTask
-from marketplace.shared.config import BrokerConfig, Config
+from marketplace.shared.config import BrokerConfig, Config, TenantConfig
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.integration.test_auctioneer import Market
@@ -50,12 +51,28 @@ def coding(task_id: str, tests: str = RIGHT) -> tuple[TaskPosted, TaskChecks]:
 
 @contextlib.asynccontextmanager
 async def marketplace(config: Config, *agents: ScriptedAgent) -> AsyncIterator[Market]:
-    """A lean auctioneer, the agents and a verifier, running until the block ends."""
-    async with Market(config) as m, verifying(config.broker):
-        for agent in agents:
-            await m.agent(agent)
-        await m.auctioneer()
-        yield m
+    """A lean auctioneer (reading tenants' spend from the log when there is one), the agents
+    and a verifier, running until the block ends."""
+    url = config.database.url
+    ledger = PostgresLedger(url) if url else None
+    try:
+        async with Market(config) as m, verifying(config.broker):
+            for agent in agents:
+                await m.agent(agent)
+            await m.auctioneer(ledger=ledger)
+            yield m
+    finally:
+        if ledger is not None:
+            await ledger.close()
+
+
+def with_database(config: Config, url: str, **tenants: float) -> Config:
+    return config.model_copy(
+        update={
+            "database": config.database.model_copy(update={"url": url}),
+            "tenants": {name: TenantConfig(budget=b) for name, b in tenants.items()},
+        }
+    )
 
 
 def agents() -> list[ScriptedAgent]:
@@ -116,10 +133,7 @@ async def test_a_task_nobody_decides_times_out_naming_the_missing_step(
 async def test_the_outcome_is_read_back_from_the_postgres_log(
     broker_config: BrokerConfig, topics: Topics, fresh_database: str
 ) -> None:
-    config = lean_config(broker_config)
-    config = config.model_copy(
-        update={"database": config.database.model_copy(update={"url": fresh_database})}
-    )
+    config = with_database(lean_config(broker_config), fresh_database)
     async with (
         recording(broker_config, fresh_database),
         marketplace(config, *agents()),
@@ -175,3 +189,60 @@ async def test_a_general_prompt_is_answered_by_the_cheapest_agent_and_replays(
     finally:
         await conn.close()
     assert (row["passed"], row["score"]) == (None, None)
+
+
+SPENT = (
+    "SELECT coalesce(sum(s.cost), 0) FROM spend s JOIN auctions a USING (task_id) "
+    "WHERE a.tenant = $1"
+)
+
+
+async def test_a_tenant_over_its_budget_is_refused_and_the_refusal_is_in_the_log(
+    broker_config: BrokerConfig, topics: Topics, fresh_database: str
+) -> None:
+    # A general answer: small is asked first, expected to cost 100 tokens at 0.05 per million
+    # (5e-06), and spends 180 (9e-06): of acme's 1e-05, 1e-06 is left after one answer.
+    config = with_database(lean_config(broker_config), fresh_database, acme=1e-5)
+    async with (
+        recording(broker_config, fresh_database),
+        marketplace(config, *agents()),
+        Client(config) as client,
+    ):
+        first = await client.ask("Name a prime.", tenant="acme", timeout_s=60)
+        assert first.status == "answered" and first.cost == pytest.approx(9e-6)
+        async with asyncio.timeout(30):  # the ledger reads the log, which the recorder keeps
+            while await fetch_value(fresh_database, SPENT, "acme") < 9e-6:
+                await asyncio.sleep(0.1)
+        with pytest.raises(Refused) as refused:
+            await client.ask("Name another prime.", tenant="acme", timeout_s=60)
+        other = await client.ask("Name a prime.", tenant="other", budget=1.0, timeout_s=60)
+        with pytest.raises(Refused) as too_little:
+            await client.ask("And another.", tenant="other", budget=1e-6, timeout_s=60)
+        task_id = refused.value.task_id
+        async with asyncio.timeout(30):
+            while (await in_postgres(fresh_database, task_id)) != refused.value.outcome:
+                await asyncio.sleep(0.1)
+    assert refused.value.reason == "over_budget"
+    assert refused.value.detail == (
+        "tenant acme has spent 9e-06 of its budget 1e-05; 1e-06 is left, and the cheapest live "
+        "agent, small, is expected to cost 5e-06"
+    )
+    assert str(refused.value).startswith(f"task {task_id} refused: over_budget: tenant acme")
+    assert other.status == "answered"  # another tenant, no limit of its own but its budget
+    assert too_little.value.detail.startswith("the task's budget 1e-06 cannot cover even")
+    reason = "SELECT reason FROM auctions WHERE task_id = $1"
+    assert await fetch_value(fresh_database, reason, task_id) == "over_budget"
+    log = await replay.read_postgres(fresh_database)
+    assert replay.verify(log.events) == []
+    story = audit.render(await audit.load(fresh_database, task_id))
+    assert "refused (over_budget): tenant acme has spent 9e-06 of its budget 1e-05" in story
+
+
+async def fetch_value(database: str, query: str, *args: object) -> object:
+    conn = await asyncpg.connect(database)
+    try:
+        if await conn.fetchval("SELECT to_regclass('spend')") is None:
+            return 0.0
+        return await conn.fetchval(query, *args)
+    finally:
+        await conn.close()
