@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -246,3 +250,43 @@ async def fetch_value(database: str, query: str, *args: object) -> object:
         return await conn.fetchval(query, *args)
     finally:
         await conn.close()
+
+
+async def sale(broker: BrokerConfig, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """`sale ARGS` as a user runs it against this test's broker (the loop keeps serving the
+    marketplace meanwhile): exit code, output, errors."""
+    config = tmp_path / "sale.toml"
+    config.write_text(f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\n')
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
+    env.pop("DATABASE_URL", None)
+    command = [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), *args]
+    done = await asyncio.create_subprocess_exec(*command, env=env, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(done.communicate(), 120)
+    return done.returncode, out.decode(), err.decode()
+
+
+async def test_sale_submit_waits_for_the_answer_and_sale_result_reads_it_back(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    config = lean_config(broker_config)
+    async with marketplace(config, *agents()):
+        code, out, err = await sale(
+            broker_config, tmp_path, "submit", "--prompt", "Name a prime.", "--wait"
+        )
+        assert code == 0, out + err
+        first = out.splitlines()[0]
+        assert first.startswith("task ask-") and first.endswith(": answered")
+        assert "winner: small (scripted-small), lean auction" in out
+        assert out.endswith("output:\nscripted answer of small\n")
+        task_id = first.removeprefix("task ").removesuffix(": answered")
+        code, again, err = await sale(broker_config, tmp_path, "result", task_id, "--json")
+    assert code == 0, again + err
+    assert Outcome.model_validate_json(again).output == "scripted answer of small"
+    code, _, err = await sale(broker_config, tmp_path, "submit", "--prompt", "x", "--budget", "-1")
+    assert (code, err) == (2, "sale submit: budget: Input should be greater than or equal to 0\n")
+    code, _, err = await sale(
+        broker_config, tmp_path, "submit", "--prompt", "x", "--kind", "coding"
+    )
+    assert code == 2 and "a coding task needs its inputs and hidden checks" in err
+    code, _, err = await sale(broker_config, tmp_path, "result", "never-posted")
+    assert (code, err) == (1, "sale result: no task 'never-posted' in the log\n")
