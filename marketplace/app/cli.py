@@ -360,7 +360,7 @@ def _submit_parsers(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
     sub.set_defaults(run=_submit)
     look = commands.add_parser("result", help="print what became of a task, from the log")
-    look.add_argument("task_id", metavar="TASK_ID")
+    look.add_argument("task_id", metavar="TASK_ID", help="the id the task was posted with")
     look.add_argument("--json", action="store_true", help="print the outcome as JSON")
     look.set_defaults(run=_result)
     for parser_ in (sub, look):
