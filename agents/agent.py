@@ -1,5 +1,6 @@
 """An agent on a real LLM: it bids a plan, judges plans, refines its bid, executes what it won
 (the paper's auction); or, in the lean auction, drafts when called and delivers its draft.
+A search task is done with a search tool, in a bounded loop (`agents.searching`).
 
 Pure decisions about what to answer live here; the model work goes through the `LLM` protocol
 and the sandbox, and `agents.runtime.AgentService` moves the events.
@@ -7,12 +8,13 @@ and the sandbox, and `agents.runtime.AgentService` moves the events.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
 from uuid import UUID
 
-from agents import coding, prompts
+from agents import coding, prompts, searching
 from agents.llm import LLM, LLMError, read_score
 from marketplace.shared.config import AgentConfig
 from schemas.events import (
@@ -31,6 +33,7 @@ from schemas.events import (
     ReviewSubmitted,
     TaskPosted,
     TaskResult,
+    ToolStep,
     Usage,
 )
 
@@ -40,11 +43,20 @@ KNOWN_TASKS = 1000  # tasks remembered for the jury, refinement and execution ca
 
 
 class LLMAgent:
-    def __init__(self, config: AgentConfig, llm: LLM, mechanism: Mechanism = "paper") -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        llm: LLM,
+        mechanism: Mechanism = "paper",
+        tools: searching.Tools | None = None,
+    ) -> None:
         """`mechanism` is the marketplace's `[auction] mechanism`: under "lean" a task is only
-        remembered, as the auction calls for drafts (`BidRequested`) instead of plans."""
+        remembered, as the auction calls for drafts (`BidRequested`) instead of plans. `tools`
+        gives the search tool of a corpus (default: `searching.Corpora`, loaded on first use)."""
         self.config = config
         self.llm = llm
+        self.tools = tools or searching.Corpora()
+        self.steps: dict[str, list[ToolStep]] = {}  # task id → its search draft's tool steps
         self.agent_id = config.id
         self.mechanism = mechanism
         self.tasks: OrderedDict[str, TaskPosted] = OrderedDict()
@@ -136,11 +148,12 @@ class LLMAgent:
             forgotten, _ = self.tasks.popitem(last=False)
             self.plans.pop(forgotten, None)
             self.failures.pop(forgotten, None)
+            self.steps.pop(forgotten, None)
 
     async def draft_bid(self, task: TaskPosted, feedback: FailedDraft | None) -> BidSubmitted:
         """A draft bid: the program this agent writes (fixing `feedback`, a cheaper agent's
         failing draft, if given) and whether it passes the visible examples; for a general
-        task, the answer, and whether there is one. The draft is the
+        or a search task, the answer, and whether there is one. The draft is the
         work itself: if it wins, it is delivered as it is (`deliver`), not written again.
         Its entropy is not measured (the executor asks for no log-probabilities): 0."""
         attempt = coding.Attempt(feedback.source, Usage(), feedback.error) if feedback else None
@@ -156,7 +169,7 @@ class LLMAgent:
             task_id=task.task_id,
             agent_id=self.agent_id,
             model=self.llm.model,
-            plan=source or ("(no answer)" if task.kind == "general" else "(no code)"),
+            plan=source or ("(no code)" if task.kind == "coding" else "(no answer)"),
             plan_tokens=result.usage.completion_tokens,
             entropy=0.0,
             price=self.config.output_price,
@@ -166,7 +179,9 @@ class LLMAgent:
         )
 
     def deliver(self, closed: AuctionClosed) -> TaskResult:
-        """The winning draft as the result, with no model call: it was paid for in the bid."""
+        """The winning draft as the result, with no model call: it was paid for in the bid. A
+        search draft's result tells the steps that found its answer (unless drafted before a
+        restart: they are not in the log until delivered)."""
         failure = self.failures.get(closed.task_id)
         if closed.task_id not in self.failures:  # drafted before a restart: the close says
             mine = [d for d in closed.lean.drafts if d.bid_id == closed.winner_bid_id]
@@ -180,6 +195,7 @@ class LLMAgent:
             usage=Usage(),
             cost=0.0,
             error=failure,
+            steps=self.steps.get(closed.task_id, []),
         )
 
     async def bid(
@@ -254,6 +270,8 @@ class LLMAgent:
         )
         if task.kind == "general":
             return await self.answer(task, plan, result, start)
+        if task.kind == "search":
+            return await self.search(task, plan, result, start)
         try:
             done = await coding.execute(
                 self.llm,
@@ -307,4 +325,34 @@ class LLMAgent:
             cost=usage.cost,
             duration_s=time.monotonic() - start,
             error=None if text else "no answer: the model returned nothing",
+        )
+
+    async def search(self, task: TaskPosted, plan: str, result: dict, start: float) -> TaskResult:
+        """A search task: the tool loop on the task's corpus, following `plan` (paper) if any;
+        the answer is the output, the loop's steps the story, every call's usage the cost. No
+        answer is this agent's failure to answer (the lean auction treats it as a failing
+        draft)."""
+        corpus = task.inputs.corpus
+        try:
+            tool = await asyncio.to_thread(self.tools, corpus)
+        except searching.ToolUnavailable as exc:
+            return TaskResult(
+                **result,
+                output="",
+                error=f"no search tool: {exc}"[:MAX_REASON],
+                duration_s=time.monotonic() - start,
+            )
+        budget = searching.Budget(
+            max_steps=self.config.search_max_steps, token_budget=self.config.search_token_budget
+        )
+        done = await searching.run(self.llm, tool, task, plan, self.config.price, budget)
+        self.steps[task.task_id] = done.steps
+        return TaskResult(
+            **result,
+            output=done.answer,
+            usage=done.usage,
+            cost=done.usage.cost,
+            duration_s=time.monotonic() - start,
+            error=done.error[:MAX_REASON] if done.error else None,
+            steps=done.steps,
         )

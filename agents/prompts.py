@@ -1,12 +1,20 @@
 """Every prompt an agent sends, as pure functions of events: bid, judge, refine, solve, fix,
-answer.
+answer, and a search task's tool loop (search, its observations, answer now).
 
 Prompts are short on purpose: on these machines a prompt token costs real seconds. Shared
 parts come first (system text, then the task) so that a backend that caches the evaluated
-prefix (llama.cpp does) pays for them once per task.
+prefix (llama.cpp does) pays for them once per task; the tool loop only ever appends, so each
+of its calls reuses the whole conversation before it.
+
+The search prompts (SEARCH_PLANNER, SEARCH_JUROR, SEARCHER and the observations) are a first
+version, written by hand: they are to be chosen on the development split of the FanOutQA
+derived set, never on its evaluation split (README, "Search agents: the tool loop").
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
 
 from agents.llm import Message
 from marketplace.shared.config import ExecutorStyle
@@ -42,21 +50,33 @@ def task_text(task: TaskPosted) -> str:
     return f"Answer the question, searching the `{corpus}` corpus:\n\n{task.prompt}"
 
 
+CODE_PLAN = "Write a plan of at most 3 short numbered steps. Do not write the code."
+
+
+def planner(task: TaskPosted) -> str:
+    """The system text of a bid or a refinement: a search plan is about queries, not code."""
+    return SEARCH_PLANNER if task.kind == "search" else PLANNER
+
+
+def plan_request(task: TaskPosted) -> str:
+    return SEARCH_PLAN if task.kind == "search" else CODE_PLAN
+
+
+def juror(task: TaskPosted) -> str:
+    return SEARCH_JUROR if task.kind == "search" else JUROR
+
+
 def bid(task: TaskPosted) -> list[Message]:
     return [
-        {"role": "system", "content": PLANNER},
-        {
-            "role": "user",
-            "content": f"{task_text(task)}\n\nWrite a plan of at most 3 short numbered "
-            "steps. Do not write the code.",
-        },
+        {"role": "system", "content": planner(task)},
+        {"role": "user", "content": f"{task_text(task)}\n\n{plan_request(task)}"},
     ]
 
 
 def judge(task: TaskPosted, plan: str) -> list[Message]:
     """One prompt per plan; system text and task come first and are shared by every plan."""
     return [
-        {"role": "system", "content": JUROR},
+        {"role": "system", "content": juror(task)},
         {"role": "user", "content": f"{task_text(task)}\n\nPlan:\n{plan}\n\nScore (0-5):"},
     ]
 
@@ -66,7 +86,7 @@ def judge_all(task: TaskPosted, plans: list[str]) -> list[Message]:
     listed = "\n\n".join(f"Plan {i}:\n{plan}" for i, plan in enumerate(plans, start=1))
     lines = "\n".join(f"Plan {i}: <score>" for i in range(1, len(plans) + 1))
     return [
-        {"role": "system", "content": JUROR.replace("Answer with one digit.", "")},
+        {"role": "system", "content": juror(task).replace("Answer with one digit.", "")},
         {
             "role": "user",
             "content": f"{task_text(task)}\n\n{listed}\n\nScore each plan from "
@@ -88,13 +108,13 @@ def refine(task: TaskPosted, own_plan: str, examples: list[MemoryExample]) -> li
         if examples
         else "Improve your plan: make it more specific and shorter.\n\n"
     )
+    request = plan_request(task).replace("Write a plan of", "Write the improved plan,")
     return [
-        {"role": "system", "content": PLANNER},
+        {"role": "system", "content": planner(task)},
         {
             "role": "user",
             "content": f"{lessons}New task: {task_text(task)}\n\nYour plan:\n"
-            f"{own_plan}\n\nWrite the improved plan, at most 3 short numbered "
-            "steps. Do not write the code.",
+            f"{own_plan}\n\n{request}",
         },
     ]
 
@@ -157,3 +177,84 @@ def answer(task: TaskPosted, plan: str = "") -> list[Message]:
         {"role": "system", "content": ASSISTANT},
         {"role": "user", "content": f"{task.prompt}{hint}"},
     ]
+
+
+# --- search: the bid, the jury and the tool loop (a first version: see the module's note) -------
+
+SEARCH_PLANNER = (
+    "You plan how to answer a question with a search engine over an encyclopedia. You write "
+    "short plans, not answers: the sub-questions to settle, in order, and a search query for each."
+)
+SEARCH_PLAN = (
+    "Write a plan of at most 3 short numbered steps, each a sub-question and the search query "
+    "for it. Do not answer the question."
+)
+SEARCH_JUROR = (
+    "You review plans for answering a question by searching an encyclopedia. Rate how likely "
+    "the plan leads to the right answer, from 0 (useless or wrong) to 5 (complete and correct). "
+    "Answer with one digit."
+)
+SEARCHER = (
+    "You answer questions by searching an encyclopedia. Each turn, reply with exactly one line, "
+    "one of:\n"
+    "search: <a few keywords>\n"
+    "open: <the title of an article from the results>\n"
+    "answer: <the short answer: a name, a number, a date or a few words>\n"
+    "Search first; open an article when its passage is not enough; answer as soon as you know."
+)
+ACTIONS = "search: <keywords>, open: <title> or answer: <short answer>"
+NEXT = "\n\nYour next action:"
+ANSWER_NOW = "No more searching. Reply with one line: answer: <the short answer>"
+ANSWER_BEGUN = "answer:"
+
+
+class Passage(Protocol):
+    title: str
+    passage: str
+
+
+def search(task: TaskPosted, plan: str = "") -> list[Message]:
+    """The tool loop's first prompt: the question, and the plan that won it (paper) if any."""
+    hint = f"\n\nA plan you may follow:\n{plan}" if plan else ""
+    return [
+        {"role": "system", "content": SEARCHER},
+        {"role": "user", "content": f"Question: {task.prompt}{hint}\n\nYour first action:"},
+    ]
+
+
+def results(query: str, hits: Sequence[Passage], passage_chars: int) -> str:
+    """What a search shows the model: each hit's title and the start of its passage."""
+    if not hits:
+        return f'No results for "{query}". Search with other words.{NEXT}'
+    shown = "\n".join(
+        f"[{i}] {hit.title}: {_cut(hit.passage, passage_chars)}" for i, hit in enumerate(hits, 1)
+    )
+    return f'Results for "{query}":\n{shown}{NEXT}'
+
+
+def article(title: str, text: str, article_chars: int) -> str:
+    return f'Article "{title}":\n{_cut(text, article_chars)}{NEXT}'
+
+
+def no_article(title: str) -> str:
+    return f'There is no article titled "{title}". Open a title from the results, or search.{NEXT}'
+
+
+def not_an_action(why: str) -> str:
+    return f"That was not an action ({why}). Reply with one line: {ACTIONS}."
+
+
+def answer_now() -> list[Message]:
+    """Appended when the budget is spent: the answer is asked for, and begun for the model."""
+    return [
+        {"role": "user", "content": ANSWER_NOW},
+        {"role": "assistant", "content": ANSWER_BEGUN},
+    ]
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`, on one line, cut at a word with "…" when cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return flat[:limit].rsplit(" ", 1)[0] + " …"

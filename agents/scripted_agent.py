@@ -4,7 +4,8 @@ Its plans, jury scores, drafts and outputs are fixed by its settings, so an auct
 scripted agents has a known answer and costs no LLM time. Under the lean mechanism it bids no
 plan on a task; called for a draft, it answers one that passes the visible examples or not
 (`draft_passes`), naming in its source the failing draft it was shown, if any; a general
-task's draft (and result) is a line of text, its answer. Never a
+task's draft (and result) is a line of text, its answer; a search task's, `search_answer`, with
+the story of one search that found it (its result's `steps`). Never a
 stand-in where a user would run a real model: the real agents (`agents.agent`) use LLM backends.
 """
 
@@ -27,10 +28,12 @@ from schemas.events import (
     ReviewSubmitted,
     TaskPosted,
     TaskResult,
+    ToolStep,
     Usage,
 )
 
-KNOWN_TASKS = 1000  # general task ids remembered
+KNOWN_TASKS = 1000  # ids of general and search tasks remembered
+ANSWERED_KINDS = ("general", "search")  # answered with a line of text, not a program
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ScriptedAgent:
     drafts: bool = True  # False: silent when called for a draft
     draft_passes: bool = True  # whether its draft passes the visible examples
     draft_tokens: int = 80
+    search_answer: str | None = None  # a search task's answer; None: "scripted answer of <id>"
     task_kinds: dict[str, str] = field(default_factory=dict)  # task id → kind, of tasks seen
 
     @property
@@ -73,18 +77,38 @@ class ScriptedAgent:
         return self.answer(event)
 
     def recall(self, event: Event) -> None:
-        """What a restart would lose: only which tasks are general (the rest of every answer
-        follows from the event alone)."""
+        """What a restart would lose: only which tasks are general or search (the rest of
+        every answer follows from the event alone)."""
         self._note(event)
 
     def _note(self, event: Event) -> None:
-        if isinstance(event, TaskPosted) and event.kind == "general":
+        if isinstance(event, TaskPosted) and event.kind in ANSWERED_KINDS:
             self.task_kinds[event.task_id] = event.kind
             while len(self.task_kinds) > KNOWN_TASKS:
                 self.task_kinds.pop(next(iter(self.task_kinds)))
 
     def _general(self, task_id: str) -> bool:
         return self.task_kinds.get(task_id) == "general"
+
+    def _search(self, task_id: str) -> bool:
+        return self.task_kinds.get(task_id) == "search"
+
+    def _answer(self) -> str:
+        """A search task's answer: `search_answer`, else one naming this agent."""
+        if self.search_answer is not None:
+            return self.search_answer
+        return f"scripted answer of {self.agent_id}"
+
+    def _steps(self, task_id: str) -> list[ToolStep]:
+        """A search task's story: one search, its one result read, the answer."""
+        if not self._search(task_id):
+            return []
+        query = f"scripted query of {self.agent_id}"
+        return [
+            ToolStep(action="search", text=query, titles=["Scripted article"]),
+            ToolStep(action="open", text="Scripted article", titles=["Scripted article"]),
+            ToolStep(action="answer", text=self._answer()[:300]),
+        ]
 
     def answer(self, event: Event) -> list[Event]:
         """What this agent publishes in reply to `event` (often nothing)."""
@@ -134,6 +158,8 @@ class ScriptedAgent:
         draft = f"# scripted draft of {self.agent_id}{fixing}\ndef f():\n    return None\n"
         if self._general(call.task_id):
             draft = f"scripted answer of {self.agent_id}{fixing}"
+        elif self._search(call.task_id):
+            draft = self._answer()
         return BidSubmitted(
             producer=self.agent_id,
             task_id=call.task_id,
@@ -157,6 +183,7 @@ class ScriptedAgent:
             bid_id=closed.winner_bid_id,
             output=closed.winning_plan,
             error=self.failure,
+            steps=self._steps(closed.task_id),
         )
 
     def _review(self, jury: JuryCalled) -> ReviewSubmitted:
@@ -177,15 +204,17 @@ class ScriptedAgent:
 
     def _result(self, closed: AuctionClosed) -> TaskResult:
         usage = self._usage(prompt=100, completion=100)
+        output = f"scripted {'answer' if self._general(closed.task_id) else 'output'} "
+        output += f"of {self.agent_id}"
         return TaskResult(
             producer=self.agent_id,
             task_id=closed.task_id,
             agent_id=self.agent_id,
             bid_id=closed.winner_bid_id,
-            output=f"scripted {'answer' if self._general(closed.task_id) else 'output'} "
-            f"of {self.agent_id}",
+            output=self._answer() if self._search(closed.task_id) else output,
             usage=usage,
             cost=usage.cost,
+            steps=self._steps(closed.task_id),
         )
 
     def _usage(self, prompt: int, completion: int) -> Usage:

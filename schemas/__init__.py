@@ -29,6 +29,7 @@ from schemas.events import (
     TaskOutcome,
     TaskPosted,
     TaskResult,
+    ToolStep,
     Usage,
     Weights,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "TaskOutcome",
     "TaskPosted",
     "TaskResult",
+    "ToolStep",
     "Topics",
     "Usage",
     "Weights",

@@ -23,6 +23,11 @@ MAX_PROMPT = 100_000
 MAX_PLAN = 20_000
 MAX_OUTPUT = 200_000
 MAX_REASON = 4_000
+# A search task's tool loop, as its result tells it: at most MAX_TOOL_STEPS steps, each a short
+# line of text and a few titles, so the whole story stays a few tens of kilobytes.
+MAX_TOOL_STEPS = 40
+MAX_STEP_TEXT = 300
+MAX_STEP_TITLES = 8
 # Caps on what a dead letter keeps of a bad record, in bytes: an excerpt, never the whole
 # record, so the dead letter of the largest record still fits in one (a dead letter that
 # cannot be sent would leave its record blocking the consumer).
@@ -473,6 +478,23 @@ class AuctionClosed(TaskEvent):
 # --- execution and verification ----------------------------------------------------------
 
 
+StepText = Annotated[str, Field(max_length=MAX_STEP_TEXT)]
+
+
+class ToolStep(Record):
+    """One step of an agent's tool loop on a search task, in brief: what it did and what it saw.
+
+    `text` is the query searched, the title opened, the answer given, or (invalid) the start
+    of a reply that held no action; `titles` are the articles a search found or the one opened;
+    `note` says what went wrong, if anything ("no results", "no such article", why a reply was
+    not an action). The passages themselves are not kept: the corpus has them."""
+
+    action: Literal["search", "open", "answer", "invalid"]
+    text: StepText = ""
+    titles: list[StepText] = Field(default_factory=list, max_length=MAX_STEP_TITLES)
+    note: StepText = ""
+
+
 class TaskResult(TaskEvent):
     type: Literal["TaskResult"] = "TaskResult"
     agent_id: Id
@@ -482,6 +504,11 @@ class TaskResult(TaskEvent):
     cost: NonNegative = 0.0
     duration_s: NonNegative = 0.0
     error: Reason | None = None
+    steps: list[ToolStep] = Field(
+        default_factory=list,
+        max_length=MAX_TOOL_STEPS,
+        description="a search task: the tool loop's steps (queries, articles read, answer)",
+    )
 
 
 class TaskOutcome(TaskEvent):

@@ -1,6 +1,7 @@
 """A scripted LLM: deterministic answers with made-up log-probabilities, for tests and load
-tests only. It recognises which prompt it got (plan, score, code) and answers in kind, so an
-`LLMAgent` runs every job without a model."""
+tests only. It recognises which prompt it got (plan, score, code, a search step) and answers in
+kind, so an `LLMAgent` runs every job without a model; `canned` replies drive a search task's
+tool loop step by step."""
 
 from __future__ import annotations
 
@@ -16,13 +17,34 @@ Reply = Callable[[Sequence[Message]], str]
 
 def default_reply(messages: Sequence[Message]) -> str:
     system = messages[0]["content"]
-    if system == prompts.JUROR:
+    if system in (prompts.JUROR, prompts.SEARCH_JUROR):
         return "4"
+    if system == prompts.SEARCHER:
+        return _search_step(messages)
     if messages[-1]["role"] == "assistant":  # the code is begun: continue with the body
         return "    return None\n"
     if system in (prompts.CODER, prompts.PROGRAMMER):
         return "```python\ndef scripted():\n    return None\n```"
     return "1. Read the task.\n2. Handle the edge cases.\n3. Return the result."
+
+
+def _search_step(messages: Sequence[Message]) -> str:
+    """Search once, then answer: the begun answer is continued, the first result is answered."""
+    if messages[-1]["role"] == "assistant":
+        return " scripted answer"
+    if len(messages) <= 2:
+        return "search: scripted query"
+    return "answer: scripted answer"
+
+
+def canned(replies: Sequence[str], then: Reply = default_reply) -> Reply:
+    """Replies in order, one per call, whatever the prompt; `then` once they are used up."""
+    left = list(replies)
+
+    def reply(messages: Sequence[Message]) -> str:
+        return left.pop(0) if left else then(messages)
+
+    return reply
 
 
 class ScriptedLLM:

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.codec import describe
-from schemas.events import MAX_EXCERPT, Id, Price, TaskKind, Weights
+from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Weights
 
 CONFIG_ENV = "SALE_CONFIG"
 ExecutorStyle = Literal["chat", "complete", "continue"]
@@ -169,7 +169,7 @@ class AgentConfig(Section):
         default=["coding", "general"],
         min_length=1,
         description="the task kinds it takes: coding (a function), general (a prompt answered "
-        "as text), search (scripted agents only)",
+        "as text), search (a question answered with a search tool: agents.searching)",
     )
     path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
     tier: Literal["S", "M", "L"] | None = Field(
@@ -186,6 +186,17 @@ class AgentConfig(Section):
     )
     execute_max_tokens: int = Field(default=512, ge=16, le=8192, description="per completion")
     execute_token_budget: int = Field(default=4000, ge=16, description="for all rounds")
+    search_max_steps: int = Field(
+        default=6,
+        ge=1,
+        le=MAX_TOOL_STEPS,
+        description="search: model calls per task, each one action; the last must answer",
+    )
+    search_token_budget: int = Field(
+        default=16_000,
+        ge=256,
+        description="search: prompt and generated tokens of all the loop's calls together",
+    )
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
     context_tokens: int = Field(default=4096, ge=512, le=32768, description="llama_cpp: n_ctx")
     cache: bool = Field(
@@ -205,8 +216,6 @@ class AgentConfig(Section):
             raise ValueError("endpoint is required for the openai backend")
         if self.backend == "llama_cpp" and (self.path is None) == (self.tier is None):
             raise ValueError("the llama_cpp backend needs exactly one of path and tier")
-        if self.backend != "scripted" and "search" in self.kinds:
-            raise ValueError("kinds: model agents take coding and general tasks (search: not yet)")
         return self
 
 
