@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from marketplace.app.stack import running, stop_on_signals
-from marketplace.log.lines import Labels, labels_of, line
+from marketplace.log.lines import Labels, labels_of, line, story
 from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
@@ -74,7 +74,7 @@ class Progress:
                 return f"{line(event, self.labels)}, cost {cost:.6f}{self.time_left()}"
             case AgentHeartbeat() | TaskChecks() | JuryCalled() | DeadLetter():
                 return None
-        return line(event, self.labels)
+        return story(event, self.labels)
 
     async def outcome_of(self, task_id: str) -> TaskOutcome:
         while task_id not in self.outcomes:

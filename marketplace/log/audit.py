@@ -8,6 +8,9 @@ spent all the same.
 
 A lean auction's story is its calls instead of its scores: the estimates it began with, whom it
 asked and why, each draft's verdict on the visible examples, and why the calls stopped.
+
+A search task's story adds its result's tool loop: each query issued and what it found, each
+article read, and the answer, which the outcome then grades.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
-from marketplace.log.lines import Labels, bid_label, gist, labels_of, verdict
+from marketplace.log.lines import Labels, bid_label, gist, labels_of, step_line, verdict
 from marketplace.log.replay import NO_LOG, LogUnavailable
 from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
@@ -57,6 +60,7 @@ def render(stored: Sequence[StoredEvent]) -> str:
         _header(events),
         _timeline(stored, labels),
         *decided,
+        *_search(events),
         _costs(events),
         _outcome(events),
     ]
@@ -203,7 +207,7 @@ def _calls(events: list[Event]) -> str:
     lines.append("calls" if calls else "calls: none")
     drafts = {e.agent_id: e for e in events if isinstance(e, BidSubmitted) and e.is_draft}
     posted = _first(events, TaskPosted)
-    general = posted is not None and posted.kind == "general"
+    general = posted is not None and posted.kind in ("general", "search")  # answers, not code
     rejected = {e.rejected_event_id for e in events if isinstance(e, SubmissionRejected)}
     worth = {d.bid_id: d.worth for d in (terms.drafts if terms else [])}
     for call in calls:
@@ -246,6 +250,15 @@ def _lean_winner(events: list[Event]) -> str:
         f"winner: {closed.winner_agent_id} with its draft ({closed.reason}); the draft is the "
         f"result, not executed again\n  draft:\n{program}"
     )
+
+
+def _search(events: list[Event]) -> list[str]:
+    """The tool loop of the result, a numbered line per step; nothing for a result without."""
+    result = _last(events, TaskResult)
+    if result is None or not result.steps:
+        return []
+    steps = [f"  {i}. {step_line(step)}" for i, step in enumerate(result.steps, start=1)]
+    return ["\n".join([f"search: {result.agent_id}'s tool loop", *steps])]
 
 
 # --- cost and outcome ---------------------------------------------------------------------------

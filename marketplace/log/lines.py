@@ -2,8 +2,9 @@
 
 The monitor prints a line per event on every stream, the main job prints each auction's steps
 as they stream by, and the audit tells one task's timeline; all three say the same thing of an
-event the same way, so what a reader learns from one holds in the others. Pure: events in,
-text out.
+event the same way, so what a reader learns from one holds in the others. A search task's
+result also tells its tool loop, a line per step under the event's line (`story`): the queries
+issued, the articles read, the answer. Pure: events in, text out.
 """
 
 from __future__ import annotations
@@ -28,14 +29,55 @@ from schemas.events import (
     TaskOutcome,
     TaskPosted,
     TaskResult,
+    ToolStep,
 )
 
 Labels = dict[UUID, str]
+GRADED = "exact match:"  # how the verifier's details of a graded search answer begin
 
 
 def line(event: Event, labels: Labels | None = None) -> str:
     """The event's type, its key (task or agent id) and its gist, on one line."""
     return f"{event.type:<18} {event.key}: {gist(event, labels)}"
+
+
+def story(event: Event, labels: Labels | None = None) -> str:
+    """The event's line, and under it, for a search task's result, a line per tool step."""
+    steps = event.steps if isinstance(event, TaskResult) else []
+    return "\n".join([line(event, labels), *(f"{STEP_INDENT}{step_line(s)}" for s in steps)])
+
+
+STEP_INDENT = " " * 20  # under the gist, past the type column
+SHOWN_TITLES = 4  # of a search's results, in its line
+
+
+def step_line(step: ToolStep) -> str:
+    """One step of a search agent's tool loop: what it searched and found, read, answered."""
+    note = f" ({step.note})" if step.note else ""
+    match step.action:
+        case "search" if step.titles:
+            more = (
+                f" and {len(step.titles) - SHOWN_TITLES} more"
+                if len(step.titles) > SHOWN_TITLES
+                else ""
+            )
+            return f"search {step.text!r} → {'; '.join(step.titles[:SHOWN_TITLES])}{more}"
+        case "search":
+            return f"search {step.text!r}{note}"
+        case "open" if step.titles:
+            return f"read {step.titles[0]!r}"
+        case "open":
+            return f"open {step.text!r}{note}"
+        case "answer":
+            return f"answer {step.text!r}{note}"
+    return f"not an action: {step.text[:60]!r}{note}"
+
+
+def _loop(result: TaskResult) -> str:
+    """A search result's tool loop in a few words: how many searches and reads, and the answer."""
+    searches = sum(s.action == "search" for s in result.steps)
+    read = sum(s.action == "open" and bool(s.titles) for s in result.steps)
+    return f"{searches} search(es), {read} article(s) read, answer {result.output[:60]!r}"
 
 
 def bid_label(bid: ScoredBid | BidSubmitted) -> str:
@@ -63,7 +105,7 @@ def name(labels: Labels, bid_id: UUID | None) -> str:
 
 def verdict(draft: BidSubmitted, general: bool = False) -> str:
     """A draft's verdict on the visible examples, with the last line of its failure; of a
-    general task's draft (its answer), whether there is one."""
+    general or a search task's draft (its answer), whether there is one."""
     if general:
         return "an answer" if draft.examples_pass else f"no answer ({draft.failure or 'empty'})"
     if draft.examples_pass:
@@ -120,6 +162,12 @@ def gist(event: Event, labels: Labels | None = None) -> str:
             return f"{event.reason}: winner {event.winner_agent_id or '-'} ({event.lean.why})"
         case AuctionClosed():
             return f"{event.reason}: winner {name(labels, event.winner_bid_id)}"
+        case TaskResult() if event.steps:
+            failed = f", error: {_one_line(event.error)[:60]}" if event.error else ""
+            return (
+                f"{event.agent_id} ran {name(labels, event.bid_id)} in {event.duration_s:.3g}s: "
+                f"{_loop(event)}, cost {event.cost:.6g}{failed}"
+            )
         case TaskResult():
             failed = f", error: {_one_line(event.error)[:60]}" if event.error else ""
             return (
@@ -128,6 +176,10 @@ def gist(event: Event, labels: Labels | None = None) -> str:
             )
         case TaskOutcome() if event.answered:
             return "answered (a general task: nothing to check)"
+        case TaskOutcome() if event.details.startswith(GRADED):
+            return (
+                f"{'passed' if event.passed else 'failed'}, score {event.score:g} ({event.details})"
+            )
         case TaskOutcome():
             return f"{'passed' if event.passed else 'failed'}, score {event.score:g}"
         case AgentHeartbeat():
