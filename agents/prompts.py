@@ -206,6 +206,7 @@ ACTIONS = "search: <keywords>, open: <title> or answer: <short answer>"
 NEXT = "\n\nYour next action:"
 ANSWER_NOW = "No more searching. Reply with one line: answer: <the short answer>"
 ANSWER_BEGUN = "answer:"
+SEARCH_BEGUN = "search:"
 
 
 class Passage(Protocol):
@@ -232,6 +233,11 @@ def results(query: str, hits: Sequence[Passage], passage_chars: int) -> str:
     return f'Results for "{query}":\n{shown}{NEXT}'
 
 
+def searched_again(results: str) -> str:
+    """A search made before: its results again, and a nudge to read one or to answer."""
+    return results.replace(NEXT, f"\n\nYou made this search before: open a result or answer.{NEXT}")
+
+
 def article(title: str, text: str, article_chars: int) -> str:
     return f'Article "{title}":\n{_cut(text, article_chars)}{NEXT}'
 
@@ -242,6 +248,12 @@ def no_article(title: str) -> str:
 
 def not_an_action(why: str) -> str:
     return f"That was not an action ({why}). Reply with one line: {ACTIONS}."
+
+
+def search_first() -> list[Message]:
+    """The first action, begun for the model: a search (the question is never answered from
+    the model's memory alone, and a small model then sees the format in its own turn)."""
+    return [{"role": "assistant", "content": SEARCH_BEGUN}]
 
 
 def answer_now() -> list[Message]:

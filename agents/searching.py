@@ -7,8 +7,9 @@ prefix of the one before. The loop stops at an answer; a reply that holds no act
 spent, answered with a line saying why. Two budgets bound it (an agent's `search_max_steps` and
 `search_token_budget`): the last allowed step, or the step after which the tokens would likely
 run out, is asked to answer with what it has (the answer begun for the model); a loop whose
-tokens are spent before that ends with no answer. Every call's usage, at the agent's prices,
-is the execution's cost, whatever the outcome.
+tokens are spent before that ends with no answer. The first action is begun for the model,
+`search:` (a small model then follows the format it sees in its own first turn). Every call's
+usage, at the agent's prices, is the execution's cost, whatever the outcome.
 
 The search tool is anything with `search(query, k)` and `open(title)` (`Tool`): the corpus's
 BM25 index in the market (`agents.tools.search`, built by `Corpora`), a fake in tests.
@@ -24,13 +25,13 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from agents import prompts
-from agents.llm import LLM, LLMError
+from agents.llm import LLM, LLMError, Message
 from schemas.events import MAX_STEP_TEXT, MAX_STEP_TITLES, Price, TaskPosted, ToolStep, Usage
 
 HITS = 4  # results per search shown to the model
 PASSAGE_CHARS = 300  # of each hit's passage
 ARTICLE_CHARS = 1_500  # of an opened article
-ACTION_TOKENS = 96  # per call: one action line, or a short thought and then one
+ACTION_TOKENS = 48  # per call: one action line, or a short thought and then one
 ANSWER_CHARS = 200  # an answer is a short string
 
 
@@ -137,6 +138,17 @@ def _unwrap(argument: str) -> str:
     return text.strip(QUOTES).strip()
 
 
+def begun(asked: Sequence[Message], text: str) -> str:
+    """The whole reply to `asked`: what the model wrote after the action begun for it (the
+    in-process backend continues it), or alone if it starts with an action of its own (a
+    server that answered anew)."""
+    text = text.strip()
+    start = asked[-1]["content"] if asked[-1]["role"] == "assistant" else ""
+    if not start or ACTION.match(text.split("\n", 1)[0]):
+        return text
+    return f"{start} {text}"
+
+
 def forced_answer(reply: str) -> str:
     """The answer in a reply to "answer now" (whose answer was begun for the model): the
     reply's first line, less an `answer:` the model wrote again."""
@@ -193,7 +205,10 @@ async def run(
             done.error = f"no answer: the token budget ({budget.token_budget}) was spent"
             return done
         forced = step == budget.max_steps or spent + last_call > budget.token_budget
-        asked = [*messages, *prompts.answer_now()] if forced else messages
+        if forced:
+            asked = [*messages, *prompts.answer_now()]
+        else:  # the first action is begun for the model: a search
+            asked = [*messages, *prompts.search_first()] if step == 1 else messages
         try:
             completion = await llm.complete(asked, max_tokens=budget.action_tokens, top_logprobs=0)
         except LLMError as exc:
@@ -204,19 +219,24 @@ async def run(
         last_call = usage.total_tokens
         if forced:
             return _answered(done, forced_answer(completion.text), "the budget is spent")
-        reply = completion.text.strip()
+        reply = begun(asked, completion.text)
         try:
             action = parse(reply)
         except NotAnAction as exc:
             done.steps.append(ToolStep(action="invalid", text=_short(reply), note=_short(str(exc))))
-            observation = prompts.not_an_action(str(exc))
+            said, observation = _short(reply), prompts.not_an_action(str(exc))
         else:
             if action.verb == "answer":
                 return _answered(done, action.argument)
-            observation = await _act(tool, action, done, budget)
+            # The conversation keeps the action alone, in its plain form: what the model wrote
+            # after it (often an imagined result) would only cost tokens and mislead.
+            said, observation = (
+                f"{action.verb}: {action.argument}",
+                await _act(tool, action, done, budget),
+            )
         messages = [
             *messages,
-            {"role": "assistant", "content": reply},
+            {"role": "assistant", "content": said},
             {"role": "user", "content": observation},
         ]
     raise AssertionError("unreachable: the last step always answers")  # pragma: no cover
@@ -234,13 +254,16 @@ async def _act(tool: Tool, action: Action, done: Search, budget: Budget) -> str:
     """Runs a search or an open with the tool (off the event loop: an index is CPU work),
     records the step and returns what the model is shown."""
     if action.verb == "search":
-        hits = list(await asyncio.to_thread(tool.search, action.argument, budget.hits))
-        titles = [_short(hit.title) for hit in hits[:MAX_STEP_TITLES]]
-        note = "" if hits else "no results"
-        done.steps.append(
-            ToolStep(action="search", text=_short(action.argument), titles=titles, note=note)
+        query = action.argument
+        again = any(
+            s.action == "search" and s.text.casefold() == query.casefold() for s in done.steps
         )
-        return prompts.results(action.argument, hits, budget.passage_chars)
+        hits = list(await asyncio.to_thread(tool.search, query, budget.hits))
+        titles = [_short(hit.title) for hit in hits[:MAX_STEP_TITLES]]
+        note = "searched before" if again else "" if hits else "no results"
+        done.steps.append(ToolStep(action="search", text=_short(query), titles=titles, note=note))
+        shown = prompts.results(query, hits, budget.passage_chars)
+        return prompts.searched_again(shown) if again and hits else shown
     title = _seen_title(action.argument, done.steps)
     text = await asyncio.to_thread(tool.open, title)
     if text is None:

@@ -29,11 +29,13 @@ def default_reply(messages: Sequence[Message]) -> str:
 
 
 def _search_step(messages: Sequence[Message]) -> str:
-    """Search once, then answer: the begun answer is continued, the first result is answered."""
+    """Search once, then answer (a begun action is continued)."""
     if messages[-1]["role"] == "assistant":
-        return " scripted answer"
-    if len(messages) <= 2:
-        return "search: scripted query"
+        return (
+            "scripted query"
+            if messages[-1]["content"] == prompts.SEARCH_BEGUN
+            else "scripted answer"
+        )
     return "answer: scripted answer"
 
 

@@ -126,3 +126,19 @@ async def test_tier_s_in_process_drafts_and_its_draft_is_the_result_in_a_lean_au
     assert closed.mechanism == "lean" and closed.winner_agent_id == "s-lean"
     [result] = [e for e in events if isinstance(e, TaskResult)]
     assert result.output == bid.plan and result.usage.total_tokens == 0  # not paid twice
+
+
+async def test_tier_s_runs_the_search_tool_loop_on_the_tiny_corpus(tier_s: str) -> None:
+    """The loop with a real model, mechanics only (SmolLM2-135M keeps poorly to the format): the
+    first action is a search the tool answers, the budget holds, every call is paid for."""
+    from agents.searching import Budget, run
+    from tests.integration.test_search_auction import QUESTION
+    from tests.search_tool import TinyTool
+
+    settings = AgentConfig(id="s-search", backend="llama_cpp", tier="S", **SMALL)
+    tool = TinyTool()
+    done = await run(build(settings), tool, QUESTION, "", settings.price, Budget(max_steps=3))
+    assert tool.queries and done.steps[0].action == "search" and done.steps[0].titles
+    assert len(done.steps) <= 3 and done.usage.requests <= 3
+    assert done.answer or done.error
+    assert done.usage.cost == pytest.approx(0.05 * done.usage.total_tokens / 1e6)

@@ -28,3 +28,11 @@ def test_the_story_names_bids_by_agent_and_round_and_counts_each_tasks_cost() ->
     result = next(line for line in lines if line and line.startswith("TaskResult"))
     assert result.startswith("TaskResult         he-3: small ran small:0 in 1.5s")
     assert progress.cost["he-3"] > 0
+
+
+def test_the_story_of_a_search_result_has_a_line_per_tool_step() -> None:
+    from tests.unit.test_lines import SEARCH_RESULT
+
+    told = Progress(["s"], tasks=1).line(SEARCH_RESULT)
+    assert told.splitlines()[0].startswith("TaskResult         dune: s ran")
+    assert told.splitlines()[-1].strip() == "answer 'Tacoma'" and len(told.splitlines()) == 7

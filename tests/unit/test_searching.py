@@ -97,9 +97,11 @@ async def test_the_loop_searches_reads_and_answers_and_every_call_is_paid_for() 
     assert len(llm.calls) == 3 and done.usage.requests == 3
     assert done.usage.completion_tokens == 2 + 3 + 3  # the scripted backend counts words
     assert done.usage.cost == pytest.approx(PRICE.cost(done.usage.prompt_tokens, 8))
-    # each call appends to the one before (a backend reuses the evaluated prefix)
+    # each call appends to the one before (a backend reuses the evaluated prefix); the first
+    # action is begun for the model
     first, second, third = llm.calls
-    assert second[: len(first)] == first and third[: len(second)] == second
+    assert first[-1] == {"role": "assistant", "content": "search:"}
+    assert second[:2] == first[:2] and third[: len(second)] == second
     assert "[1] Dune (novel): Dune is a 1965" in second[-1]["content"]
     assert third[-1]["content"].startswith('Article "Dune (novel)":\nDune is a 1965')
 
@@ -135,18 +137,30 @@ async def test_tokens_spent_before_any_answer_end_the_loop_with_none() -> None:
     assert [s.action for s in done.steps] == ["search"] and done.usage.requests == 1
 
 
+async def test_the_first_action_is_begun_and_the_conversation_keeps_actions_plain() -> None:
+    done, llm = await loop([" Dune novel\nObservation: imagined", "answer: Tacoma"])
+    assert done.steps[0] == ToolStep(action="search", text="Dune novel", titles=["Dune (novel)"])
+    assert llm.calls[1][2] == {"role": "assistant", "content": "search: Dune novel"}
+
+
 async def test_a_malformed_action_is_a_step_answered_with_why() -> None:
-    done, llm = await loop(["I think it is Tacoma.", "search:", "answer: Tacoma"])
+    done, llm = await loop(["search: Dune", "I think it is Tacoma.", "search:", "answer: Tacoma"])
     assert done.answer == "Tacoma"
     invalid = [s for s in done.steps if s.action == "invalid"]
     assert [(s.text, s.note) for s in invalid] == [
         ("I think it is Tacoma.", "no line starts with search:, open: or answer:"),
         ("search:", "`search:` needs a query"),
     ]
-    assert llm.calls[1][-1]["content"].startswith("That was not an action (no line starts")
+    assert llm.calls[2][-1]["content"].startswith("That was not an action (no line starts")
     assert (
-        "search: <keywords>, open: <title> or answer: <short answer>" in llm.calls[2][-1]["content"]
+        "search: <keywords>, open: <title> or answer: <short answer>" in llm.calls[3][-1]["content"]
     )
+
+
+async def test_a_search_made_again_is_said_so() -> None:
+    done, llm = await loop(["search: Dune", "search: dune", "answer: Tacoma"])
+    assert done.steps[1].note == "searched before"
+    assert "You made this search before: open a result or answer." in llm.calls[2][-1]["content"]
 
 
 async def test_empty_search_results_are_said_so() -> None:
@@ -181,7 +195,7 @@ async def test_a_model_failure_ends_the_loop_keeping_what_was_spent() -> None:
 
 async def test_the_plan_that_won_is_in_the_first_prompt() -> None:
     _, llm = await loop(["answer: Tacoma"], plan="1. search: Dune author")
-    assert "A plan you may follow:\n1. search: Dune author" in llm.calls[0][-1]["content"]
+    assert "A plan you may follow:\n1. search: Dune author" in llm.calls[0][1]["content"]
     assert llm.calls[0][0]["content"] == prompts.SEARCHER
 
 
