@@ -34,7 +34,8 @@ def _secure(config: Config) -> None:
 def _up(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app.stack import up
 
-    return asyncio.run(up(config, args.config_path, Path(args.run_dir)))
+    run_dir = Path(args.run_dir) if args.run_dir else args.config_path.absolute().parent / ".sale"
+    return asyncio.run(up(config, args.config_path, run_dir))
 
 
 def _topics(config: Config, args: argparse.Namespace) -> int:
@@ -724,7 +725,11 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run broker, Postgres and the services in the foreground")
-    up.add_argument("--run-dir", default=".sale", help="where logs and keys go (default: .sale)")
+    up.add_argument(
+        "--run-dir",
+        help="where logs, keys and the endpoints other commands join go (default: .sale beside "
+        "the config file)",
+    )
     up.set_defaults(run=_up)
 
     topics = commands.add_parser("topics", help="list topics, partitions and consumer lag")
@@ -1063,7 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     config = None
     try:
-        config = load_config(args.config_path) if getattr(args, "needs_config", True) else None
+        if getattr(args, "needs_config", True):
+            # `up` and `run` start a stack of their own; the rest join a running one
+            config = load_config(args.config_path, join=args.command not in ("up", "run"))
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)

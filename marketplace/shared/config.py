@@ -303,7 +303,13 @@ def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ
     return Path(explicit or env.get(CONFIG_ENV) or "sale.toml")
 
 
-def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
+def load_config(path: Path, env: Mapping[str, str] = os.environ, join: bool = True) -> Config:
+    """The config in `path`, connection settings overridden from `env`; with `join`, a running
+    `sale up` of this config supplies those `env` leaves unset (`shared.endpoints`)."""
+    if join:
+        from marketplace.shared import endpoints
+
+        env = endpoints.joined(env, path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
