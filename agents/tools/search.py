@@ -258,7 +258,7 @@ def load_tool(
     with file_lock(indexes / f".{loaded.name}.lock"):
         if (tool := _load(loaded, folder)) is not None:  # built while we waited for the lock
             return tool
-        progress(f"{loaded.name}: indexing {len(loaded.documents)} documents")
+        progress(f"indexing {len(loaded.documents)} documents")
         building = Path(tempfile.mkdtemp(dir=indexes, prefix=f".{loaded.name}-"))
         try:
             _build(loaded, building)
