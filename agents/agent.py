@@ -139,7 +139,8 @@ class LLMAgent:
 
     async def draft_bid(self, task: TaskPosted, feedback: FailedDraft | None) -> BidSubmitted:
         """A draft bid: the program this agent writes (fixing `feedback`, a cheaper agent's
-        failing draft, if given) and whether it passes the visible examples. The draft is the
+        failing draft, if given) and whether it passes the visible examples; for a general
+        task, the answer, and whether there is one. The draft is the
         work itself: if it wins, it is delivered as it is (`deliver`), not written again.
         Its entropy is not measured (the executor asks for no log-probabilities): 0."""
         attempt = coding.Attempt(feedback.source, Usage(), feedback.error) if feedback else None
@@ -155,7 +156,7 @@ class LLMAgent:
             task_id=task.task_id,
             agent_id=self.agent_id,
             model=self.llm.model,
-            plan=source or "(no code)",
+            plan=source or ("(no answer)" if task.kind == "general" else "(no code)"),
             plan_tokens=result.usage.completion_tokens,
             entropy=0.0,
             price=self.config.output_price,
@@ -251,6 +252,8 @@ class LLMAgent:
             agent_id=self.agent_id,
             bid_id=bid_id or task.event_id,
         )
+        if task.kind == "general":
+            return await self.answer(task, plan, result, start)
         try:
             done = await coding.execute(
                 self.llm,
@@ -277,4 +280,31 @@ class LLMAgent:
             cost=done.usage.cost,
             duration_s=time.monotonic() - start,
             error=done.error,
+        )
+
+    async def answer(self, task: TaskPosted, plan: str, result: dict, start: float) -> TaskResult:
+        """A general task: one completion, the answer as text. An empty answer is this
+        agent's failure to answer (the lean auction then asks the next agent)."""
+        try:
+            completion = await self.llm.complete(
+                prompts.answer(task, plan),
+                max_tokens=self.config.execute_max_tokens,
+                top_logprobs=0,
+            )
+        except LLMError as exc:
+            return TaskResult(
+                **result,
+                output="",
+                error=f"model failed: {exc}",
+                duration_s=time.monotonic() - start,
+            )
+        text = completion.text.strip()[:MAX_PLAN]  # a draft must fit in a bid
+        usage = completion.usage(self.config.price)
+        return TaskResult(
+            **result,
+            output=text,
+            usage=usage,
+            cost=usage.cost,
+            duration_s=time.monotonic() - start,
+            error=None if text else "no answer: the model returned nothing",
         )

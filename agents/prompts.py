@@ -1,4 +1,5 @@
-"""Every prompt an agent sends, as pure functions of events: bid, judge, refine, solve, fix.
+"""Every prompt an agent sends, as pure functions of events: bid, judge, refine, solve, fix,
+answer.
 
 Prompts are short on purpose: on these machines a prompt token costs real seconds. Shared
 parts come first (system text, then the task) so that a backend that caches the evaluated
@@ -25,6 +26,7 @@ CODER = (
     "block, including the imports it needs and nothing else."
 )
 PROGRAMMER = "You are a careful Python programmer."
+ASSISTANT = "You are a helpful assistant. Answer the request directly, clearly and briefly."
 COMPLETE = (
     "Complete the following Python function. Reply with the complete function in one "
     "```python block."
@@ -34,6 +36,8 @@ COMPLETE = (
 def task_text(task: TaskPosted) -> str:
     if task.inputs.kind == "coding":
         return f"Write the Python function `{task.inputs.entry_point}`:\n\n{task.prompt}"
+    if task.inputs.kind == "general":
+        return f"Answer the request:\n\n{task.prompt}"
     corpus = task.inputs.corpus
     return f"Answer the question, searching the `{corpus}` corpus:\n\n{task.prompt}"
 
@@ -142,4 +146,14 @@ def fix(
             "content": f"Running the examples failed:\n{failure}\n\nFix the "
             "function. Answer with the complete corrected function.",
         },
+    ]
+
+
+def answer(task: TaskPosted, plan: str = "") -> list[Message]:
+    """A general task: the request answered as text (following `plan`, the paper's winning
+    plan, if there is one)."""
+    hint = f"\n\nA plan you may follow:\n{plan}" if plan else ""
+    return [
+        {"role": "system", "content": ASSISTANT},
+        {"role": "user", "content": f"{task.prompt}{hint}"},
     ]

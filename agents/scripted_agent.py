@@ -3,7 +3,8 @@
 Its plans, jury scores, drafts and outputs are fixed by its settings, so an auction among
 scripted agents has a known answer and costs no LLM time. Under the lean mechanism it bids no
 plan on a task; called for a draft, it answers one that passes the visible examples or not
-(`draft_passes`), naming in its source the failing draft it was shown, if any. Never a
+(`draft_passes`), naming in its source the failing draft it was shown, if any; a general
+task's draft (and result) is a line of text, its answer. Never a
 stand-in where a user would run a real model: the real agents (`agents.agent`) use LLM backends.
 """
 
@@ -29,6 +30,8 @@ from schemas.events import (
     Usage,
 )
 
+KNOWN_TASKS = 1000  # general task ids remembered
+
 
 @dataclass
 class ScriptedAgent:
@@ -36,7 +39,7 @@ class ScriptedAgent:
     price: float
     plan_tokens: int = 100
     entropy: float = 1.0
-    kinds: tuple[str, ...] = ("coding", "search")
+    kinds: tuple[str, ...] = ("coding", "search", "general")
     # The score it gives a bid: by "bidder:round", else by bidder, else the default.
     scores: Mapping[str, float] = field(default_factory=dict)
     default_score: float = 3.0
@@ -48,6 +51,7 @@ class ScriptedAgent:
     drafts: bool = True  # False: silent when called for a draft
     draft_passes: bool = True  # whether its draft passes the visible examples
     draft_tokens: int = 80
+    task_kinds: dict[str, str] = field(default_factory=dict)  # task id → kind, of tasks seen
 
     @property
     def model(self) -> str:
@@ -69,10 +73,22 @@ class ScriptedAgent:
         return self.answer(event)
 
     def recall(self, event: Event) -> None:
-        """Nothing to take back after a restart: every answer follows from the event alone."""
+        """What a restart would lose: only which tasks are general (the rest of every answer
+        follows from the event alone)."""
+        self._note(event)
+
+    def _note(self, event: Event) -> None:
+        if isinstance(event, TaskPosted) and event.kind == "general":
+            self.task_kinds[event.task_id] = event.kind
+            while len(self.task_kinds) > KNOWN_TASKS:
+                self.task_kinds.pop(next(iter(self.task_kinds)))
+
+    def _general(self, task_id: str) -> bool:
+        return self.task_kinds.get(task_id) == "general"
 
     def answer(self, event: Event) -> list[Event]:
         """What this agent publishes in reply to `event` (often nothing)."""
+        self._note(event)
         match event:
             case TaskPosted() if self.bids and event.kind in self.kinds:
                 if self.mechanism == "lean":
@@ -115,12 +131,15 @@ class ScriptedAgent:
 
     def _draft(self, call: BidRequested) -> BidSubmitted:
         fixing = f", fixing {call.feedback.agent_id}'s" if call.feedback else ""
+        draft = f"# scripted draft of {self.agent_id}{fixing}\ndef f():\n    return None\n"
+        if self._general(call.task_id):
+            draft = f"scripted answer of {self.agent_id}{fixing}"
         return BidSubmitted(
             producer=self.agent_id,
             task_id=call.task_id,
             agent_id=self.agent_id,
             model=self.model,
-            plan=f"# scripted draft of {self.agent_id}{fixing}\ndef f():\n    return None\n",
+            plan=draft,
             plan_tokens=self.draft_tokens,
             entropy=0.0,
             price=self.price,
@@ -163,7 +182,8 @@ class ScriptedAgent:
             task_id=closed.task_id,
             agent_id=self.agent_id,
             bid_id=closed.winner_bid_id,
-            output=f"scripted output of {self.agent_id}",
+            output=f"scripted {'answer' if self._general(closed.task_id) else 'output'} "
+            f"of {self.agent_id}",
             usage=usage,
             cost=usage.cost,
         )

@@ -38,7 +38,7 @@ Tokens = Annotated[int, Field(ge=0)]
 JuryScore = Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Reason = Annotated[str, Field(max_length=MAX_REASON)]
-TaskKind = Literal["coding", "search"]
+TaskKind = Literal["coding", "search", "general"]
 Round = Literal[0, 1]
 
 
@@ -146,11 +146,17 @@ class SearchInputs(Record):
     corpus: Id = "wiki"
 
 
+class GeneralInputs(Record):
+    """A general request: the prompt is all there is, answered as text (`Client.ask`)."""
+
+    kind: Literal["general"] = "general"
+
+
 class TaskPosted(TaskEvent):
     type: Literal["TaskPosted"] = "TaskPosted"
     kind: TaskKind
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT)]
-    inputs: Annotated[CodingInputs | SearchInputs, Field(discriminator="kind")]
+    inputs: Annotated[CodingInputs | SearchInputs | GeneralInputs, Field(discriminator="kind")]
     budget: NonNegative | None = None
     bid_window_s: Seconds | None = None
     tenant: Id = "default"
@@ -173,11 +179,18 @@ class SearchChecks(Record):
     answers: list[Annotated[str, Field(min_length=1, max_length=MAX_REASON)]] = Field(min_length=1)
 
 
+class GeneralChecks(Record):
+    """A general task hides nothing: its checks say only that there is nothing to check, so the
+    verifier records its answer as answered (`TaskOutcome.passed` None) rather than waiting."""
+
+    kind: Literal["general"] = "general"
+
+
 class TaskChecks(TaskEvent):
     """The hidden half of a task; only the verifier and the recorder read it."""
 
     type: Literal["TaskChecks"] = "TaskChecks"
-    checks: Annotated[CodingChecks | SearchChecks, Field(discriminator="kind")]
+    checks: Annotated[CodingChecks | SearchChecks | GeneralChecks, Field(discriminator="kind")]
 
 
 # --- bids and reviews --------------------------------------------------------------------
@@ -343,7 +356,10 @@ class FailedDraft(Record):
     error: Reason
 
 
-CHECKABLE = "the task prints examples, so a draft's check is evidence (else the reserve alone)"
+CHECKABLE = (
+    "the task prints examples (a general task: its answer is there), so a draft's check is "
+    "evidence (else the reserve alone)"
+)
 
 
 class BidRequested(TaskEvent):
@@ -398,9 +414,23 @@ class SubmissionRejected(TaskEvent):
     detail: Reason = ""
 
 
+class Refusal(Record):
+    """Everything a budget refusal was decided on (`marketplace.core.budget`): the tenant's
+    budget and what its tasks had spent by then (as the log's `spend` counted it), the task's
+    own budget, and the cheapest live agent's expected cost. Replay recomputes the decision
+    from these alone."""
+
+    tenant: Id
+    tenant_budget: NonNegative | None = Field(default=None, description="None: no limit")
+    tenant_spent: NonNegative = 0.0
+    task_budget: NonNegative | None = None
+    cheapest_agent: Id | None = Field(default=None, description="None: no live agent")
+    cheapest_cost: NonNegative | None = None
+
+
 class AuctionClosed(TaskEvent):
     type: Literal["AuctionClosed"] = "AuctionClosed"
-    reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids"]
+    reason: Literal["awarded", "refined", "no_bids", "no_eligible_bids", "over_budget"]
     winner_bid_id: UUID | None = None
     winner_agent_id: Id | None = None
     winning_plan: Annotated[str, Field(max_length=MAX_PLAN)] = Field(
@@ -410,6 +440,15 @@ class AuctionClosed(TaskEvent):
     bids: list[ScoredBid] = Field(default_factory=list, description="paper: every bid's score")
     mechanism: Mechanism = "paper"
     lean: LeanClose | None = None
+    refusal: Refusal | None = Field(
+        default=None, description="over_budget: the terms the task was refused on"
+    )
+    detail: Reason = Field(default="", description="over_budget: why, in words")
+
+    @property
+    def refused(self) -> bool:
+        """The task was refused before any agent was asked (over its budget)."""
+        return self.reason == "over_budget"
 
     @model_validator(mode="after")
     def _winner_iff_awarded(self) -> AuctionClosed:
@@ -420,8 +459,14 @@ class AuctionClosed(TaskEvent):
 
     @model_validator(mode="after")
     def _lean_terms_iff_lean(self) -> AuctionClosed:
-        if (self.mechanism == "lean") != (self.lean is not None):
+        if (self.mechanism == "lean" and not self.refused) != (self.lean is not None):
             raise ValueError("`lean` holds the terms of a lean auction's close, and only those")
+        return self
+
+    @model_validator(mode="after")
+    def _refusal_terms_iff_refused(self) -> AuctionClosed:
+        if self.refused != (self.refusal is not None):
+            raise ValueError("`refusal` holds the terms of an over_budget close, and only those")
         return self
 
 
@@ -440,10 +485,24 @@ class TaskResult(TaskEvent):
 
 
 class TaskOutcome(TaskEvent):
+    """The verifier's verdict on a task's result. `passed` and `score` are None for a general
+    task's answer: there is nothing to check it against, so it is recorded as answered."""
+
     type: Literal["TaskOutcome"] = "TaskOutcome"
-    passed: bool
-    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    passed: bool | None
+    score: float | None = Field(ge=0, le=1, allow_inf_nan=False)
     details: Reason = ""
+
+    @model_validator(mode="after")
+    def _scored_iff_judged(self) -> TaskOutcome:
+        if (self.passed is None) != (self.score is None):
+            raise ValueError("passed and score are both None (an answer, unchecked) or neither")
+        return self
+
+    @property
+    def answered(self) -> bool:
+        """An answer recorded without a verdict (a general task)."""
+        return self.passed is None
 
 
 # --- agents and failures -----------------------------------------------------------------

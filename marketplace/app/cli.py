@@ -28,6 +28,7 @@ from marketplace.shared.extras import MissingExtra
 
 if TYPE_CHECKING:
     from agents.tools.search import SearchTool
+    from marketplace.log.ledger import Ledger
     from marketplace.log.memory import Memory
     from marketplace.shared.tokens import Tokenizers
 
@@ -80,7 +81,9 @@ def _auctioneer(config: Config, args: argparse.Namespace) -> int:
     configure_logging("auctioneer")
     _secure(config)
     bus = Bus(config.broker, producer="auctioneer")
-    auctioneer = Auctioneer(config, bus, _memory(config), tokenizers=_tokenizers(config))
+    auctioneer = Auctioneer(
+        config, bus, _memory(config), tokenizers=_tokenizers(config), ledger=_ledger(config)
+    )
     # no `broker`: the auctioneer watches it itself, so as to decide nothing on a lost log
     asyncio.run(until_signalled(auctioneer.run, "auctioneer"))
     return 0
@@ -93,6 +96,20 @@ def _tokenizers(config: Config) -> Tokenizers:
 
     local = [a for a in config.agents if a.backend == "llama_cpp"]
     return Tokenizers({a.model: a.path or model_path(a.tier) for a in local if a.path or a.tier})
+
+
+def _ledger(config: Config) -> Ledger:
+    """Where tenants' spend is read (the Postgres log); tenant budgets need one."""
+    from marketplace.log.ledger import NoLedger, PostgresLedger
+
+    if config.database.url:
+        return PostgresLedger(config.database.url)
+    if budgeted := sorted(name for name, t in config.tenants.items() if t.budget is not None):
+        raise ConfigError(
+            f"tenants.{budgeted[0]}.budget: a tenant budget needs [database].url (spend is "
+            "summed from the log), and it is not set and DATABASE_URL is empty"
+        )
+    return NoLedger()
 
 
 def _memory(config: Config) -> Memory:
@@ -376,6 +393,54 @@ def _task_sets(args: argparse.Namespace) -> list[str]:
     except ValueError as exc:
         raise UsageError(f"--dataset/--range: {exc}") from None
     return [spec]
+
+
+def _submit(config: Config, args: argparse.Namespace) -> int:
+    """`sale submit`: one task from flags or a file; with --wait, its answer."""
+    from marketplace.app import submit
+    from marketplace.services.client import InvalidTask
+
+    try:
+        posting = submit.posting_of(
+            config, args.prompt, args.file, args.kind, args.tenant, args.budget, args.id
+        )
+        _secure(config)
+        return asyncio.run(submit.submit(config, posting, args.wait, args.timeout, args.json))
+    except (submit.BadRequest, InvalidTask) as exc:
+        print(f"sale submit: {exc}", file=sys.stderr)
+        return 2
+
+
+def _result(config: Config, args: argparse.Namespace) -> int:
+    """`sale result TASK_ID`: what the log says became of the task."""
+    from marketplace.app import submit
+
+    _secure(config)
+    return asyncio.run(submit.look_up(config, args.task_id, args.json))
+
+
+def _submit_parsers(commands: argparse._SubParsersAction) -> None:
+    """`sale submit` and `sale result` (the front door, marketplace/app/submit.py)."""
+    sub = commands.add_parser("submit", help="post one task; with --wait, print its answer")
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", metavar="TEXT", help="a general request, answered as text")
+    source.add_argument(
+        "--file", metavar="FILE", help="a task as one JSON object (a `sale publish --jsonl` line)"
+    )
+    sub.add_argument("--kind", choices=["general", "coding", "search"], help="the task's kind")
+    sub.add_argument("--tenant", help="whose task it is (default: default)")
+    sub.add_argument("--budget", type=float, help="the most the task may spend, in price units")
+    sub.add_argument("--id", help="the task id (default: a fresh one)")
+    sub.add_argument("--wait", action="store_true", help="wait for the answer and print it")
+    sub.add_argument("--timeout", type=float, default=300.0, help="--wait: seconds (300)")
+    sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    sub.set_defaults(run=_submit)
+    look = commands.add_parser("result", help="print what became of a task, from the log")
+    look.add_argument("task_id", metavar="TASK_ID", help="the id the task was posted with")
+    look.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    look.set_defaults(run=_result)
+    for parser_ in (sub, look):
+        parser_.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
 
 
 def _keys(config: Config | None, args: argparse.Namespace) -> int:
@@ -845,6 +910,7 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--jsonl", help="one task per line (see marketplace/app/publish.py)")
     _old_task_flags(post, source)
     post.set_defaults(run=_publish)
+    _submit_parsers(commands)
 
     agent = commands.add_parser("agent", help="run one agent of [[agents]]")
     agent.add_argument("--id", required=True, help="the agent's id in [[agents]]")

@@ -2,10 +2,11 @@
 
 Each JSONL line is one task: the fields of `TaskPosted` without the envelope (`task_id`, `kind`,
 `prompt`, `inputs`, and optionally `budget`, `bid_window_s`, `tenant`), plus an optional `checks`
-object (the hidden half: `CodingChecks` or `SearchChecks`). Every line is judged whole before
-anything is sent (UTF-8, JSON, the fields, and each record it makes against the record cap), so
-a line goes out entirely or not at all: checks are never sent without their task. A bad line is
-reported with its number and the fields at fault, and the good ones still go out.
+object (the hidden half: `CodingChecks` or `SearchChecks`; a `general` task, whose prompt is
+answered as text, needs none). Every line is judged whole before anything is sent (UTF-8, JSON,
+the fields, and each record it makes against the record cap), so a line goes out entirely or not
+at all: checks are never sent without their task. A bad line is reported with its number and
+the fields at fault, and the good ones still go out.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Iterable
 from pydantic import TypeAdapter, ValidationError
 
 from marketplace.shared.bus import Bus
-from marketplace.shared.posting import PRODUCER, Posting, publish_one
+from marketplace.shared.posting import PRODUCER, Posting, default_checks, publish_one
 from schemas.codec import describe, encode
-from schemas.events import CodingChecks, SearchChecks, TaskChecks, TaskPosted
+from schemas.events import CodingChecks, GeneralChecks, SearchChecks, TaskChecks, TaskPosted
 
-Checks = TypeAdapter(CodingChecks | SearchChecks)
+Checks = TypeAdapter(CodingChecks | SearchChecks | GeneralChecks)
 
 
 def parse_line(line: bytes, max_record_bytes: int) -> Posting:
@@ -36,7 +37,7 @@ def parse_line(line: bytes, max_record_bytes: int) -> Posting:
     hidden = fields.pop("checks", None)
     try:
         task = TaskPosted.model_validate({**fields, "producer": PRODUCER}, strict=False)
-        checks = None
+        checks = default_checks(task)
         if hidden is not None:
             checks = TaskChecks(
                 producer=PRODUCER,

@@ -41,6 +41,7 @@ from schemas.events import (
 
 Phase = Literal["new", "calling", "closed"]
 UNPRICED_DRAFT_TOKENS = 100  # an agent without a prior: its draft costs about this many tokens
+ANSWERS = 0.9  # how often an agent is believed to answer a general task at all
 
 
 # --- between lean's values and the events ----------------------------------------------------
@@ -53,12 +54,22 @@ class PriorLike(Protocol):
     cost: float
 
 
-def prior_for(priors: Mapping[str, PriorLike], agent_id: str, price: float) -> lean.Prior:
+def prior_for(
+    priors: Mapping[str, PriorLike], agent_id: str, price: float, kind: str = "coding"
+) -> lean.Prior:
     """The agent's fitted prior (`[auction.lean.priors]`), or, for an agent the training split
     never saw, an agnostic one: a coin flip on the visible examples, a coin flip on the hidden
     checks when they pass, no chance when they fail, and a draft of about a hundred generated
     tokens at its output price (price × 1e-4). Agnostic, not pessimistic: its own drafts in the
-    memory soon outweigh it."""
+    memory soon outweigh it.
+
+    A general task (a prompt answered as text) has no examples and no hidden checks: its only
+    check is whether the agent answered at all. Every agent gets the same prior for it (it
+    almost always answers, and an answer is what was asked for), so the cheapest live agent is
+    asked first and its answer taken; an empty answer goes on to the next."""
+    if kind == "general":
+        cost = price * UNPRICED_DRAFT_TOKENS / 1_000_000
+        return lean.Prior(ANSWERS, right_if_pass=1.0, right_if_fail=0.0, cost=cost)
     fitted = priors.get(agent_id)
     if fitted is None:
         cost = price * UNPRICED_DRAFT_TOKENS / 1_000_000
@@ -112,8 +123,9 @@ def step_for(
 
 
 def checkable(task: TaskPosted) -> bool:
-    """Whether a draft of the task can be checked: it prints at least one example."""
-    return bool(getattr(task.inputs, "examples", None))
+    """Whether a draft of the task can be checked: it prints at least one example, or it is a
+    general task, whose draft (the answer) is checked for being there at all."""
+    return task.kind == "general" or bool(getattr(task.inputs, "examples", None))
 
 
 def in_hand(estimates: Sequence[LeanEstimate], value: float, bid: BidSubmitted) -> LeanDraft:

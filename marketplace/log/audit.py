@@ -46,15 +46,44 @@ def render(stored: Sequence[StoredEvent]) -> str:
     events = [s.event for s in stored]
     labels = labels_of(events)
     lean = _is_lean(events)
+    closed = _last(events, AuctionClosed)
+    if closed is not None and closed.refused:
+        decided = [_refused(closed)]
+    elif lean:
+        decided = [_calls(events), _lean_winner(events)]
+    else:
+        decided = [_scores(events), _winner(events)]
     sections = [
         _header(events),
         _timeline(stored, labels),
-        _calls(events) if lean else _scores(events),
-        _lean_winner(events) if lean else _winner(events),
+        *decided,
         _costs(events),
         _outcome(events),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _refused(closed: AuctionClosed) -> str:
+    """A task refused before any agent was asked, and every term the refusal was taken on."""
+    t = closed.refusal
+
+    def amount(value: float | None) -> str:
+        return "none" if value is None else f"{value:.6g}"
+
+    cheapest = (
+        f"{t.cheapest_agent}, expected to cost {amount(t.cheapest_cost)}"
+        if t.cheapest_agent
+        else "none live"
+    )
+    return "\n".join(
+        [
+            f"refused ({closed.reason}): {closed.detail}",
+            f"  tenant {t.tenant}: budget {amount(t.tenant_budget)}, spent "
+            f"{t.tenant_spent:.6g} (as the log counted it then)",
+            f"  the task's budget: {amount(t.task_budget)}",
+            f"  the cheapest live agent: {cheapest}",
+        ]
+    )
 
 
 def _first(events: list[Event], kind: type) -> Event | None:
@@ -173,6 +202,8 @@ def _calls(events: list[Event]) -> str:
     lines += _estimate_table(estimates)
     lines.append("calls" if calls else "calls: none")
     drafts = {e.agent_id: e for e in events if isinstance(e, BidSubmitted) and e.is_draft}
+    posted = _first(events, TaskPosted)
+    general = posted is not None and posted.kind == "general"
     rejected = {e.rejected_event_id for e in events if isinstance(e, SubmissionRejected)}
     worth = {d.bid_id: d.worth for d in (terms.drafts if terms else [])}
     for call in calls:
@@ -184,7 +215,7 @@ def _calls(events: list[Event]) -> str:
             continue
         counted = "" if draft.event_id not in rejected else ", not counted"
         held = f", worth {worth[draft.bid_id]:.4g}" if draft.bid_id in worth else ""
-        lines.append(f"     draft: {verdict(draft)}{held}{counted}")
+        lines.append(f"     draft: {verdict(draft, general)}{held}{counted}")
     if terms is None:
         lines.append("stopped: not yet (the auction has not closed)")
     else:
@@ -250,8 +281,10 @@ def _outcome(events: list[Event]) -> str:
     outcome = _last(events, TaskOutcome)
     if outcome is None:
         return "outcome: none recorded (the result has not been verified)"
-    verdict = "passed" if outcome.passed else "failed"
     details = f": {outcome.details}" if outcome.details else ""
+    if outcome.answered:
+        return f"outcome: answered{details}"
+    verdict = "passed" if outcome.passed else "failed"
     return f"outcome: {verdict}, score {outcome.score:g}{details}"
 
 

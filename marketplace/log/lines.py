@@ -61,8 +61,11 @@ def name(labels: Labels, bid_id: UUID | None) -> str:
     return "-" if bid_id is None else labels.get(bid_id, str(bid_id)[:8])
 
 
-def verdict(draft: BidSubmitted) -> str:
-    """A draft's verdict on the visible examples, with the last line of its failure."""
+def verdict(draft: BidSubmitted, general: bool = False) -> str:
+    """A draft's verdict on the visible examples, with the last line of its failure; of a
+    general task's draft (its answer), whether there is one."""
+    if general:
+        return "an answer" if draft.examples_pass else f"no answer ({draft.failure or 'empty'})"
     if draft.examples_pass:
         return "passes the visible examples"
     reason = (draft.failure or "").strip().splitlines()
@@ -111,6 +114,8 @@ def gist(event: Event, labels: Labels | None = None) -> str:
         case SubmissionRejected():
             reason = _one_line(event.reason)
             return f"{event.submission} from {event.agent_id} not counted: {reason}"
+        case AuctionClosed() if event.refused:
+            return f"refused ({event.reason}): {event.detail}"
         case AuctionClosed(mechanism="lean"):
             return f"{event.reason}: winner {event.winner_agent_id or '-'} ({event.lean.why})"
         case AuctionClosed():
@@ -121,6 +126,8 @@ def gist(event: Event, labels: Labels | None = None) -> str:
                 f"{event.agent_id} ran {name(labels, event.bid_id)} in {event.duration_s:.3g}s, "
                 f"{len(event.output)} chars of output, cost {event.cost:.6g}{failed}"
             )
+        case TaskOutcome() if event.answered:
+            return "answered (a general task: nothing to check)"
         case TaskOutcome():
             return f"{'passed' if event.passed else 'failed'}, score {event.score:g}"
         case AgentHeartbeat():

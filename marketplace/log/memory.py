@@ -87,8 +87,9 @@ _BIDS = f"""
 SELECT task_id, agent_id, plan, score, round FROM bids
 WHERE task_id = ANY($1::text[]) AND plan IS NOT NULL AND {_NOT_A_DRAFT.format(bids="bids")}
 """
-# Draft bids of the agents, the first recorded per (task, agent); `right` where it won and the
-# verifier decided its result.
+# Draft bids of the agents on past tasks of the same kind (a general task's answer says nothing
+# of a program's chances, nor the other way round), the first recorded per (task, agent);
+# `right` where it won and the verifier decided its result.
 _DRAFTS = """
 SELECT DISTINCT ON (e.task_id, e.agent_id)
        e.task_id, e.agent_id, (e.payload->>'examples_pass')::boolean AS examples_pass,
@@ -99,6 +100,7 @@ LEFT JOIN auctions a ON a.task_id = e.task_id
 LEFT JOIN outcomes o ON o.task_id = e.task_id
 WHERE e.type = 'BidSubmitted' AND e.payload->>'examples_pass' IS NOT NULL
   AND e.task_id <> $1 AND e.agent_id = ANY($2::text[])
+  AND coalesce(a.kind, 'coding') = $3
 ORDER BY e.task_id, e.agent_id, e.id
 """
 _EMBEDDINGS = "SELECT task_id, embedding FROM task_embeddings WHERE task_id = ANY($1::text[])"
@@ -219,7 +221,7 @@ class PostgresMemory:
         await self.remember()
         query = await self._vector(task)
         async with pool.acquire() as conn:
-            rows = await conn.fetch(_DRAFTS, task.task_id, list(agent_ids))
+            rows = await conn.fetch(_DRAFTS, task.task_id, list(agent_ids), task.kind)
             tasks = sorted({r["task_id"] for r in rows})
             vectors = await conn.fetch(_EMBEDDINGS, tasks) if tasks else []
         candidates = [(r["task_id"], np.asarray(r["embedding"], dtype=np.float64)) for r in vectors]

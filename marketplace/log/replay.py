@@ -14,6 +14,10 @@ they record; the estimates must be the first call's, each reservation value must
 its estimate, the drafts in hand must grow only by the answer of the agent last asked, and each
 draft's verdict must be the one its `BidSubmitted` reported.
 
+A refusal (`over_budget`, `marketplace.core.budget`) is recomputed from the terms it records
+(the tenant's budget and spend, the task's budget, the cheapest live agent's expected cost),
+and those of the task's own terms the log holds are checked against the task as posted.
+
 The core is pure — events in, `Discrepancy` values or a `Counterfactual` out — so tests and
 both sources (Postgres, or Kafka from offset 0) share it. The readers at the end do the I/O.
 """
@@ -31,7 +35,7 @@ from uuid import UUID
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from marketplace.core import lean, scoring
+from marketplace.core import budget, lean, scoring
 from marketplace.core.lean_auction import checkable, step_for
 from marketplace.log.lines import bid_label
 from marketplace.shared.bus import reader
@@ -155,7 +159,9 @@ def verify(events: Iterable[Event]) -> list[Discrepancy]:
     for task_id, closes in history.closed.items():
         mine = _differ(task_id, "AuctionClosed events", len(closes), 1)
         for closed in closes:
-            if closed.mechanism == "lean":
+            if closed.refused:
+                mine += check_refusal(closed, history.evidence.get(task_id))
+            elif closed.mechanism == "lean":
                 mine += check_lean(closed, history.evidence.get(task_id))
             else:
                 mine += check_closed(closed, history.evidence.get(task_id))
@@ -371,6 +377,28 @@ def _reviews(closed: AuctionClosed, reviews: list[ReviewSubmitted]) -> list[Disc
             if candidates and not any(_same(score, c) for c in candidates):
                 where = f"bids[{bid_label(bid)}].jury.{juror}"
                 found.append(Discrepancy(closed.task_id, where, score, candidates[0]))
+    return found
+
+
+# --- a refusal (over budget) ------------------------------------------------------------------
+
+
+def check_refusal(closed: AuctionClosed, evidence: Evidence | None = None) -> list[Discrepancy]:
+    """A refusal recomputed from its recorded terms (`budget.why_refused`); the task's own
+    terms (tenant, budget) against the task as posted; and no agent was asked."""
+    task_id, terms = closed.task_id, closed.refusal
+    why = budget.why_refused(terms)
+    found = [
+        *_differ(task_id, "reason", closed.reason, "over_budget" if why else "not refused"),
+        *_differ(task_id, "detail", closed.detail, why),
+    ]
+    if evidence is None:
+        return found
+    if evidence.task is not None:
+        found += _differ(task_id, "refusal.tenant", terms.tenant, evidence.task.tenant)
+        found += _differ(task_id, "refusal.task_budget", terms.task_budget, evidence.task.budget)
+    if evidence.calls:
+        found.append(Discrepancy(task_id, "calls", len(evidence.calls), "none: refused"))
     return found
 
 
@@ -670,7 +698,11 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
     cost = {"recorded": 0.0, "counterfactual": 0.0}
     wins: dict[str, Counter[str]] = {"recorded": Counter(), "counterfactual": Counter()}
     outcomes = passed = kept_outcomes = kept_passed = 0
-    paper = {t: closes for t, closes in history.closed.items() if closes[-1].mechanism == "paper"}
+    paper = {
+        t: closes
+        for t, closes in history.closed.items()
+        if closes[-1].mechanism == "paper" and not closes[-1].refused
+    }
     for task_id, closes in paper.items():
         closed = closes[-1]
         was = next((b for b in closed.bids if b.bid_id == closed.winner_bid_id), None)
@@ -683,7 +715,7 @@ def counterfactual(events: Iterable[Event], weights: Weights) -> Counterfactual:
         if not same:
             flips.append(Flip(task_id, was and bid_label(was), now and bid_label(now)))
         outcome = history.evidence.get(task_id, Evidence()).outcome
-        if outcome is not None and was is not None:
+        if outcome is not None and not outcome.answered and was is not None:
             outcomes, passed = outcomes + 1, passed + outcome.passed
             kept_outcomes, kept_passed = (
                 kept_outcomes + same,

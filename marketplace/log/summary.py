@@ -29,11 +29,13 @@ from marketplace.core.metrics import (
 from schemas.events import Price, Usage
 
 # A task counts once its outcome is in: an auction closed by an interrupted run whose winner
-# never executed is not a failure of the method, just unfinished.
+# never executed is not a failure of the method, just unfinished. A general task's answer
+# (passed NULL) has no pass or fail to count.
 _TASKS = """
 SELECT a.task_id, a.winner_agent_id, a.reason, o.passed
 FROM auctions a JOIN outcomes o ON o.task_id = a.task_id
-WHERE a.closed_at IS NOT NULL AND ($1::text[] IS NULL OR a.task_id = ANY($1::text[]))
+WHERE a.closed_at IS NOT NULL AND o.passed IS NOT NULL
+  AND ($1::text[] IS NULL OR a.task_id = ANY($1::text[]))
 ORDER BY a.posted_at, a.task_id
 """
 # A task posted again (a job resumed after an interruption mid-auction) is counted from its

@@ -20,6 +20,12 @@ while the tasks in hand fill the bound, its `tasks` partitions are paused, so a 
 the topic rather than opening auctions nobody can bid in. Bids and reviews for a task still
 waiting there are held, not refused as orphans.
 
+Budgets (`marketplace.core.budget`): before a task's auction opens, its tenant's spend is read
+from the log (`marketplace.log.ledger`) when the tenant has a budget, and the task is refused —
+an `AuctionClosed` with reason `over_budget`, the terms and the reason in words — when it is
+over what is left, or its own budget cannot cover the cheapest live agent's expected cost. A
+ledger that cannot be read decides nothing: the task waits, and is judged when it can be.
+
 Liveness comes from `agents`, which every instance reads whole, outside the group.
 """
 
@@ -33,10 +39,11 @@ from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 
-from marketplace.core import lean
+from marketplace.core import budget, lean
 from marketplace.core.auction import Auction, Roster, Windows
 from marketplace.core.clock import utc_now
 from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
@@ -73,8 +80,10 @@ class Auctioneer:
         memory: Memory | None = None,
         clock: Callable[[], datetime] = utc_now,
         tokenizers: Tokenizers | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.bus = bus
+        self.config = config
         self.tokenizers = tokenizers or Tokenizers()
         self.settings: AuctionConfig = config.auction
         self.admission: AdmissionConfig = config.admission
@@ -84,6 +93,8 @@ class Auctioneer:
             refine=timedelta(seconds=config.auction.refine_window_s),
         )
         self.memory = memory or NoMemory()
+        self.ledger = ledger or NoLedger()
+        self._ledger_failing = False  # said once per outage
         self.clock = clock
         self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
         self.lean = lean.settings_of(config.auction.lean)
@@ -293,10 +304,49 @@ class Auctioneer:
     async def _settle(self, auction: AnyAuction, now: datetime) -> list[Event]:
         if isinstance(auction, LeanAuction):
             estimates = await self._estimates(auction, now)
+            expected = {e.agent_id: e.cost for e in estimates} if estimates else None
+            if (refused := await self._refusal(auction, now, expected)) is not None:
+                return refused
             return auction.settle(
                 self.roster, self.windows, self.lean.value, now, estimates, self.lean.feedback
             )
+        if (refused := await self._refusal(auction, now)) is not None:
+            return refused
         return auction.settle(self.roster, self.windows, self.settings.weights, now)
+
+    async def _refusal(
+        self, auction: AnyAuction, now: datetime, expected: dict[str, float] | None = None
+    ) -> list[Event] | None:
+        """Before a task's auction opens: [its refusal] when it is over budget, [] while the
+        ledger cannot be read (the task waits), None when it may go on. `expected`: the live
+        agents' expected costs (the lean estimates'); else each agent's prior."""
+        task = auction.task
+        if task is None or auction.phase != "new":
+            return None
+        tenant_budget = self.config.tenant_budget(task.tenant)
+        if not budget.limited(task, tenant_budget):
+            return None
+        try:
+            spent = await self.ledger.spent(task.tenant) if tenant_budget is not None else 0.0
+        except Exception as exc:
+            if not self._ledger_failing:
+                log.warning("tenant spend unreadable (%r): tasks with budgets wait", exc)
+            self._ledger_failing = True
+            return []
+        self._ledger_failing = False
+        if expected is None:
+            expected = {
+                agent_id: prior_for(
+                    self.settings.lean.priors,
+                    agent_id,
+                    self.roster.beats[agent_id].price,
+                    task.kind,
+                ).cost
+                for agent_id in self.roster.live(now, task.kind)
+            }
+        terms = budget.terms(task, tenant_budget, spent, expected)
+        closed = budget.refusal(task, terms, self.settings.mechanism)
+        return [closed] if closed is not None else None
 
     async def _estimates(self, auction: LeanAuction, now: datetime) -> list[lean.Estimate] | None:
         """What the memory says of each agent that may be asked, when the first call is due."""
@@ -308,7 +358,7 @@ class Auctioneer:
         return [
             lean.estimate(
                 agent_id,
-                prior_for(priors, agent_id, self.roster.beats[agent_id].price),
+                prior_for(priors, agent_id, self.roster.beats[agent_id].price, auction.task.kind),
                 records,
                 self.lean,
             )
@@ -322,12 +372,13 @@ class Auctioneer:
             self._unconfirmed.append(await self.bus.send(decision))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
+                why = decision.lean.why if decision.lean else decision.detail
                 log.info(
                     "%s closed: %s, winner %s%s",
                     decision.task_id,
                     decision.reason,
                     decision.winner_agent_id,
-                    f" ({decision.lean.why})" if decision.lean else "",
+                    f" ({why})" if why else "",
                 )
 
     async def _with_examples(self, auction: Auction, call: RefinementCalled) -> RefinementCalled:

@@ -2,10 +2,12 @@
 one `TaskOutcome`.
 
 Coding tasks run the result's program and the dataset's tests in the sandbox; search tasks are
-graded against the gold answers. `checks` and `results` are co-partitioned by task id, so one
-instance holds both halves of a task; offsets are never committed past a task still open, so a
-restart or a rebalance re-reads what it needs and decides nothing twice; a half whose other half
-never comes is decided as failed after `wait_s`. The design, and why: docs/verifier.md.
+graded against the gold answers; a general task's answer has nothing to be checked against, so
+it is recorded as answered (passed and score None), unless there is no answer at all.
+`checks` and `results` are co-partitioned by task id, so one instance holds both halves of a
+task; offsets are never committed past a task still open, so a restart or a rebalance re-reads
+what it needs and decides nothing twice; a half whose other half never comes is decided as
+failed after `wait_s`. The design, and why: docs/verifier.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from schemas.events import (
     MAX_REASON,
     CodingChecks,
     Event,
+    GeneralChecks,
     SearchChecks,
     TaskChecks,
     TaskOutcome,
@@ -41,6 +44,7 @@ STREAMS = ("checks", "results", "outcomes")
 LIMITS = Limits(cpu_s=20, wall_s=30.0)  # per program run; the tests of one task, not a suite
 WAIT_S = 3600.0  # how long half a task waits for the other half
 TICK_S = 0.05
+ANSWERED = "a general task: nothing to check the answer against"
 DECIDED_KEPT = 100_000  # task ids remembered as decided (only redeliveries need them)
 
 
@@ -52,7 +56,7 @@ async def verify(
 ) -> TaskOutcome:
     """The outcome of `result` under `checks` (runs a coding task's tests in the sandbox)."""
 
-    def outcome(passed: bool, score: float, details: str) -> TaskOutcome:
+    def outcome(passed: bool | None, score: float | None, details: str) -> TaskOutcome:
         return TaskOutcome(
             producer=producer,
             task_id=result.task_id,
@@ -75,7 +79,17 @@ async def verify(
                 f"token F1 {graded.f1:.3f} (best: {which})"
             )
             return outcome(graded.exact, graded.f1, details)
+        case GeneralChecks():
+            if not result.output.strip():
+                return outcome(False, 0.0, "no answer: the output is empty")
+            return outcome(None, None, ANSWERED)
     raise TypeError(f"unknown checks: {checks.checks!r}")  # pragma: no cover
+
+
+def verdict(outcome: TaskOutcome) -> str:
+    if outcome.answered:
+        return "answered"
+    return f"{'passed' if outcome.passed else 'failed'}, score {outcome.score:.3f}"
 
 
 def unmatched(task_id: str, has_checks: bool, wait_s: float, producer: str) -> TaskOutcome:
@@ -242,10 +256,9 @@ class Verifier:
             outcome = unmatched(task_id, task.checks is not None, wait_s, self.bus.producer)
         await self.bus.publish(outcome)
         log.info(
-            "%s: %s, score %.3f: %s",
+            "%s: %s: %s",
             outcome.task_id,
-            "passed" if outcome.passed else "failed",
-            outcome.score,
+            verdict(outcome),
             outcome.details.splitlines()[0] if outcome.details else "",
         )
 

@@ -172,7 +172,12 @@ class AgentConfig(Section):
         description="per million prompt tokens the "
         "backend already holds evaluated (llama.cpp keeps a prefix); empty: input_price",
     )
-    kinds: list[TaskKind] = Field(default=["coding"], min_length=1)
+    kinds: list[TaskKind] = Field(
+        default=["coding", "general"],
+        min_length=1,
+        description="the task kinds it takes: coding (a function), general (a prompt answered "
+        "as text), search (scripted agents only)",
+    )
     path: Path | None = Field(default=None, description="llama_cpp: the .gguf file")
     tier: Literal["S", "M", "L"] | None = Field(
         default=None, description="llama_cpp: a model installed by `sale models install`"
@@ -208,7 +213,7 @@ class AgentConfig(Section):
         if self.backend == "llama_cpp" and (self.path is None) == (self.tier is None):
             raise ValueError("the llama_cpp backend needs exactly one of path and tier")
         if self.backend != "scripted" and "search" in self.kinds:
-            raise ValueError("kinds: model agents execute coding tasks only (search: not yet)")
+            raise ValueError("kinds: model agents take coding and general tasks (search: not yet)")
         return self
 
 
@@ -244,6 +249,18 @@ class ServeConfig(Section):
     )
 
 
+class TenantConfig(Section):
+    """One tenant's limit (`[tenants.<name>]`): a task over what is left of it is refused."""
+
+    budget: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="the most the tenant's tasks may spend together, in price units (the log's "
+        "spend: bids, jury, refinement, execution); empty: no limit",
+    )
+
+
 class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
@@ -258,6 +275,9 @@ class Config(Section):
     auction: AuctionConfig = AuctionConfig()
     admission: AdmissionConfig = AdmissionConfig()
     agents: list[AgentConfig] = Field(default_factory=list)
+    tenants: dict[Id, TenantConfig] = Field(
+        default_factory=dict, description="by tenant name (`TaskPosted.tenant`); others: no limit"
+    )
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()
     serve: ServeConfig = ServeConfig()
@@ -278,6 +298,11 @@ class Config(Section):
         if dupes := sorted({i for i in ids if ids.count(i) > 1}):
             raise ValueError(f"agent ids must be unique, repeated: {', '.join(dupes)}")
         return self
+
+    def tenant_budget(self, tenant: str) -> float | None:
+        """The tenant's budget; None: no limit."""
+        settings = self.tenants.get(tenant)
+        return settings.budget if settings is not None else None
 
     def agent(self, agent_id: str) -> AgentConfig:
         for agent in self.agents:

@@ -1,5 +1,6 @@
 """A task as a client posts it: the visible `TaskPosted` and its hidden `TaskChecks`, and the
-one way both are sent (the job, `sale publish` and the benchmark's live runs all post so)."""
+one way both are sent (the job, `sale publish`, `sale submit`, the Python `Client` and the
+benchmark's live runs all post so)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from marketplace.shared.bus import Bus
-from schemas.events import TaskChecks, TaskPosted
+from schemas.events import GeneralChecks, TaskChecks, TaskPosted
 
 PRODUCER = "client"
 
@@ -16,6 +17,15 @@ PRODUCER = "client"
 class Posting:
     task: TaskPosted
     checks: TaskChecks | None
+
+
+def default_checks(task: TaskPosted) -> TaskChecks | None:
+    """The checks a task goes with when none are given: a general task's (nothing hidden, so
+    the verifier records the answer as answered instead of waiting for checks that never
+    come); the other kinds have none to give."""
+    if task.kind != "general":
+        return None
+    return TaskChecks(producer=task.producer, task_id=task.task_id, checks=GeneralChecks())
 
 
 async def publish_one(bus: Bus, posting: Posting) -> None:

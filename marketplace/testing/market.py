@@ -102,7 +102,10 @@ class Market:
             return None
         return [
             lean.estimate(
-                a, prior_for(self.priors, a, self.roster.beats[a].price), [], self.settings
+                a,
+                prior_for(self.priors, a, self.roster.beats[a].price, self.auction.task.kind),
+                [],
+                self.settings,
             )
             for a in agents
         ]

@@ -22,6 +22,7 @@ import pytest
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
+from marketplace.log.ledger import Ledger
 from marketplace.log.memory import Memory
 from marketplace.services.auctioneer import Auctioneer
 from marketplace.shared.bus import Bus
@@ -96,10 +97,15 @@ class Market:
         await self._stack.aclose()
 
     async def auctioneer(
-        self, memory: Memory | None = None, tokenizers: Tokenizers | None = None
+        self,
+        memory: Memory | None = None,
+        tokenizers: Tokenizers | None = None,
+        ledger: Ledger | None = None,
     ) -> Auctioneer:
         bus = Bus(self.config.broker, producer="auctioneer")
-        auctioneer = Auctioneer(self.config, bus, memory=memory, tokenizers=tokenizers)
+        auctioneer = Auctioneer(
+            self.config, bus, memory=memory, tokenizers=tokenizers, ledger=ledger
+        )
         stop = asyncio.Event()
         self.auctioneers.append((auctioneer, stop, asyncio.create_task(auctioneer.run(stop))))
         return auctioneer

@@ -33,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTED_S = 60.0
 ASK_S = 60.0  # a request's wait for its task: a failure shows in a minute, not five
 
-try:
-    from marketplace import Client  # noqa: F401  (the front door's asker, composed by sale serve)
-except ImportError:
-    pytestmark = [
-        pytest.mark.integration,
-        pytest.mark.skip(reason="marketplace.Client has not landed yet (branch h-client)"),
-    ]
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

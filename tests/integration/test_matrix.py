@@ -92,8 +92,12 @@ def test_the_matrix_name_ignores_prices_but_not_prompt_limits_or_the_executor() 
     cached = [
         a.model_copy(update={"cache": True, "cache_url": "postgresql://x"}) for a in config.agents
     ]
+    general = [
+        a.model_copy(update={"kinds": [*a.kinds, "general"]}) for a in config.agents
+    ]  # general requests are never in the matrix
     assert matrix.fingerprint(cheaper) == matrix.fingerprint(config.agents)
     assert matrix.fingerprint(cached) == matrix.fingerprint(config.agents)
+    assert matrix.fingerprint(general) == matrix.fingerprint(config.agents)
     assert matrix.fingerprint(shorter) != matrix.fingerprint(config.agents)
     assert matrix.fingerprint(other_executor) != matrix.fingerprint(config.agents)
 

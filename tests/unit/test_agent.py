@@ -29,6 +29,7 @@ from schemas.events import (
     BidSubmitted,
     CodingInputs,
     FailedDraft,
+    GeneralInputs,
     JuryCalled,
     LeanClose,
     LeanDraft,
@@ -422,3 +423,53 @@ async def test_an_agent_restarted_recalls_the_task_and_its_plan_for_what_comes_a
     award = closed().model_copy(update={"winner_bid_id": refined.bid_id})
     [result] = await after.respond(award)
     assert result.error != "the task is unknown to this agent" and result.output
+
+
+# --- general tasks: the prompt answered as text ---------------------------------------------
+
+ASK = TaskPosted(
+    producer="client",
+    task_id="add",  # the calls above are for task "add"
+    kind="general",
+    prompt="What is the capital of France?",
+    inputs=GeneralInputs(),
+)
+
+
+def replying(text: str):
+    def reply(messages: Sequence[Message]) -> str:
+        return text if messages[0]["content"] == prompts.ASSISTANT else default_reply(messages)
+
+    return reply
+
+
+async def test_a_general_task_is_answered_as_text_and_the_answer_is_the_draft() -> None:
+    a = agent(replying("Paris."), mechanism="lean")
+    assert await a.respond(ASK) == []
+    [bid] = await a.respond(call())
+    assert (bid.plan, bid.examples_pass, bid.failure) == ("Paris.", True, None)
+    [sent] = a.llm.calls
+    assert sent[0]["content"] == prompts.ASSISTANT and sent[-1]["content"] == ASK.prompt
+    [result] = await a.respond(lean_closed(bid))
+    assert (result.output, result.error) == ("Paris.", None)
+
+
+async def test_an_empty_answer_is_a_failing_draft_and_the_paper_winner_answers_its_plan() -> None:
+    silent = agent(replying(""), mechanism="lean")
+    await silent.respond(ASK)
+    [bid] = await silent.respond(call())
+    assert (bid.plan, bid.examples_pass) == ("(no answer)", False)
+    assert bid.failure == "no answer: the model returned nothing"
+    paper = agent(replying("Paris."))
+    [plan] = await paper.respond(ASK)
+    assert plan.plan.startswith("1.")  # a plan first, as for any task
+    [result] = await paper.respond(closed())
+    assert result.output == "Paris." and result.usage.requests == 1
+    assert "A plan you may follow" in paper.llm.calls[-1][-1]["content"]
+
+
+def test_model_agents_take_general_tasks_by_default_but_not_search() -> None:
+    assert CONFIG.kinds == ["coding", "general"]
+    with pytest.raises(ValueError, match="model agents take coding and general tasks"):
+        settings = {**CONFIG.model_dump(), "backend": "openai", "endpoint": "http://x"}
+        AgentConfig(**{**settings, "kinds": ["search"]})

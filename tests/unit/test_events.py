@@ -254,3 +254,20 @@ def test_a_call_for_a_draft_names_a_positive_call_number() -> None:
     call["call"] = 0
     with pytest.raises(EventDecodeError, match=r"BidRequested\.call: Input should be greater"):
         decode(json.dumps(call))
+
+
+def test_a_general_task_and_its_answered_outcome_round_trip() -> None:
+    from schemas.events import GeneralChecks, GeneralInputs, TaskChecks, TaskOutcome
+
+    task = TaskPosted(
+        producer="client", task_id="a1", kind="general", prompt="Hi?", inputs=GeneralInputs()
+    )
+    checks = TaskChecks(producer="client", task_id="a1", checks=GeneralChecks())
+    answered = TaskOutcome(producer="verifier", task_id="a1", passed=None, score=None)
+    for event in (task, checks, answered):
+        assert decode(encode(event)) == event
+    assert answered.answered
+    with pytest.raises(ValueError, match="passed and score are both None"):
+        TaskOutcome(producer="verifier", task_id="a1", passed=None, score=0.0)
+    with pytest.raises(ValueError, match="inputs are for a general task, but kind is coding"):
+        TaskPosted(producer="c", task_id="a1", kind="coding", prompt="Hi?", inputs=GeneralInputs())

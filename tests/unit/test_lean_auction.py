@@ -25,6 +25,7 @@ from schemas.events import (
     BidRequested,
     BidSubmitted,
     CodingInputs,
+    GeneralInputs,
     SubmissionRejected,
     TaskPosted,
     TaskResult,
@@ -232,3 +233,56 @@ def test_a_closed_auction_rebuilt_from_its_log_decides_nothing_more() -> None:
 def test_an_agent_without_a_prior_gets_an_agnostic_one_priced_by_its_output_price() -> None:
     assert prior_for({}, "new", price=2.0) == lean.Prior(0.5, 0.5, 0.0, cost=2.0e-4)
     assert prior_for(PRIORS, "small", price=2.0) == lean.Prior(0.5, 0.9, 0.0, 0.01)
+
+
+# --- general tasks: the cheapest live agent's answer ------------------------------------------
+
+CODER_PRIORS = {  # fitted on code: large first (r 0.93 against small's 0.4)
+    "small": PriorConfig(examples_pass=0.1, right_if_pass=0.5, right_if_fail=0.0, cost=0.01),
+    "large": PriorConfig(examples_pass=0.9, right_if_pass=0.95, right_if_fail=0.0, cost=0.02),
+}
+
+
+def ask(task_id: str = "a1") -> TaskPosted:
+    return TaskPosted(
+        producer="client",
+        task_id=task_id,
+        kind="general",
+        prompt="Name three primes.",
+        inputs=GeneralInputs(),
+    )
+
+
+def test_a_general_task_takes_the_cheapest_answer_whatever_the_coding_priors_say() -> None:
+    coding = Market(small(), large(), priors=CODER_PRIORS)
+    coding.post(task())
+    coding.step()
+    assert [c.agent_id for c in coding.of(BidRequested)] == ["large"]
+
+    market = Market(small(), large(), priors=CODER_PRIORS)
+    market.post(ask())
+    market.step()
+    [call] = market.of(BidRequested)
+    assert call.agent_id == "small" and call.checkable
+    [closed] = market.of(AuctionClosed)
+    [answer] = market.of(BidSubmitted)
+    assert (closed.winner_agent_id, closed.winning_plan) == ("small", "scripted answer of small")
+    assert closed.winning_plan == answer.plan
+    assert closed.lean.why == "no agent left to ask can beat small's draft (1)"
+    [delivered] = market.of(TaskResult)
+    assert delivered.output == answer.plan
+
+
+def test_an_empty_general_answer_goes_on_to_the_next_agent() -> None:
+    market = Market(small(draft_passes=False), large(), priors=CODER_PRIORS)
+    market.post(ask())
+    market.step()
+    assert [c.agent_id for c in market.of(BidRequested)] == ["small", "large"]
+    [closed] = market.of(AuctionClosed)
+    assert closed.winner_agent_id == "large"
+
+
+def test_the_general_prior_is_the_same_for_every_agent_but_its_price() -> None:
+    assert prior_for(PRIORS, "small", price=2.0, kind="general") == lean.Prior(
+        0.9, 1.0, 0.0, cost=2.0e-4
+    )

@@ -41,6 +41,14 @@ def test_good_lines_become_a_task_and_its_checks() -> None:
     assert good[1].checks is None and good[1].task.budget == 0.01
 
 
+def test_a_general_line_needs_no_checks_and_goes_with_the_general_ones() -> None:
+    ask = {"task_id": "a1", "kind": "general", "prompt": "Name a prime."}
+    [posting], bad = parse_jsonl(jsonl({**ask, "inputs": {"kind": "general"}}), CAP)
+    assert bad == []
+    assert posting.task.kind == "general" and posting.checks.checks.kind == "general"
+    assert posting.checks.task_id == "a1" and posting.checks.producer == "client"
+
+
 def test_bad_lines_are_reported_by_number_and_field_and_the_rest_still_counts() -> None:
     lines = jsonl(
         GOOD,

@@ -12,6 +12,7 @@ from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import BrokerConfig, Config
 from schemas.events import (
     MAX_REASON,
+    GeneralChecks,
     SearchChecks,
     TaskChecks,
     TaskOutcome,
@@ -60,6 +61,19 @@ async def test_an_error_without_output_fails_without_running_anything() -> None:
     outcome = await verify(checks(), result(output=" ", error="model unavailable"))
     assert (outcome.passed, outcome.score) == (False, 0.0)
     assert outcome.details == "no output; the agent reported an error: model unavailable"
+
+
+async def test_a_general_answer_is_recorded_as_answered_and_no_answer_as_failed() -> None:
+    general = TaskChecks(producer="client", task_id="a1", checks=GeneralChecks())
+    answered = await verify(general, result("a1", output="Paris is the capital."))
+    assert (answered.passed, answered.score, answered.answered) == (None, None, True)
+    assert answered.details == "a general task: nothing to check the answer against"
+    empty = await verify(general, result("a1", output="  "))
+    assert (empty.passed, empty.score, empty.details) == (
+        False,
+        0.0,
+        "no answer: the output is empty",
+    )
 
 
 def test_long_details_keep_the_first_line_and_the_end_within_the_limit() -> None:
