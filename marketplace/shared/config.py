@@ -13,7 +13,14 @@ from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.codec import describe
 from schemas.events import MAX_EXCERPT, Id, Price, TaskKind, Weights
@@ -258,6 +265,10 @@ class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
 
+WIKI = "wiki"
+CorpusSource = Literal["wiki"] | Path
+
+
 class Config(Section):
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -270,6 +281,16 @@ class Config(Section):
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()
     serve: ServeConfig = ServeConfig()
+    corpora: dict[Id, CorpusSource] = Field(
+        default_factory=lambda: {WIKI: WIKI},
+        description='corpus id (a search task\'s inputs.corpus) → "wiki" (the offline Wikipedia '
+        'corpus) or a folder of .txt/.md files; "wiki" is there unless redefined',
+    )
+
+    @field_validator("corpora")
+    @classmethod
+    def _wiki_always_there(cls, corpora: dict[str, CorpusSource]) -> dict[str, CorpusSource]:
+        return {WIKI: WIKI, **corpora}
 
     @model_validator(mode="after")
     def _agent_ids_unique(self) -> Config:
@@ -288,6 +309,14 @@ class Config(Section):
             if agent.id == agent_id:
                 return agent
         raise ConfigError(f"no agent with id {agent_id!r} in [[agents]]")
+
+    def corpus(self, corpus_id: str) -> CorpusSource:
+        """Where the corpus of this id comes from: "wiki", or a folder."""
+        try:
+            return self.corpora[corpus_id]
+        except KeyError:
+            known = ", ".join(self.corpora)
+            raise ConfigError(f"no corpus {corpus_id!r} in [corpora] (known: {known})") from None
 
 
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -339,6 +368,9 @@ def parse_config(
         raise ConfigError(f"{source}: {describe(exc)}") from None
     if base is not None:
         config = relative_to(config, base.absolute(), keep=from_env)
+    for corpus_id, folder in config.corpora.items():
+        if isinstance(folder, Path) and not folder.is_dir():
+            raise ConfigError(f"{source}: corpora.{corpus_id}: {folder} is not a folder")
     if (path := config.auction.weights_file) is not None:
         auction = config.auction.model_copy(update=load_fitted(path))
         config = config.model_copy(update={"auction": auction})
@@ -358,13 +390,21 @@ def relative_to(
         if where in keep:
             continue
         if isinstance(value, Path):
-            value = value.expanduser()
-            update[name] = value if value.is_absolute() else base / value
+            update[name] = _absolute(value, base)
+        elif isinstance(value, dict) and any(isinstance(v, Path) for v in value.values()):
+            update[name] = {
+                k: _absolute(v, base) if isinstance(v, Path) else v for k, v in value.items()
+            }
         elif isinstance(value, Section):
             update[name] = relative_to(value, base, keep, where)
         elif isinstance(value, list) and all(isinstance(v, Section) for v in value):
             update[name] = [relative_to(v, base, keep, where) for v in value]
     return section.model_copy(update=update)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def to_toml(config: Config) -> str:
