@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from marketplace.app.job import Progress, seconds_per_task
+from schemas.events import AuctionClosed
 from tests.samples import every_event
 
 
@@ -28,3 +31,13 @@ def test_the_story_names_bids_by_agent_and_round_and_counts_each_tasks_cost() ->
     result = next(line for line in lines if line and line.startswith("TaskResult"))
     assert result.startswith("TaskResult         he-3: small ran small:0 in 1.5s")
     assert progress.cost["he-3"] > 0
+
+
+async def test_a_task_closed_with_no_winner_ends_without_an_outcome() -> None:
+    """No bids (or a refusal) means no result and no outcome: the job goes on to the next
+    task instead of waiting for an outcome that never comes."""
+    progress = Progress(["small"], tasks=2)
+    closed = AuctionClosed(producer="auctioneer", task_id="t-1", reason="no_bids", bids=[])
+    assert progress.line(closed) is not None  # told like any close
+    assert await asyncio.wait_for(progress.ended("t-1"), 1) == "AuctionClosed"
+    assert progress.time_left().startswith(" (1/2 done")
