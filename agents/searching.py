@@ -56,25 +56,35 @@ class ToolUnavailable(Exception):
 
 
 class Corpora:
-    """The search tools of the corpora an agent may be asked about, each loaded on first use
-    and kept: corpus id → source (`[corpora]` in sale.toml); an id not listed is its own
-    source ("wiki", the offline Wikipedia corpus). Importing the tool is deferred to that first
-    use, so an agent that never gets a search task never loads an index."""
+    """The search tools of the corpora an agent may be asked about (`[corpora]` in sale.toml:
+    corpus id → "wiki" or a folder), each loaded on first use (or by `load`, at start) and
+    kept. The real tool (`agents.tools.search`) is imported there, so an agent that takes no
+    search task never loads an index nor needs the `search` extra."""
 
     def __init__(self, sources: Mapping[str, str | Path] | None = None) -> None:
-        self.sources = dict(sources or {})
+        self.sources = dict(sources or {"wiki": "wiki"})
         self.loaded: dict[str, Tool] = {}
 
     def __call__(self, corpus: str) -> Tool:
         if corpus not in self.loaded:
-            source = self.sources.get(corpus, corpus)
-            try:
-                from agents.tools.search import load_tool  # the one place the real tool is built
-
-                self.loaded[corpus] = load_tool(source)
-            except (ImportError, OSError, ValueError) as exc:
-                raise ToolUnavailable(f"corpus {corpus!r} ({source}): {exc}") from exc
+            if corpus not in self.sources:
+                known = ", ".join(self.sources) or "none"
+                raise ToolUnavailable(f"no corpus {corpus!r} in [corpora] (known: {known})")
+            self.loaded[corpus] = self.load(corpus)
         return self.loaded[corpus]
+
+    def load(self, corpus: str, progress: Callable[[str], None] = lambda line: None) -> Tool:
+        """The tool of `corpus`, its index built if there is none yet; `ToolUnavailable` says
+        why it cannot be (no such folder, the wiki file not fetched, the extra missing)."""
+        source = self.sources[corpus]
+        try:
+            from agents.tools.search import load_tool  # the one place the real tool is built
+
+            tool = load_tool(source, progress=progress)
+        except (ImportError, OSError, ValueError, RuntimeError) as exc:
+            raise ToolUnavailable(f"corpus {corpus!r} ({source}): {exc}") from exc
+        self.loaded[corpus] = tool
+        return tool
 
 
 # --- actions --------------------------------------------------------------------------------

@@ -9,15 +9,25 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from marketplace.shared.config import Config, ConfigError, config_path, load_config, load_weights
+from marketplace.shared.config import (
+    CONFIG_ENV,
+    Config,
+    ConfigError,
+    config_path,
+    load_config,
+    load_weights,
+)
 from marketplace.shared.extras import MissingExtra
 
 if TYPE_CHECKING:
+    from agents.tools.search import SearchTool
     from marketplace.log.ledger import Ledger
     from marketplace.log.memory import Memory
     from marketplace.shared.tokens import Tokenizers
@@ -34,7 +44,8 @@ def _secure(config: Config) -> None:
 def _up(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app.stack import up
 
-    return asyncio.run(up(config, args.config_path, Path(args.run_dir)))
+    run_dir = Path(args.run_dir) if args.run_dir else args.config_path.absolute().parent / ".sale"
+    return asyncio.run(up(config, args.config_path, run_dir))
 
 
 def _topics(config: Config, args: argparse.Namespace) -> int:
@@ -226,6 +237,7 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
     from agents.agent import LLMAgent
     from agents.backends import build
     from agents.runtime import AgentService
+    from agents.searching import Corpora, ToolUnavailable
     from marketplace.services.process import configure_logging, until_signalled
     from marketplace.shared.bus import Bus
 
@@ -233,6 +245,13 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
     configure_logging(f"agent.{settings.id}")
     _secure(config)
     llm = build(settings)  # loads the model before joining: a bad model fails at start
+    tools = Corpora(config.corpora)
+    if "search" in settings.kinds:  # and the search indexes: a corpus it cannot read too
+        for corpus_id in config.corpora:
+            try:
+                tools.load(corpus_id)
+            except ToolUnavailable as exc:
+                raise UsageError(f"agent {settings.id} takes search tasks, but {exc}") from None
     if settings.cache:
         from agents.cache import CachedLLM
 
@@ -241,7 +260,7 @@ def _agent(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError(f"agents.{settings.id}.cache needs database.url (or DATABASE_URL)")
         llm = CachedLLM(llm, url)
     service = AgentService(
-        LLMAgent(settings, llm, mechanism=config.auction.mechanism),
+        LLMAgent(settings, llm, mechanism=config.auction.mechanism, tools=tools),
         Bus(config.broker, producer=settings.id),
         heartbeat_s=settings.heartbeat_s,
     )
@@ -277,6 +296,72 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
         return 0
     for spec, path, ok in install.list_models():
         print(f"{spec.tier}  {spec.name:<40} {'installed' if ok else 'missing':<9}  {path}")
+    return 0
+
+
+def _corpus_config(args: argparse.Namespace) -> Config:
+    """The config when one is named or ./sale.toml exists (a bad one fails naming the field),
+    else the defaults, whose one corpus is "wiki": set-up runs `sale corpus install` anywhere."""
+    named = args.config_sub or args.config or os.environ.get(CONFIG_ENV)
+    return load_config(args.config_path) if named or args.config_path.exists() else Config()
+
+
+def _search_tool(
+    config: Config, corpus_id: str, progress: Callable[[str], None] = print
+) -> SearchTool:
+    from agents.tools.corpus import CorpusError
+    from agents.tools.search import load_tool
+
+    try:
+        source = config.corpus(corpus_id)
+    except ConfigError as exc:  # an id the user typed, not a fault of the file
+        raise UsageError(str(exc)) from None
+    try:
+        return load_tool(source, progress=progress)
+    except (CorpusError, RuntimeError) as exc:  # a folder it cannot use; no registry to fetch from
+        raise UsageError(f"corpus {corpus_id}: {exc}") from None
+
+
+def _corpus_install(config: Config | None, args: argparse.Namespace) -> int:
+    config = _corpus_config(args)
+    for corpus_id in [args.id] if args.id else list(config.corpora):
+        started = time.perf_counter()
+        tool = _search_tool(config, corpus_id, lambda line, c=corpus_id: print(f"{c}: {line}"))
+        seconds = time.perf_counter() - started
+        size = sum(p.stat().st_size for p in tool.index_path.rglob("*") if p.is_file())
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        print(
+            f"{corpus_id}: {tool.document_count} documents, {tool.passage_count} passages, "
+            f"index {shown} in {tool.index_path} ({seconds:.1f} s)"
+        )
+    return 0
+
+
+def _corpus_search(config: Config | None, args: argparse.Namespace) -> int:
+    tool = _search_tool(_corpus_config(args), args.id)
+    hits = tool.search(args.query, k=args.k)
+    if not hits:
+        print(f"no hits for {args.query!r} in {args.id}")
+    for n, hit in enumerate(hits, start=1):
+        print(f"{n}. {hit.title}  (score {hit.score:.2f})\n   {hit.passage}\n")
+    return 0
+
+
+def _corpus_tasks(config: Config | None, args: argparse.Namespace) -> int:
+    from marketplace.bench import fanoutqa
+    from marketplace.bench.task_sets import SEARCH_SETS
+
+    try:
+        kept, counts = fanoutqa.questions()
+    except RuntimeError as exc:  # no registry to fetch the dataset or the corpus from
+        raise UsageError(str(exc)) from None
+    print(f"{fanoutqa.DEV_FILE.requirement} dev set against the wiki corpus:")
+    for what, n in sorted(counts.items(), key=lambda item: (not item[0].startswith("kept"), item)):
+        print(f"{n:6}  {what}")
+    for name, split in SEARCH_SETS.items():
+        chosen = [q for q in kept if split is None or q.split == split]
+        hops = ", ".join(f"{h}-hop {sum(q.hops == h for q in chosen)}" for h in ("multi", "single"))
+        print(f"task set {name}:0:{len(chosen)}  ({hops})")
     return 0
 
 
@@ -724,7 +809,11 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run broker, Postgres and the services in the foreground")
-    up.add_argument("--run-dir", default=".sale", help="where logs and keys go (default: .sale)")
+    up.add_argument(
+        "--run-dir",
+        help="where logs, keys and the endpoints other commands join go (default: .sale beside "
+        "the config file)",
+    )
     up.set_defaults(run=_up)
 
     topics = commands.add_parser("topics", help="list topics, partitions and consumer lag")
@@ -865,6 +954,32 @@ def parser() -> argparse.ArgumentParser:
         "(default: .sale/calibration.json)",
     )
     models.set_defaults(run=_models, needs_config=False)
+
+    corpus = commands.add_parser(
+        "corpus", help="the deep-search corpora: build an index, search one, the FanOutQA tasks"
+    )
+    corpus.set_defaults(needs_config=False)
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", required=True)
+    corpus_install = corpus_commands.add_parser(
+        "install", help="fetch a corpus and build its search index (once; a changed source again)"
+    )
+    corpus_install.add_argument(
+        "id", nargs="?", metavar="ID", help="a corpus id of [corpora] (default: every one)"
+    )
+    corpus_install.set_defaults(run=_corpus_install)
+    corpus_search = corpus_commands.add_parser(
+        "search", help="search a corpus as an agent's search tool does, and print the hits"
+    )
+    corpus_search.add_argument("id", metavar="ID", help="a corpus id of [corpora], e.g. wiki")
+    corpus_search.add_argument("query", metavar="QUERY", help="words to search for")
+    corpus_search.add_argument("-k", type=int, default=5, help="hits at most (default: 5)")
+    corpus_search.set_defaults(run=_corpus_search)
+    corpus_tasks = corpus_commands.add_parser(
+        "tasks", help="how many FanOutQA questions the wiki corpus answers, by kind and split"
+    )
+    corpus_tasks.set_defaults(run=_corpus_tasks)
+    for sub in corpus_commands.choices.values():
+        sub.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
 
     run = commands.add_parser(
         "run", help="the main job: the stack, a set of tasks through real auctions, a report"
@@ -1063,7 +1178,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     config = None
     try:
-        config = load_config(args.config_path) if getattr(args, "needs_config", True) else None
+        if getattr(args, "needs_config", True):
+            # `up` and `run` start a stack of their own; the rest join a running one
+            config = load_config(args.config_path, join=args.command not in ("up", "run"))
         return args.run(config, args)
     except ConfigError as exc:
         print(f"sale: bad config: {exc}", file=sys.stderr)

@@ -27,7 +27,15 @@ from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
 from marketplace.shared.posting import Posting, publish_one
-from schemas.events import AgentHeartbeat, DeadLetter, Event, JuryCalled, TaskChecks, TaskOutcome
+from schemas.events import (
+    AgentHeartbeat,
+    AuctionClosed,
+    DeadLetter,
+    Event,
+    JuryCalled,
+    TaskChecks,
+    TaskOutcome,
+)
 from schemas.topics import STREAMS
 
 AGENTS_UP_S = 600.0  # loading three models from a cold disk takes a while
@@ -45,6 +53,7 @@ class Progress:
         self.up: set[str] = set()
         self.all_up = asyncio.Event()
         self.outcomes: dict[str, TaskOutcome] = {}
+        self.unawarded: set[str] = set()  # closed with no winner: no result, no outcome comes
         self.finished: list[float] = []
         self.cost: dict[str, float] = defaultdict(float)
         self.changed = asyncio.Event()
@@ -72,18 +81,23 @@ class Progress:
                 self.finished.append(time.monotonic())
                 cost = self.cost[event.task_id]
                 return f"{line(event, self.labels)}, cost {cost:.6f}{self.time_left()}"
+            case AuctionClosed(winner_agent_id=None):
+                self.unawarded.add(event.task_id)
+                self.finished.append(time.monotonic())
             case AgentHeartbeat() | TaskChecks() | JuryCalled() | DeadLetter():
                 return None
         return story(event, self.labels)
 
-    async def outcome_of(self, task_id: str) -> TaskOutcome:
-        while task_id not in self.outcomes:
+    async def ended(self, task_id: str) -> str:
+        """Waits for the task's end: its outcome, or an auction closed with no winner (no bids,
+        refused). Returns the event type that ends it in the log."""
+        while task_id not in self.outcomes and task_id not in self.unawarded:
             self.changed.clear()
             await self.changed.wait()
-        return self.outcomes[task_id]
+        return "TaskOutcome" if task_id in self.outcomes else "AuctionClosed"
 
     def time_left(self) -> str:
-        done = len(self.outcomes)
+        done = len(self.outcomes) + len(self.unawarded)
         if not self.tasks or not done:
             return ""
         left = (self.tasks - done) * seconds_per_task([self.started, *self.finished])
@@ -117,8 +131,8 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
                 print(f"already done in this log, not posted again: {len(skipped)} task(s)")
             for posting in [p for p in postings if p.task.task_id not in done]:
                 await publish_one(bus, posting)
-                await progress.outcome_of(posting.task.task_id)
-                await recorded(conn, posting.task.task_id)
+                end = await progress.ended(posting.task.task_id)
+                await recorded(conn, posting.task.task_id, end)
             task_ids = [p.task.task_id for p in postings]
             prices = {a.id: a.price for a in config.agents}
             return await run_report(conn, task_ids or None, prices=prices)  # none: whole log
@@ -126,22 +140,32 @@ async def drive(config: Config, postings: Sequence[Posting], database_url: str) 
             await conn.close()
 
 
+DONE = """
+SELECT task_id FROM outcomes
+UNION
+SELECT task_id FROM events WHERE type = 'AuctionClosed' AND payload->>'winner_agent_id' IS NULL
+"""
+
+
 async def done_tasks(conn: asyncpg.Connection) -> set[str]:
-    """The tasks whose outcome is in the log: a job run again (or resumed) does not post them."""
+    """The tasks that ended in the log (an outcome, or a close with no winner): a job run again
+    (or resumed) does not post them (an id is a task's for good)."""
     with contextlib.suppress(asyncpg.UndefinedTableError):
-        return {r["task_id"] for r in await conn.fetch("SELECT task_id FROM outcomes")}
+        return {r["task_id"] for r in await conn.fetch(DONE)}
     return set()
 
 
-async def recorded(conn: asyncpg.Connection, task_id: str) -> None:
-    """Returns once the recorder has the task's outcome in Postgres, where memory reads it."""
+async def recorded(conn: asyncpg.Connection, task_id: str, end: str = "TaskOutcome") -> None:
+    """Returns once the recorder has the event that ended the task (`end`, its type) in
+    Postgres, where the memory and the report read it."""
+    query = "SELECT 1 FROM events WHERE task_id = $1 AND type = $2"
     deadline = time.monotonic() + RECORDED_S
     while time.monotonic() < deadline:
         with contextlib.suppress(asyncpg.UndefinedTableError):
-            if await conn.fetchval("SELECT 1 FROM outcomes WHERE task_id = $1", task_id):
+            if await conn.fetchval(query, task_id, end):
                 return
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"the recorder has not logged the outcome of {task_id} in {RECORDED_S:.0f}s")
+    raise RuntimeError(f"the recorder has not logged the end of {task_id} in {RECORDED_S:.0f}s")
 
 
 async def run_job(

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marketplace.shared import signing
+from marketplace.shared import endpoints, signing
 from marketplace.shared.admin import (
     BROKER_LOST_EXIT,
     BrokerUnreachable,
@@ -146,7 +146,8 @@ async def running(
             f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
         )
         try:
-            yield bootstrap, database_url
+            with endpoints.published(run_dir, env):
+                yield bootstrap, database_url
         finally:
             stop.set()
             say("stopping")

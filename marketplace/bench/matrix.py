@@ -35,6 +35,7 @@ from agents import prompts
 from agents.agent import LLMAgent
 from agents.coding import Attempt
 from agents.llm import LLMError
+from agents.searching import Corpora
 from marketplace.bench.task_sets import parse_task_sets
 from marketplace.core.lean_auction import checkable
 from marketplace.services.verifier import verify
@@ -248,6 +249,7 @@ class Worker:
         self.plan = plan
         self.conn = conn
         self.agents: dict[str, LLMAgent] = {}
+        self.corpora: Corpora | None = None
         self.digests = {p.task.task_id: seen(p.task) for p in plan.postings}
 
     def agent(self, agent_id: str) -> LLMAgent:
@@ -257,7 +259,9 @@ class Worker:
 
             settings = self.config.agent(agent_id)
             llm = CachedLLM(build(settings), self.config.database.url)
-            self.agents[agent_id] = LLMAgent(settings, llm)
+            if self.corpora is None:  # one index per corpus, shared by the worker's agents
+                self.corpora = Corpora(self.config.corpora)
+            self.agents[agent_id] = LLMAgent(settings, llm, tools=self.corpora)
         return self.agents[agent_id]
 
     async def close(self) -> None:

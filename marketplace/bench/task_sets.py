@@ -1,7 +1,13 @@
 """Task sets as the benchmark names them, `DATASET:START:STOP` (`humaneval:0:164`), as postings.
 
 Every command that takes tasks takes them this way (`--tasks`, `--train`, `--test`, `--dev`),
-and a malformed or out-of-range set is refused before anything starts, naming what is wrong."""
+and a malformed or out-of-range set is refused before anything starts, naming what is wrong.
+
+Coding: `humaneval`, `mbpp` (problems by index). Deep search: `fanoutqa` (the FanOutQA questions
+the wiki corpus answers, marketplace.bench.fanoutqa, in their fixed order), `fanoutqa-dev` (those
+of the development split, for choosing prompts) and `fanoutqa-eval` (the evaluation split, never
+tuned on); their sizes are what the filter keeps, so checking a range loads the questions (and
+fetches the dataset and the corpus on first use)."""
 
 from __future__ import annotations
 
@@ -9,11 +15,18 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from marketplace.bench import fanoutqa
 from marketplace.bench.datasets import humaneval, mbpp
 from marketplace.shared.posting import Posting
 
-SIZES = {"humaneval": 164, "mbpp": 397}  # problems in each dataset
+SIZES = {"humaneval": 164, "mbpp": 397}  # problems in each coding dataset
 ID_PREFIX = {"humaneval": "HumanEval", "mbpp": "MBPP"}  # task ids are PREFIX-INDEX
+SEARCH_SETS: dict[str, fanoutqa.Split | None] = {
+    "fanoutqa": None,  # every kept question
+    "fanoutqa-dev": "dev",
+    "fanoutqa-eval": "eval",
+}  # task ids are the questions' own: FanOutQA-<the dataset's id>
+DATASETS = (*SIZES, *SEARCH_SETS)
 
 
 class TaskSet(NamedTuple):
@@ -28,11 +41,20 @@ def parse_spec(spec: str) -> TaskSet:
     if len(parts) != 3:
         raise ValueError(f"task set {spec!r}: expected DATASET:START:STOP, e.g. humaneval:0:40")
     name, start, stop = parts
-    if name not in SIZES:
+    if name not in DATASETS:
         raise ValueError(
-            f"task set {spec!r}: unknown dataset {name!r} (one of: {', '.join(SIZES)})"
+            f"task set {spec!r}: unknown dataset {name!r} (one of: {', '.join(DATASETS)})"
         )
-    return TaskSet(name, *parse_range(f"{start}:{stop}", SIZES[name], f"task set {spec!r}"))
+    size = SIZES[name] if name in SIZES else len(_questions(name, spec))
+    return TaskSet(name, *parse_range(f"{start}:{stop}", size, f"task set {spec!r}"))
+
+
+def _questions(name: str, spec: str | None = None) -> list[fanoutqa.Question]:
+    """The kept questions of a search set; ValueError if they cannot be loaded (no registry)."""
+    try:
+        return fanoutqa.chosen(SEARCH_SETS[name])
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"task set {spec or name!r}: cannot load the questions: {exc}") from None
 
 
 def parse_range(text: str, size: int, what: str = "") -> tuple[int, int]:
@@ -50,19 +72,23 @@ def parse_range(text: str, size: int, what: str = "") -> tuple[int, int]:
 
 
 def is_task_set(spec: str) -> bool:
-    return spec.count(":") == 2 and spec.split(":")[0] in SIZES
+    return spec.count(":") == 2 and spec.split(":")[0] in DATASETS
 
 
 def task_ids(spec: str) -> list[str]:
     """The ids the set's tasks are posted under, without loading the dataset."""
     name, start, stop = parse_spec(spec)
+    if name in SEARCH_SETS:
+        return [q.task_id for q in _questions(name)[start:stop]]
     return [f"{ID_PREFIX[name]}-{i}" for i in range(start, stop)]
 
 
 def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
+    if name in SEARCH_SETS:
+        return [Posting(*fanoutqa.task(q)) for q in _questions(name)[start:stop]]
     datasets = {"humaneval": humaneval, "mbpp": mbpp}
     if name not in datasets:
-        raise ValueError(f"unknown dataset {name!r} (one of: {', '.join(datasets)})")
+        raise ValueError(f"unknown dataset {name!r} (one of: {', '.join(DATASETS)})")
     return [Posting(task, checks) for task, checks in datasets[name](start, stop)]
 
 

@@ -45,7 +45,7 @@ from marketplace.shared.keyfiles import trust_of
 from marketplace.shared.offsets import highwater_marks
 from marketplace.shared.posting import PRODUCER, Posting, default_checks, publish_one
 from schemas.codec import EventDecodeError, decode, encode
-from schemas.events import Event, GeneralInputs, TaskChecks, TaskPosted
+from schemas.events import DeadLetter, Event, GeneralInputs, TaskChecks, TaskPosted
 from schemas.topics import Topics
 
 log = logging.getLogger("client")
@@ -270,6 +270,7 @@ def _trust(config: Config, producer: str) -> signing.Trust:
 class _Watched:
     events: list[Event] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    dead: DeadLetter | None = None  # the task itself refused on arrival (e.g. its id was taken)
 
 
 class _Watch:
@@ -284,7 +285,7 @@ class _Watch:
         self._failed: BaseException | None = None
 
     async def start(self) -> None:
-        names = [getattr(self.topics, s) for s in STREAMS]
+        names = [getattr(self.topics, s) for s in (*STREAMS, "dlq")]
         ends = await highwater_marks(self.bus.config.bootstrap, names)
         self._consumer = await reader(self.bus.config)
         self._consumer.assign(list(ends))
@@ -326,6 +327,8 @@ class _Watch:
                             task_id,
                             fold(task_id, watched.events),
                         )
+                    if watched.dead is not None:
+                        raise _refused_on_arrival(task_id, watched.dead)
                     if complete(task_id, watched.events):
                         return fold(task_id, watched.events)
                     await watched.changed.wait()
@@ -348,6 +351,9 @@ class _Watch:
                 watched.changed.set()
 
     def _take(self, record: ConsumerRecord) -> None:
+        if record.topic == self.topics.dlq:
+            self._take_dead_letter(record)
+            return
         task_id = (record.key or b"").decode(errors="replace")
         watched = self._tasks.get(task_id)
         if watched is None:
@@ -356,6 +362,22 @@ class _Watch:
         if event is not None:
             watched.events.append(event)
             watched.changed.set()
+
+    def _take_dead_letter(self, record: ConsumerRecord) -> None:
+        """A service refused one of the tasks waited for as it arrived (its id already taken,
+        say): nothing more will come of it, so its waiter hears why at once."""
+        letter = trusted(self.bus.trust, self.bus.config.max_record_bytes, record)
+        if not isinstance(letter, DeadLetter) or letter.source_topic != self.topics.tasks:
+            return
+        watched = self._tasks.get((letter.raw_key or b"").decode(errors="replace"))
+        if watched is not None and str(watched.events[0].event_id).encode() in letter.raw_value:
+            watched.dead = letter
+            watched.changed.set()
+
+
+def _refused_on_arrival(task_id: str, letter: DeadLetter) -> Refused:
+    outcome = Outcome(task_id=task_id, status="refused", reason="rejected", detail=letter.error)
+    return Refused(outcome)
 
 
 def trusted(trust: signing.Trust, max_bytes: int, record: ConsumerRecord) -> Event | None:

@@ -13,7 +13,14 @@ from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.codec import describe
 from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Weights
@@ -267,6 +274,10 @@ class StackConfig(Section):
     services: list[Literal[SERVICES]] = Field(default_factory=list)  # type: ignore[valid-type]
 
 
+WIKI = "wiki"
+CorpusSource = Literal["wiki"] | Path
+
+
 class Config(Section):
     broker: BrokerConfig = BrokerConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -279,6 +290,16 @@ class Config(Section):
     stack: StackConfig = StackConfig()
     security: SecurityConfig = SecurityConfig()
     serve: ServeConfig = ServeConfig()
+    corpora: dict[Id, CorpusSource] = Field(
+        default_factory=lambda: {WIKI: WIKI},
+        description='corpus id (a search task\'s inputs.corpus) → "wiki" (the offline Wikipedia '
+        'corpus) or a folder of .txt/.md files; "wiki" is there unless redefined',
+    )
+
+    @field_validator("corpora")
+    @classmethod
+    def _wiki_always_there(cls, corpora: dict[str, CorpusSource]) -> dict[str, CorpusSource]:
+        return {WIKI: WIKI, **corpora}
 
     @model_validator(mode="after")
     def _agent_ids_unique(self) -> Config:
@@ -298,6 +319,14 @@ class Config(Section):
                 return agent
         raise ConfigError(f"no agent with id {agent_id!r} in [[agents]]")
 
+    def corpus(self, corpus_id: str) -> CorpusSource:
+        """Where the corpus of this id comes from: "wiki", or a folder."""
+        try:
+            return self.corpora[corpus_id]
+        except KeyError:
+            known = ", ".join(self.corpora)
+            raise ConfigError(f"no corpus {corpus_id!r} in [corpora] (known: {known})") from None
+
 
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "KAFKA_BOOTSTRAP": ("broker", "bootstrap"),
@@ -312,7 +341,13 @@ def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ
     return Path(explicit or env.get(CONFIG_ENV) or "sale.toml")
 
 
-def load_config(path: Path, env: Mapping[str, str] = os.environ) -> Config:
+def load_config(path: Path, env: Mapping[str, str] = os.environ, join: bool = True) -> Config:
+    """The config in `path`, connection settings overridden from `env`; with `join`, a running
+    `sale up` of this config supplies those `env` leaves unset (`shared.endpoints`)."""
+    if join:
+        from marketplace.shared import endpoints
+
+        env = endpoints.joined(env, path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -342,6 +377,9 @@ def parse_config(
         raise ConfigError(f"{source}: {describe(exc)}") from None
     if base is not None:
         config = relative_to(config, base.absolute(), keep=from_env)
+    for corpus_id, folder in config.corpora.items():
+        if isinstance(folder, Path) and not folder.is_dir():
+            raise ConfigError(f"{source}: corpora.{corpus_id}: {folder} is not a folder")
     if (path := config.auction.weights_file) is not None:
         auction = config.auction.model_copy(update=load_fitted(path))
         config = config.model_copy(update={"auction": auction})
@@ -361,13 +399,21 @@ def relative_to(
         if where in keep:
             continue
         if isinstance(value, Path):
-            value = value.expanduser()
-            update[name] = value if value.is_absolute() else base / value
+            update[name] = _absolute(value, base)
+        elif isinstance(value, dict) and any(isinstance(v, Path) for v in value.values()):
+            update[name] = {
+                k: _absolute(v, base) if isinstance(v, Path) else v for k, v in value.items()
+            }
         elif isinstance(value, Section):
             update[name] = relative_to(value, base, keep, where)
         elif isinstance(value, list) and all(isinstance(v, Section) for v in value):
             update[name] = [relative_to(v, base, keep, where) for v in value]
     return section.model_copy(update=update)
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def to_toml(config: Config) -> str:

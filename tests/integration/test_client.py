@@ -116,6 +116,10 @@ async def test_a_submitted_task_comes_back_passed_with_its_winner_and_cost(
         assert later == outcome
         assert await client.result("never-posted") is None
 
+        again, _ = coding("client-pass")  # an id already taken: refused at once, not waited on
+        with pytest.raises(Refused, match="client-pass was already posted"):
+            await client.submit(again, checks, timeout_s=60)
+
 
 async def test_a_task_nobody_decides_times_out_naming_the_missing_step(
     broker_config: BrokerConfig, topics: Topics

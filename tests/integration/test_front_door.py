@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTED_S = 60.0
 ASK_S = 60.0  # a request's wait for its task: a failure shows in a minute, not five
 
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

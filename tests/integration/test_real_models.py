@@ -128,17 +128,21 @@ async def test_tier_s_in_process_drafts_and_its_draft_is_the_result_in_a_lean_au
     assert result.output == bid.plan and result.usage.total_tokens == 0  # not paid twice
 
 
-async def test_tier_s_runs_the_search_tool_loop_on_the_tiny_corpus(tier_s: str) -> None:
-    """The loop with a real model, mechanics only (SmolLM2-135M keeps poorly to the format): the
-    first action is a search the tool answers, the budget holds, every call is paid for."""
+async def test_tier_s_runs_the_search_tool_loop_on_the_small_shipped_corpus(
+    tier_s: str, tmp_path: Path
+) -> None:
+    """The loop with a real model and the real tool, mechanics only (SmolLM2-135M keeps poorly
+    to the format; it may search for "<a few keywords>"): the first action is a search, the
+    budget holds, every call is paid for."""
     from agents.searching import Budget, run
+    from agents.tools.search import load_tool
     from tests.integration.test_search_auction import QUESTION
-    from tests.search_tool import TinyTool
+    from tests.unit.test_search_tool import CORPUS
 
     settings = AgentConfig(id="s-search", backend="llama_cpp", tier="S", **SMALL)
-    tool = TinyTool()
+    tool = load_tool(CORPUS, cache_dir=tmp_path)
     done = await run(build(settings), tool, QUESTION, "", settings.price, Budget(max_steps=3))
-    assert tool.queries and done.steps[0].action == "search" and done.steps[0].titles
+    assert done.steps[0].action == "search"
     assert len(done.steps) <= 3 and done.usage.requests <= 3
     assert done.answer or done.error
     assert done.usage.cost == pytest.approx(0.05 * done.usage.total_tokens / 1e6)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from marketplace.app.job import Progress, seconds_per_task
+from schemas.events import AuctionClosed
 from tests.samples import every_event
 
 
@@ -36,3 +39,13 @@ def test_the_story_of_a_search_result_has_a_line_per_tool_step() -> None:
     told = Progress(["s"], tasks=1).line(SEARCH_RESULT)
     assert told.splitlines()[0].startswith("TaskResult         dune: s ran")
     assert told.splitlines()[-1].strip() == "answer 'Tacoma'" and len(told.splitlines()) == 7
+
+
+async def test_a_task_closed_with_no_winner_ends_without_an_outcome() -> None:
+    """No bids (or a refusal) means no result and no outcome: the job goes on to the next
+    task instead of waiting for an outcome that never comes."""
+    progress = Progress(["small"], tasks=2)
+    closed = AuctionClosed(producer="auctioneer", task_id="t-1", reason="no_bids", bids=[])
+    assert progress.line(closed) is not None  # told like any close
+    assert await asyncio.wait_for(progress.ended("t-1"), 1) == "AuctionClosed"
+    assert progress.time_left().startswith(" (1/2 done")

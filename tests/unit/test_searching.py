@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -401,3 +402,20 @@ def test_a_result_tells_its_steps_within_the_contract_s_caps() -> None:
         result.model_validate({**result.model_dump(), "steps": [step] * (MAX_TOOL_STEPS + 1)})
     with pytest.raises(ValidationError, match="at most 300 characters"):
         ToolStep(action="answer", text="x" * 301)
+
+
+def test_corpora_load_the_real_tool_of_each_configured_corpus_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_search_tool import CORPUS
+
+    monkeypatch.setenv("SALE_CORPUS_DIR", str(tmp_path / "cache"))
+    corpora = searching.Corpora({"wiki": "wiki", "tiny": CORPUS, "gone": tmp_path / "missing"})
+    tool = corpora("tiny")
+    assert corpora("tiny") is tool and tool.search("Bernoulli numbers", 1)[0].title == (
+        "Ada Lovelace"
+    )
+    with pytest.raises(searching.ToolUnavailable, match=r"no corpus 'notes' in \[corpora\] "):
+        corpora("notes")
+    with pytest.raises(searching.ToolUnavailable, match=r"corpus 'gone' \(.*missing\): "):
+        corpora("gone")
