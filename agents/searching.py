@@ -284,14 +284,20 @@ async def _act(tool: Tool, action: Action, done: Search, budget: Budget) -> str:
 
 
 def _seen_title(argument: str, steps: list[ToolStep]) -> str:
-    """The title the model means: a result's number ("2", "[2]") in the latest search, or a
-    title it was shown written in another case; else the argument as it is."""
+    """The title the model means: a result's number ("2", "[2]") in the latest search; a title
+    it was shown, in any case; the longest title shown that its argument begins with (a model
+    copies a result's "Title: passage" line, or writes the title and then its query); else the
+    argument as it is."""
     shown = next((s.titles for s in reversed(steps) if s.action == "search"), [])
     number = argument.strip("[]# ")
     if number.isdigit() and 1 <= int(number) <= len(shown):
         return shown[int(number) - 1]
     seen = {t.casefold(): t for s in steps if s.action == "search" for t in s.titles}
-    return seen.get(argument.casefold(), argument)
+    wanted = argument.casefold()
+    if wanted in seen:
+        return seen[wanted]
+    begun = [t for folded, t in seen.items() if wanted.startswith(folded)]
+    return max(begun, key=len) if begun else argument
 
 
 def _short(text: str) -> str:

@@ -177,8 +177,16 @@ async def test_an_unknown_article_is_said_so_and_a_result_number_opens_that_resu
     assert done.steps[2] == ToolStep(action="open", text="Dune (novel)", titles=["Dune (novel)"])
 
 
-async def test_a_title_in_another_case_opens_the_title_shown() -> None:
-    done, _ = await loop(["search: Herbert", "open: frank herbert", "answer: Tacoma"])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "frank herbert",
+        "Frank Herbert: Franklin Patrick Herbert Jr. was",
+        "Frank Herbert birthplace",
+    ],
+)
+async def test_a_title_written_loosely_opens_the_title_shown(written: str) -> None:
+    done, _ = await loop(["search: Herbert", f"open: {written}", "answer: Tacoma"])
     assert done.steps[1].titles == ["Frank Herbert"]
 
 
