@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from marketplace.app.stack import running, stop_on_signals
-from marketplace.log.lines import Labels, labels_of, line, story
+from marketplace.log.lines import Kinds, Labels, labels_of, line, story
 from marketplace.log.summary import run_report
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
@@ -58,6 +58,7 @@ class Progress:
         self.cost: dict[str, float] = defaultdict(float)
         self.changed = asyncio.Event()
         self.labels: Labels = {}  # bid id → agent:round, as the bids stream by
+        self.answered = Kinds()  # general and search tasks: their drafts are answers
 
     async def on_event(self, event: Event, source: Source) -> None:
         if line := self.line(event):
@@ -86,7 +87,7 @@ class Progress:
                 self.finished.append(time.monotonic())
             case AgentHeartbeat() | TaskChecks() | JuryCalled() | DeadLetter():
                 return None
-        return story(event, self.labels)
+        return story(event, self.labels, self.answered(event))
 
     async def ended(self, task_id: str) -> str:
         """Waits for the task's end: its outcome, or an auction closed with no winner (no bids,

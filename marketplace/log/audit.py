@@ -20,7 +20,15 @@ from datetime import datetime
 
 import asyncpg
 
-from marketplace.log.lines import Labels, bid_label, gist, labels_of, step_line, verdict
+from marketplace.log.lines import (
+    ANSWERED_KINDS,
+    Labels,
+    bid_label,
+    gist,
+    labels_of,
+    step_line,
+    verdict,
+)
 from marketplace.log.replay import NO_LOG, LogUnavailable
 from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
@@ -207,7 +215,7 @@ def _calls(events: list[Event]) -> str:
     lines.append("calls" if calls else "calls: none")
     drafts = {e.agent_id: e for e in events if isinstance(e, BidSubmitted) and e.is_draft}
     posted = _first(events, TaskPosted)
-    general = posted is not None and posted.kind in ("general", "search")  # answers, not code
+    general = posted is not None and posted.kind in ANSWERED_KINDS  # answers, not programs
     rejected = {e.rejected_event_id for e in events if isinstance(e, SubmissionRejected)}
     worth = {d.bid_id: d.worth for d in (terms.drafts if terms else [])}
     for call in calls:

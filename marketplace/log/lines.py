@@ -36,15 +36,37 @@ Labels = dict[UUID, str]
 GRADED = "exact match:"  # how the verifier's details of a graded search answer begin
 
 
-def line(event: Event, labels: Labels | None = None) -> str:
-    """The event's type, its key (task or agent id) and its gist, on one line."""
-    return f"{event.type:<18} {event.key}: {gist(event, labels)}"
+def line(event: Event, labels: Labels | None = None, answered: bool = False) -> str:
+    """The event's type, its key (task or agent id) and its gist, on one line. `answered`: the
+    event is about a task answered as text (general, search), whose draft has no examples."""
+    return f"{event.type:<18} {event.key}: {gist(event, labels, answered)}"
 
 
-def story(event: Event, labels: Labels | None = None) -> str:
+def story(event: Event, labels: Labels | None = None, answered: bool = False) -> str:
     """The event's line, and under it, for a search task's result, a line per tool step."""
     steps = event.steps if isinstance(event, TaskResult) else []
-    return "\n".join([line(event, labels), *(f"{STEP_INDENT}{step_line(s)}" for s in steps)])
+    first = line(event, labels, answered)
+    return "\n".join([first, *(f"{STEP_INDENT}{step_line(s)}" for s in steps)])
+
+
+ANSWERED_KINDS = ("general", "search")  # answered as text: a draft is checked for an answer
+
+
+class Kinds:
+    """Which tasks are answered as text, as their postings stream by, so a reader of the streams
+    (the monitor, the main job) tells their drafts as answers, not as programs."""
+
+    def __init__(self, kept: int = 10_000) -> None:
+        self.kept = kept
+        self.answered: dict[str, None] = {}  # task ids, oldest first
+
+    def __call__(self, event: Event) -> bool:
+        """Notes `event` if it posts a task; whether it is about a task answered as text."""
+        if isinstance(event, TaskPosted) and event.kind in ANSWERED_KINDS:
+            self.answered[event.task_id] = None
+            while len(self.answered) > self.kept:
+                self.answered.pop(next(iter(self.answered)))
+        return getattr(event, "task_id", None) in self.answered
 
 
 STEP_INDENT = " " * 20  # under the gist, past the type column
@@ -114,7 +136,7 @@ def verdict(draft: BidSubmitted, general: bool = False) -> str:
     return "fails the visible examples" + (f" ({reason[-1][:80]})" if reason else "")
 
 
-def gist(event: Event, labels: Labels | None = None) -> str:
+def gist(event: Event, labels: Labels | None = None, answered: bool = False) -> str:
     """What the event says that matters to the story, on one line."""
     labels = labels or {}
     match event:
@@ -130,7 +152,7 @@ def gist(event: Event, labels: Labels | None = None) -> str:
             return _asked(event)
         case BidSubmitted() if event.is_draft:
             return (
-                f"{event.agent_id} draft: {verdict(event)}, {event.plan_tokens} tokens, "
+                f"{event.agent_id} draft: {verdict(event, answered)}, {event.plan_tokens} tokens, "
                 f"cost {event.usage.cost:.6g}"
             )
         case BidSubmitted():

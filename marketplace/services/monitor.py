@@ -3,7 +3,7 @@ search task's result adds a line per step of its agent's tool loop)."""
 
 from __future__ import annotations
 
-from marketplace.log.lines import story
+from marketplace.log.lines import Kinds, story
 from marketplace.shared.bus import Bus, Source
 from marketplace.shared.config import Config
 from schemas.events import Event
@@ -11,7 +11,9 @@ from schemas.topics import STREAMS
 
 
 def attach(bus: Bus, config: Config, group: str = "monitor") -> None:
+    answered = Kinds()
+
     async def show(event: Event, source: Source) -> None:
-        print(story(event), flush=True)
+        print(story(event, answered=answered(event)), flush=True)
 
     bus.subscribe(list(STREAMS), group, show, from_start=False)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from marketplace.app.job import Progress, seconds_per_task
-from schemas.events import AuctionClosed
+from schemas.events import AuctionClosed, BidSubmitted
 from tests.samples import every_event
 
 
@@ -49,3 +49,23 @@ async def test_a_task_closed_with_no_winner_ends_without_an_outcome() -> None:
     assert progress.line(closed) is not None  # told like any close
     assert await asyncio.wait_for(progress.ended("t-1"), 1) == "AuctionClosed"
     assert progress.time_left().startswith(" (1/2 done")
+
+
+def test_a_search_task_s_draft_is_told_as_an_answer_not_against_examples() -> None:
+    from tests.unit.test_searching import TASK
+
+    progress = Progress(["s"], tasks=1)
+    draft = BidSubmitted(
+        producer="s",
+        task_id=TASK.task_id,
+        agent_id="s",
+        model="m",
+        plan="Tacoma",
+        plan_tokens=3,
+        entropy=0.0,
+        price=1.0,
+        examples_pass=True,
+    )
+    assert "s draft: passes the visible examples" in progress.line(draft)  # kind not yet known
+    progress.line(TASK)
+    assert "s draft: an answer, 3 tokens" in progress.line(draft)
