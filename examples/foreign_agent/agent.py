@@ -258,6 +258,7 @@ class Me:
             "cost": usage["cost"],
             "duration_s": seconds,
             "error": None,
+            "steps": [],  # a search task's tool steps; this agent takes coding tasks only
         }
 
     def record(self, event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
