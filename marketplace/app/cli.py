@@ -453,7 +453,7 @@ def _submit_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _keys(config: Config | None, args: argparse.Namespace) -> int:
-    """`sale keys new|remove|list`: the keyring the config names (or --keyring, or
+    """`sale keys new|add|remove|list`: the keyring the config names (or --keyring, or
     <out>/keyring.toml), the private key into --out."""
     from marketplace.shared import keyfiles
 
@@ -469,6 +469,10 @@ def _keys(config: Config | None, args: argparse.Namespace) -> int:
     if args.keys_command == "new":
         key_id = keyfiles.new_key(args.principal, args.role, Path(args.out), keyring, args.rotate)
         print(f"key {key_id} of {args.principal} ({args.role}): {Path(args.out)}; in {keyring}")
+        return 0
+    if args.keys_command == "add":
+        key_id = keyfiles.add_public(keyring, args.principal, args.role, args.public_key)
+        print(f"key {key_id} of {args.principal} ({args.role}) added to {keyring}")
         return 0
     if args.keys_command == "remove":
         if not keyfiles.remove_public(keyring, args.key_id):
@@ -856,6 +860,14 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--role", required=True, choices=signing_roles(), help="what the key may sign")
     new.add_argument("--out", required=True, metavar="DIR", help="where the private key goes")
     new.add_argument("--rotate", action="store_true", help="replace the principal's key")
+    add = keys_commands.add_parser(
+        "add", help="register someone else's public key (an agent that made its own key)"
+    )
+    add.add_argument("--principal", required=True, help="whose key: e.g. the agent's id")
+    add.add_argument("--role", required=True, choices=signing_roles(), help="what it may sign")
+    add.add_argument(
+        "--public-key", required=True, metavar="BASE64", help="the raw Ed25519 public key, base64"
+    )
     remove = keys_commands.add_parser("remove", help="retire a key (the end of a rotation)")
     remove.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `sale keys list` shows")
     keys_commands.add_parser("list", help="the keys in the keyring")

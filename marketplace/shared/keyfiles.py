@@ -109,6 +109,27 @@ def append_public(keyring: Path, key: PublicKey) -> None:
         out.write(table)
 
 
+def add_public(keyring: Path, principal: str, role: str, text: str) -> str:
+    """Registers a public key made elsewhere (a foreign agent's); returns its id. A key that
+    does not parse, or is already in the keyring, fails naming the flag."""
+    try:
+        public = public_from_text(text)
+    except ValueError as exc:
+        raise ConfigError(f"--public-key: not a base64 Ed25519 public key ({exc})") from None
+    try:
+        principal = _ID.validate_python(principal)
+    except ValidationError:
+        raise ConfigError(
+            f"--principal: {principal!r} is not an id (letters, digits, . _ -)"
+        ) from None
+    key = PublicKey(key_id_of(public), principal, role, public)
+    known = read_keyring(keyring) if keyring.exists() else []
+    if any(k.key_id == key.key_id for k in known):
+        raise ConfigError(f"--public-key: key {key.key_id} is already in {keyring}")
+    append_public(keyring, key)
+    return key.key_id
+
+
 def remove_public(keyring: Path, key_id: str) -> bool:
     """Drops one key from the keyring (the end of a rotation); False if it was not there."""
     with _locked(keyring):

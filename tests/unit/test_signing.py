@@ -12,7 +12,13 @@ from marketplace.core.auction import Roster
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, ConfigError, SecurityConfig
-from marketplace.shared.keyfiles import new_key, read_keyring, remove_public, trust_of
+from marketplace.shared.keyfiles import (
+    add_public,
+    new_key,
+    read_keyring,
+    remove_public,
+    trust_of,
+)
 from schemas.events import AgentHeartbeat, AuctionClosed, BidSubmitted, CodingInputs, TaskPosted
 from tests.samples import every_event
 
@@ -179,3 +185,27 @@ def test_the_canonical_bytes_survive_the_codec() -> None:
         budget=0.30000000000000004,
     )
     assert signing.canonical(decode(encode(event))) == signing.canonical(event)
+
+
+def test_a_public_key_made_elsewhere_is_registered_and_then_believed(tmp_path: Path) -> None:
+    """`sale keys add`: an agent that keeps its own private key (a foreign agent) hands over
+    only its public key; once added, its events are believed, and bad input names the flag."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keyring = tmp_path / "keyring.toml"
+    private = Ed25519PrivateKey.generate()
+    text = signing.public_text(private.public_key())
+    key_id = add_public(keyring, "foreign", "agent", text)
+    [key] = read_keyring(keyring)
+    assert (key.key_id, key.principal, key.role) == (key_id, "foreign", "agent")
+    with pytest.raises(ConfigError, match="already in"):
+        add_public(keyring, "foreign", "agent", text)
+    with pytest.raises(ConfigError, match="--public-key: not a base64 Ed25519"):
+        add_public(keyring, "foreign", "agent", "bm90IGEga2V5")
+    with pytest.raises(ConfigError, match="--principal"):
+        add_public(
+            keyring,
+            "no spaces",
+            "agent",
+            signing.public_text(Ed25519PrivateKey.generate().public_key()),
+        )
