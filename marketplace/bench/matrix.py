@@ -68,15 +68,17 @@ DO UPDATE SET event = EXCLUDED.event, seen = EXCLUDED.seen, created_at = now()
 DRAFT_KINDS = ("result", "outcome", "escalation")  # cells checked against the visible examples
 
 
-# Kinds of task the matrix never holds: taking them changes no answer in it.
-NOT_IN_MATRIX = {"general"}
+# Kinds of task the coding matrix never holds, and settings only they read: taking them, or
+# changing those, changes no answer in it.
+NOT_IN_MATRIX = {"general", "search"}
+OTHER_KINDS_SETTINGS = {"search_max_steps", "search_token_budget"}
 
 
 def fingerprint(agents: Sequence[AgentConfig]) -> str:
     """The matrix's name: what the agents' answers depend on (not prices, which apply later)."""
     settings = []
     for agent in sorted(agents, key=lambda a: a.id):
-        setting = agent.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT)
+        setting = agent.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | OTHER_KINDS_SETTINGS)
         setting["kinds"] = [k for k in setting["kinds"] if k not in NOT_IN_MATRIX]
         settings.append(setting)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
