@@ -50,7 +50,7 @@ from tests.integration.test_bus import publish_raw
 
 pytestmark = pytest.mark.integration
 RECORDED_S = 90.0
-RIGHT = "scripted output of cheap"  # what the cheap agent answers every task
+RIGHT = "the cheap agent's answer"  # what the cheap agent answers every search task
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ async def recorded(kafka_bootstrap: str, database_server: str) -> AsyncIterator[
             market,
         ):
             await market.auctioneer()
-            await market.agent(ScriptedAgent("cheap", price=1.0, kinds=("search",)))
+            cheap = ScriptedAgent("cheap", price=1.0, kinds=("search",), search_answer=RIGHT)
+            await market.agent(cheap)
             await market.agent(ScriptedAgent("dear", price=5.0, kinds=("search",)))
             bus = market.client
             for task_id in [*passed[:2], failed[0], *passed[2:], failed[1]]:
