@@ -93,7 +93,7 @@ def test_the_old_dataset_and_range_flags_still_name_a_task_set() -> None:
         tasks("--range", "0:500")
     with pytest.raises(UsageError, match="give only --tasks"):
         tasks("--tasks", "mbpp:0:5", "--range", "0:5")
-    with pytest.raises(UsageError, match="unknown dataset 'apps'.*fanoutqa"):
+    with pytest.raises(UsageError, match=r"unknown dataset 'apps'.*fanoutqa"):
         tasks("--dataset", "apps", "--range", "0:5")
 
 
