@@ -504,6 +504,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
 
     async def report(config: Config) -> str:
         if args.bench:
+            await _restore(config.database.url, Path(args.archive))
             return await bench_report(config, args.train, args.test, Path(args.out))
         conn = await asyncpg.connect(config.database.url)
         try:
@@ -602,9 +603,7 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
             counts = asyncio.run(_archive(url, Path(args.archive), export=True))
             print(f"{args.archive}: {counts}")
             return 0
-        if Path(args.archive).exists():
-            added = asyncio.run(_archive(url, Path(args.archive), export=False))
-            print(f"{args.archive}: rows added {added}")
+        asyncio.run(_restore(url, Path(args.archive)))
         if args.action == "executors":
             return asyncio.run(_executors(config, args))
         if args.action == "compare":
@@ -693,6 +692,13 @@ async def _executors(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _restore(url: str, path: Path) -> None:
+    """Loads the archive of computed work into the database first, if there is one, so the
+    benchmark replays from cached calls on a fresh machine."""
+    if path.exists():
+        print(f"{path}: rows added {await _archive(url, path, export=False)}")
+
+
 async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
     import asyncpg
 
@@ -748,6 +754,7 @@ def signing_roles() -> tuple[str, ...]:
 
 DEFAULT_TASKS = "humaneval:0:10"
 TASK_SET = "DATASET:START:STOP"
+ARCHIVE = "bench/archive.jsonl.gz"  # the computed work of the benchmark, as a file
 
 
 class Parser(argparse.ArgumentParser):
@@ -1034,6 +1041,7 @@ def parser() -> argparse.ArgumentParser:
         help="bench: the evaluation split (default: humaneval:0:164)",
     )
     report.add_argument("--out", default="docs/bench", help="bench: where README.md and PNGs go")
+    report.add_argument("--archive", default=ARCHIVE, help="bench: loaded first if it exists")
     report.set_defaults(run=_report)
 
     weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
@@ -1149,7 +1157,7 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
     bench_cmd.add_argument(
         "--archive",
-        default="bench/archive.jsonl.gz",
+        default=ARCHIVE,
         help="the computed work as a file: loaded first if it exists; `export` writes it",
     )
     bench_cmd.set_defaults(run=_bench)
@@ -1221,6 +1229,9 @@ def foreseen(exc: Exception, config: Config | None) -> str | None:
     from marketplace.shared.database import DatabaseUnreachable, reason
 
     if isinstance(exc, (UsageError, LogUnavailable, DatabaseUnreachable)):
+        return str(exc)
+    matrix = sys.modules.get("marketplace.bench.matrix")  # raised it only if loaded
+    if matrix is not None and isinstance(exc, matrix.EmptySplit):
         return str(exc)
     if isinstance(exc, asyncpg.UndefinedTableError):
         return f"{NO_LOG} ({exc})"

@@ -397,15 +397,26 @@ async def connect(config: Config) -> asyncpg.Connection:
     return conn
 
 
+class EmptySplit(ValueError):
+    """A split with no task that every agent has a draft of: nothing to compare on it."""
+
+
 async def load_split(config: Config, specs: Sequence[str]) -> Matrix:
-    """The stored matrix of the configured agents on the task sets `specs`."""
+    """The stored matrix of the configured agents on the task sets `specs`; EmptySplit, saying
+    what to run, when no task of them is complete."""
     conn = await connect(config)
     try:
         postings = parse_task_sets(specs)
         agents = [a.id for a in config.agents]
-        return await load_matrix(conn, fingerprint(config.agents), postings, agents)
+        loaded = await load_matrix(conn, fingerprint(config.agents), postings, agents)
     finally:
         await conn.close()
+    if not loaded.complete_tasks():
+        raise EmptySplit(
+            f"the matrix {fingerprint(config.agents)} has no task of {' '.join(specs)} with "
+            f"every agent's draft: run `sale bench matrix --tasks {' '.join(specs)}` first"
+        )
+    return loaded
 
 
 def make_plan(

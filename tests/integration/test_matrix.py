@@ -133,3 +133,16 @@ async def test_the_archive_carries_the_matrix_to_another_database(
         assert await fill(moved, workers=1) == [0]  # nothing left to compute
     finally:
         await drop_database(database_server, other)
+
+
+async def test_a_split_with_no_complete_task_names_the_command_that_fills_it(
+    fresh_database: str,
+) -> None:
+    config = scripted_config(fresh_database)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    with pytest.raises(matrix.EmptySplit, match=r"run `sale bench matrix --tasks humaneval:0:2`"):
+        await matrix.load_split(config, TASKS)

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from marketplace.app.cli import UsageError, _task_sets, foreseen, main, parser
 from marketplace.bench.live import VARIANTS
+from marketplace.bench.matrix import EmptySplit
 from marketplace.bench.task_sets import parse_spec, task_ids
 from marketplace.log.replay import LogUnavailable
 from marketplace.shared.config import parse_config
@@ -133,6 +134,7 @@ CONFIG = parse_config({}, env={})
         (FileNotFoundError(2, "No such file or directory", "t.jsonl"), CONFIG, "t.jsonl: No such"),
         (ConnectionRefusedError(111, "Connection refused"), CONFIG, "cannot connect: "),
         (UsageError("--tasks replaces --dataset"), CONFIG, "--tasks replaces --dataset"),
+        (EmptySplit("the matrix m has no task of x"), CONFIG, "the matrix m has no task"),
     ],
 )
 def test_each_foreseeable_error_is_one_line(error: Exception, config, says: str) -> None:
