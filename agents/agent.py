@@ -345,7 +345,9 @@ class LLMAgent:
         budget = searching.Budget(
             max_steps=self.config.search_max_steps, token_budget=self.config.search_token_budget
         )
-        done = await searching.run(self.llm, tool, task, plan, self.config.price, budget)
+        done = await searching.run(
+            self.llm, tool, task, plan, self.config.price, budget, self.config.searcher
+        )
         self.steps[task.task_id] = done.steps
         return TaskResult(
             **result,

@@ -6,9 +6,10 @@ parts come first (system text, then the task) so that a backend that caches the 
 prefix (llama.cpp does) pays for them once per task; the tool loop only ever appends, so each
 of its calls reuses the whole conversation before it.
 
-The search prompts (SEARCH_PLANNER, SEARCH_JUROR, SEARCHER and the observations) are a first
-version, written by hand: they are to be chosen on the development split of the FanOutQA
-derived set, never on its evaluation split (README, "Search agents: the tool loop").
+The search prompts (SEARCH_PLANNER, SEARCH_JUROR, the SEARCHERS and the observations) were
+written by hand; the tool loop's system prompt is chosen among the SEARCHERS variants on the
+development split of the FanOutQA derived set only, never on its evaluation split
+(docs/search.md: `sale bench executors --tasks fanoutqa-dev:...`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from agents.llm import Message
-from marketplace.shared.config import ExecutorStyle
+from marketplace.shared.config import ExecutorStyle, SearcherStyle
 from schemas.events import MemoryExample, TaskPosted
 
 PLANNER = (
@@ -179,7 +180,7 @@ def answer(task: TaskPosted, plan: str = "") -> list[Message]:
     ]
 
 
-# --- search: the bid, the jury and the tool loop (a first version: see the module's note) -------
+# --- search: the bid, the jury and the tool loop (see the module's note) ----------------------
 
 SEARCH_PLANNER = (
     "You plan how to answer a question with a search engine over an encyclopedia. You write "
@@ -202,6 +203,20 @@ SEARCHER = (
     "answer: <the short answer: a name, a number, a date or a few words>\n"
     "Search first; open an article when its passage is not enough; answer as soon as you know."
 )
+# The variants the tool loop's system prompt is chosen from, on the development split only
+# (`sale bench executors --tasks fanoutqa-dev:...`, docs/search.md); an agent's `searcher`.
+SEARCHERS: dict[SearcherStyle, str] = {
+    "plain": SEARCHER,
+    # The grade is an exact match: ask for the answer's words alone, as the article writes them.
+    "short": SEARCHER
+    + "\nThe answer is checked word for word: give only the words that answer, as the article "
+    "writes them (a name, a year, a number), with no sentence around them.",
+    # A worked example of the format, for models that follow a demonstration better than rules.
+    "example": SEARCHER
+    + "\n\nExample:\nQuestion: Who wrote the novel Dune?\nsearch: Dune novel author\n"
+    "(results: [1] Dune (novel): Dune is a 1965 science fiction novel by Frank Herbert...)\n"
+    "answer: Frank Herbert",
+}
 ACTIONS = "search: <keywords>, open: <title> or answer: <short answer>"
 NEXT = "\n\nYour next action:"
 ANSWER_NOW = "No more searching. Reply with one line: answer: <the short answer>"
@@ -214,11 +229,12 @@ class Passage(Protocol):
     passage: str
 
 
-def search(task: TaskPosted, plan: str = "") -> list[Message]:
-    """The tool loop's first prompt: the question, and the plan that won it (paper) if any."""
+def search(task: TaskPosted, plan: str = "", style: SearcherStyle = "plain") -> list[Message]:
+    """The tool loop's first prompt (system text of the `style` variant): the question, and the
+    plan that won it (paper) if any."""
     hint = f"\n\nA plan you may follow:\n{plan}" if plan else ""
     return [
-        {"role": "system", "content": SEARCHER},
+        {"role": "system", "content": SEARCHERS[style]},
         {"role": "user", "content": f"Question: {task.prompt}{hint}\n\nYour first action:"},
     ]
 

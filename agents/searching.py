@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 
 from agents import prompts
 from agents.llm import LLM, LLMError, Message
+from marketplace.shared.config import SearcherStyle
 from schemas.events import MAX_STEP_TEXT, MAX_STEP_TITLES, Price, TaskPosted, ToolStep, Usage
 
 HITS = 4  # results per search shown to the model
@@ -203,10 +204,12 @@ async def run(
     plan: str,
     price: Price,
     budget: Budget | None = None,
+    style: SearcherStyle = "plain",
 ) -> Search:
-    """The question answered with `tool`, following `plan` (the paper's winning plan) if any."""
+    """The question answered with `tool`, following `plan` (the paper's winning plan) if any,
+    with the `style` variant of the system prompt (`prompts.SEARCHERS`)."""
     budget = budget or Budget()
-    messages = prompts.search(task, plan)
+    messages = prompts.search(task, plan, style)
     done = Search()
     last_call = 0  # tokens of the latest call: the next one is at least as long
     for step in range(1, budget.max_steps + 1):

@@ -19,7 +19,7 @@ def default_reply(messages: Sequence[Message]) -> str:
     system = messages[0]["content"]
     if system in (prompts.JUROR, prompts.SEARCH_JUROR):
         return "4"
-    if system == prompts.SEARCHER:
+    if system in prompts.SEARCHERS.values():
         return _search_step(messages)
     if messages[-1]["role"] == "assistant":  # the code is begun: continue with the body
         return "    return None\n"

@@ -650,9 +650,10 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
     from marketplace.bench.report import bench_report
 
     specs = [*args.train, *args.test]
-    plan = matrix.make_plan(config, specs, specs, args.escalate)
+    planned = [] if args.no_plans else specs
+    plan = matrix.make_plan(config, specs, planned, args.escalate)
     worker = [sys.executable, "-m", "marketplace.app.cli", "--config", str(args.config_path)]
-    worker += ["bench", "worker", "--tasks", *specs, "--plans", *specs]
+    worker += ["bench", "worker", "--tasks", *specs, "--plans", *planned]
     worker += ["--escalate", *args.escalate] if args.escalate else []
     asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
     out = Path(args.out or "docs/bench")
@@ -675,9 +676,14 @@ async def _executors(config: Config, args: argparse.Namespace) -> int:
 
     postings = parse_task_sets(args.tasks)
     agents = args.agents or [a.id for a in config.agents]
+    if postings and all(p.task.kind == "search" for p in postings):
+        return await _searchers(config, args, postings, agents)
+    styles = args.styles or list(executors.STYLES)
+    if bad := [s for s in styles if s not in executors.STYLES]:
+        raise ConfigError(f"--styles {' '.join(bad)}: a coding shape is one of {executors.STYLES}")
     trials = []
     for agent_id in agents:
-        trials += await executors.run_agent(config, agent_id, postings, args.styles)
+        trials += await executors.run_agent(config, agent_id, postings, styles)
         if args.with_plan:  # the plan as a hint, on the agent's configured shape
             shape = [config.agent(agent_id).executor]
             trials += await executors.run_agent(config, agent_id, postings, shape, planned=True)
@@ -688,6 +694,33 @@ async def _executors(config: Config, args: argparse.Namespace) -> int:
         flags = " --with-plan" if args.with_plan else ""
         command = f"sale bench executors --tasks {' '.join(args.tasks)}{flags}"
         Path(args.out).write_text(f"{executors.HEADER}\nCommand: `{command}`\n\n{table}\n")
+        print(f"written to {args.out}")
+    return 0
+
+
+async def _searchers(
+    config: Config, args: argparse.Namespace, postings: list, agents: list[str]
+) -> int:
+    """`sale bench executors` on search tasks: the tool loop's system prompts compared."""
+    from marketplace.bench import executors
+
+    styles = args.styles or list(executors.SEARCHER_STYLES)
+    if bad := [s for s in styles if s not in executors.SEARCHER_STYLES]:
+        known = executors.SEARCHER_STYLES
+        raise ConfigError(f"--styles {' '.join(bad)}: a searcher prompt is one of {known}")
+    trials = []
+    for agent_id in agents:
+        trials += await executors.run_searcher(config, agent_id, postings, styles)
+    rows = executors.summarize_search(trials, {a: config.agent(a).price for a in agents})
+    _, choice = executors.best_searcher(rows)
+    table = f"{executors.search_markdown(rows)}\n\nExact matches per unit of cost:\n\n{choice}"
+    print(table)
+    if args.out:
+        command = (
+            f"sale bench executors --tasks {' '.join(args.tasks)} --agents {' '.join(agents)} "
+            f"--styles {' '.join(styles)}"
+        )
+        Path(args.out).write_text(f"{executors.SEARCH_HEADER}\nCommand: `{command}`\n\n{table}\n")
         print(f"written to {args.out}")
     return 0
 
@@ -1111,9 +1144,8 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument(
         "--styles",
         nargs="+",
-        default=["chat", "complete", "continue"],
-        choices=["chat", "complete", "continue"],
-        help="executors: the prompt shapes to compare",
+        help="executors: the prompt shapes to compare (coding: chat complete continue; search: "
+        "the searcher prompts plain short example; default: all of the tasks' kind)",
     )
     bench_cmd.add_argument(
         "--out", help="executors: a markdown file for the table; compare: a folder (docs/bench)"
@@ -1133,11 +1165,16 @@ def parser() -> argparse.ArgumentParser:
     )
     bench_cmd.add_argument(
         "--plans",
-        nargs="+",
+        nargs="*",
         type=_task_set,
         metavar=TASK_SET,
         default=["mbpp:0:100", "humaneval:0:164"],
         help="matrix: task sets that also get every agent's plan and reviews (the paper's auction)",
+    )
+    bench_cmd.add_argument(
+        "--no-plans",
+        action="store_true",
+        help="compare: no plans nor reviews (SALE-paper is left out of the table, which says so)",
     )
     bench_cmd.add_argument(
         "--escalate",

@@ -52,7 +52,8 @@ def by_price(agents: Sequence[str], prices: Prices) -> list[str]:
 def _routed(matrix: Matrix, task_id: str, agent_id: str, tried: Sequence[str]) -> TaskRun:
     """`agent_id`'s draft is the result; every agent in `tried` (it included) paid its draft."""
     spend = tuple(_spend(a, "execution", matrix.cell(task_id, a).result.usage) for a in tried)
-    return TaskRun(task_id, agent_id, matrix.cell(task_id, agent_id).passed, spend)
+    chosen = matrix.cell(task_id, agent_id)
+    return TaskRun(task_id, agent_id, chosen.passed, spend, chosen.outcome.score)
 
 
 def always(matrix: Matrix, agent_id: str) -> list[TaskRun]:
@@ -209,5 +210,5 @@ def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRu
             *(_spend(j, "jury", cells[j].review.usage) for j in jurors(matrix, weights)),
             _spend(winner.agent_id, "execution", won.result.usage),
         )
-        runs.append(TaskRun(task_id, winner.agent_id, won.passed, spend))
+        runs.append(TaskRun(task_id, winner.agent_id, won.passed, spend, won.outcome.score))
     return runs

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from statistics import fmean
 
 from agents import prompts
+from agents.agent import LLMAgent
 from agents.coding import Attempt, execute
 from agents.llm import LLM
+from agents.searching import Corpora
+from marketplace.core.metrics import priced
 from marketplace.services.verifier import verify
-from marketplace.shared.config import AgentConfig, Config, ExecutorStyle
+from marketplace.shared.config import AgentConfig, Config, ExecutorStyle, SearcherStyle
 from marketplace.shared.posting import Posting
 from schemas.events import Price, TaskResult, Usage
 
@@ -221,3 +224,157 @@ def best(rows: Sequence[Row]) -> str:
             f"at {top.seconds:.2f} CPU-s a task"
         )
     return "\n".join(lines)
+
+
+# --- the search executor: the tool loop's system prompt ----------------------------------------
+
+SEARCHER_STYLES: tuple[SearcherStyle, ...] = ("plain", "short", "example")
+SEARCH_HEADER = """# The search executor, chosen on the development split
+
+A search task's executor is the tool loop (`agents/searching.py`, README "Search agents: the
+tool loop"); what is chosen here is its system prompt (`agents.prompts.SEARCHERS`, an agent's
+`searcher` setting), on the FanOutQA development split only (`fanoutqa-dev`: never on
+`fanoutqa-eval`). Variants: "plain" (the first version: the three actions, one per line),
+"short" (plain, and the answer asked for as the article's own words, with no sentence around
+them: the grade is an exact match), "example" (plain, and one worked example of the format).
+Each agent ran each variant once on every task (greedy, its own budgets); the verifier grades
+the answer: "exact match" is pass@1, "F1" the mean token F1 with the best gold answer,
+"answered" how often the loop ended with an answer. Tokens, cost (at the agent's prices: a
+prompt token llama.cpp still held is free) and CPU-seconds are means per task.
+
+Rule, stated before measuring: every agent uses the variant with the most exact matches per
+unit of cost, M and L pooled (their exact matches over the dev tasks divided by what their
+loops cost together); a variant that matches nothing is never chosen; ties go to the earlier
+variant (plain, short, example). S is not measured (it rarely follows the action format).
+"""
+
+
+@dataclass(frozen=True)
+class SearchTrial:
+    """One agent's tool loop on one search task with one system prompt, and its grade."""
+
+    task_id: str
+    agent_id: str
+    style: SearcherStyle
+    exact: bool
+    f1: float
+    answered: bool
+    usage: Usage
+
+
+async def search_trial(agent: LLMAgent, posting: Posting) -> SearchTrial:
+    """`agent`'s draft of the search task (its configured `searcher`), graded."""
+    assert posting.checks is not None
+    result = await agent.draft(posting.task)
+    outcome = await verify(posting.checks, result, producer=agent.agent_id)
+    return SearchTrial(
+        posting.task.task_id,
+        agent.agent_id,
+        agent.config.searcher,
+        bool(outcome.passed),
+        outcome.score or 0.0,
+        result.error is None,
+        result.usage,
+    )
+
+
+async def run_searcher(
+    config: Config, agent_id: str, postings: Sequence[Posting], styles: Sequence[SearcherStyle]
+) -> list[SearchTrial]:
+    """Every search task with every variant for one agent, through the completion cache (so the
+    matrix of the chosen variant reuses these calls), with a progress line."""
+    from agents.backends import build
+    from agents.cache import CachedLLM
+
+    settings = config.agent(agent_id)
+    llm = CachedLLM(build(settings), config.database.url)
+    corpora = Corpora(config.corpora)
+    trials: list[SearchTrial] = []
+    total, started = len(postings) * len(styles), time.monotonic()
+    try:
+        for style in styles:
+            agent = LLMAgent(settings.model_copy(update={"searcher": style}), llm, tools=corpora)
+            for posting in postings:
+                trials.append(await search_trial(agent, posting))
+                print(
+                    progress(agent_id, len(trials), total, time.monotonic() - started), flush=True
+                )
+    finally:
+        await llm.close()
+    return trials
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    agent_id: str
+    style: SearcherStyle
+    tasks: int
+    exact: float
+    f1: float
+    answered: float
+    prompt_tokens: float  # means per task
+    completion_tokens: float
+    cost: float
+    seconds: float
+
+
+def summarize_search(trials: Sequence[SearchTrial], prices: dict[str, Price]) -> list[SearchRow]:
+    rows = []
+    keys = sorted({(t.agent_id, t.style) for t in trials}, key=lambda k: (k[0], _style_rank(k[1])))
+    for agent_id, style in keys:
+        mine = [t for t in trials if (t.agent_id, t.style) == (agent_id, style)]
+        rows.append(
+            SearchRow(
+                agent_id=agent_id,
+                style=style,
+                tasks=len(mine),
+                exact=fmean(t.exact for t in mine),
+                f1=fmean(t.f1 for t in mine),
+                answered=fmean(t.answered for t in mine),
+                prompt_tokens=fmean(t.usage.prompt_tokens for t in mine),
+                completion_tokens=fmean(t.usage.completion_tokens for t in mine),
+                cost=fmean(priced(t.usage, prices[agent_id]) for t in mine),
+                seconds=fmean(t.usage.seconds for t in mine),
+            )
+        )
+    return rows
+
+
+def _style_rank(style: str) -> int:
+    return SEARCHER_STYLES.index(style) if style in SEARCHER_STYLES else len(SEARCHER_STYLES)
+
+
+def search_markdown(rows: Sequence[SearchRow]) -> str:
+    lines = [
+        "| agent | searcher | tasks | exact match | F1 | answered | prompt tok | generated tok "
+        "| cost | CPU-s | exact match per 1,000 cost |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per = 1000 * r.exact / r.cost if r.cost else 0.0
+        lines.append(
+            f"| {r.agent_id} | {r.style} | {r.tasks} | {r.exact:.1%} | {r.f1:.3f} "
+            f"| {r.answered:.1%} | {r.prompt_tokens:.0f} | {r.completion_tokens:.0f} "
+            f"| {r.cost:.2f} | {r.seconds:.2f} | {per:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def best_searcher(rows: Sequence[SearchRow]) -> tuple[SearcherStyle | None, str]:
+    """The rule of SEARCH_HEADER: the variant with the most exact matches per unit of cost, the
+    measured agents pooled; None if no variant matches anything. With the reason, as a line."""
+    pooled = {}
+    for style in sorted({r.style for r in rows}, key=_style_rank):
+        mine = [r for r in rows if r.style == style]
+        matches = sum(r.exact * r.tasks for r in mine)
+        spent = sum(r.cost * r.tasks for r in mine)
+        if matches > 0 and spent > 0:
+            pooled[style] = (matches / spent, matches, spent)
+    if not pooled:
+        return None, "no variant matches anything: none is chosen"
+    top = max(pooled, key=lambda s: pooled[s][0])  # the first of equals: the earlier variant
+    lines = [
+        f"- {s}: {m:.0f} exact matches for {c:,.1f} cost, {1000 * p:.3f} per 1,000"
+        for s, (p, m, c) in pooled.items()
+    ]
+    return top, "\n".join([*lines, f"\nChosen: {top}"])

@@ -165,7 +165,7 @@ def _draft(matrix: Matrix, task_id: str, step: lean.Step) -> Draft:
 
 def _run(task_id: str, asked: list[tuple[str, Draft]], winner: str, won: Draft) -> TaskRun:
     spend = tuple(Spend(a, "execution" if d is won else "bids", d.result.usage) for a, d in asked)
-    return TaskRun(task_id, winner, won.passed, spend)
+    return TaskRun(task_id, winner, won.passed, spend, won.outcome.score)
 
 
 def lean_runs(

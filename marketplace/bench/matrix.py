@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import asyncpg
 
@@ -71,17 +72,49 @@ DRAFT_KINDS = ("result", "outcome", "escalation")  # cells checked against the v
 # Kinds of task the coding matrix never holds, and settings only they read: taking them, or
 # changing those, changes no answer in it.
 NOT_IN_MATRIX = {"general", "search"}
-OTHER_KINDS_SETTINGS = {"search_max_steps", "search_token_budget"}
+OTHER_KINDS_SETTINGS = {"search_max_steps", "search_token_budget", "searcher"}
+# Settings only a coding task's draft reads: the search matrix is named without them.
+CODING_SETTINGS = {"executor", "execute_rounds", "execute_max_tokens", "execute_token_budget"}
+MatrixKind = Literal["coding", "search"]
 
 
-def fingerprint(agents: Sequence[AgentConfig]) -> str:
-    """The matrix's name: what the agents' answers depend on (not prices, which apply later)."""
+def fingerprint(agents: Sequence[AgentConfig], kind: MatrixKind = "coding") -> str:
+    """The matrix's name: what the agents' answers on tasks of `kind` depend on (not prices,
+    which apply later). Coding and search tasks have matrices of their own, so a search
+    setting (the searcher prompt, the loop's budgets) names a new search matrix and leaves the
+    coding one (and its archive) standing, and the other way round."""
     settings = []
     for agent in sorted(agents, key=lambda a: a.id):
-        setting = agent.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | OTHER_KINDS_SETTINGS)
-        setting["kinds"] = [k for k in setting["kinds"] if k not in NOT_IN_MATRIX]
+        if kind == "coding":
+            setting = agent.model_dump(
+                mode="json", exclude=NOT_IN_FINGERPRINT | OTHER_KINDS_SETTINGS
+            )
+            setting["kinds"] = [k for k in setting["kinds"] if k not in NOT_IN_MATRIX]
+        else:
+            setting = agent.model_dump(mode="json", exclude=NOT_IN_FINGERPRINT | CODING_SETTINGS)
+            setting["kinds"] = [k for k in setting["kinds"] if k == kind]
         settings.append(setting)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    named: object = settings if kind == "coding" else {"kind": kind, "agents": settings}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def kind_of(postings: Sequence[Posting]) -> MatrixKind:
+    """The one kind of matrix `postings` go in; ValueError if they mix coding and search (their
+    matrices are named apart) or hold a task no matrix holds."""
+    kinds = {p.task.kind for p in postings} or {"coding"}
+    if len(kinds) > 1:
+        raise ValueError(
+            f"coding and search tasks go in matrices of their own: run them apart ({kinds})"
+        )
+    [kind] = kinds
+    if kind not in ("coding", "search"):
+        raise ValueError(f"no matrix holds {kind} tasks")
+    return kind  # type: ignore[return-value]
+
+
+def name_of(agents: Sequence[AgentConfig], postings: Sequence[Posting]) -> str:
+    """The name of the matrix `postings` go in (`fingerprint` for their kind)."""
+    return fingerprint(agents, kind_of(postings))
 
 
 def seen(task: TaskPosted) -> str:
@@ -135,6 +168,8 @@ class Matrix:
     """(task, agent, the cheaper agent whose failing draft it was shown) → its draft."""
     unchecked: frozenset[str] = frozenset()
     """Tasks that print no example: their drafts' checks are no evidence."""
+    kind: MatrixKind = "coding"
+    """Search drafts are graded by exact match (passed) and token F1 (the outcome's score)."""
 
     def cell(self, task_id: str, agent_id: str) -> Cell:
         return self.cells[(task_id, agent_id)]
@@ -182,6 +217,7 @@ def assemble(
         prompts={p.task.task_id: p.task.prompt for p in postings},
         escalations=escalations,
         unchecked=frozenset(p.task.task_id for p in postings if not checkable(p.task)),
+        kind=kind_of(postings),
     )
 
 
@@ -408,12 +444,13 @@ async def load_split(config: Config, specs: Sequence[str]) -> Matrix:
     try:
         postings = parse_task_sets(specs)
         agents = [a.id for a in config.agents]
-        loaded = await load_matrix(conn, fingerprint(config.agents), postings, agents)
+        name = name_of(config.agents, postings)
+        loaded = await load_matrix(conn, name, postings, agents)
     finally:
         await conn.close()
     if not loaded.complete_tasks():
         raise EmptySplit(
-            f"the matrix {fingerprint(config.agents)} has no task of {' '.join(specs)} with "
+            f"the matrix {name} has no task of {' '.join(specs)} with "
             f"every agent's draft: run `sale bench matrix --tasks {' '.join(specs)}` first"
         )
     return loaded
@@ -441,7 +478,7 @@ async def work(config: Config, plan: Plan) -> int:
     """`sale bench worker`: one worker process until the matrix is full."""
     conn = await connect(config)
     try:
-        worker = Worker(config, fingerprint(config.agents), plan, conn)
+        worker = Worker(config, name_of(config.agents, plan.postings), plan, conn)
         try:
             return await worker.run()
         finally:
@@ -453,7 +490,7 @@ async def work(config: Config, plan: Plan) -> int:
 async def build_matrix(config: Config, argv: Sequence[str], plan: Plan, workers: int) -> str:
     """Starts `workers` worker processes (`argv`: the worker command) and prints progress with
     an estimate of the time left."""
-    name = fingerprint(config.agents)
+    name = name_of(config.agents, plan.postings)
     procs = [await asyncio.create_subprocess_exec(*argv) for _ in range(workers)]
     conn = await connect(config)
     try:

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
 # --- the benchmark ---------------------------------------------------------------------------
 
+NO_PAPER = (
+    "SALE-paper (round 0 and its ablations) is not in the table: no evaluation task has every "
+    "agent's plan and review in the matrix (`sale bench compare` without `--no-plans` computes "
+    "them)."
+)
+
 
 LIVE_NAMES = {
     "lean": "SALE-lean, live",
@@ -85,14 +91,21 @@ async def bench_report(
         train, test, config.auction.weights, prices, vectors, config.auction.lean
     )
     live = on_tasks(
-        await live_runs(config.database.url, matrix.fingerprint(config.agents)),
+        await live_runs(config.database.url, matrix.fingerprint(config.agents, test.kind)),
         set(test.complete_tasks()),
     )
     out.mkdir(parents=True, exist_ok=True)
-    sections = [_bench_section("Replayed from the matrix", replayed, prices, largest, out, "")]
+    scored = test.kind == "search"
+    sections = [
+        _bench_section("Replayed from the matrix", replayed, prices, largest, out, "", scored)
+    ]
+    if not test.complete_tasks(plans=True):
+        sections.append(NO_PAPER)
     if live:
         both = {**replayed, **live}
-        sections.append(_bench_section("With the live runs", both, prices, largest, out, "live_"))
+        sections.append(
+            _bench_section("With the live runs", both, prices, largest, out, "live_", scored)
+        )
     if "SALE-lean" in replayed:
         sections.append(
             table.target(table.rows(replayed, prices, largest), "SALE-lean", largest)
@@ -144,15 +157,20 @@ def _bench_section(
     largest: str,
     out: Path,
     prefix: str,
+    scored: bool = False,
 ) -> str:
+    """A table of `methods` and its plot; `scored` (search): pass@1 is the exact match, and
+    the mean token F1 is shown beside it."""
     from marketplace.bench import table
 
     rows = table.rows(methods, prices, largest)
     plot = f"{prefix}cost_vs_pass.png"
     table.plot_cost_vs_pass(rows, out / plot, largest)
     tasks = rows[0].result.tasks
+    graded = " (search: pass@1 is the exact match with a gold answer)" if scored else ""
     return (
-        f"### {title} ({tasks} tasks every method ran)\n\n{table.markdown(rows)}\n\n"
+        f"### {title} ({tasks} tasks every method ran){graded}\n\n"
+        f"{table.markdown(rows, scored)}\n\n"
         f"![cost vs pass@1]({plot})"
     )
 

@@ -66,6 +66,7 @@ class Row:
     versus_largest: Comparison
     paired: Paired
     seconds_ratio: Interval
+    mean_score: float | None = None  # the hidden grade's mean score (a search's token F1)
 
 
 def without_jury(weights: Weights) -> Weights:
@@ -157,9 +158,20 @@ def rows(
                 compare(mean, reference),
                 paired(mine[0], mine[1], ref[0], ref[1]),
                 paired(mine[0], mine[2], ref[0], ref[2]).cost_ratio,
+                mean_score(methods[name], tasks),
             )
         )
     return table
+
+
+def mean_score(reps: Sequence[Sequence[TaskRun]], tasks: Sequence[str]) -> float | None:
+    """The mean over `tasks` of each task's score averaged over the repetitions; None if a run
+    has no score (a method read from the log, say)."""
+    by_task = [{r.task_id: r.score for r in rep} for rep in reps]
+    scores = [[rep[t] for rep in by_task] for t in tasks]
+    if not scores or any(s is None for per in scores for s in per):
+        return None
+    return fmean(fmean(per) for per in scores)  # type: ignore[arg-type]
 
 
 def per_task(
@@ -176,14 +188,16 @@ def per_task(
     return passed, costs, seconds
 
 
-def markdown(table: Sequence[Row]) -> str:
+def markdown(table: Sequence[Row], scored: bool = False) -> str:
     """The comparison table; intervals are paired bootstrap 95% intervals against
-    always-largest, spreads (in parentheses) the range over repetitions."""
+    always-largest, spreads (in parentheses) the range over repetitions. `scored` (search):
+    pass@1 is the exact match, and a column gives the mean token F1."""
+    f1_head, f1_rule = (" mean F1 |", "---:|") if scored else ("", "")
     lines = [
-        "| method | runs | pass@1 | Δ pass@1 vs always-largest | cost | cost vs always-largest "
-        "| CPU-s | CPU-s vs always-largest | auction share | largest agent's share "
-        "| largest use cut | executed by |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| method | runs | pass@1 |{f1_head} Δ pass@1 vs always-largest | cost "
+        "| cost vs always-largest | CPU-s | CPU-s vs always-largest | auction share "
+        "| largest agent's share | largest use cut | executed by |",
+        f"|---|---:|---:|{f1_rule}---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in table:
         r, c, p = row.result, row.versus_largest, row.paired
@@ -192,11 +206,14 @@ def markdown(table: Sequence[Row]) -> str:
             if row.pass_spread.n > 1
             else ""
         )
+        f1 = ""
+        if scored:
+            f1 = " – |" if row.mean_score is None else f" {row.mean_score:.3f} |"
         executors = ", ".join(f"{a} {n}" for a, n in sorted(r.executors.items()))
         delta = p.pass_delta
         lines.append(
-            f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} "
-            f"| {100 * delta.estimate:+.1f} [{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] "
+            f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} |{f1} "
+            f"{100 * delta.estimate:+.1f} [{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] "
             f"| {r.cost:,.1f} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
             f"| {row.seconds_ratio.show('.2f')} | {r.auction_share:.1%} "
             f"| {r.largest_share:.1%} | {c.largest_use_cut:.0%} | {executors} |"

@@ -60,6 +60,7 @@ class TaskRun:
     executor: str | None
     passed: bool
     spend: tuple[Spend, ...]
+    score: float | None = None  # the hidden grade's score, where it says more (a search's F1)
 
 
 def priced(usage: Usage, price: Price) -> float:

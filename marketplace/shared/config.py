@@ -27,6 +27,7 @@ from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Wei
 
 CONFIG_ENV = "SALE_CONFIG"
 ExecutorStyle = Literal["chat", "complete", "continue"]
+SearcherStyle = Literal["plain", "short", "example"]  # agents.prompts.SEARCHERS (docs/search.md)
 SERVICES = (
     "monitor",
     "auctioneer",
@@ -203,6 +204,11 @@ class AgentConfig(Section):
         default=16_000,
         ge=256,
         description="search: prompt and generated tokens of all the loop's calls together",
+    )
+    searcher: SearcherStyle = Field(
+        default="plain",
+        description="search: the tool loop's system prompt (agents.prompts.SEARCHERS), chosen "
+        "on the FanOutQA development split (docs/search.md)",
     )
     heartbeat_s: float = Field(default=5.0, gt=0, le=600)
     context_tokens: int = Field(default=4096, ge=512, le=32768, description="llama_cpp: n_ctx")

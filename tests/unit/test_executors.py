@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from agents.coding import Attempt
-from marketplace.bench.executors import Trial, best, summarize
+from marketplace.bench.executors import (
+    SearchTrial,
+    Trial,
+    best,
+    best_searcher,
+    summarize,
+    summarize_search,
+)
 from schemas.events import Price, Usage
 
 PRICE = {"M": Price(input=1.0, output=10.0)}
@@ -50,3 +57,36 @@ def test_the_choice_is_the_most_pass_per_cpu_second():
     text = best(summarize(trials, PRICE))
     # one call: 50% at 2 CPU-s (0.25/s); with the fix: 100% at 3.5 CPU-s (0.29/s)
     assert text == "- M: continue, 2 call(s): pass@1 100.0% at 3.50 CPU-s a task"
+
+
+def search_trial(agent: str, style: str, task: str, exact: bool, tokens: int) -> SearchTrial:
+    usage = Usage(requests=2, prompt_tokens=tokens, completion_tokens=tokens // 10, seconds=1.0)
+    return SearchTrial(task, agent, style, exact, 1.0 if exact else 0.25, True, usage)  # type: ignore[arg-type]
+
+
+def test_the_searcher_is_chosen_by_exact_matches_per_cost_pooled_over_the_agents():
+    prices = {"M": Price(input=1.0, output=1.0), "L": Price(input=2.0, output=2.0)}
+    trials = [
+        # plain: 2 matches of 4 at 1.1 + 2.2 per task pair; short: 3 of 4 but dearer
+        search_trial("M", "plain", "t0", True, 100_000),
+        search_trial("M", "plain", "t1", False, 100_000),
+        search_trial("L", "plain", "t0", True, 100_000),
+        search_trial("L", "plain", "t1", False, 100_000),
+        search_trial("M", "short", "t0", True, 400_000),
+        search_trial("M", "short", "t1", True, 400_000),
+        search_trial("L", "short", "t0", True, 400_000),
+        search_trial("L", "short", "t1", False, 400_000),
+        search_trial("M", "example", "t0", False, 10_000),  # cheap, but matches nothing
+        search_trial("M", "example", "t1", False, 10_000),
+    ]
+    rows = summarize_search(trials, prices)
+    assert [(r.agent_id, r.style) for r in rows][:3] == [
+        ("L", "plain"),
+        ("L", "short"),
+        ("M", "plain"),
+    ]
+    m_short = next(r for r in rows if (r.agent_id, r.style) == ("M", "short"))
+    assert m_short.exact == 1.0 and m_short.f1 == 1.0 and m_short.cost == pytest.approx(0.44)
+    chosen, why = best_searcher(rows)
+    assert chosen == "plain" and "example" not in why  # 2 / 0.66 beats 3 / 2.64
+    assert best_searcher([r for r in rows if r.style == "example"])[0] is None

@@ -163,3 +163,27 @@ def test_a_live_run_is_checked_against_its_replay_task_by_task() -> None:
         "Tasks always-largest passes and it fails: 1 (agents asked: M 1); "
         "tasks it passes and always-largest fails: 0 (agents asked: )."
     )
+
+
+def test_the_mean_score_is_over_tasks_of_the_mean_over_repetitions() -> None:
+    from marketplace.core.metrics import TaskRun
+
+    reps = [
+        [TaskRun("a", "S", True, (), 1.0), TaskRun("b", "S", False, (), 0.0)],
+        [TaskRun("a", "L", False, (), 0.5), TaskRun("b", "L", False, (), 0.5)],
+    ]
+    assert table.mean_score(reps, ["a", "b"]) == pytest.approx((0.75 + 0.25) / 2)
+    assert table.mean_score([[TaskRun("a", "S", True, ())]], ["a"]) is None  # a run unscored
+
+
+def test_a_scored_table_shows_the_mean_f1_and_a_plain_one_does_not() -> None:
+    test = build({"c": "SML", "d": "L"})
+    train = build({"a": "SML"})
+    methods = table.matrix_methods(train, test, Weights(), PRICES, embeddings(train, test))
+    rows = table.rows(methods, PRICES, "L")
+    plain, scored = table.markdown(rows), table.markdown(rows, scored=True)
+    assert "mean F1" not in plain and "| method | runs | pass@1 | Δ pass@1" in plain
+    assert "| method | runs | pass@1 | mean F1 | Δ pass@1" in scored
+    assert "| always L | 1 | 100.0% | 1.000 | +0.0 [" in scored  # F1 = the score of each draft
+    width = {len(line.split("|")) for line in scored.splitlines()}
+    assert width == {len(plain.splitlines()[0].split("|")) + 1}
