@@ -2,9 +2,10 @@
 
 Decoding a batch allocates many small containers (pydantic models, their dicts and lists), so
 the collector runs again and again, each time walking every object still alive: the batch so
-far, and the whole replayed log. That tripled the cost of decoding an event (`sale
-ingest-bench --profile`). The events hold no reference cycles worth collecting early, so the
-collector waits until the batch is done and then runs as usual.
+far, and the whole replayed log. That walking, not the parsing, was most of the cost of
+decoding an event (`sale ingest-bench --profile` shows what is left). The events hold no
+reference cycles worth collecting early, so the collector waits until the batch is done and
+then runs as usual.
 """
 
 from __future__ import annotations
