@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from agents.tools.search import SearchTool
     from marketplace.log.ledger import Ledger
     from marketplace.log.memory import Memory
+    from marketplace.log.replay import Log
     from marketplace.shared.tokens import Tokenizers
 
 
@@ -167,28 +168,30 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 
     weights = load_weights(Path(args.weights)) if args.weights else None
     with contextlib.nullcontext(config) if args.from_kafka else _log(config) as config:
-        log = asyncio.run(replay.read(config, args.from_kafka))
         if weights is None:
-            found = _provenance(config, args) + replay.verify(log.events)
+            log, found = _read_verified(config, args)
+            found += replay.verify(log.events)
             print(log.report(found))
             return 1 if found or log.unreadable else 0
+        log = asyncio.run(replay.read(config, args.from_kafka))
     print(replay.counterfactual(log.events, weights).render())
     for unreadable in log.unreadable:  # left out of the counterfactual: say so
         print(f"sale replay: skipped {unreadable}", file=sys.stderr)
     return 1 if log.unreadable else 0
 
 
-def _provenance(config: Config, args: argparse.Namespace) -> list:
-    """The stored events their signatures do not vouch for (Postgres only: the log keeps the
-    signatures); nothing to check without a keyring."""
-    from marketplace.log import provenance
+def _read_verified(config: Config, args: argparse.Namespace) -> tuple[Log, list]:
+    """The log, and the stored events their signatures do not vouch for, from one read
+    (Postgres only: the log keeps the signatures); nothing to check without a keyring."""
+    from marketplace.log import provenance, replay
     from marketplace.shared.keyfiles import trust_of
 
     if args.from_kafka or config.security.keyring is None:
+        log = asyncio.run(replay.read(config, args.from_kafka))
         print("sale replay: signatures not checked (no [security].keyring)", file=sys.stderr)
-        return []
+        return log, []
     keyring = trust_of(config.security.model_copy(update={"key_dir": None})).keyring
-    return asyncio.run(provenance.check(config.database.url, keyring))
+    return asyncio.run(provenance.read_checked(config.database.url, keyring))
 
 
 def _audit(config: Config, args: argparse.Namespace) -> int:
@@ -230,7 +233,7 @@ def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import ingest
 
-    return ingest.run(args.events)
+    return ingest.run(args.events, args.profile)
 
 
 def _agent(config: Config, args: argparse.Namespace) -> int:
@@ -961,6 +964,11 @@ def parser() -> argparse.ArgumentParser:
         "ingest-bench", help="recorder and replay events/s, next to the raw Kafka consume rate"
     )
     bench.add_argument("--events", type=int, default=20000, help="events to publish and record")
+    bench.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the recorder and the replay under cProfile; print where their time goes",
+    )
     bench.set_defaults(run=_ingest_bench, needs_config=False)
 
     post = commands.add_parser("publish", help="post tasks from a dataset or a JSONL file")

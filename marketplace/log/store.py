@@ -121,7 +121,7 @@ _APPEND = """
 INSERT INTO events (topic, partition, "offset", key, type, event_id, task_id, agent_id,
                     producer, occurred_at, payload, key_id, signature)
 SELECT topic, partition, "offset", key, type, event_id, task_id, agent_id,
-       producer, occurred_at, payload::jsonb, key_id, signature
+       producer, occurred_at, payload::json, key_id, signature
 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::text[], $6::uuid[],
             $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[],
             $12::text[], $13::bytea[])

@@ -1,13 +1,17 @@
 """The recorder: appends every event on every stream to Postgres and keeps the projections.
 
 Postgres is the marketplace's memory and audit trail, so the log must hold every record exactly
-once. The recorder reads all topics in consumer group `recorder` with manual commits, in
-batches. Each batch is one transaction: the records are appended to `events`, where the unique
-event id refuses any event already there, and the projections are updated for the records
-actually appended. Only after that transaction commits are the Kafka offsets committed. A
-crash between the two means redelivery, which the constraint turns into a no-op: no event
-lost, none written twice. (Not the Kafka position: a new broker starts its offsets at 0
-again, while the log in Postgres lives on.)
+once. The recorder reads all topics in consumer group `recorder` with manual commits, one
+fetch per batch. Each batch is one transaction: the records are appended to `events`, where
+the unique event id refuses any event already there, and the projections are updated for the
+records actually appended. Only after that transaction commits are the Kafka offsets
+committed. A crash between the two means redelivery, which the constraint turns into a no-op:
+no event lost, none written twice. (Not the Kafka position: a new broker starts its offsets
+at 0 again, while the log in Postgres lives on.)
+
+The next fetch is decoded while a batch is being stored: decoding and checking signatures is
+the recorder's CPU, the transaction is Postgres's. Batches are still stored, and their offsets
+committed, one after the other and in order.
 
 A record that holds no valid event is dead-lettered by the bus; the `DeadLetter` on `dlq` is
 recorded like any other event, so the malformed record reaches the log whole with its reason.
@@ -23,7 +27,9 @@ import logging
 import uuid
 
 import asyncpg
+from aiokafka import TopicPartition
 
+from marketplace.log.gc_pause import paused_gc
 from marketplace.log.store import Incoming, Position, store
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
@@ -37,6 +43,7 @@ log = logging.getLogger("recorder")
 GROUP = "recorder"
 BATCH_MAX = 2000  # records per transaction: large enough to amortise a commit, small to retry
 POLL_S = 0.2
+YIELD_EVERY = 64  # records decoded between turns given to the batch being stored
 RETRY_MAX_S = 30.0
 _CONNECTION_ERRORS = (
     OSError,
@@ -93,23 +100,57 @@ class Recorder:
             await self._pool.close()
 
     async def _consume(self, stop: asyncio.Event) -> None:
+        """Fetches and decodes batch N+1 while batch N is stored, one batch in flight at most.
+
+        Decoding (with its signature check) is the recorder's CPU and the transaction is
+        Postgres's, so the two overlap. Batches are still stored one after the other, in order,
+        and each one's offsets are committed only after its own transaction: a crash loses
+        nothing and the event ids refuse what is redelivered."""
         await self.consumer.start()
         log.info("recording every stream under %r in group %s", self.bus.topics.prefix, self.group)
+        storing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set():
-                await self._step(stop)
+                batch, offsets = await self._fetch(storing)
+                if storing is not None and not await storing:
+                    return  # stopped while the database was away: the rest is redelivered
+                storing = None
+                if offsets:  # even when every record was dead-lettered: they are done with
+                    storing = asyncio.create_task(self._record(batch, offsets, stop))
+            if storing is not None:
+                await storing
         finally:
+            if storing is not None and not storing.done():
+                await asyncio.wait([storing])  # a stop mid-transaction: finish it, then leave
             await self.consumer.stop()
 
-    async def _step(self, stop: asyncio.Event) -> None:
-        """One batch: decode, store in one transaction, then commit the offsets."""
-        deliveries = [d async for d in self.consumer.poll(POLL_S, max_records=BATCH_MAX)]
-        if not deliveries:
-            return
-        batch = [item for d in deliveries if (item := self._incoming(d)) is not None]
+    async def _fetch(
+        self, storing: asyncio.Task | None
+    ) -> tuple[list[Incoming], dict[TopicPartition, int]]:
+        """One fetch decoded, and the offsets to commit once it is stored. While a batch is
+        being stored it gets the event loop every YIELD_EVERY records, so its statements go
+        out while this batch decodes. The collector waits for the batch (`paused_gc`)."""
+        batch: list[Incoming] = []
+        seen = 0
+        with paused_gc():
+            async for delivery in self.consumer.poll(POLL_S, max_records=BATCH_MAX):
+                if (item := self._incoming(delivery)) is not None:
+                    batch.append(item)
+                seen += 1
+                if storing is not None and seen % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        return batch, dict(self.consumer.next_offsets) if seen else {}
+
+    async def _record(
+        self, batch: list[Incoming], offsets: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> bool:
+        """Stores one batch, then commits its offsets; False if stopped before it was stored.
+        A partition taken away meanwhile is not committed: its new owner reads it again."""
         if not await self._store_retrying(batch, stop):
-            return  # asked to stop while the database was away: nothing committed, redelivered
-        await self.consumer.commit(self.consumer.next_offsets)
+            return False
+        assigned = self.consumer.assignment()
+        await self.consumer.commit({tp: o for tp, o in offsets.items() if tp in assigned})
+        return True
 
     def _incoming(self, delivery: Delivery) -> Incoming | None:
         source, event = delivery.source, delivery.event

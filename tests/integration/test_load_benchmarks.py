@@ -38,3 +38,5 @@ def test_the_ingest_benchmark_records_every_signed_event(broker_config: BrokerCo
     assert done.returncode == 0, done.stderr
     assert "recorded: 300/300" in done.stderr + done.stdout
     assert "every decision verified" in done.stdout
+    assert "every signature and decision verified" in done.stdout  # sale replay --verify's work
+    assert "× raw" in done.stdout

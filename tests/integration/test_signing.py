@@ -47,6 +47,7 @@ from schemas.topics import Topics
 from tests.integration.inbox import Inbox
 from tests.integration.test_auctioneer import Market, make_config, task
 from tests.integration.test_verifier import verifying
+from tests.samples import every_event
 
 try:
     from marketplace.shared import signing
@@ -347,3 +348,30 @@ async def test_replay_verify_names_a_forged_event_in_the_log(
     assert f"AuctionClosed {forged.event_id}: signature: unsigned record" in done.stdout
     assert str(posted.event_id) not in done.stdout
     assert "every decision verified" not in done.stdout
+
+
+async def test_genuine_events_holding_maps_of_several_keys_verify_from_the_log(
+    fresh_database: str, keyring: Path
+) -> None:
+    """The log keeps each event's text as recorded: stored as jsonb, whose keys come back
+    re-ordered, a genuine close with a jury of two was re-encoded unlike what was signed and
+    `sale replay --verify` called it forged."""
+    if signing is None:
+        pytest.skip("the code before signatures stores no signature to check")
+    from marketplace.log import provenance
+
+    closed = next(e for e in every_event("ml-0") if isinstance(e, AuctionClosed))
+    assert list(closed.bids[0].jury) == ["small", "large"]  # not the order jsonb keeps
+    headers = signing.current().signer("auctioneer").headers(closed)
+    signature = base64.b64decode(headers[signing.SIGNATURE_HEADER])
+    row = Incoming.of(
+        Position("sale.auctions", 0, 0), b"k", closed, headers[signing.KEY_ID_HEADER], signature
+    )
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await apply_migrations(conn)
+        await store(conn, [row])
+    finally:
+        await conn.close()
+    log, found = await provenance.read_checked(fresh_database, signing.current().keyring)
+    assert found == [] and log.events == [closed]
