@@ -132,8 +132,10 @@ class Recorder:
         out while this batch decodes. The collector waits for the batch (`paused_gc`)."""
         batch: list[Incoming] = []
         seen = 0
-        with paused_gc():
+        with contextlib.ExitStack() as decoding:
             async for delivery in self.consumer.poll(POLL_S, max_records=BATCH_MAX):
+                if not seen:  # records are in: not while the fetch waits for them
+                    decoding.enter_context(paused_gc())
                 if (item := self._incoming(delivery)) is not None:
                     batch.append(item)
                 seen += 1
