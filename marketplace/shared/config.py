@@ -28,6 +28,7 @@ from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Wei
 CONFIG_ENV = "SALE_CONFIG"
 ExecutorStyle = Literal["chat", "complete", "continue"]
 SearcherStyle = Literal["plain", "short", "example"]  # agents.prompts.SEARCHERS (docs/search.md)
+DEFAULT_SEARCHER: SearcherStyle = "short"  # chosen on fanoutqa-dev (docs/search.md)
 SERVICES = (
     "monitor",
     "auctioneer",
@@ -206,7 +207,7 @@ class AgentConfig(Section):
         description="search: prompt and generated tokens of all the loop's calls together",
     )
     searcher: SearcherStyle = Field(
-        default="plain",
+        default=DEFAULT_SEARCHER,
         description="search: the tool loop's system prompt (agents.prompts.SEARCHERS), chosen "
         "on the FanOutQA development split (docs/search.md)",
     )
