@@ -224,7 +224,9 @@ def _port(text: str) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
-    return loadtest.run(args.agent_counts, args.auctions, args.in_flight, args.flood, args.rate)
+    return loadtest.run(
+        args.agent_counts, args.auctions, args.in_flight, args.flood, args.rate, args.trace
+    )
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
@@ -922,6 +924,11 @@ def parser() -> argparse.ArgumentParser:
         "--flood", type=int, default=0, help="instead: post this many tasks at once (backpressure)"
     )
     load.add_argument("--rate", type=float, default=900.0, help="tasks/s of the flood")
+    load.add_argument(
+        "--trace",
+        action="store_true",
+        help="instead: where an auction's time goes, hop by hop (the first agent count)",
+    )
     load.set_defaults(run=_loadtest, needs_config=False)
 
     bench = commands.add_parser(

@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
+from marketplace.bench import trace
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
 from marketplace.shared.keyfiles import run_keys
@@ -115,7 +116,8 @@ def auctioneer_process(
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
-        f'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
+        f"fetch_max_wait_ms = {broker.fetch_max_wait_ms}\ntrace = {str(broker.trace).lower()}\n"
+        f'[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
         f"jury_window_s = {window_s}\n"
         f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
@@ -133,13 +135,18 @@ def auctioneer_process(
         process.wait(timeout=30)
 
 
-async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: int) -> Rate:
-    broker = BrokerConfig(
+def market(bootstrap: str, trace: bool = False) -> BrokerConfig:
+    """A fresh set of topics for one row; `trace`: every record stamped (`bench.trace`)."""
+    return BrokerConfig(
         bootstrap=bootstrap,
         topic_prefix=f"lt{uuid.uuid4().hex[:8]}.",
         partitions=4,
         fetch_max_wait_ms=10,
+        trace=trace,
     )
+
+
+async def auction_rate(broker: BrokerConfig, agents: int, auctions: int, in_flight: int) -> Rate:
     closed: dict[str, float] = {}
     posted: dict[str, float] = {}
     progress = asyncio.Condition()
@@ -324,22 +331,50 @@ async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
         )
         print(f"{'raw broker, 1 KiB records':<34} {await raw_broker_rate(bootstrap)}", flush=True)
         for count in agent_counts:
-            result = await auction_rate(bootstrap, count, auctions, in_flight)
+            result = await auction_rate(market(bootstrap), count, auctions, in_flight)
             print(
                 f"{f'auctions, {count} scripted agents':<34} {result}   (award latency)", flush=True
             )
 
 
+TRACE_ROWS = ((1, 30), (16, 300))  # (in flight, auctions): alone, then under load
+
+
+async def traced(agents: int) -> None:
+    """Auctions with every record stamped, then where the time of each went (`bench.trace`)."""
+    with contextlib.ExitStack() as stack:
+        bootstrap = (
+            os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
+        )
+        print(f"broker {bootstrap}; {os.cpu_count()} CPUs; {agents} scripted agents", flush=True)
+        for in_flight, auctions in TRACE_ROWS:
+            broker = market(bootstrap, trace=True)
+            result = await auction_rate(broker, agents, auctions, in_flight)
+            records = await trace.read_back(broker)
+            title = f"{in_flight} in flight: {result}   (award latency)"
+            print(trace.report(records, [f"lt-{i}" for i in range(auctions)], title), flush=True)
+
+
 def run(
-    agent_counts: list[int], auctions: int, in_flight: int, flood_tasks: int = 0, rate: float = 900
+    agent_counts: list[int],
+    auctions: int,
+    in_flight: int,
+    flood_tasks: int = 0,
+    rate: float = 900,
+    tracing: bool = False,
 ) -> int:
-    """The auction rates, or with `flood_tasks`, the flood's figures. Every event is signed
-    and checked, as deployed, with keys made for the run."""
+    """The auction rates; with `flood_tasks`, the flood's figures; with `tracing`, where an
+    auction's time goes. Every event is signed and checked, as deployed, with keys made for
+    the run."""
     agents = max([FLOOD_AGENTS, *agent_counts])
     principals = {"auctioneer": "auctioneer", "loadtest": "client"}
     principals |= {f"agent{i}": "agent" for i in range(agents)}
+    if tracing:
+        work = traced(agent_counts[0])
+    elif flood_tasks:
+        work = flood(flood_tasks, rate)
+    else:
+        work = main(agent_counts, auctions, in_flight)
     with run_keys(principals):
-        asyncio.run(
-            flood(flood_tasks, rate) if flood_tasks else main(agent_counts, auctions, in_flight)
-        )
+        asyncio.run(work)
     return 0

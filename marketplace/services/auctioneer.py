@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -46,7 +47,15 @@ from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
-from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
+from marketplace.shared.bus import (
+    Bus,
+    PartitionedConsumer,
+    Source,
+    Stamp,
+    caught_up,
+    from_start,
+    reader,
+)
 from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
 from marketplace.shared.tokens import Tokenizers
 from schemas.codec import encode
@@ -108,6 +117,7 @@ class Auctioneer:
         self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
         self._held_at: dict[int, datetime] = {}  # partition → when its tasks were last held
         self._roster_ready = asyncio.Event()
+        self._causes: dict[str, Stamp] = {}  # task → stamp of its last input (when tracing)
         self.broker_check_s = BROKER_CHECK_S
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
@@ -148,6 +158,9 @@ class Auctioneer:
         async for delivery in self.consumer.poll(TICK_S):
             if isinstance(delivery.event, TaskEvent):
                 await self._route(delivery.event, delivery.source)
+                if self.bus.config.trace:
+                    stamp = self.consumer.stamp(delivery) | {"folded": time.time()}
+                    self._causes[delivery.event.task_id] = stamp
         for partition in await self.consumer.caught_up():
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
@@ -369,7 +382,8 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            self._unconfirmed.append(await self.bus.send(decision))
+            cause = self._causes.get(auction.task_id)
+            self._unconfirmed.append(await self.bus.send(decision, cause=cause))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 why = decision.lean.why if decision.lean else decision.detail
@@ -419,7 +433,13 @@ class Auctioneer:
         await self.consumer.commit(safe)
 
     def _forget(self, task_id: str) -> None:
-        for table in (self.auctions, self._first_offsets, self._first_seen, self._closed_at):
+        for table in (
+            self.auctions,
+            self._first_offsets,
+            self._first_seen,
+            self._closed_at,
+            self._causes,
+        ):
             table.pop(task_id, None)
         self._active.discard(task_id)
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +50,21 @@ class Source:
 
 
 Handler = Callable[[Event, Source], Awaitable[None]]
+
+# `[broker] trace`: each record published carries, in this header, when it was sent and the
+# timings of the record it answers (`Stamp`), so one auction can be followed hop by hop
+# (`sale loadtest --trace`, marketplace.bench.trace). Off by default: it costs bytes per record.
+TRACE_HEADER = "sale-trace"
+Stamp = dict[str, Any]
+_answering: ContextVar[Stamp | None] = ContextVar("sale_answering", default=None)
+
+
+def stamp_of(source: Source, free: float, fetched: float, commit_s: float) -> Stamp:
+    """What a consumer knows of a record it answers: where it was read, since when the consumer
+    was free to read it (after its previous record and commit), when it had it, and how long
+    the commit before that took; all by `time.time()`, comparable across local processes."""
+    cause = [source.topic, source.partition, source.offset]
+    return {"cause": cause, "free": free, "fetched": fetched, "commit": commit_s}
 
 
 class PartitionOwner(Protocol):
@@ -87,28 +105,36 @@ class Bus:
             security=faststream_security(config),
         )
         self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
+        self._subscriptions: list[_Subscription] = []
 
     async def publish(self, event: Event) -> None:
         """Publishes and waits for the broker's acknowledgement."""
         await self.send(event, confirm=True)
 
-    async def send(self, event: Event, confirm: bool = False) -> asyncio.Future | None:
+    async def send(
+        self, event: Event, confirm: bool = False, cause: Stamp | None = None
+    ) -> asyncio.Future | None:
         """Publishes; without `confirm`, returns a future to await before relying on delivery.
 
         Records of one key keep their order. Lets a service pipeline many decisions and
-        confirm them together, e.g. before committing the offsets they answer.
+        confirm them together, e.g. before committing the offsets they answer. `cause`: when
+        tracing, the stamp of the record this one answers (default: the one being handled).
         """
         return await self.broker.publish(
             encode(event, self.config.max_record_bytes),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
-            headers=self._headers(event),
+            headers=self._headers(event, cause),
             no_confirm=not confirm,
         )
 
-    def _headers(self, event: Event) -> dict[str, str]:
+    def _headers(self, event: Event, cause: Stamp | None = None) -> dict[str, str]:
         signed = self.signer.headers(event) if self.signer is not None else {}
-        return {"type": event.type, **signed}
+        headers = {"type": event.type, **signed}
+        if self.config.trace:
+            stamp = {**(cause or _answering.get() or {}), "sent": time.time(), "by": self.producer}
+            headers[TRACE_HEADER] = json.dumps(stamp)
+        return headers
 
     def subscribe(
         self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
@@ -122,32 +148,40 @@ class Bus:
         """
 
         group = self.group(group)
+        subscription = _Subscription(group)
 
         async def on_record(body: bytes, message: KafkaMessage) -> None:
+            fetched = time.time()
             record = message.raw_message
             source = Source(
                 record.topic, record.partition, record.offset, record.key, tuple(record.headers)
             )
             event = await self.receive(body, source, group)
-            if event is None:
-                return
-            try:
-                await handler(event, source)
-            except Exception as exc:
-                log.exception("%s failed on %s at %s", group, event.type, source)
-                await self.dead_letter(source, body, group, f"handler failed: {exc!r}")
+            if event is not None:
+                cause = stamp_of(source, subscription.free, fetched, subscription.commit_s)
+                answering = _answering.set(cause)
+                try:
+                    await handler(event, source)
+                except Exception as exc:
+                    log.exception("%s failed on %s at %s", group, event.type, source)
+                    await self.dead_letter(source, body, group, f"handler failed: {exc!r}")
+                finally:
+                    _answering.reset(answering)
+            await subscription.handled(record)
 
-        self.broker.subscriber(
+        subscription.subscriber = self.broker.subscriber(
             *(self.topics.prefix + s for s in streams),
             group_id=group,
             auto_offset_reset="earliest" if from_start else "latest",
-            ack_policy=AckPolicy.ACK,
+            ack_policy=AckPolicy.MANUAL,
             decoder=_raw_body,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_poll_interval_ms=self.config.max_poll_interval_ms,
-        )(on_record)
+        )
+        subscription.subscriber(on_record)
+        self._subscriptions.append(subscription)
 
     def group(self, name: str) -> str:
         return self.topics.prefix + name
@@ -248,6 +282,36 @@ class Bus:
         await self.stop()
 
 
+class _Subscription:
+    """One `Bus.subscribe`: commits by hand each record its handler has finished with, so a
+    crash means redelivery, never loss. Keeps when the consumer was last free to take a record
+    and how long its last commit took, for the trace."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.subscriber: Any = None  # FastStream's, which owns the consumer
+        self.free = time.time()
+        self.commit_s = 0.0
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The subscriber's consumer; None before start and on FastStream's in-memory broker."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        return consumer if isinstance(consumer, AIOKafkaConsumer) else None
+
+    async def handled(self, record: Any) -> None:
+        consumer = self.consumer
+        if consumer is not None:
+            start = time.time()
+            tp = TopicPartition(record.topic, record.partition)
+            try:
+                await consumer.commit({tp: record.offset + 1})
+            except KafkaError as exc:
+                log.warning("%s: offset commit failed (%r): records are re-read", self.group, exc)
+            self.commit_s = time.time() - start
+        self.free = time.time()
+
+
 def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
     """The one place a Kafka consumer is constructed. Nothing is committed unless a caller
     commits by hand: the services commit what they have safely done, the readers nothing."""
@@ -295,6 +359,7 @@ class Delivery:
     event: Event | None
     source: Source
     body: bytes
+    fetched: float = 0.0  # when the fetch that brought it returned (time.time())
 
 
 class PartitionedConsumer:
@@ -321,6 +386,8 @@ class PartitionedConsumer:
         self.catching_up: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self.free = time.time()  # when the last poll began: the consumer was free to read
+        self.commit_s = 0.0  # how long the last commit took
 
     async def start(self) -> None:
         config = self.bus.config
@@ -366,9 +433,11 @@ class PartitionedConsumer:
     ) -> AsyncIterator[Delivery]:
         """The records of one fetch, in order per partition. A record's offset counts as read
         once the caller asks for the next one, so a record being handled is never committed."""
+        self.free = time.time()
         fetched = await self._consumer.getmany(
             timeout_ms=int(timeout_s * 1000), max_records=max_records
         )
+        now = time.time()
         for tp, records in fetched.items():
             for record in records:
                 source = Source(
@@ -376,7 +445,7 @@ class PartitionedConsumer:
                 )
                 body = record.value if record.value is not None else b""
                 event = await self.bus.receive(body, source, self.group)
-                yield Delivery(event, source, body)
+                yield Delivery(event, source, body, now)
                 self.next_offsets[tp] = record.offset + 1
 
     async def caught_up(self) -> list[int]:
@@ -394,12 +463,19 @@ class PartitionedConsumer:
         changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
         if not changed:
             return
+        start = time.time()
         try:
             await self._consumer.commit(changed)
         except KafkaError as exc:
             log.warning("%s: offset commit failed (%r): records will be re-read", self.group, exc)
             return
+        finally:
+            self.commit_s = time.time() - start
         self._committed.update(changed)
+
+    def stamp(self, delivery: Delivery) -> Stamp:
+        """The trace stamp of a delivery this consumer polled (see `TRACE_HEADER`)."""
+        return stamp_of(delivery.source, self.free, delivery.fetched, self.commit_s)
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         log.info(

@@ -77,6 +77,10 @@ class BrokerConfig(Section):
         le=MAX_EXCERPT,
         description="how much of a bad record a dead letter keeps",
     )
+    trace: bool = Field(
+        default=False,
+        description="stamp each record with the timings of the one it answers (a benchmark's)",
+    )
     # The broker's own authentication (marketplace.shared.kafka_auth); secrets come from the
     # environment variables named here, never from this file.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
