@@ -112,7 +112,6 @@ class Auctioneer:
         self._first_seen: dict[str, datetime] = {}
         self._closed_at: dict[str, datetime] = {}
         self._active: set[str] = set()  # open, or holding input not yet judged
-        self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
         self._last_sweep = clock()
         self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
         self._held_at: dict[int, datetime] = {}  # partition → when its tasks were last held
@@ -166,7 +165,9 @@ class Auctioneer:
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
         self._hold_tasks()
-        await self._commit(self.consumer.assignment())
+        if self.consumer.committer.failure is not None:  # a decision the log may not hold
+            raise self.consumer.committer.failure
+        self.consumer.commit_soon(self._safe(self.consumer.assignment()))
 
     async def _route(self, event: TaskEvent, source: Source) -> None:
         if isinstance(event, BidSubmitted) and (why := self._misstated(event)):
@@ -382,8 +383,7 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            cause = self._causes.get(auction.task_id)
-            self._unconfirmed.append(await self.bus.send(decision, cause=cause))
+            await self.bus.send(decision, cause=self._causes.get(auction.task_id))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 why = decision.lean.why if decision.lean else decision.detail
@@ -421,16 +421,20 @@ class Auctioneer:
             self._forget(task_id)
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
-        """Commits up to the oldest open auction, once every decision sent is acknowledged."""
-        await asyncio.gather(*self._unconfirmed)
-        self._unconfirmed.clear()
+        """Commits now up to the oldest open auction, once every decision sent is acknowledged
+        (the consumer's `Committer` sees to that, as for the commits made in passing)."""
+        await self.consumer.commit(self._safe(partitions))
+
+    def _safe(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Per partition, how far it may be committed: up to the first record of the oldest
+        auction still open there, so an open auction is always read again whole."""
         read = self.consumer.next_offsets
         safe = {tp: read[tp] for tp in partitions if tp in read}
         for task_id in self._active:
             for tp, first in self._first_offsets.get(task_id, {}).items():
                 if tp in safe:
                     safe[tp] = min(safe[tp], first)
-        await self.consumer.commit(safe)
+        return safe
 
     def _forget(self, task_id: str) -> None:
         for table in (
