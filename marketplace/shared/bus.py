@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
@@ -75,9 +75,11 @@ class PartitionOwner(Protocol):
     async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
-async def _raw_body(message: Any) -> bytes:
-    """FastStream decoder that hands over the bytes untouched; we decode with the schemas."""
-    return message.body
+async def _as_received(message: Any) -> tuple[bytes, Any]:
+    """FastStream decoder that hands over the bytes untouched (we decode with the schemas) and
+    the record they came in. A handler taking FastStream's message as an argument instead would
+    have it injected through a worker thread, several thread hops per record."""
+    return message.body, message.raw_message
 
 
 class Bus:
@@ -161,9 +163,9 @@ class Bus:
         group = self.group(group)
         subscription = _Subscription(self, group)
 
-        async def on_record(body: bytes, message: KafkaMessage) -> None:
+        async def on_record(received: Any) -> None:
             fetched = time.time()
-            record = message.raw_message
+            body, record = received
             source = Source(
                 record.topic, record.partition, record.offset, record.key, tuple(record.headers)
             )
@@ -182,7 +184,7 @@ class Bus:
             group_id=group,
             auto_offset_reset="earliest" if from_start else "latest",
             ack_policy=AckPolicy.MANUAL,
-            decoder=_raw_body,
+            decoder=_as_received,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
