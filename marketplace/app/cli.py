@@ -224,9 +224,8 @@ def _port(text: str) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
-    return loadtest.run(
-        args.agent_counts, args.auctions, args.in_flight, args.flood, args.rate, args.trace
-    )
+    load = loadtest.Load(args.auctions, args.in_flight, args.max_in_flight)
+    return loadtest.run(args.agent_counts, load, args.flood, args.rate, args.trace)
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
@@ -918,8 +917,21 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="one row per count of scripted agents (default: 3 8)",
     )
-    load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
-    load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
+    load.add_argument(
+        "--auctions",
+        type=int,
+        default=300,
+        help="auctions per row (at least twice those in flight)",
+    )
+    load.add_argument(
+        "--in-flight", type=int, default=16, help="auctions open at once in the first row"
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1024,
+        help="the last row's (the count doubles from row to row until auctions/s stops growing)",
+    )
     load.add_argument(
         "--flood", type=int, default=0, help="instead: post this many tasks at once (backpressure)"
     )

@@ -38,3 +38,26 @@ def test_the_ingest_benchmark_records_every_signed_event(broker_config: BrokerCo
     assert done.returncode == 0, done.stderr
     assert "recorded: 300/300" in done.stderr + done.stdout
     assert "every decision verified" in done.stdout
+
+
+def test_a_small_sweep_prints_each_row_the_paced_one_and_the_share_of_the_raw_rate(
+    broker_config: BrokerConfig,
+) -> None:
+    done = sale(
+        "loadtest",
+        "--agent-counts",
+        "3",
+        "--auctions",
+        "20",
+        "--in-flight",
+        "4",
+        "--max-in-flight",
+        "8",
+        broker=broker_config,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("raw broker") for line in lines), done.stdout
+    rows = [line.split()[0] for line in lines if "msg/s" in line and "CPU" in line]
+    assert rows[:1] == ["4"] and rows[-1] == "paced", done.stdout
+    assert any("% of the raw broker rate" in line for line in lines), done.stdout
