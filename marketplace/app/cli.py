@@ -224,6 +224,10 @@ def _port(text: str) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
+    if args.scale_out:
+        from marketplace.bench import scale_out
+
+        return scale_out.run(args.scale_out)
     load = loadtest.Load(args.auctions, args.in_flight, args.max_in_flight)
     return loadtest.run(args.agent_counts, load, args.flood, args.rate, args.trace)
 
@@ -936,6 +940,14 @@ def parser() -> argparse.ArgumentParser:
         "--flood", type=int, default=0, help="instead: post this many tasks at once (backpressure)"
     )
     load.add_argument("--rate", type=float, default=900.0, help="tasks/s of the flood")
+    load.add_argument(
+        "--scale-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N tasks through 3 auctioneer and 2 recorder processes on 8 partitions, "
+        "then the counts (each auction decided once, each event recorded once)",
+    )
     load.add_argument(
         "--trace",
         action="store_true",

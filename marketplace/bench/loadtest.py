@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
@@ -112,10 +113,17 @@ def agents_for(count: int) -> list[ScriptedAgent]:
 
 
 @contextlib.contextmanager
-def auctioneer_process(
-    broker: BrokerConfig, workdir: Path, window_s: float = 30, admission: str = ""
+def service_process(
+    broker: BrokerConfig,
+    workdir: Path,
+    command: str = "auctioneer",
+    window_s: float = 30,
+    admission: str = "",
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """The auctioneer as deployed, in its own process; `admission`: an [admission] table."""
+    """A service (`sale auctioneer`, `sale recorder`) as deployed, in its own process, stopped
+    by SIGTERM on the way out; `admission`: an [admission] table; `log`: where its log goes."""
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
@@ -124,18 +132,30 @@ def auctioneer_process(
         f"jury_window_s = {window_s}\n"
         f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
-    env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
+    output = log.open("w") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), "auctioneer"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), command],
+        env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, **(env or {})},
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield process
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+        if log:
+            output.close()
+
+
+# Starts the services a row measures against, in `workdir`; yields their pids by name.
+Services = Callable[[BrokerConfig, Path], AbstractAsyncContextManager[dict[str, int]]]
+
+
+@contextlib.asynccontextmanager
+async def one_auctioneer(broker: BrokerConfig, workdir: Path) -> AsyncIterator[dict[str, int]]:
+    with service_process(broker, workdir, admission=UNBOUNDED) as process:
+        yield {"auctioneer": process.pid}
 
 
 def market(bootstrap: str, trace: bool = False) -> BrokerConfig:
@@ -203,6 +223,7 @@ async def auction_rate(
     in_flight: int,
     pace_per_s: float | None = None,
     broker_pid: int | None = None,
+    services: Services = one_auctioneer,
 ) -> Row:
     """`auctions` auctions among `agents` scripted agents, at most `in_flight` open at once
     (as the client holds them; the auctioneer's admission bound is lifted so it is the one in
@@ -219,11 +240,11 @@ async def auction_rate(
 
     watcher = Bus(broker, producer="loadtest")
     watcher.subscribe(["auctions"], "loadtest-watch", on_closed, from_start=False)
-    with (
-        tempfile.TemporaryDirectory() as workdir,
-        auctioneer_process(broker, Path(workdir), admission=UNBOUNDED) as auctioneer,
-    ):
-        async with contextlib.AsyncExitStack() as stack:
+    with tempfile.TemporaryDirectory() as workdir:
+        async with (
+            services(broker, Path(workdir)) as pids,
+            contextlib.AsyncExitStack() as stack,
+        ):
             await stack.enter_async_context(watcher)
             await watcher.joined()
             for agent in agents_for(agents):
@@ -233,12 +254,7 @@ async def auction_rate(
             await warm_up(watcher, posted, closed, progress)
             posted.clear()
             closed.clear()
-            pids = {
-                "broker": broker_pid,
-                "auctioneer": auctioneer.pid,
-                "agents+client": os.getpid(),
-            }
-            cpu = CpuMeter(pids)
+            cpu = CpuMeter({"broker": broker_pid, **pids, "agents+client": os.getpid()})
             start = time.perf_counter()
             for i in range(auctions):
                 if pace_per_s:
@@ -343,7 +359,7 @@ async def flood_row(bootstrap: str, tasks: int, rate_per_s: float, admission: st
     watcher.subscribe(["auctions"], "loadtest-watch", watch, from_start=False)
     with (
         tempfile.TemporaryDirectory() as workdir,
-        auctioneer_process(broker, Path(workdir), FLOOD_WINDOW_S, admission),
+        service_process(broker, Path(workdir), window_s=FLOOD_WINDOW_S, admission=admission),
     ):
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(watcher)
@@ -492,14 +508,19 @@ def run(
     auction's time goes. Every event is signed and checked, as deployed, with keys made for
     the run."""
     agents = max([FLOOD_AGENTS, *agent_counts])
-    principals = {"auctioneer": "auctioneer", "loadtest": "client"}
-    principals |= {f"agent{i}": "agent" for i in range(agents)}
     if tracing:
         work = traced(agent_counts[0])
     elif flood_tasks:
         work = flood(flood_tasks, rate)
     else:
         work = main(agent_counts, load)
-    with run_keys(principals):
+    with run_keys(principals(agents)):
         asyncio.run(work)
     return 0
+
+
+def principals(agents: int) -> dict[str, str]:
+    """Who signs in a load run (→ role): the auctioneer, the client and the scripted agents."""
+    return {"auctioneer": "auctioneer", "loadtest": "client"} | {
+        f"agent{i}": "agent" for i in range(agents)
+    }
