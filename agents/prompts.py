@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from agents.llm import Message
-from marketplace.shared.config import ExecutorStyle, SearcherStyle
+from marketplace.shared.config import DEFAULT_SEARCHER, ExecutorStyle, SearcherStyle
 from schemas.events import MemoryExample, TaskPosted
 
 PLANNER = (
@@ -229,7 +229,9 @@ class Passage(Protocol):
     passage: str
 
 
-def search(task: TaskPosted, plan: str = "", style: SearcherStyle = "plain") -> list[Message]:
+def search(
+    task: TaskPosted, plan: str = "", style: SearcherStyle = DEFAULT_SEARCHER
+) -> list[Message]:
     """The tool loop's first prompt (system text of the `style` variant): the question, and the
     plan that won it (paper) if any."""
     hint = f"\n\nA plan you may follow:\n{plan}" if plan else ""

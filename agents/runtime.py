@@ -54,8 +54,10 @@ class AgentService:
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
+        """Sends the answers without waiting for the broker: the offset of `event` is committed
+        only once they are acknowledged (`bus.Committer`), so none is lost."""
         for answer in await self.agent.respond(event):
-            await self.bus.publish(answer)
+            await self.bus.send(answer)
 
     async def _beat(self) -> None:
         await self.bus.joined()  # announce ourselves only once we can hear the next task

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 
 from agents import prompts
 from agents.llm import LLM, LLMError, Message
-from marketplace.shared.config import SearcherStyle
+from marketplace.shared.config import DEFAULT_SEARCHER, SearcherStyle
 from schemas.events import MAX_STEP_TEXT, MAX_STEP_TITLES, Price, TaskPosted, ToolStep, Usage
 
 HITS = 4  # results per search shown to the model
@@ -204,7 +204,7 @@ async def run(
     plan: str,
     price: Price,
     budget: Budget | None = None,
-    style: SearcherStyle = "plain",
+    style: SearcherStyle = DEFAULT_SEARCHER,
 ) -> Search:
     """The question answered with `tool`, following `plan` (the paper's winning plan) if any,
     with the `style` variant of the system prompt (`prompts.SEARCHERS`)."""

@@ -227,7 +227,12 @@ def _port(text: str) -> int:
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
     from marketplace.bench import loadtest
 
-    return loadtest.run(args.agent_counts, args.auctions, args.in_flight, args.flood, args.rate)
+    if args.scale_out:
+        from marketplace.bench import scale_out
+
+        return scale_out.run(args.scale_out)
+    load = loadtest.Load(args.auctions, args.in_flight, args.max_in_flight)
+    return loadtest.run(args.agent_counts, load, args.flood, args.rate, args.trace)
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
@@ -952,12 +957,38 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="one row per count of scripted agents (default: 3 8)",
     )
-    load.add_argument("--auctions", type=int, default=300, help="auctions per agent count")
-    load.add_argument("--in-flight", type=int, default=16, help="auctions open at once")
+    load.add_argument(
+        "--auctions",
+        type=int,
+        default=300,
+        help="auctions per row (at least twice those in flight)",
+    )
+    load.add_argument(
+        "--in-flight", type=int, default=16, help="auctions open at once in the first row"
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1024,
+        help="the last row's (the count doubles from row to row until auctions/s stops growing)",
+    )
     load.add_argument(
         "--flood", type=int, default=0, help="instead: post this many tasks at once (backpressure)"
     )
     load.add_argument("--rate", type=float, default=900.0, help="tasks/s of the flood")
+    load.add_argument(
+        "--scale-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N tasks through 3 auctioneer and 2 recorder processes on 8 partitions, "
+        "then the counts (each auction decided once, each event recorded once)",
+    )
+    load.add_argument(
+        "--trace",
+        action="store_true",
+        help="instead: where an auction's time goes, hop by hop (the first agent count)",
+    )
     load.set_defaults(run=_loadtest, needs_config=False)
 
     bench = commands.add_parser(

@@ -180,7 +180,7 @@ class Profiles:
             stats.print_stats(top)
             body = text.getvalue().split("ncalls", 1)[-1].rstrip()
             self.reports.append(
-                f"--- {label}: the {top} functions with the most own time\nncalls{body}"
+                f"--- {label}: the {top} functions with the most time of their own\nncalls{body}"
             )
 
 
@@ -265,6 +265,7 @@ class Ingest:
     total: Measure  # from the recorder's start (migrations, group join) to the N-th row
     first_row_s: float  # when the first rows were seen
     steady: Measure | None  # from the first rows seen to the N-th: the sustained rate
+    waited_s: float  # of the total, the recorder waiting for Postgres (Recorder's own count)
 
 
 async def ingest_rate(broker: BrokerConfig, database_url: str, count: int) -> Ingest:
@@ -294,7 +295,9 @@ async def ingest_rate(broker: BrokerConfig, database_url: str, count: int) -> In
         end = time.perf_counter()
         assert first is not None
         steady = Measure(rows - first[1], end - first[0]) if rows > first[1] else None
-        return Ingest(Measure(rows, end - start), first[0] - start, steady)
+        return Ingest(
+            Measure(rows, end - start), first[0] - start, steady, recorder.waited_for_postgres_s
+        )
     finally:
         if conn is not None:
             await conn.close()
@@ -377,7 +380,10 @@ async def main(count: int, profile: bool = False) -> int:
             note = f"from its start; first rows after {ingest.first_row_s:.2f} s"
             print(line("recorder into Postgres, total", ingest.total, raw, note), flush=True)
             if ingest.steady is not None:
-                note = "from the first rows seen to the last"
+                note = (
+                    "from the first rows seen to the last; the recorder waited "
+                    f"{ingest.waited_s:.2f} s in all for its transactions"
+                )
                 print(line("recorder into Postgres, sustained", ingest.steady, raw, note))
             replayed, differ = await replay_rate(database_url)
             verdict = "every decision verified" if not differ else f"{differ} discrepancies"

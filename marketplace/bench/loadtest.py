@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
@@ -33,11 +34,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
+from marketplace.bench import trace
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
+from marketplace.shared.extras import need
 from marketplace.shared.keyfiles import run_keys
 from marketplace.shared.local_broker import LocalBroker
+from marketplace.shared.offsets import highwater_marks
 from schemas.events import AuctionClosed, AuctionOpened, CodingInputs, Event, TaskPosted
+from schemas.topics import Topics
 
 PRICES = (0.05, 0.09, 0.16, 0.36, 0.5, 0.7, 0.9, 1.2)
 
@@ -108,38 +113,121 @@ def agents_for(count: int) -> list[ScriptedAgent]:
 
 
 @contextlib.contextmanager
-def auctioneer_process(
-    broker: BrokerConfig, workdir: Path, window_s: float = 30, admission: str = ""
+def service_process(
+    broker: BrokerConfig,
+    workdir: Path,
+    command: str = "auctioneer",
+    window_s: float = 30,
+    admission: str = "",
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """The auctioneer as deployed, in its own process; `admission`: an [admission] table."""
+    """A service (`sale auctioneer`, `sale recorder`) as deployed, in its own process, stopped
+    by SIGTERM on the way out; `admission`: an [admission] table; `log`: where its log goes."""
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
-        f'fetch_max_wait_ms = 10\n[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
+        f"fetch_max_wait_ms = {broker.fetch_max_wait_ms}\ntrace = {str(broker.trace).lower()}\n"
+        f'[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
         f"jury_window_s = {window_s}\n"
         f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
-    env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
+    output = log.open("w") if log else subprocess.DEVNULL
     process = subprocess.Popen(
-        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), "auctioneer"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), command],
+        env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, **(env or {})},
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield process
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+        if log:
+            output.close()
 
 
-async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: int) -> Rate:
-    broker = BrokerConfig(
+# Starts the services a row measures against, in `workdir`; yields their pids by name.
+Services = Callable[[BrokerConfig, Path], AbstractAsyncContextManager[dict[str, int]]]
+
+
+@contextlib.asynccontextmanager
+async def one_auctioneer(broker: BrokerConfig, workdir: Path) -> AsyncIterator[dict[str, int]]:
+    with service_process(broker, workdir, admission=UNBOUNDED) as process:
+        yield {"auctioneer": process.pid}
+
+
+def market(bootstrap: str, trace: bool = False) -> BrokerConfig:
+    """A fresh set of topics for one row; `trace`: every record stamped (`bench.trace`)."""
+    return BrokerConfig(
         bootstrap=bootstrap,
         topic_prefix=f"lt{uuid.uuid4().hex[:8]}.",
         partitions=4,
         fetch_max_wait_ms=10,
+        trace=trace,
     )
+
+
+@dataclass(frozen=True)
+class Row:
+    """One load level: the auctions' rate and award latency, the records each auction wrote,
+    and each process's CPU over the measured span (share of one core)."""
+
+    rate: Rate
+    messages_per_auction: float
+    cpu: dict[str, float]
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.rate.per_s * self.messages_per_auction
+
+    def __str__(self) -> str:
+        cpu = " ".join(f"{name} {share:3.0f}%" for name, share in self.cpu.items())
+        return (
+            f"{self.rate}   {self.messages_per_s:6.0f} msg/s ({self.messages_per_auction:.1f}"
+            f"/auction)   CPU {cpu}"
+        )
+
+
+class CpuMeter:
+    """CPU seconds of named processes between `start` and `shares` (psutil), as a share of one
+    core: the broker, the auctioneer, and this process (agents, watcher and client)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        psutil = need("psutil", "bench", "the load test's CPU shares")
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.start()
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+        self._before = {name: self._seconds(p) for name, p in self.processes.items()}
+
+    @staticmethod
+    def _seconds(process: object) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def shares(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._since
+        return {
+            name: 100 * (self._seconds(p) - self._before[name]) / elapsed
+            for name, p in self.processes.items()
+        }
+
+
+async def auction_rate(
+    broker: BrokerConfig,
+    agents: int,
+    auctions: int,
+    in_flight: int,
+    pace_per_s: float | None = None,
+    broker_pid: int | None = None,
+    services: Services = one_auctioneer,
+) -> Row:
+    """`auctions` auctions among `agents` scripted agents, at most `in_flight` open at once
+    (as the client holds them; the auctioneer's admission bound is lifted so it is the one in
+    force), posted as fast as they close or, with `pace_per_s`, at that rate."""
     closed: dict[str, float] = {}
     posted: dict[str, float] = {}
     progress = asyncio.Condition()
@@ -152,8 +240,11 @@ async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: in
 
     watcher = Bus(broker, producer="loadtest")
     watcher.subscribe(["auctions"], "loadtest-watch", on_closed, from_start=False)
-    with tempfile.TemporaryDirectory() as workdir, auctioneer_process(broker, Path(workdir)):
-        async with contextlib.AsyncExitStack() as stack:
+    with tempfile.TemporaryDirectory() as workdir:
+        async with (
+            services(broker, Path(workdir)) as pids,
+            contextlib.AsyncExitStack() as stack,
+        ):
             await stack.enter_async_context(watcher)
             await watcher.joined()
             for agent in agents_for(agents):
@@ -163,15 +254,28 @@ async def auction_rate(bootstrap: str, agents: int, auctions: int, in_flight: in
             await warm_up(watcher, posted, closed, progress)
             posted.clear()
             closed.clear()
+            cpu = CpuMeter({"broker": broker_pid, **pids, "agents+client": os.getpid()})
             start = time.perf_counter()
             for i in range(auctions):
+                if pace_per_s:
+                    await asyncio.sleep(max(0.0, start + i / pace_per_s - time.perf_counter()))
                 async with progress:
                     await progress.wait_for(lambda: len(posted) - len(closed) < in_flight)
                 await post(watcher, f"lt-{i}", posted)
             async with progress:
                 await asyncio.wait_for(progress.wait_for(lambda: len(closed) == auctions), 600)
             elapsed = time.perf_counter() - start
-    return rate(auctions, elapsed, [closed[t] - posted[t] for t in posted])
+            shares = cpu.shares()
+    latencies = [closed[t] - posted[t] for t in posted]
+    written = await records_written(broker)
+    return Row(rate(auctions, elapsed, latencies), written / (auctions + 1), shares)
+
+
+async def records_written(broker: BrokerConfig) -> int:
+    """Records on the task-scoped streams of a row's topics (the warm-up's included)."""
+    topics = Topics(broker.topic_prefix)
+    names = [getattr(topics, s) for s in ("tasks", "bids", "reviews", "auctions", "results")]
+    return sum((await highwater_marks(broker.bootstrap, names)).values())
 
 
 async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
@@ -255,7 +359,7 @@ async def flood_row(bootstrap: str, tasks: int, rate_per_s: float, admission: st
     watcher.subscribe(["auctions"], "loadtest-watch", watch, from_start=False)
     with (
         tempfile.TemporaryDirectory() as workdir,
-        auctioneer_process(broker, Path(workdir), FLOOD_WINDOW_S, admission),
+        service_process(broker, Path(workdir), window_s=FLOOD_WINDOW_S, admission=admission),
     ):
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(watcher)
@@ -312,34 +416,111 @@ async def flood(tasks: int, rate_per_s: float) -> None:
             )
 
 
-async def main(agent_counts: list[int], auctions: int, in_flight: int) -> None:
+SATURATED = 1.10  # a doubling of the load that adds less than 10% auctions/s: saturation
+MAX_IN_FLIGHT = 1024
+
+
+@dataclass(frozen=True)
+class Load:
+    """A sweep's settings: auctions per row (at least twice those in flight), and the first
+    and the last count in flight."""
+
+    auctions: int
+    in_flight: int
+    max_in_flight: int = MAX_IN_FLIGHT
+
+
+async def sweep(bootstrap: str, agents: int, load: Load, pid: int | None) -> Row:
+    """Doubles the auctions in flight from `load.in_flight` until the rate stops growing (or
+    `load.max_in_flight`), then runs at half the best rate, paced: the latency there is the one
+    that matters. Returns the best row."""
+    best: Row | None = None
+    in_flight = load.in_flight
+    while in_flight <= load.max_in_flight:
+        auctions = max(load.auctions, 2 * in_flight)
+        row = await auction_rate(market(bootstrap), agents, auctions, in_flight, broker_pid=pid)
+        print(f"  {f'{in_flight} in flight':<24} {row}", flush=True)
+        saturated = best is not None and row.rate.per_s < best.rate.per_s * SATURATED
+        if best is None or row.rate.per_s > best.rate.per_s:
+            best = row
+        if saturated:
+            break
+        in_flight *= 2
+    half = best.rate.per_s / 2
+    paced = await auction_rate(
+        market(bootstrap), agents, load.auctions, MAX_IN_FLIGHT, pace_per_s=half, broker_pid=pid
+    )
+    print(f"  {f'paced at {half:.1f}/s (half)':<24} {paced}", flush=True)
+    return best
+
+
+async def main(agent_counts: list[int], load: Load) -> None:
+    with contextlib.ExitStack() as stack:
+        local = None if os.environ.get("KAFKA_BOOTSTRAP") else stack.enter_context(LocalBroker())
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or local.bootstrap
+        pid = local.pid if local else None
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; at least {load.auctions} auctions per "
+            f"row; in flight from {load.in_flight} to at most {load.max_in_flight}, doubling "
+            "until auctions/s grows less than "
+            f"{100 * (SATURATED - 1):.0f}%; award latency = post → close seen by the client "
+            "(scripted agents: no time of their own); CPU in % of one core",
+            flush=True,
+        )
+        raw = await raw_broker_rate(bootstrap)
+        print(f"{'raw broker, 1 KiB records':<26} {raw}   (produce → consume)", flush=True)
+        for count in agent_counts:
+            print(f"auctions, {count} scripted agents:", flush=True)
+            best = await sweep(bootstrap, count, load, pid)
+            print(
+                f"  machinery at saturation: {best.messages_per_s:.0f} msg/s = "
+                f"{100 * best.messages_per_s / raw.per_s:.1f}% of the raw broker rate",
+                flush=True,
+            )
+
+
+TRACE_ROWS = ((1, 30), (16, 300))  # (in flight, auctions): alone, then under load
+
+
+async def traced(agents: int) -> None:
+    """Auctions with every record stamped, then where the time of each went (`bench.trace`)."""
     with contextlib.ExitStack() as stack:
         bootstrap = (
             os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
         )
-        print(
-            f"broker {bootstrap}; {os.cpu_count()} CPUs; {auctions} auctions per row, "
-            f"at most {in_flight} in flight",
-            flush=True,
-        )
-        print(f"{'raw broker, 1 KiB records':<34} {await raw_broker_rate(bootstrap)}", flush=True)
-        for count in agent_counts:
-            result = await auction_rate(bootstrap, count, auctions, in_flight)
-            print(
-                f"{f'auctions, {count} scripted agents':<34} {result}   (award latency)", flush=True
-            )
+        print(f"broker {bootstrap}; {os.cpu_count()} CPUs; {agents} scripted agents", flush=True)
+        for in_flight, auctions in TRACE_ROWS:
+            broker = market(bootstrap, trace=True)
+            result = (await auction_rate(broker, agents, auctions, in_flight)).rate
+            records = await trace.read_back(broker)
+            title = f"{in_flight} in flight: {result}   (award latency)"
+            print(trace.report(records, [f"lt-{i}" for i in range(auctions)], title), flush=True)
 
 
 def run(
-    agent_counts: list[int], auctions: int, in_flight: int, flood_tasks: int = 0, rate: float = 900
+    agent_counts: list[int],
+    load: Load,
+    flood_tasks: int = 0,
+    rate: float = 900,
+    tracing: bool = False,
 ) -> int:
-    """The auction rates, or with `flood_tasks`, the flood's figures. Every event is signed
-    and checked, as deployed, with keys made for the run."""
+    """The auction rates; with `flood_tasks`, the flood's figures; with `tracing`, where an
+    auction's time goes. Every event is signed and checked, as deployed, with keys made for
+    the run."""
     agents = max([FLOOD_AGENTS, *agent_counts])
-    principals = {"auctioneer": "auctioneer", "loadtest": "client"}
-    principals |= {f"agent{i}": "agent" for i in range(agents)}
-    with run_keys(principals):
-        asyncio.run(
-            flood(flood_tasks, rate) if flood_tasks else main(agent_counts, auctions, in_flight)
-        )
+    if tracing:
+        work = traced(agent_counts[0])
+    elif flood_tasks:
+        work = flood(flood_tasks, rate)
+    else:
+        work = main(agent_counts, load)
+    with run_keys(principals(agents)):
+        asyncio.run(work)
     return 0
+
+
+def principals(agents: int) -> dict[str, str]:
+    """Who signs in a load run (→ role): the auctioneer, the client and the scripted agents."""
+    return {"auctioneer": "auctioneer", "loadtest": "client"} | {
+        f"agent{i}": "agent" for i in range(agents)
+    }

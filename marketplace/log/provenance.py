@@ -4,8 +4,10 @@ that did not check, a row written straight into Postgres), not only a decision t
 add up. Arithmetic alone cannot: a forged, self-consistent `AuctionClosed` adds up.
 
 The log is read once for both checks: each row is decoded once, its signature checked, and the
-events replay verifies kept (`read_checked`). Ed25519 verification is most of the cost and holds
-the GIL (`cryptography` does not release it), so checking in a thread pool does not help.
+events replay verifies kept (`read_checked`). Ed25519 verification is most of the cost. The
+installed `cryptography` verifies without holding the GIL, so a thread pool could check on a
+second core while rows decode; measured on the 2-core development machine, whose cores a model
+benchmark kept busy, it did not help, so the check stays in line until it is measured to.
 """
 
 from __future__ import annotations

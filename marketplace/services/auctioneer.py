@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -46,7 +47,15 @@ from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
-from marketplace.shared.bus import Bus, PartitionedConsumer, Source, caught_up, from_start, reader
+from marketplace.shared.bus import (
+    Bus,
+    PartitionedConsumer,
+    Source,
+    Stamp,
+    caught_up,
+    from_start,
+    reader,
+)
 from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
 from marketplace.shared.tokens import Tokenizers
 from schemas.codec import encode
@@ -103,11 +112,11 @@ class Auctioneer:
         self._first_seen: dict[str, datetime] = {}
         self._closed_at: dict[str, datetime] = {}
         self._active: set[str] = set()  # open, or holding input not yet judged
-        self._unconfirmed: list[asyncio.Future] = []  # decisions sent, not yet acknowledged
         self._last_sweep = clock()
         self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
         self._held_at: dict[int, datetime] = {}  # partition → when its tasks were last held
         self._roster_ready = asyncio.Event()
+        self._causes: dict[str, Stamp] = {}  # task → stamp of its last input (when tracing)
         self.broker_check_s = BROKER_CHECK_S
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
@@ -148,12 +157,17 @@ class Auctioneer:
         async for delivery in self.consumer.poll(TICK_S):
             if isinstance(delivery.event, TaskEvent):
                 await self._route(delivery.event, delivery.source)
+                if self.bus.config.trace:
+                    stamp = self.consumer.stamp(delivery) | {"folded": time.time()}
+                    self._causes[delivery.event.task_id] = stamp
         for partition in await self.consumer.caught_up():
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
         self._hold_tasks()
-        await self._commit(self.consumer.assignment())
+        if self.consumer.committer.failure is not None:  # a decision the log may not hold
+            raise self.consumer.committer.failure
+        self.consumer.commit_soon(self._safe(self.consumer.assignment()))
 
     async def _route(self, event: TaskEvent, source: Source) -> None:
         if isinstance(event, BidSubmitted) and (why := self._misstated(event)):
@@ -369,7 +383,7 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            self._unconfirmed.append(await self.bus.send(decision))
+            await self.bus.send(decision, cause=self._causes.get(auction.task_id))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 why = decision.lean.why if decision.lean else decision.detail
@@ -407,19 +421,29 @@ class Auctioneer:
             self._forget(task_id)
 
     async def _commit(self, partitions: set[TopicPartition]) -> None:
-        """Commits up to the oldest open auction, once every decision sent is acknowledged."""
-        await asyncio.gather(*self._unconfirmed)
-        self._unconfirmed.clear()
+        """Commits now up to the oldest open auction, once every decision sent is acknowledged
+        (the consumer's `Committer` sees to that, as for the commits made in passing)."""
+        await self.consumer.commit(self._safe(partitions))
+
+    def _safe(self, partitions: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Per partition, how far it may be committed: up to the first record of the oldest
+        auction still open there, so an open auction is always read again whole."""
         read = self.consumer.next_offsets
         safe = {tp: read[tp] for tp in partitions if tp in read}
         for task_id in self._active:
             for tp, first in self._first_offsets.get(task_id, {}).items():
                 if tp in safe:
                     safe[tp] = min(safe[tp], first)
-        await self.consumer.commit(safe)
+        return safe
 
     def _forget(self, task_id: str) -> None:
-        for table in (self.auctions, self._first_offsets, self._first_seen, self._closed_at):
+        for table in (
+            self.auctions,
+            self._first_offsets,
+            self._first_seen,
+            self._closed_at,
+            self._causes,
+        ):
             table.pop(task_id, None)
         self._active.discard(task_id)
 

@@ -24,6 +24,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 
 import asyncpg
@@ -81,6 +82,9 @@ class Recorder:
         self.group = bus.group(GROUP)
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP)
         self._pool: asyncpg.Pool | None = None
+        # Seconds the next batch, decoded, waited for the last one's transaction: what
+        # Postgres holds the recorder up by (`sale ingest-bench` prints it).
+        self.waited_for_postgres_s = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Migrates, then records batch after batch until `stop` is set."""
@@ -112,7 +116,7 @@ class Recorder:
         try:
             while not stop.is_set():
                 batch, offsets = await self._fetch(storing)
-                if storing is not None and not await storing:
+                if storing is not None and not await self._stored(storing):
                     return  # stopped while the database was away: the rest is redelivered
                 storing = None
                 if offsets:  # even when every record was dead-lettered: they are done with
@@ -124,6 +128,13 @@ class Recorder:
                 await asyncio.wait([storing])  # a stop mid-transaction: finish it, then leave
             await self.consumer.stop()
 
+    async def _stored(self, storing: asyncio.Task[bool]) -> bool:
+        start = time.perf_counter()
+        try:
+            return await storing
+        finally:
+            self.waited_for_postgres_s += time.perf_counter() - start
+
     async def _fetch(
         self, storing: asyncio.Task | None
     ) -> tuple[list[Incoming], dict[TopicPartition, int]]:
@@ -132,8 +143,10 @@ class Recorder:
         out while this batch decodes. The collector waits for the batch (`paused_gc`)."""
         batch: list[Incoming] = []
         seen = 0
-        with paused_gc():
+        with contextlib.ExitStack() as decoding:
             async for delivery in self.consumer.poll(POLL_S, max_records=BATCH_MAX):
+                if not seen:  # records are in: not while the fetch waits for them
+                    decoding.enter_context(paused_gc())
                 if (item := self._incoming(delivery)) is not None:
                     batch.append(item)
                 seen += 1

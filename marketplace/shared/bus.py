@@ -12,9 +12,13 @@ handler returns, so a crash means redelivery (handlers are idempotent), never lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
@@ -48,6 +52,21 @@ class Source:
 
 Handler = Callable[[Event, Source], Awaitable[None]]
 
+# `[broker] trace`: each record published carries, in this header, when it was sent and the
+# timings of the record it answers (`Stamp`), so one auction can be followed hop by hop
+# (`sale loadtest --trace`, marketplace.bench.trace). Off by default: it costs bytes per record.
+TRACE_HEADER = "sale-trace"
+Stamp = dict[str, Any]
+_answering: ContextVar[Stamp | None] = ContextVar("sale_answering", default=None)
+
+
+def stamp_of(source: Source, free: float, fetched: float, commit_s: float) -> Stamp:
+    """What a consumer knows of a record it answers: where it was read, since when the consumer
+    was free to read it (after its previous record and commit), when it had it, and how long
+    the commit before that took; all by `time.time()`, comparable across local processes."""
+    cause = [source.topic, source.partition, source.offset]
+    return {"cause": cause, "free": free, "fetched": fetched, "commit": commit_s}
+
 
 class PartitionOwner(Protocol):
     """A service that keeps state per partition: it must commit and forget a partition taken
@@ -56,9 +75,11 @@ class PartitionOwner(Protocol):
     async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
-async def _raw_body(message: Any) -> bytes:
-    """FastStream decoder that hands over the bytes untouched; we decode with the schemas."""
-    return message.body
+async def _as_received(message: Any) -> tuple[bytes, Any]:
+    """FastStream decoder that hands over the bytes untouched (we decode with the schemas) and
+    the record they came in. A handler taking FastStream's message as an argument instead would
+    have it injected through a worker thread, several thread hops per record."""
+    return message.body, message.raw_message
 
 
 class Bus:
@@ -87,28 +108,46 @@ class Bus:
             security=faststream_security(config),
         )
         self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
+        self._subscriptions: list[_Subscription] = []
+        self._unconfirmed: set[asyncio.Future] = set()
 
     async def publish(self, event: Event) -> None:
         """Publishes and waits for the broker's acknowledgement."""
         await self.send(event, confirm=True)
 
-    async def send(self, event: Event, confirm: bool = False) -> asyncio.Future | None:
+    async def send(
+        self, event: Event, confirm: bool = False, cause: Stamp | None = None
+    ) -> asyncio.Future | None:
         """Publishes; without `confirm`, returns a future to await before relying on delivery.
 
         Records of one key keep their order. Lets a service pipeline many decisions and
-        confirm them together, e.g. before committing the offsets they answer.
+        confirm them together, e.g. before committing the offsets they answer. `cause`: when
+        tracing, the stamp of the record this one answers (default: the one being handled).
         """
-        return await self.broker.publish(
+        sent = await self.broker.publish(
             encode(event, self.config.max_record_bytes),
             topic=self.topics.for_event(event),
             key=event.key.encode(),
-            headers=self._headers(event),
+            headers=self._headers(event, cause),
             no_confirm=not confirm,
         )
+        if not confirm and isinstance(sent, asyncio.Future) and not sent.done():
+            self._unconfirmed.add(sent)
+            sent.add_done_callback(self._unconfirmed.discard)
+        return sent
 
-    def _headers(self, event: Event) -> dict[str, str]:
+    def unconfirmed(self) -> list[asyncio.Future]:
+        """The records sent without `confirm` that the broker has not acknowledged yet: a
+        consumer commits past what caused them only once they are (`Committer`)."""
+        return list(self._unconfirmed)
+
+    def _headers(self, event: Event, cause: Stamp | None = None) -> dict[str, str]:
         signed = self.signer.headers(event) if self.signer is not None else {}
-        return {"type": event.type, **signed}
+        headers = {"type": event.type, **signed}
+        if self.config.trace:
+            stamp = {**(cause or _answering.get() or {}), "sent": time.time(), "by": self.producer}
+            headers[TRACE_HEADER] = json.dumps(stamp)
+        return headers
 
     def subscribe(
         self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
@@ -122,32 +161,52 @@ class Bus:
         """
 
         group = self.group(group)
+        subscription = _Subscription(self, group)
 
-        async def on_record(body: bytes, message: KafkaMessage) -> None:
-            record = message.raw_message
+        async def on_record(received: Any) -> None:
+            fetched = time.time()
+            body, record = received
             source = Source(
                 record.topic, record.partition, record.offset, record.key, tuple(record.headers)
             )
-            event = await self.receive(body, source, group)
-            if event is None:
-                return
+            subscription.idle.clear()
             try:
-                await handler(event, source)
-            except Exception as exc:
-                log.exception("%s failed on %s at %s", group, event.type, source)
-                await self.dead_letter(source, body, group, f"handler failed: {exc!r}")
+                event = await self.receive(body, source, group)
+                if event is not None:
+                    cause = subscription.stamp(source, fetched)
+                    await self._handle(handler, event, source, body, group, cause)
+                subscription.handled(record)
+            finally:
+                subscription.idle.set()
 
-        self.broker.subscriber(
+        subscription.subscriber = self.broker.subscriber(
             *(self.topics.prefix + s for s in streams),
             group_id=group,
             auto_offset_reset="earliest" if from_start else "latest",
-            ack_policy=AckPolicy.ACK,
-            decoder=_raw_body,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_as_received,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_poll_interval_ms=self.config.max_poll_interval_ms,
-        )(on_record)
+            listener=_SubscriptionRebalance(subscription),
+        )
+        subscription.subscriber(on_record)
+        self._subscriptions.append(subscription)
+
+    async def _handle(
+        self, handler: Handler, event: Event, source: Source, body: bytes, group: str, cause: Stamp
+    ) -> None:
+        """Calls the handler with `cause` as the record answered; one that fails dead-letters
+        the record."""
+        answering = _answering.set(cause)
+        try:
+            await handler(event, source)
+        except Exception as exc:
+            log.exception("%s failed on %s at %s", group, event.type, source)
+            await self.dead_letter(source, body, group, f"handler failed: {exc!r}")
+        finally:
+            _answering.reset(answering)
 
     def group(self, name: str) -> str:
         return self.topics.prefix + name
@@ -232,12 +291,17 @@ class Bus:
         await self.broker.start()
 
     async def stop_consuming(self) -> None:
-        """Stops the subscribers, letting a handler that is running finish (for a while);
-        the producer stays up, so a service can still say goodbye."""
+        """Stops the subscribers, letting a handler that is running finish (for a while) and
+        committing what was handled; the producer stays up, so a service can still say
+        goodbye."""
+        for subscription in self._subscriptions:
+            await subscription.drain()
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
 
     async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            await subscription.drain()
         await self.broker.stop()
 
     async def __aenter__(self) -> Bus:
@@ -246,6 +310,159 @@ class Bus:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+COMMIT_INTERVAL_S = 0.2  # the most a crash makes a consumer read again, in time
+DRAIN_S = 15.0  # how long stopping waits for a handler that is running
+
+
+class Committer:
+    """Commits a consumer's offsets off its path: the consumer says what it has safely done
+    (`want`) and goes on reading; a background task commits it, at most one commit in flight
+    and one every `interval_s`, each covering everything wanted so far (a batch of records
+    costs one commit, an idle consumer none).
+
+    At least once: before committing, it waits for every record the bus sent until then to be
+    acknowledged, so what a record caused is in the log before its offset is committed. A send
+    that failed is kept in `failure` and nothing is committed from then on: the records are
+    read again after a restart (the services are idempotent)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        group: str,
+        consumer: Callable[[], AIOKafkaConsumer | None],
+        interval_s: float = COMMIT_INTERVAL_S,
+    ) -> None:
+        self.bus = bus
+        self.group = group
+        self.interval_s = interval_s
+        self.commit_s = 0.0  # how long the consumer last waited for a commit (the trace's)
+        self.failure: BaseException | None = None
+        self._consumer = consumer
+        self._wanted: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._first: set[asyncio.Task] = set()
+
+    def want(self, offsets: dict[TopicPartition, int]) -> None:
+        """Offsets (next to read) that may be committed; committed soon, not now. A partition
+        never committed here is committed at once: a group that starts from the end of a
+        partition has no offset there to be read again from until its first commit."""
+        self._wanted.update(offsets)
+        if any(tp not in self._committed for tp in offsets):
+            self._first.add(asyncio.create_task(self.flush()))
+            self._first.difference_update([t for t in self._first if t.done()])
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+            await asyncio.sleep(self.interval_s)
+
+    async def flush(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Commits now what is wanted (on `partitions`, default all), after any commit in
+        flight; a commit that fails is logged and left: the records are read again."""
+        async with self._lock:
+            wanted = {
+                tp: o
+                for tp, o in self._wanted.items()
+                if (partitions is None or tp in partitions) and self._committed.get(tp) != o
+            }
+            consumer = self._consumer()
+            if not wanted or consumer is None or not await self._confirmed():
+                return
+            try:
+                await consumer.commit(wanted)
+            except KafkaError as exc:
+                log.warning("%s: offset commit failed (%r): records are re-read", self.group, exc)
+                return
+            self._committed.update(wanted)
+
+    async def _confirmed(self) -> bool:
+        """Waits for the bus's unacknowledged sends; False once one of them has failed."""
+        if self.failure is None:
+            for sent in await asyncio.gather(*self.bus.unconfirmed(), return_exceptions=True):
+                if isinstance(sent, BaseException):
+                    log.error(
+                        "%s: a record sent was not acknowledged (%r): offsets are no "
+                        "longer committed, a restart reads again",
+                        self.group,
+                        sent,
+                    )
+                    self.failure = sent
+        return self.failure is None
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._wanted.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    async def close(self) -> None:
+        """Commits what is wanted, then stops the background task."""
+        await asyncio.gather(*self._first, return_exceptions=True)
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _Subscription:
+    """One `Bus.subscribe`: each record its handler has finished with is committed (soon, by a
+    `Committer`), so a crash means redelivery, never loss. Keeps when the consumer was last
+    free to take a record, for the trace."""
+
+    def __init__(self, bus: Bus, group: str) -> None:
+        self.group = group
+        self.subscriber: Any = None  # FastStream's, which owns the consumer
+        self.free = time.time()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.committer = Committer(bus, group, lambda: self.consumer)
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """The subscriber's consumer; None before start and on FastStream's in-memory broker."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        return consumer if isinstance(consumer, AIOKafkaConsumer) else None
+
+    def stamp(self, source: Source, fetched: float) -> Stamp:
+        return stamp_of(source, self.free, fetched, self.committer.commit_s)
+
+    def handled(self, record: Any) -> None:
+        if self.consumer is not None:
+            self.committer.want({TopicPartition(record.topic, record.partition): record.offset + 1})
+        self.free = time.time()
+
+    async def drain(self) -> None:
+        """Takes no more records, lets the one in hand finish (for a while), commits."""
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.pause(*consumer.assignment())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), DRAIN_S)
+        await self.committer.close()
+
+
+class _SubscriptionRebalance(ConsumerRebalanceListener):
+    """Commits what was handled on partitions before they go to another member."""
+
+    def __init__(self, subscription: _Subscription) -> None:
+        self.subscription = subscription
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.subscription.committer.flush(set(revoked))
+        self.subscription.committer.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
 
 
 def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
@@ -295,6 +512,7 @@ class Delivery:
     event: Event | None
     source: Source
     body: bytes
+    fetched: float = 0.0  # when the fetch that brought it returned (time.time())
 
 
 class PartitionedConsumer:
@@ -319,8 +537,9 @@ class PartitionedConsumer:
         self.topics = [bus.topics.prefix + s for s in streams]
         self.next_offsets: dict[TopicPartition, int] = {}
         self.catching_up: set[TopicPartition] = set()
-        self._committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self.committer = Committer(bus, self.group, lambda: self._consumer)
+        self.free = time.time()  # when the last poll began: the consumer was free to read
 
     async def start(self) -> None:
         config = self.bus.config
@@ -340,6 +559,7 @@ class PartitionedConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
+        await self.committer.close()
         if self._consumer is not None:
             await self._consumer.stop()
 
@@ -366,9 +586,11 @@ class PartitionedConsumer:
     ) -> AsyncIterator[Delivery]:
         """The records of one fetch, in order per partition. A record's offset counts as read
         once the caller asks for the next one, so a record being handled is never committed."""
+        self.free = time.time()
         fetched = await self._consumer.getmany(
             timeout_ms=int(timeout_s * 1000), max_records=max_records
         )
+        now = time.time()
         for tp, records in fetched.items():
             for record in records:
                 source = Source(
@@ -376,7 +598,7 @@ class PartitionedConsumer:
                 )
                 body = record.value if record.value is not None else b""
                 event = await self.bus.receive(body, source, self.group)
-                yield Delivery(event, source, body)
+                yield Delivery(event, source, body, now)
                 self.next_offsets[tp] = record.offset + 1
 
     async def caught_up(self) -> list[int]:
@@ -391,15 +613,20 @@ class PartitionedConsumer:
         return done
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        changed = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
-        if not changed:
-            return
-        try:
-            await self._consumer.commit(changed)
-        except KafkaError as exc:
-            log.warning("%s: offset commit failed (%r): records will be re-read", self.group, exc)
-            return
-        self._committed.update(changed)
+        """Commits `offsets` now (what is not committed already), once every record the bus
+        sent before is acknowledged."""
+        self.committer.want(offsets)
+        start = time.time()
+        await self.committer.flush(set(offsets))
+        self.committer.commit_s = time.time() - start
+
+    def commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commits `offsets` off the caller's path, within `COMMIT_INTERVAL_S` (`Committer`)."""
+        self.committer.want(offsets)
+
+    def stamp(self, delivery: Delivery) -> Stamp:
+        """The trace stamp of a delivery this consumer polled (see `TRACE_HEADER`)."""
+        return stamp_of(delivery.source, self.free, delivery.fetched, self.committer.commit_s)
 
     def assigned(self, partitions: set[TopicPartition]) -> None:
         log.info(
@@ -413,9 +640,9 @@ class PartitionedConsumer:
         """The owner commits what it safely can and forgets the partitions; then so do we."""
         if self.owner is not None:
             await self.owner.revoked(partitions)
+        self.committer.forget(partitions)
         for tp in partitions:
             self.next_offsets.pop(tp, None)
-            self._committed.pop(tp, None)
             self.catching_up.discard(tp)
 
 

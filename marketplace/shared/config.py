@@ -28,6 +28,7 @@ from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Wei
 CONFIG_ENV = "SALE_CONFIG"
 ExecutorStyle = Literal["chat", "complete", "continue"]
 SearcherStyle = Literal["plain", "short", "example"]  # agents.prompts.SEARCHERS (docs/search.md)
+DEFAULT_SEARCHER: SearcherStyle = "short"  # chosen on fanoutqa-dev (docs/search.md)
 SERVICES = (
     "monitor",
     "auctioneer",
@@ -77,6 +78,10 @@ class BrokerConfig(Section):
         ge=0,
         le=MAX_EXCERPT,
         description="how much of a bad record a dead letter keeps",
+    )
+    trace: bool = Field(
+        default=False,
+        description="stamp each record with the timings of the one it answers (a benchmark's)",
     )
     # The broker's own authentication (marketplace.shared.kafka_auth); secrets come from the
     # environment variables named here, never from this file.
@@ -206,7 +211,7 @@ class AgentConfig(Section):
         description="search: prompt and generated tokens of all the loop's calls together",
     )
     searcher: SearcherStyle = Field(
-        default="plain",
+        default=DEFAULT_SEARCHER,
         description="search: the tool loop's system prompt (agents.prompts.SEARCHERS), chosen "
         "on the FanOutQA development split (docs/search.md)",
     )

@@ -4,6 +4,7 @@ figures must keep working (both once stalled for want of keys, and nothing notic
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -40,3 +41,41 @@ def test_the_ingest_benchmark_records_every_signed_event(broker_config: BrokerCo
     assert "every decision verified" in done.stdout
     assert "every signature and decision verified" in done.stdout  # sale replay --verify's work
     assert "× raw" in done.stdout
+
+
+def test_a_small_sweep_prints_each_row_the_paced_one_and_the_share_of_the_raw_rate(
+    broker_config: BrokerConfig,
+) -> None:
+    done = sale(
+        "loadtest",
+        "--agent-counts",
+        "3",
+        "--auctions",
+        "20",
+        "--in-flight",
+        "4",
+        "--max-in-flight",
+        "8",
+        broker=broker_config,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("raw broker") for line in lines), done.stdout
+    rows = [line.split()[0] for line in lines if "msg/s" in line and "CPU" in line]
+    assert rows[:1] == ["4"] and rows[-1] == "paced", done.stdout
+    assert any("% of the raw broker rate" in line for line in lines), done.stdout
+
+
+def test_scaled_out_every_auction_is_decided_once_and_every_event_recorded_once(
+    broker_config: BrokerConfig,
+) -> None:
+    done = sale("loadtest", "--scale-out", "20", broker=broker_config)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0]: line.split(":", 1)[1] for line in done.stdout.splitlines()}
+    for where in ("AuctionClosed in Kafka", "AuctionClosed in Postgres"):
+        assert lines[where].split()[0] == "20/20", done.stdout
+        assert "(0 with more, 0 with none)" in lines[where], done.stdout
+    counts = [int(word) for word in re.findall(r"\d+", lines["events"])]
+    assert len(set(counts)) == 1 and counts[0] > 20 * 10, done.stdout
+    closed_by = [int(n) for n in lines["auctions closed by each auctioneer process"].split(",")]
+    assert len(closed_by) == 3 and sum(closed_by) == 21, done.stdout  # the warm-up's too

@@ -205,7 +205,15 @@ async def test_a_model_failure_ends_the_loop_keeping_what_was_spent() -> None:
 async def test_the_plan_that_won_is_in_the_first_prompt() -> None:
     _, llm = await loop(["answer: Tacoma"], plan="1. search: Dune author")
     assert "A plan you may follow:\n1. search: Dune author" in llm.calls[0][1]["content"]
-    assert llm.calls[0][0]["content"] == prompts.SEARCHER
+    assert llm.calls[0][0]["content"] == prompts.SEARCHERS["short"]  # the chosen default
+
+
+async def test_each_searcher_variant_is_the_plain_rules_and_its_own_addition() -> None:
+    for style, text in prompts.SEARCHERS.items():
+        assert text.startswith(prompts.SEARCHER)
+        messages = prompts.search(TASK, "", style)
+        assert messages[0]["content"] == text and messages[1]["content"].startswith("Question:")
+    assert len(set(prompts.SEARCHERS.values())) == len(prompts.SEARCHERS)
 
 
 @pytest.mark.parametrize(
