@@ -54,10 +54,11 @@ class AgentService:
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
-        """Sends the answers without waiting for the broker: the offset of `event` is committed
-        only once they are acknowledged (`bus.Committer`), so none is lost."""
+        """Publishes each answer and waits for the broker's acknowledgement: the aiokafka
+        producer (0.14) can leave a record queued behind one in flight unsent until its next
+        send, which stalled auctions for a whole window in `sale loadtest` (docs in README)."""
         for answer in await self.agent.respond(event):
-            await self.bus.send(answer)
+            await self.bus.publish(answer)
 
     async def _beat(self) -> None:
         await self.bus.joined()  # announce ourselves only once we can hear the next task
