@@ -54,9 +54,9 @@ class AgentService:
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
-        """Publishes each answer and waits for the broker's acknowledgement: the aiokafka
-        producer (0.14) can leave a record queued behind one in flight unsent until its next
-        send, which stalled auctions for a whole window in `sale loadtest` (docs in README)."""
+        """Publishes each answer and waits for the broker's acknowledgement: sent without
+        waiting, a record queued behind one in flight to the same partition was seen to stay
+        unsent until the producer's next send (aiokafka 0.14), and an auction to wait for it."""
         for answer in await self.agent.respond(event):
             await self.bus.publish(answer)
 

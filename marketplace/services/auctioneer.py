@@ -383,9 +383,9 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            # Acknowledged one by one: the aiokafka producer (0.14) can leave a record queued
-            # behind one in flight unsent until its next send (a stalled auction); a record
-            # per round trip costs about a millisecond of this loop per decision.
+            # Acknowledged one by one: a record queued behind one in flight to the same
+            # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
+            # It costs this loop a round trip per decision.
             await self.bus.send(decision, confirm=True, cause=self._causes.get(auction.task_id))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
