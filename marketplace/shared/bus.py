@@ -6,7 +6,8 @@ dead-lettering. A record that is not a valid event for its topic (or is over the
 handler fails, is published to `dlq` as a bounded excerpt with its size, digest and reason, and
 the consumer goes on with the next record; if even that cannot be published, it is logged and
 the consumer still goes on: one record never stops a consumer. Offsets are committed after the
-handler returns, so a crash means redelivery (handlers are idempotent), never loss.
+handler returns, so a crash means redelivery (handlers are idempotent), never loss; they are
+committed off the consumer's path (`Committer`), in batches, at most `COMMIT_INTERVAL_S` behind.
 """
 
 from __future__ import annotations
