@@ -164,6 +164,10 @@ class Auctioneer:
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
+        # The round's decisions acknowledged before the next poll (a round trip per round, not
+        # per decision): sent without waiting, a record queued behind one in flight to the same
+        # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
+        await self.bus.confirmed()
         self._hold_tasks()
         if self.consumer.committer.failure is not None:  # a decision the log may not hold
             raise self.consumer.committer.failure
@@ -383,10 +387,7 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            # Acknowledged one by one: a record queued behind one in flight to the same
-            # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
-            # It costs this loop a round trip per decision.
-            await self.bus.send(decision, confirm=True, cause=self._causes.get(auction.task_id))
+            await self.bus.send(decision, cause=self._causes.get(auction.task_id))
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 why = decision.lean.why if decision.lean else decision.detail

@@ -137,6 +137,10 @@ class Bus:
             sent.add_done_callback(self._unconfirmed.discard)
         return sent
 
+    async def confirmed(self) -> None:
+        """Waits until every record sent so far is acknowledged (one that failed raises)."""
+        await asyncio.gather(*self.unconfirmed())
+
     def unconfirmed(self) -> list[asyncio.Future]:
         """The records sent without `confirm` that the broker has not acknowledged yet: a
         consumer commits past what caused them only once they are (`Committer`)."""
