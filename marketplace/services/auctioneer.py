@@ -12,7 +12,9 @@ by task id, so whoever owns partition p of `tasks` owns partition p of `bids`, `
 Restarts and rebalances: a new owner reads its partitions from the last committed offsets and
 only folds events in until it has caught up with the high-water marks it saw; then it acts.
 Offsets are committed only up to the first event of the oldest auction still open, so an open
-auction is always rebuilt whole and a closed one is never decided again.
+auction is always rebuilt whole and a closed one is never decided again; they are committed off
+the loop (`bus.Committer`, at most `COMMIT_INTERVAL_S` behind), after the decisions they answer
+are acknowledged, and at once when partitions are revoked or the service stops.
 
 Backpressure (`[admission]`): an instance keeps at most `open_per_agent` auctions per live
 agent open (and never more than `max_open`). Further tasks wait their turn, oldest offset first;
