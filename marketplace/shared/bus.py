@@ -602,9 +602,25 @@ class PartitionedConsumer:
                     record.topic, record.partition, record.offset, record.key, tuple(record.headers)
                 )
                 body = record.value if record.value is not None else b""
+                self._check_contiguous(tp, record.offset)
                 event = await self.bus.receive(body, source, self.group)
                 yield Delivery(event, source, body, now)
                 self.next_offsets[tp] = record.offset + 1
+
+    def _check_contiguous(self, tp: TopicPartition, offset: int) -> None:
+        """Warns when a fetch skips offsets: the marketplace's topics are neither compacted nor
+        transactional, so the records in between exist and were never delivered (seen on Tansu
+        under concurrent appends to one partition; an auction then waits out its window)."""
+        expected = self.next_offsets.get(tp)
+        if expected is not None and offset > expected:
+            log.warning(
+                "%s: %s[%d] skipped offsets %d to %d: those records were not delivered",
+                self.group,
+                tp.topic,
+                tp.partition,
+                expected,
+                offset - 1,
+            )
 
     async def caught_up(self) -> list[int]:
         """Checks the partitions still catching up; returns the numbers of those whose every
