@@ -317,6 +317,7 @@ class Bus:
         await self.stop()
 
 
+REREAD_TRIES = 5  # fetches that may skip the same offset before it is taken as a gap
 COMMIT_INTERVAL_S = 0.2  # the most a crash makes a consumer read again, in time
 DRAIN_S = 15.0  # how long stopping waits for a handler that is running
 
@@ -545,6 +546,7 @@ class PartitionedConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self.committer = Committer(bus, self.group, lambda: self._consumer)
         self.free = time.time()  # when the last poll began: the consumer was free to read
+        self._rereading: dict[TopicPartition, tuple[int, int]] = {}  # → (offset, tries)
 
     async def start(self) -> None:
         config = self.bus.config
@@ -598,29 +600,41 @@ class PartitionedConsumer:
         now = time.time()
         for tp, records in fetched.items():
             for record in records:
+                if self._skipped(tp, record.offset):
+                    break  # read again from the first missing offset, next fetch
                 source = Source(
                     record.topic, record.partition, record.offset, record.key, tuple(record.headers)
                 )
                 body = record.value if record.value is not None else b""
-                self._check_contiguous(tp, record.offset)
                 event = await self.bus.receive(body, source, self.group)
                 yield Delivery(event, source, body, now)
                 self.next_offsets[tp] = record.offset + 1
 
-    def _check_contiguous(self, tp: TopicPartition, offset: int) -> None:
-        """Warns when a fetch skips offsets: the marketplace's topics are neither compacted nor
-        transactional, so the records in between exist and were never delivered (seen on Tansu
-        under concurrent appends to one partition; an auction then waits out its window)."""
+    def _skipped(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether a fetch skipped offsets before `offset`, and the partition was sent back to
+        read them. The marketplace's topics are neither compacted nor transactional, so the
+        records in between exist; seen on Tansu under concurrent appends to one partition, where
+        an auction then waited out its window for the record never delivered. After
+        `REREAD_TRIES` the skip is taken as a real gap, with its warning."""
         expected = self.next_offsets.get(tp)
-        if expected is not None and offset > expected:
-            log.warning(
-                "%s: %s[%d] skipped offsets %d to %d: those records were not delivered",
-                self.group,
-                tp.topic,
-                tp.partition,
-                expected,
-                offset - 1,
-            )
+        if expected is None or offset <= expected:
+            return False
+        at, tries = self._rereading.get(tp, (expected, 0))
+        tries = tries + 1 if at == expected else 1
+        self._rereading[tp] = (expected, tries)
+        log.warning(
+            "%s: %s[%d] skipped offsets %d to %d (%s)",
+            self.group,
+            tp.topic,
+            tp.partition,
+            expected,
+            offset - 1,
+            "reading them again" if tries <= REREAD_TRIES else "taken as a gap",
+        )
+        if tries > REREAD_TRIES:
+            return False
+        self._consumer.seek(tp, expected)
+        return True
 
     async def caught_up(self) -> list[int]:
         """Checks the partitions still catching up; returns the numbers of those whose every
