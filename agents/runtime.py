@@ -54,10 +54,11 @@ class AgentService:
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
-        """Sends the answers without waiting for the broker: the offset of `event` is committed
-        only once they are acknowledged (`bus.Committer`), so none is lost."""
+        """Publishes each answer and waits for the broker's acknowledgement: sent without
+        waiting, a record queued behind one in flight to the same partition was seen to stay
+        unsent until the producer's next send (aiokafka 0.14), and an auction to wait for it."""
         for answer in await self.agent.respond(event):
-            await self.bus.send(answer)
+            await self.bus.publish(answer)
 
     async def _beat(self) -> None:
         await self.bus.joined()  # announce ourselves only once we can hear the next task

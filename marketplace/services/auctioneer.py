@@ -12,7 +12,9 @@ by task id, so whoever owns partition p of `tasks` owns partition p of `bids`, `
 Restarts and rebalances: a new owner reads its partitions from the last committed offsets and
 only folds events in until it has caught up with the high-water marks it saw; then it acts.
 Offsets are committed only up to the first event of the oldest auction still open, so an open
-auction is always rebuilt whole and a closed one is never decided again.
+auction is always rebuilt whole and a closed one is never decided again; they are committed off
+the loop (`bus.Committer`, at most `COMMIT_INTERVAL_S` behind), after the decisions they answer
+are acknowledged, and at once when partitions are revoked or the service stops.
 
 Backpressure (`[admission]`): an instance keeps at most `open_per_agent` auctions per live
 agent open (and never more than `max_open`). Further tasks wait their turn, oldest offset first;
@@ -164,6 +166,10 @@ class Auctioneer:
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
+        # The round's decisions acknowledged before the next poll (a round trip per round, not
+        # per decision): sent without waiting, a record queued behind one in flight to the same
+        # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
+        await self.bus.confirmed()
         self._hold_tasks()
         if self.consumer.committer.failure is not None:  # a decision the log may not hold
             raise self.consumer.committer.failure

@@ -6,7 +6,8 @@ dead-lettering. A record that is not a valid event for its topic (or is over the
 handler fails, is published to `dlq` as a bounded excerpt with its size, digest and reason, and
 the consumer goes on with the next record; if even that cannot be published, it is logged and
 the consumer still goes on: one record never stops a consumer. Offsets are committed after the
-handler returns, so a crash means redelivery (handlers are idempotent), never loss.
+handler returns, so a crash means redelivery (handlers are idempotent), never loss; they are
+committed off the consumer's path (`Committer`), in batches, at most `COMMIT_INTERVAL_S` behind.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class Bus:
             self._unconfirmed.add(sent)
             sent.add_done_callback(self._unconfirmed.discard)
         return sent
+
+    async def confirmed(self) -> None:
+        """Waits until every record sent so far is acknowledged (one that failed raises)."""
+        await asyncio.gather(*self.unconfirmed())
 
     def unconfirmed(self) -> list[asyncio.Future]:
         """The records sent without `confirm` that the broker has not acknowledged yet: a
@@ -312,6 +317,7 @@ class Bus:
         await self.stop()
 
 
+REREAD_TRIES = 5  # fetches that may skip the same offset before it is taken as a gap
 COMMIT_INTERVAL_S = 0.2  # the most a crash makes a consumer read again, in time
 DRAIN_S = 15.0  # how long stopping waits for a handler that is running
 
@@ -540,6 +546,7 @@ class PartitionedConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self.committer = Committer(bus, self.group, lambda: self._consumer)
         self.free = time.time()  # when the last poll began: the consumer was free to read
+        self._rereading: dict[TopicPartition, tuple[int, int]] = {}  # → (offset, tries)
 
     async def start(self) -> None:
         config = self.bus.config
@@ -593,6 +600,8 @@ class PartitionedConsumer:
         now = time.time()
         for tp, records in fetched.items():
             for record in records:
+                if self._skipped(tp, record.offset):
+                    break  # read again from the first missing offset, next fetch
                 source = Source(
                     record.topic, record.partition, record.offset, record.key, tuple(record.headers)
                 )
@@ -600,6 +609,32 @@ class PartitionedConsumer:
                 event = await self.bus.receive(body, source, self.group)
                 yield Delivery(event, source, body, now)
                 self.next_offsets[tp] = record.offset + 1
+
+    def _skipped(self, tp: TopicPartition, offset: int) -> bool:
+        """Whether a fetch skipped offsets before `offset`, and the partition was sent back to
+        read them. The marketplace's topics are neither compacted nor transactional, so the
+        records in between exist; seen on Tansu under concurrent appends to one partition, where
+        an auction then waited out its window for the record never delivered. After
+        `REREAD_TRIES` the skip is taken as a real gap, with its warning."""
+        expected = self.next_offsets.get(tp)
+        if expected is None or offset <= expected:
+            return False
+        at, tries = self._rereading.get(tp, (expected, 0))
+        tries = tries + 1 if at == expected else 1
+        self._rereading[tp] = (expected, tries)
+        log.warning(
+            "%s: %s[%d] skipped offsets %d to %d (%s)",
+            self.group,
+            tp.topic,
+            tp.partition,
+            expected,
+            offset - 1,
+            "reading them again" if tries <= REREAD_TRIES else "taken as a gap",
+        )
+        if tries > REREAD_TRIES:
+            return False
+        self._consumer.seek(tp, expected)
+        return True
 
     async def caught_up(self) -> list[int]:
         """Checks the partitions still catching up; returns the numbers of those whose every
