@@ -122,10 +122,11 @@ async def bench_report(
         + f"\n\nEvaluation: {' '.join(test_specs)} ({len(test.complete_tasks())} tasks in the "
         f"matrix, {len(test.complete_tasks(plans=True))} with every agent's bid and review, "
         f"{len(test.unchecked & set(test.complete_tasks()))} that print no example to check). "
-        f"kNN trained and weights fitted on {' '.join(train_specs)} "
+        f"kNN trained on {' '.join(train_specs)} "
         f"({len(train.complete_tasks())} tasks, {len(train.complete_tasks(plans=True))} with "
         f"bids and reviews). Input/output prices per million tokens (CPU-seconds): "
-        f"{price_text(prices)}. Weights: {config.auction.weights.model_dump()}.\n\n"
+        f"{price_text(prices)}. The paper's weights (from the config; `sale weights fit` fits "
+        f"them): {config.auction.weights.model_dump()}.\n\n"
         + ("![shares over time](shares_over_time.png)\n" if shares else "")
     )
     (out / "README.md").write_text(text)
