@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -171,9 +171,7 @@ class Bus:
         async def on_record(received: Any) -> None:
             fetched = time.time()
             body, record = received
-            source = Source(
-                record.topic, record.partition, record.offset, record.key, tuple(record.headers)
-            )
+            source = _source(record)
             subscription.idle.clear()
             try:
                 event = await self.receive(body, source, group)
@@ -222,22 +220,40 @@ class Bus:
         a type or identity its key may not produce).
 
         Never raises: whatever is wrong with the record is its dead letter's reason."""
-        body = body or b""  # a tombstone (no value) holds no event either
+        return (await self.receive_many([(body, source)], group))[0]
+
+    async def receive_many(
+        self, records: Sequence[tuple[bytes | None, Source]], group: str
+    ) -> list[Event | None]:
+        """`receive` of each record of a fetch, in order. The signatures of a large batch are
+        checked on every core while the event loop runs on (`signing.Keyring.check_many`)."""
+        read = [self._read(body or b"", source, group) for body, source in records]
+        signed = [
+            i
+            for i, (event, _) in enumerate(read)
+            if event is not None and records[i][1].topic != self.topics.dlq
+        ]
+        items = [(read[i][0], signing.header_map(records[i][1].headers)) for i in signed]
+        refusals = await self.trust.check_many(items)
+        for i, refused in zip(signed, refusals, strict=True):
+            if refused is not None:
+                read[i] = (None, refused)
+        received: list[Event | None] = []
+        for (body, source), (event, reason) in zip(records, read, strict=True):
+            if event is None:
+                await self.dead_letter(source, body or b"", group, reason)
+            received.append(event)
+        return received
+
+    def _read(self, body: bytes, source: Source, group: str) -> tuple[Event | None, str]:
+        """The event in a record's bytes, or None and why not."""
         try:
-            event = self._decode(body, source.topic)
-            refused = None
-            if source.topic != self.topics.dlq:
-                refused = self.trust.check(event, signing.header_map(source.headers))
-            if refused is None:
-                return event
-            reason = refused
+            return self._decode(body, source.topic), ""
         except EventDecodeError as exc:
-            reason = str(exc)
+            return None, str(exc)
         except Exception as exc:  # a record must not find a way to stop its consumer
             log.exception("%s: unexpected failure reading a record", group)
-            reason = f"could not be read: {exc!r}"
-        await self.dead_letter(source, body, group, reason)
-        return None
+            return None, f"could not be read: {exc!r}"
 
     def _decode(self, body: bytes, topic: str) -> Event:
         event = decode(body, self.config.max_record_bytes)
@@ -510,6 +526,11 @@ async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartit
     return True
 
 
+def _source(record: Any) -> Source:
+    """Where a record fetched by aiokafka was read."""
+    return Source(record.topic, record.partition, record.offset, record.key, tuple(record.headers))
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One record as read: its event (None when it held none and went to `dlq`), where it was
@@ -598,26 +619,31 @@ class PartitionedConsumer:
             timeout_ms=int(timeout_s * 1000), max_records=max_records
         )
         now = time.time()
-        for tp, records in fetched.items():
-            for record in records:
-                if self._skipped(tp, record.offset):
-                    break  # read again from the first missing offset, next fetch
-                source = Source(
-                    record.topic, record.partition, record.offset, record.key, tuple(record.headers)
-                )
-                body = record.value if record.value is not None else b""
-                event = await self.bus.receive(body, source, self.group)
-                yield Delivery(event, source, body, now)
-                self.next_offsets[tp] = record.offset + 1
+        kept = [
+            (tp, record) for tp, records in fetched.items() for record in self._kept(tp, records)
+        ]
+        bodies = [(r.value if r.value is not None else b"", _source(r)) for _, r in kept]
+        events = await self.bus.receive_many(bodies, self.group)
+        for (tp, record), (body, source), event in zip(kept, bodies, events, strict=True):
+            yield Delivery(event, source, body, now)
+            self.next_offsets[tp] = record.offset + 1
 
-    def _skipped(self, tp: TopicPartition, offset: int) -> bool:
-        """Whether a fetch skipped offsets before `offset`, and the partition was sent back to
-        read them. The marketplace's topics are neither compacted nor transactional, so the
-        records in between exist; seen on Tansu under concurrent appends to one partition, where
-        an auction then waited out its window for the record never delivered. After
-        `REREAD_TRIES` the skip is taken as a real gap, with its warning."""
+    def _kept(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """The records of a fetch up to any offset it skipped (`_skipped`)."""
         expected = self.next_offsets.get(tp)
-        if expected is None or offset <= expected:
+        for i, record in enumerate(records):
+            if expected is not None and self._skipped(tp, expected, record.offset):
+                return records[:i]  # read again from the first missing offset, next fetch
+            expected = record.offset + 1
+        return records
+
+    def _skipped(self, tp: TopicPartition, expected: int, offset: int) -> bool:
+        """Whether a fetch skipped offsets from `expected` to before `offset`, and the partition
+        was sent back to read them. The marketplace's topics are neither compacted nor
+        transactional, so the records in between exist; seen on Tansu under concurrent appends
+        to one partition, where an auction then waited out its window for the record never
+        delivered. After `REREAD_TRIES` the skip is taken as a real gap, with its warning."""
+        if offset <= expected:
             return False
         at, tries = self._rereading.get(tp, (expected, 0))
         tries = tries + 1 if at == expected else 1

@@ -11,6 +11,11 @@ reason by the bus and changes nothing.
 
 Rotation without downtime: a keyring may hold several keys of one principal; all are valid
 until removed, and a keyring file is read again when a key id it did not know turns up.
+
+Keys are kept as `cryptography` objects (files, PEM, the keyring's text); signing and checking,
+once per record in every consumer, go through libsodium (PyNaCl): the same Ed25519, about twice
+as fast here as OpenSSL's; `Keyring.check_many` verifies a large batch on every core
+(`signature_workers`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,25 @@ import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
-from cryptography.exceptions import InvalidSignature
+import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from nacl.exceptions import BadSignatureError
 
+from marketplace.shared import signature_workers
 from schemas.codec import encode
 from schemas.events import Event
 
@@ -97,12 +110,17 @@ class Signer:
     def public(self) -> Ed25519PublicKey:
         return self.private.public_key()
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id_of(self.public)
 
+    @cached_property
+    def _sodium(self) -> nacl.signing.SigningKey:
+        seed = self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return nacl.signing.SigningKey(seed)
+
     def headers(self, event: Event) -> dict[str, str]:
-        signature = self.private.sign(canonical(event))
+        signature = self._sodium.sign(canonical(event)).signature
         return {KEY_ID_HEADER: self.key_id, SIGNATURE_HEADER: base64.b64encode(signature).decode()}
 
 
@@ -114,6 +132,14 @@ class PublicKey:
     principal: str
     role: str
     public: Ed25519PublicKey
+
+    @cached_property
+    def raw(self) -> bytes:
+        return self.public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @cached_property
+    def sodium(self) -> nacl.signing.VerifyKey:
+        return nacl.signing.VerifyKey(self.raw)
 
 
 def permitted(key: PublicKey, event: Event) -> str | None:
@@ -153,6 +179,36 @@ class Keyring:
 
     def check(self, event: Event, headers: Mapping[str, bytes]) -> str | None:
         """Why the record holding `event` is not to be believed, or None when it is."""
+        claim = self._claim(event, headers)
+        if isinstance(claim, str):
+            return claim
+        key, message, signature = claim
+        try:
+            key.sodium.verify(message, signature)
+        except BadSignatureError:
+            return _mismatch(key)
+        return permitted(key, event)
+
+    async def check_many(
+        self, items: Sequence[tuple[Event, Mapping[str, bytes]]]
+    ) -> list[str | None]:
+        """`check` of each item, in order; a large batch's signatures are verified in worker
+        processes (`signature_workers`), on every core, while the event loop runs on."""
+        claims = [self._claim(event, headers) for event, headers in items]
+        pending = [(i, claim) for i, claim in enumerate(claims) if not isinstance(claim, str)]
+        verdicts = await signature_workers.verify_all(
+            [(key.raw, message, signature) for _, (key, message, signature) in pending]
+        )
+        found: list[str | None] = [c if isinstance(c, str) else None for c in claims]
+        for (i, (key, _, _)), verified in zip(pending, verdicts, strict=True):
+            found[i] = permitted(key, items[i][0]) if verified else _mismatch(key)
+        return found
+
+    def _claim(
+        self, event: Event, headers: Mapping[str, bytes]
+    ) -> str | tuple[PublicKey, bytes, bytes]:
+        """What a record claims (the key it names, the bytes it says were signed, the
+        signature), or why it claims nothing checkable."""
         key_id = headers.get(KEY_ID_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
         if not key_id or not signature:
@@ -161,10 +217,13 @@ class Keyring:
         if key is None:
             return f"signature: unknown key {key_id.decode(errors='replace')!r}"
         try:
-            key.public.verify(base64.b64decode(signature, validate=True), canonical(event))
-        except (InvalidSignature, ValueError):
-            return f"signature: does not match the event for key {key.key_id} ({key.principal})"
-        return permitted(key, event)
+            return key, canonical(event), base64.b64decode(signature, validate=True)
+        except ValueError:
+            return _mismatch(key)
+
+
+def _mismatch(key: PublicKey) -> str:
+    return f"signature: does not match the event for key {key.key_id} ({key.principal})"
 
 
 @dataclass
@@ -183,6 +242,14 @@ class Trust:
         """The reason to refuse a received event, or None; nothing is refused when signatures
         are not required."""
         return self.keyring.check(event, headers) if self.require else None
+
+    async def check_many(
+        self, items: Sequence[tuple[Event, Mapping[str, bytes]]]
+    ) -> list[str | None]:
+        """`check` of each item, in order (`Keyring.check_many`)."""
+        if not self.require:
+            return [None] * len(items)
+        return await self.keyring.check_many(items)
 
 
 _current = Trust()

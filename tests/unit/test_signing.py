@@ -71,6 +71,37 @@ def test_what_a_consumer_refuses_and_why(tmp_path: Path) -> None:
     assert "producer" in trust.check(close, headers(trust, "auctioneer", close))
 
 
+def mixed_batch(trust: signing.Trust) -> list[tuple[object, dict[str, bytes]]]:
+    """One record of each verdict: believed, unsigned, tampered with, unknown key, base64
+    that is not, and a key that may not produce the event."""
+    event = bid("a")
+    signed = headers(trust, "a", event)
+    stranger = signing.Signer("a", signing.Ed25519PrivateKey.generate())
+    close = AuctionClosed(producer="a", task_id="t", reason="no_bids")
+    return [
+        (event, signed),
+        (event, {}),
+        (event.model_copy(update={"price": 0.0}), signed),
+        (event, signing.header_map(stranger.headers(event).items())),
+        (event, {**signed, signing.SIGNATURE_HEADER: b"not base64!"}),
+        (close, headers(trust, "a", close)),
+    ]
+
+
+@pytest.mark.parametrize("copies", [1, 60], ids=["in this process", "in worker processes"])
+async def test_a_batch_gets_the_verdicts_of_one_check_each_in_order(
+    tmp_path: Path, copies: int
+) -> None:
+    """60 copies of the six records is over `POOL_FROM`: the signatures go to the workers."""
+    trust = make(tmp_path, a="agent")
+    batch = mixed_batch(trust) * copies
+    verdicts = await trust.check_many(batch)
+    assert verdicts == [trust.check(event, signed) for event, signed in batch]
+    assert verdicts[0] is None and verdicts[1] == "signature: unsigned record"
+    assert "does not match" in verdicts[2] and "does not match" in verdicts[4]
+    assert "unknown key" in verdicts[3] and "may not produce AuctionClosed" in verdicts[5]
+
+
 DECIDING = {"AuctionOpened", "BidRequested", "JuryCalled", "RefinementCalled"}
 DECIDING |= {"SubmissionRejected", "AuctionClosed", "TaskOutcome"}
 
