@@ -3,9 +3,13 @@
 A recorder's fetch or a replayed log is thousands of signatures, most of a consumer's CPU.
 Threads cannot share that out: libsodium lets go of the GIL while it verifies, but each thread
 must take the GIL back between two signatures, and behind an event loop that is busy (the
-recorder storing the previous batch) it waits a whole switch interval each time; measured on
-the 2-core machine, 20,000 checks in threads beside one busy thread took 45 s instead of 1 s.
-Processes have no such queue. This module imports nothing but PyNaCl: a worker starts fast.
+recorder storing the previous batch) it waits a whole switch interval each time, and a batch
+took many times longer than checking it in line. Processes have no such queue.
+
+Workers are spawned, not forked (the parent holds threads), so, as with any spawning in
+Python, a worker imports the program's main module again: a script of your own that runs a
+service must keep its start under `if __name__ == "__main__":`. If a worker cannot start, the
+batch is checked in the calling process, with a warning.
 """
 
 from __future__ import annotations
