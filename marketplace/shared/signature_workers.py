@@ -18,6 +18,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = max(2, os.cpu_count() or 2)
 POOL_FROM = 256  # below this many signatures, sending them to workers costs more than it saves
+PARENT_CHECK_S = 1.0
 Claim = tuple[bytes, bytes, bytes]  # (raw public key, message, signature)
 
 _pool: ProcessPoolExecutor | None = None
@@ -73,8 +76,25 @@ def _workers() -> ProcessPoolExecutor:
     """Started on first use, by spawning: the caller may hold threads a fork would copy."""
     global _pool
     if _pool is None:
-        _pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(
+            WORKERS,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_outlive_no_parent,
+            initargs=(os.getpid(),),
+        )
     return _pool
+
+
+def _outlive_no_parent(parent: int) -> None:
+    """In a worker: exits once its parent is gone, killed with no chance to stop the pool (a
+    crashed service must not leave workers behind)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="sale-parent-watch").start()
 
 
 def _shutdown() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,3 +244,42 @@ def test_a_public_key_made_elsewhere_is_registered_and_then_believed(tmp_path: P
             "agent",
             signing.public_text(Ed25519PrivateKey.generate().public_key()),
         )
+
+
+CHILD = """
+import asyncio, time
+import nacl.signing
+from marketplace.shared import signature_workers as workers
+key = nacl.signing.SigningKey.generate()
+claim = (bytes(key.verify_key), b"m", key.sign(b"m").signature)
+n = workers.POOL_FROM
+if __name__ == "__main__":
+    assert asyncio.run(workers.verify_all([claim] * n)) == [True] * n
+    print(*workers._pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_signature_workers_leave_with_a_service_killed_without_warning(tmp_path: Path) -> None:
+    """A kill -9 gives the pool no chance to stop its workers: they notice and exit."""
+    script = tmp_path / "service.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in child.stdout.readline().split()]
+        assert len(workers) >= 2 and all(_alive(pid) for pid in workers)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
