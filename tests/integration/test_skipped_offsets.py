@@ -40,7 +40,7 @@ async def test_the_services_consumer_reads_a_skipped_offset_again_in_order(
         try:
             async with asyncio.timeout(30):
                 while len(offsets) < len(sent):
-                    async for delivery in consumer.poll(0.2, max_records=2):
+                    async for delivery in consumer.poll(0.2, max_records=1):
                         offsets.append(delivery.source.offset)
                     if len(offsets) == 2 and len(consumer.rereads._at) == 0:
                         [tp] = [tp for tp in consumer.assignment() if tp in consumer.next_offsets]
