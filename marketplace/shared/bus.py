@@ -345,9 +345,9 @@ class Rereads:
 
     Tansu (memory storage) can answer a fetch with records beyond one not yet visible when
     producers append to one partition concurrently: every append is acknowledged, and the same
-    fetch made again a moment later returns the missing record. Reproduced with aiokafka alone
-    (8 to 64 producers, `send_and_wait` each, one consumer: a skip in 4,000 to 16,000 records,
-    each filled by one read again; tests/integration/test_skipped_offsets.py). Our topics are
+    fetch made again a moment later returns the missing record (seen with aiokafka alone, several
+    producers appending with `send_and_wait`; tests/integration/test_skipped_offsets.py makes
+    both consumers meet a skip). Our topics are
     neither compacted nor transactional, so a record in between exists; a consumer that took
     the later one would never see it (an auction would wait out its window for a bid). After
     `REREAD_TRIES` fetches skipping the same offset it is taken as a real gap, with a warning."""

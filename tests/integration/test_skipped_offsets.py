@@ -1,7 +1,7 @@
 """A fetch that skips an offset (Tansu, under concurrent appends to one partition) costs a read
 again, never a record: both consumers, the services' own and `Bus.subscribe`, go back for it.
 
-The skip itself comes when it will (a few in ten thousand records here), so the first two tests
+The skip itself comes when it will (now and then, under concurrent appends), so the first two tests
 make one happen on purpose: the consumer is moved past a record it has not read, as such a
 fetch moves it. The third appends concurrently and checks that every record arrives, in order.
 """
