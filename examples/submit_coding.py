@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from marketplace import Client
-from marketplace.bench.datasets import humaneval
+from marketplace.evaluation.datasets import humaneval
 from marketplace.shared.config import load_config
 
 

@@ -327,12 +327,12 @@ class RefinementCalled(TaskEvent):
     scored: list[ScoredBid] = Field(description="round 0, final: later reviews of it don't count")
 
 
-# --- the lean auction: calls for drafts, one agent at a time (marketplace.core.lean) -------------
+# --- the lean auction: calls for drafts, one agent at a time (marketplace.core.lean_policy) ---
 
 
 class LeanEstimate(Record):
     """What the auction believed of one agent before asking anyone
-    (`marketplace.core.lean.Estimate`), with the agent's output price, which orders agents of
+    (`marketplace.core.lean_policy.Estimate`), with the agent's output price, which orders agents of
     equal reservation value."""
 
     agent_id: Id
@@ -370,7 +370,7 @@ CHECKABLE = (
 class BidRequested(TaskEvent):
     """The lean auction asks one agent for a draft. Each call repeats everything its decision
     was taken on (the estimates fixed at the first call, the drafts in hand, the agents asked
-    who gave none), so it can be checked against `marketplace.core.lean.next_step` alone."""
+    who gave none), so it can be checked against `marketplace.core.lean_policy.next_step` alone."""
 
     type: Literal["BidRequested"] = "BidRequested"
     call: Annotated[int, Field(ge=1)] = Field(description="1 for the first call, then 2, 3…")

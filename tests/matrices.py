@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from marketplace.bench.matrix import Cell, Matrix
+from marketplace.evaluation.matrix import Cell, Matrix
 from schemas.events import (
     BidScore,
     BidSubmitted,

@@ -225,10 +225,10 @@ def _port(text: str) -> int:
 
 
 def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
-    from marketplace.bench import loadtest
+    from marketplace.performance import loadtest
 
     if args.scale_out:
-        from marketplace.bench import scale_out
+        from marketplace.performance import scale_out
 
         return scale_out.run(args.scale_out)
     load = loadtest.Load(args.auctions, args.in_flight, args.max_in_flight)
@@ -236,7 +236,7 @@ def _loadtest(config: Config | None, args: argparse.Namespace) -> int:
 
 
 def _ingest_bench(config: Config | None, args: argparse.Namespace) -> int:
-    from marketplace.bench import ingest
+    from marketplace.performance import ingest
 
     return ingest.run(args.events, args.profile)
 
@@ -285,13 +285,13 @@ def _models(config: Config | None, args: argparse.Namespace) -> int:
     from agents import install
 
     if args.action == "calibrate":
-        from marketplace.bench import calibrate
+        from marketplace.evaluation import calibrate
 
         tiers = list(install.MODELS) if args.tier == "all" else [args.tier]
         return calibrate.run(tiers, Path(args.out or ".sale/calibration.json"))
     if args.action == "measure":
-        from marketplace.bench import measure
-        from marketplace.bench.task_sets import parse_spec
+        from marketplace.evaluation import measure
+        from marketplace.evaluation.task_sets import parse_spec
 
         name, start, stop = parse_spec(args.tasks)
         if name != "humaneval":
@@ -356,8 +356,8 @@ def _corpus_search(config: Config | None, args: argparse.Namespace) -> int:
 
 
 def _corpus_tasks(config: Config | None, args: argparse.Namespace) -> int:
-    from marketplace.bench import fanoutqa
-    from marketplace.bench.task_sets import SEARCH_SETS
+    from marketplace.evaluation import fanoutqa
+    from marketplace.evaluation.task_sets import SEARCH_SETS
 
     try:
         kept, counts = fanoutqa.questions()
@@ -375,7 +375,7 @@ def _corpus_tasks(config: Config | None, args: argparse.Namespace) -> int:
 
 def _publish(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import publish
-    from marketplace.bench.task_sets import parse_task_sets
+    from marketplace.evaluation.task_sets import parse_task_sets
     from marketplace.shared.bus import Bus
 
     if args.jsonl:
@@ -398,7 +398,7 @@ class UsageError(ValueError):
 def _task_sets(args: argparse.Namespace) -> list[str]:
     """`--tasks`, or the task set the older `--dataset` and `--range` name (kept hidden, as
     the README once taught them)."""
-    from marketplace.bench.task_sets import parse_spec
+    from marketplace.evaluation.task_sets import parse_spec
 
     if args.dataset is None and args.range is None:
         return args.tasks or [DEFAULT_TASKS]
@@ -495,7 +495,7 @@ def _keys(config: Config | None, args: argparse.Namespace) -> int:
 
 def _run(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import job
-    from marketplace.bench.task_sets import parse_task_sets
+    from marketplace.evaluation.task_sets import parse_task_sets
 
     postings = parse_task_sets(_task_sets(args))
     return asyncio.run(job.run_job(config, args.config_path, postings, Path(args.run_dir)))
@@ -504,8 +504,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 def _report(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
-    from marketplace.bench.report import bench_report
-    from marketplace.bench.task_sets import is_task_set, task_ids
+    from marketplace.evaluation.report import bench_report
+    from marketplace.evaluation.task_sets import is_task_set, task_ids
     from marketplace.log.summary import run_report
 
     ids = [i for t in args.tasks for i in (task_ids(t) if is_task_set(t) else [t])] or None
@@ -529,7 +529,7 @@ def _report(config: Config, args: argparse.Namespace) -> int:
 
 
 def _weights(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.bench import fit, matrix
+    from marketplace.evaluation import fit, matrix
 
     prices = {a.id: a.price for a in config.agents}
     with _log(config) as logged:
@@ -550,11 +550,11 @@ def _weights(config: Config, args: argparse.Namespace) -> int:
 
 
 def _lean(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.bench import lean_method
+    from marketplace.evaluation import lean_replay
 
     with _log(config) as logged:
         try:
-            table, ranked = asyncio.run(lean_method.fit_lean(logged, args.train, args.dev))
+            table, ranked = asyncio.run(lean_replay.fit_lean(logged, args.train, args.dev))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     for c in ranked[:10]:
@@ -570,7 +570,7 @@ def _lean(config: Config, args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     existing = out.read_text() if out.exists() else ""
-    out.write_text(lean_method.with_lean(existing, lean_method.lean_toml(table, note)))
+    out.write_text(lean_replay.with_lean(existing, lean_replay.lean_toml(table, note)))
     print(f"{note}\nwritten to {out}")
     return 0
 
@@ -594,7 +594,7 @@ def _log(config: Config) -> Iterator[Config]:
 def _bench(config: Config, args: argparse.Namespace) -> int:
     import os
 
-    from marketplace.bench import matrix
+    from marketplace.evaluation import matrix
 
     if args.action == "worker":
         from marketplace.services.process import configure_logging
@@ -618,8 +618,8 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
             return _compare(config, args)
         if args.action == "live":
             from marketplace.app import job
-            from marketplace.bench import live
-            from marketplace.bench.task_sets import parse_task_sets
+            from marketplace.evaluation import live
+            from marketplace.evaluation.task_sets import parse_task_sets
 
             name = live.run_name(matrix.fingerprint(config.agents), args.variant, args.order)
             run_dir = Path(args.run_dir) / name
@@ -640,7 +640,7 @@ def _bench(config: Config, args: argparse.Namespace) -> int:
 
 def _recount(config: Config, archive: Path) -> int:
     """Prints how often the plan-token recount would refuse the archive's honest completions."""
-    from marketplace.bench.recount import recount
+    from marketplace.evaluation.recount import recount
 
     tallies = recount(archive, _tokenizers(config))
     for model, tally in sorted(tallies.items()):
@@ -654,8 +654,8 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
     """The whole comparison on any split, in one command: the matrix of the training and test
     splits (drafts, escalations, plans and reviews), then every method on the test split, with
     escalations the lean replay asks for and the matrix lacks computed on the way."""
-    from marketplace.bench import lean_method, matrix
-    from marketplace.bench.report import bench_report
+    from marketplace.evaluation import lean_replay, matrix
+    from marketplace.evaluation.report import bench_report
 
     specs = [*args.train, *args.test]
     planned = [] if args.no_plans else specs
@@ -664,12 +664,12 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
     worker += ["bench", "worker", "--tasks", *specs, "--plans", *planned]
     worker += ["--escalate", *args.escalate] if args.escalate else []
     asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
-    out = Path(args.out or "docs/bench")
+    out = Path(args.out or "docs/benchmark")
     while True:
         try:
             text = asyncio.run(bench_report(config, args.train, args.test, out))
             break
-        except lean_method.Missing as missing:
+        except lean_replay.Missing as missing:
             print(f"computing what the lean replay needs: {missing}", flush=True)
             one = matrix.make_plan(config, [], [], [f"{missing.after}:{missing.agent_id}"])
             task = [p for p in plan.postings if p.task.task_id == missing.task_id]
@@ -679,8 +679,8 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _executors(config: Config, args: argparse.Namespace) -> int:
-    from marketplace.bench import executors
-    from marketplace.bench.task_sets import parse_task_sets
+    from marketplace.evaluation import executors
+    from marketplace.evaluation.task_sets import parse_task_sets
 
     postings = parse_task_sets(args.tasks)
     agents = args.agents or [a.id for a in config.agents]
@@ -710,7 +710,7 @@ async def _searchers(
     config: Config, args: argparse.Namespace, postings: list, agents: list[str]
 ) -> int:
     """`sale bench executors` on search tasks: the tool loop's system prompts compared."""
-    from marketplace.bench import executors
+    from marketplace.evaluation import executors
 
     styles = args.styles or list(executors.SEARCHER_STYLES)
     if bad := [s for s in styles if s not in executors.SEARCHER_STYLES]:
@@ -743,7 +743,7 @@ async def _restore(url: str, path: Path) -> None:
 async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
     import asyncpg
 
-    from marketplace.bench import archive
+    from marketplace.evaluation import archive
 
     conn = await asyncpg.connect(url)
     try:
@@ -795,7 +795,7 @@ def signing_roles() -> tuple[str, ...]:
 
 DEFAULT_TASKS = "humaneval:0:10"
 TASK_SET = "DATASET:START:STOP"
-ARCHIVE = "bench/archive.jsonl.gz"  # the computed work of the benchmark, as a file
+ARCHIVE = "archive/benchmark.jsonl.gz"  # the computed work of the benchmark, as a file
 
 
 class Parser(argparse.ArgumentParser):
@@ -807,7 +807,7 @@ class Parser(argparse.ArgumentParser):
 
 def _task_set(text: str) -> str:
     """The argparse type of every task-set flag: DATASET:START:STOP, judged before any start."""
-    from marketplace.bench.task_sets import parse_spec
+    from marketplace.evaluation.task_sets import parse_spec
 
     try:
         parse_spec(text)
@@ -817,14 +817,14 @@ def _task_set(text: str) -> str:
 
 
 def _task_set_or_id(text: str) -> str:
-    from marketplace.bench.task_sets import is_task_set
+    from marketplace.evaluation.task_sets import is_task_set
 
     return _task_set(text) if is_task_set(text) else text
 
 
 def _span(text: str) -> str:
     """START:STOP of the hidden `--range`; the dataset's size is checked with the dataset."""
-    from marketplace.bench.task_sets import parse_range
+    from marketplace.evaluation.task_sets import parse_range
 
     try:
         parse_range(text, sys.maxsize)
@@ -1112,7 +1112,9 @@ def parser() -> argparse.ArgumentParser:
         metavar=TASK_SET,
         help="bench: the evaluation split (default: humaneval:0:164)",
     )
-    report.add_argument("--out", default="docs/bench", help="bench: where README.md and PNGs go")
+    report.add_argument(
+        "--out", default="docs/benchmark", help="bench: where README.md and PNGs go"
+    )
     report.add_argument("--archive", default=ARCHIVE, help="bench: loaded first if it exists")
     report.set_defaults(run=_report)
 
@@ -1187,7 +1189,7 @@ def parser() -> argparse.ArgumentParser:
         "the searcher prompts plain short example; default: all of the tasks' kind)",
     )
     bench_cmd.add_argument(
-        "--out", help="executors: a markdown file for the table; compare: a folder (docs/bench)"
+        "--out", help="executors: a markdown file for the table; compare: a folder (docs/benchmark)"
     )
     bench_cmd.add_argument(
         "--with-plan",
@@ -1226,7 +1228,7 @@ def parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument(
         "--variant",
         default="full",
-        choices=["lean", "full", "no-memory"],  # marketplace.bench.live.VARIANTS
+        choices=["lean", "full", "no-memory"],  # marketplace.evaluation.live.VARIANTS
         help="live: the lean auction, or the paper's with or without memory (default: full)",
     )
     bench_cmd.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
@@ -1306,7 +1308,7 @@ def foreseen(exc: Exception, config: Config | None) -> str | None:
 
     if isinstance(exc, (UsageError, LogUnavailable, DatabaseUnreachable)):
         return str(exc)
-    matrix = sys.modules.get("marketplace.bench.matrix")  # raised it only if loaded
+    matrix = sys.modules.get("marketplace.evaluation.matrix")  # raised it only if loaded
     if matrix is not None and isinstance(exc, matrix.EmptySplit):
         return str(exc)
     if isinstance(exc, asyncpg.UndefinedTableError):

@@ -1,9 +1,11 @@
 """One lean auction as a pure state machine: events in, decisions out, no I/O and no clock.
 
-The lean auction (`marketplace.core.lean`) asks one agent at a time for a draft and stops once no
-agent left to ask can beat the best draft in hand. Its state is a fold over the auction's events
+The lean auction (`marketplace.core.lean_policy`) asks one agent at a time for a draft and stops
+once no agent left to ask can beat the best draft in hand. Its state is a fold over the
+auction's events
 — the task, the draft bids, and the auctioneer's own decisions (AuctionOpened, BidRequested,
-SubmissionRejected, AuctionClosed) — as in `marketplace.core.auction`. Decisions are authoritative:
+SubmissionRejected, AuctionClosed) — as in
+`marketplace.core.paper_auction`. Decisions are authoritative:
 each call lists the drafts in hand and the agents asked who gave none, so once the next call
 (or the close) is out no other draft of the previous call counts, whatever order a rebuilding
 auctioneer reads the topics in.
@@ -22,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 from uuid import UUID
 
-from marketplace.core import lean
-from marketplace.core.auction import PRODUCER, Folded, Roster, Windows
+from marketplace.core import lean_policy
+from marketplace.core.auction_state import PRODUCER, Folded, Roster, Windows
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -56,7 +58,7 @@ class PriorLike(Protocol):
 
 def prior_for(
     priors: Mapping[str, PriorLike], agent_id: str, price: float, kind: str = "coding"
-) -> lean.Prior:
+) -> lean_policy.Prior:
     """The agent's fitted prior (`[auction.lean.priors]`), or, for an agent the training split
     never saw, an agnostic one: a coin flip on the visible examples, a coin flip on the hidden
     checks when they pass, no chance when they fail, and a draft of about a hundred generated
@@ -69,17 +71,17 @@ def prior_for(
     asked first and its answer taken; an empty answer goes on to the next."""
     if kind == "general":
         cost = price * UNPRICED_DRAFT_TOKENS / 1_000_000
-        return lean.Prior(ANSWERS, right_if_pass=1.0, right_if_fail=0.0, cost=cost)
+        return lean_policy.Prior(ANSWERS, right_if_pass=1.0, right_if_fail=0.0, cost=cost)
     fitted = priors.get(agent_id)
     if fitted is None:
         cost = price * UNPRICED_DRAFT_TOKENS / 1_000_000
-        return lean.Prior(examples_pass=0.5, right_if_pass=0.5, right_if_fail=0.0, cost=cost)
-    return lean.Prior(
+        return lean_policy.Prior(examples_pass=0.5, right_if_pass=0.5, right_if_fail=0.0, cost=cost)
+    return lean_policy.Prior(
         fitted.examples_pass, fitted.right_if_pass, fitted.right_if_fail, float(fitted.cost)
     )
 
 
-def recorded(estimate: lean.Estimate, price: float) -> LeanEstimate:
+def recorded(estimate: lean_policy.Estimate, price: float) -> LeanEstimate:
     return LeanEstimate(
         agent_id=estimate.agent_id,
         examples_pass=estimate.examples_pass,
@@ -91,8 +93,8 @@ def recorded(estimate: lean.Estimate, price: float) -> LeanEstimate:
     )
 
 
-def believed(estimate: LeanEstimate) -> lean.Estimate:
-    return lean.Estimate(
+def believed(estimate: LeanEstimate) -> lean_policy.Estimate:
+    return lean_policy.Estimate(
         estimate.agent_id,
         estimate.examples_pass,
         estimate.right_if_pass,
@@ -109,12 +111,12 @@ def step_for(
     unanswered: Sequence[str],
     fixes: bool = False,
     checkable: bool = True,
-) -> lean.Step:
+) -> lean_policy.Step:
     """`lean.next_step` over what a decision records: the one rule the auction and replay use."""
-    return lean.next_step(
+    return lean_policy.next_step(
         [believed(e) for e in estimates],
         {e.agent_id: e.price for e in estimates},
-        [lean.Draft(d.agent_id, d.examples_pass) for d in drafts],
+        [lean_policy.Draft(d.agent_id, d.examples_pass) for d in drafts],
         value,
         unanswered,
         feedback=fixes,
@@ -131,7 +133,9 @@ def checkable(task: TaskPosted) -> bool:
 def in_hand(estimates: Sequence[LeanEstimate], value: float, bid: BidSubmitted) -> LeanDraft:
     """A draft as a decision lists it, with its worth under the estimates."""
     by_id = {e.agent_id: believed(e) for e in estimates}
-    worth = lean.worth(lean.Draft(bid.agent_id, bool(bid.examples_pass)), by_id, value)
+    worth = lean_policy.worth(
+        lean_policy.Draft(bid.agent_id, bool(bid.examples_pass)), by_id, value
+    )
     return LeanDraft(
         agent_id=bid.agent_id, bid_id=bid.bid_id, examples_pass=bool(bid.examples_pass), worth=worth
     )
@@ -181,7 +185,7 @@ class LeanAuction(Folded):
         windows: Windows,
         value: float,
         now: datetime,
-        estimates: Sequence[lean.Estimate] | None = None,
+        estimates: Sequence[lean_policy.Estimate] | None = None,
         fixes: bool = False,
     ) -> list[Event]:
         """Judges pending drafts, then returns the decisions now due. Apply them afterwards.
@@ -226,7 +230,7 @@ class LeanAuction(Folded):
         windows: Windows,
         value: float,
         now: datetime,
-        estimates: Sequence[lean.Estimate],
+        estimates: Sequence[lean_policy.Estimate],
         fixes: bool = False,
     ) -> list[Event]:
         agents = roster.live(now, self.task.kind)
@@ -246,7 +250,7 @@ class LeanAuction(Folded):
         windows: Windows,
         value: float,
         now: datetime,
-        estimates: Sequence[lean.Estimate],
+        estimates: Sequence[lean_policy.Estimate],
         agents: Sequence[str],
         fixes: bool = False,
     ) -> BidRequested | None:
@@ -266,7 +270,7 @@ class LeanAuction(Folded):
         windows: Windows,
         value: float,
         now: datetime,
-        estimates: Sequence[lean.Estimate] | None,
+        estimates: Sequence[lean_policy.Estimate] | None,
         fixes: bool = False,
     ) -> Event | None:
         """The next call or the close, once the agent asked has answered, timed out or died."""
@@ -313,7 +317,7 @@ class LeanAuction(Folded):
     def _ask(
         self,
         number: int,
-        step: lean.Step,
+        step: lean_policy.Step,
         estimates: Sequence[LeanEstimate],
         value: float,
         drafts: Sequence[LeanDraft],
@@ -351,7 +355,7 @@ class LeanAuction(Folded):
 
     def _close(
         self,
-        step: lean.Step,
+        step: lean_policy.Step,
         estimates: Sequence[LeanEstimate],
         value: float,
         drafts: Sequence[LeanDraft],

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from marketplace.core import lean
+from marketplace.core import lean_policy
 from schemas.events import MemoryExample
 
 
@@ -121,11 +121,11 @@ def select(
 
 def past_drafts(
     rows: Iterable[Mapping[str, Any]], similar: Mapping[str, float]
-) -> list[lean.Record]:
+) -> list[lean_policy.Record]:
     """Draft rows as memory records; a task without an embedding yet (its auction still open, or
     closed without a winner) cannot be compared, so its drafts are left out."""
     return [
-        lean.Record(
+        lean_policy.Record(
             agent_id=r["agent_id"],
             similarity=similar[r["task_id"]],
             examples_pass=r["examples_pass"],

@@ -6,7 +6,7 @@
 
 A bid's price is its agent's output price: a plan is generated text, so that is what writing
 it costs per token (`schemas.events.Price`; input and cached prices matter only to what a task
-spends, which `marketplace.core.metrics` prices per direction).
+spends, which `marketplace.core.measures` prices per direction).
 
 Rules the paper leaves open, stated here so a replay can apply them exactly:
 - Missing jury score (juror timed out, answer unreadable): the juror counts with the mean of
@@ -46,7 +46,7 @@ def juror_weight(weights: Weights, juror: str) -> float:
 def money(price: float, tokens: int) -> float:
     """What `tokens` tokens cost at one `price` per million: the budget check's plan cost, at
     the bid's (output) price. What a task spent is priced per direction instead
-    (`marketplace.core.metrics.cost`)."""
+    (`marketplace.core.measures.cost`)."""
     return price * tokens / TOKENS_PER_PRICE_UNIT
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from marketplace.core import lean
+from marketplace.core import lean_policy
 from marketplace.core.retrieval import PastBid, PastTask, past_drafts, rank, select
 from marketplace.shared.embeddings import Embedder
 from schemas.events import MemoryExample, TaskPosted
@@ -36,7 +36,7 @@ class Memory(Protocol):
         """Up to k examples from the tasks most similar to `task`, for `agent_id` to learn from."""
         ...
 
-    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean_policy.Record]:
         """The past drafts of `agent_ids` on other tasks, with their tasks' similarity to `task`."""
         ...
 
@@ -45,7 +45,7 @@ class NoMemory:
     async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
         return []
 
-    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean_policy.Record]:
         return []
 
 
@@ -205,7 +205,7 @@ class PostgresMemory:
                     return examples
                 limit *= 4  # too many candidates gave no pair: look further down the ranking
 
-    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+    async def records(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean_policy.Record]:
         """As `drafts`; a failing memory leaves the estimates at their priors, not the auction
         without a call."""
         try:
@@ -214,7 +214,7 @@ class PostgresMemory:
             log.exception("memory: drafts unavailable for %s; priors only", task.task_id)
             return []
 
-    async def drafts(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean.Record]:
+    async def drafts(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean_policy.Record]:
         if not agent_ids:
             return []
         pool = await self._connect()

@@ -8,7 +8,8 @@ round-0 scores frozen at refinement (`RefinementCalled.scored`), the reviews tha
 task's budget. Evidence that is absent is not checked (a log read while the recorder lags, or
 only some streams); evidence that is present must agree.
 
-A lean auction (`marketplace.core.lean`) is checked decision by decision: each `BidRequested` and
+A lean auction (`marketplace.core.lean_policy`) is checked decision by decision: each
+`BidRequested` and
 its `AuctionClosed` must be what `lean.next_step` gives over the estimates and drafts in hand
 they record; the estimates must be the first call's, each reservation value must follow from
 its estimate, the drafts in hand must grow only by the answer of the agent last asked, and each
@@ -35,7 +36,7 @@ from uuid import UUID
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from marketplace.core import budget, lean, scoring
+from marketplace.core import budget, lean_policy, scoring
 from marketplace.core.lean_auction import checkable, step_for
 from marketplace.log.gc_pause import paused_gc
 from marketplace.log.lines import bid_label
@@ -477,7 +478,9 @@ def _reservations(
 ) -> list[Discrepancy]:
     found = []
     for e in estimates:
-        again = lean.reservation(value, e.examples_pass, e.right_if_pass, e.right_if_fail, e.cost)
+        again = lean_policy.reservation(
+            value, e.examples_pass, e.right_if_pass, e.right_if_fail, e.cost
+        )
         found += _differ(
             task_id, f"{name}.estimates[{e.agent_id}].reservation", e.reservation, again
         )
@@ -541,7 +544,7 @@ def _worths(
     return found
 
 
-def _next_step(task_id: str, decision: Decision, step: lean.Step) -> list[Discrepancy]:
+def _next_step(task_id: str, decision: Decision, step: lean_policy.Step) -> list[Discrepancy]:
     """The decision itself: whom it asked (with whose draft), or whom it awarded, and why."""
     name = _lean_name(decision)
     if isinstance(decision, BidRequested):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from marketplace.core.metrics import (
+from marketplace.core.measures import (
     AUCTION_PARTS,
     MethodResult,
     Prices,

@@ -1,7 +1,7 @@
 """The auctioneer service: moves events between Kafka and a pure auction state machine.
 
 Which machine is `[auction] mechanism`: `lean` (`marketplace.lean_auction`, calls for drafts one
-agent at a time, the default) or `paper` (`marketplace.core.auction`, SALE's plans, jury and
+agent at a time, the default) or `paper` (`marketplace.core.paper_auction`, SALE's plans, jury and
 refinement). For a lean auction the service also reads the memory once, when the first call is
 due, and passes the resulting estimates in: the machine itself does no I/O.
 
@@ -42,10 +42,11 @@ from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 
-from marketplace.core import budget, lean
-from marketplace.core.auction import Auction, Roster, Windows
+from marketplace.core import budget, lean_policy
+from marketplace.core.auction_state import Roster, Windows
 from marketplace.core.clock import utc_now
 from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.core.paper_auction import PaperAuction
 from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
@@ -80,7 +81,7 @@ ORPHAN_TTL = timedelta(seconds=30)  # a bid or review whose task never shows up
 CLOSED_RETENTION = timedelta(minutes=10)  # closed auctions kept to answer late bids
 
 
-AnyAuction = Auction | LeanAuction
+AnyAuction = PaperAuction | LeanAuction
 
 
 class Auctioneer:
@@ -108,7 +109,7 @@ class Auctioneer:
         self._ledger_failing = False  # said once per outage
         self.clock = clock
         self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
-        self.lean = lean.settings_of(config.auction.lean)
+        self.lean = lean_policy.settings_of(config.auction.lean)
         self.auctions: dict[str, AnyAuction] = {}
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
@@ -319,7 +320,7 @@ class Auctioneer:
     def _new_auction(self, task_id: str) -> AnyAuction:
         """The configured mechanism's machine. Switching mechanism while auctions are open is
         not supported: an open auction is rebuilt by the machine of the current setting."""
-        return LeanAuction(task_id) if self.settings.mechanism == "lean" else Auction(task_id)
+        return LeanAuction(task_id) if self.settings.mechanism == "lean" else PaperAuction(task_id)
 
     async def _settle(self, auction: AnyAuction, now: datetime) -> list[Event]:
         if isinstance(auction, LeanAuction):
@@ -368,7 +369,9 @@ class Auctioneer:
         closed = budget.refusal(task, terms, self.settings.mechanism)
         return [closed] if closed is not None else None
 
-    async def _estimates(self, auction: LeanAuction, now: datetime) -> list[lean.Estimate] | None:
+    async def _estimates(
+        self, auction: LeanAuction, now: datetime
+    ) -> list[lean_policy.Estimate] | None:
         """What the memory says of each agent that may be asked, when the first call is due."""
         agents = auction.candidates(self.roster, now)
         if agents is None:
@@ -376,7 +379,7 @@ class Auctioneer:
         records = await self.memory.records(auction.task, agents)
         priors = self.settings.lean.priors
         return [
-            lean.estimate(
+            lean_policy.estimate(
                 agent_id,
                 prior_for(priors, agent_id, self.roster.beats[agent_id].price, auction.task.kind),
                 records,
@@ -401,7 +404,9 @@ class Auctioneer:
                     f" ({why})" if why else "",
                 )
 
-    async def _with_examples(self, auction: Auction, call: RefinementCalled) -> RefinementCalled:
+    async def _with_examples(
+        self, auction: PaperAuction, call: RefinementCalled
+    ) -> RefinementCalled:
         invites = [
             RefinementInvite(
                 agent_id=invite.agent_id,

@@ -55,7 +55,8 @@ Handler = Callable[[Event, Source], Awaitable[None]]
 
 # `[broker] trace`: each record published carries, in this header, when it was sent and the
 # timings of the record it answers (`Stamp`), so one auction can be followed hop by hop
-# (`sale loadtest --trace`, marketplace.bench.trace). Off by default: it costs bytes per record.
+# (`sale loadtest --trace`, marketplace.performance.trace).
+# Off by default: it costs bytes per record.
 TRACE_HEADER = "sale-trace"
 Stamp = dict[str, Any]
 _answering: ContextVar[Stamp | None] = ContextVar("sale_answering", default=None)

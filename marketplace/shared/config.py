@@ -106,7 +106,7 @@ class DatabaseConfig(Section):
 
 
 class PriorConfig(Section):
-    """What the training split says of one agent's drafts (`marketplace.core.lean.Prior`)."""
+    """What the training split says of one agent's drafts (`marketplace.core.lean_policy.Prior`)."""
 
     examples_pass: float = Field(ge=0, le=1)
     right_if_pass: float = Field(ge=0, le=1)
@@ -115,7 +115,7 @@ class PriorConfig(Section):
 
 
 class LeanConfig(Section):
-    """The lean auction's settings (`marketplace.core.lean`); `sale lean fit` writes them."""
+    """The lean auction's settings (`marketplace.core.lean_policy`); `sale lean fit` writes them."""
 
     value: float = Field(
         default=1.0, ge=0, allow_inf_nan=False, description="a right answer's worth, in price units"

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
-from marketplace.core import lean
-from marketplace.core.auction import Auction, Roster, Windows
+from marketplace.core import lean_policy
+from marketplace.core.auction_state import Roster, Windows
 from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.core.paper_auction import PaperAuction
 from schemas.events import AgentHeartbeat, AuctionOpened, Event, TaskPosted, Weights
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -47,7 +48,7 @@ class Market:
         mechanism: Literal["paper", "lean"] = "paper",
         weights: Weights = WEIGHTS,
         priors: Mapping[str, object] | None = None,
-        settings: lean.Settings | None = None,
+        settings: lean_policy.Settings | None = None,
         fixes: bool = True,
         ttl_s: float = 60,
         start: datetime = T0,
@@ -56,17 +57,17 @@ class Market:
         self.mechanism = mechanism
         self.weights = weights
         self.priors = priors or {}
-        self.settings = settings or lean.Settings(value=1.0)
+        self.settings = settings or lean_policy.Settings(value=1.0)
         self.fixes = fixes
         self.roster = Roster(ttl=timedelta(seconds=ttl_s))
         for agent in agents:
             self.roster.apply(agent.heartbeat().model_copy(update={"occurred_at": start}))
         self.log: list[Event] = []
-        self.auction: Auction | LeanAuction | None = None
+        self.auction: PaperAuction | LeanAuction | None = None
         self.now = start
 
     def post(self, posted: TaskPosted) -> None:
-        machine = LeanAuction if self.mechanism == "lean" else Auction
+        machine = LeanAuction if self.mechanism == "lean" else PaperAuction
         self.auction = machine(posted.task_id)
         self.deliver(posted)
 
@@ -96,12 +97,12 @@ class Market:
     def of(self, kind: type) -> list:
         return [e for e in self.log if isinstance(e, kind)]
 
-    def estimates(self) -> list[lean.Estimate] | None:
+    def estimates(self) -> list[lean_policy.Estimate] | None:
         agents = self.auction.candidates(self.roster, self.now)
         if agents is None:
             return None
         return [
-            lean.estimate(
+            lean_policy.estimate(
                 a,
                 prior_for(self.priors, a, self.roster.beats[a].price, self.auction.task.kind),
                 [],

@@ -10,7 +10,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from marketplace.bench import matrix, task_sets
+from marketplace.evaluation import matrix, task_sets
 from marketplace.shared.config import Config
 from marketplace.shared.database import create_database, drop_database
 from marketplace.shared.migrate import apply_migrations
@@ -110,7 +110,7 @@ def test_a_bad_task_set_is_named() -> None:
 async def test_the_archive_carries_the_matrix_to_another_database(
     fresh_database: str, database_server: str, tmp_path
 ) -> None:
-    from marketplace.bench import archive
+    from marketplace.evaluation import archive
 
     config = scripted_config(fresh_database)
     await fill(config, workers=1)

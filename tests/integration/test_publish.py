@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marketplace.bench.task_sets import from_dataset
+from marketplace.evaluation.task_sets import from_dataset
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.posting import publish_one

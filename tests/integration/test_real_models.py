@@ -14,7 +14,7 @@ import pytest
 from agents.agent import LLMAgent
 from agents.backends import build
 from agents.runtime import AgentService
-from marketplace.bench.datasets import humaneval
+from marketplace.evaluation.datasets import humaneval
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import AgentConfig, BrokerConfig
 from marketplace.shared.local_broker import free_port, wait_for_port

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from marketplace.core.metrics import cost, summarize
+from marketplace.core.measures import cost, summarize
 from marketplace.log.store import Incoming, Position, store
 from marketplace.log.summary import largest_agent, log_runs, run_report
 from marketplace.shared.migrate import apply_migrations

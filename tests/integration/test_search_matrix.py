@@ -17,7 +17,7 @@ from agents.backends.scripted import ScriptedLLM
 from agents.cache import CachedLLM
 from agents.llm import Message
 from agents.searching import Corpora
-from marketplace.bench import matrix, table
+from marketplace.evaluation import matrix, table
 from marketplace.shared.config import Config
 from marketplace.shared.migrate import apply_migrations
 from marketplace.shared.posting import Posting

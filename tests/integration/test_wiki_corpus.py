@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from agents.tools.search import SearchTool, load_tool
-from marketplace.bench import fanoutqa
-from marketplace.bench.task_sets import from_dataset, parse_spec
 from marketplace.core.grading import normalize
+from marketplace.evaluation import fanoutqa
+from marketplace.evaluation.task_sets import from_dataset, parse_spec
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace.core.auction import Auction
+from marketplace.core.paper_auction import PaperAuction
 from marketplace.testing.market import T0, WEIGHTS, WINDOWS, Market
 from schemas.events import (
     AuctionClosed,
@@ -210,7 +210,7 @@ def test_rebuilding_from_the_log_in_any_order_continues_without_repeating_decisi
     for seed in range(5):
         shuffled = list(history)
         random.Random(seed).shuffle(shuffled)
-        rebuilt = Auction("t1")
+        rebuilt = PaperAuction("t1")
         for event in shuffled:
             rebuilt.apply(event)
         assert rebuilt.phase == "refining"
@@ -224,7 +224,7 @@ def test_a_closed_auction_rebuilt_from_its_log_decides_nothing_more() -> None:
     market = Market(ScriptedAgent("a", price=0.1), ScriptedAgent("b", price=0.2))
     market.post(task())
     market.step()
-    rebuilt = Auction("t1")
+    rebuilt = PaperAuction("t1")
     for event in reversed(market.log):
         rebuilt.apply(event)
     assert rebuilt.phase == "closed"

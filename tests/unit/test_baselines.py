@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from marketplace.bench import baselines
-from marketplace.bench.matrix import Matrix
-from marketplace.core.metrics import Spend, TaskRun, cost, summarize
+from marketplace.core.measures import Spend, TaskRun, cost, summarize
+from marketplace.evaluation import baselines
+from marketplace.evaluation.matrix import Matrix
 from schemas.events import Price, Weights
 from tests.matrices import AGENTS, PRICES, RESULT, SPLIT, build
 

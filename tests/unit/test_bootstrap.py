@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from marketplace.bench.bootstrap import paired
+from marketplace.evaluation.bootstrap import paired
 
 
 def test_the_same_method_differs_by_nothing_with_certainty():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.llm import Completion
-from marketplace.bench.calibrate import split_seconds
+from marketplace.evaluation.calibrate import split_seconds
 
 
 def call(fresh: int, held: int, written: int) -> Completion:

@@ -14,9 +14,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from marketplace.app.cli import UsageError, _task_sets, foreseen, main, parser
-from marketplace.bench.live import VARIANTS
-from marketplace.bench.matrix import EmptySplit
-from marketplace.bench.task_sets import parse_spec, task_ids
+from marketplace.evaluation.live import VARIANTS
+from marketplace.evaluation.matrix import EmptySplit
+from marketplace.evaluation.task_sets import parse_spec, task_ids
 from marketplace.log.replay import LogUnavailable
 from marketplace.shared.config import parse_config
 from marketplace.shared.database import DatabaseUnreachable
@@ -99,7 +99,7 @@ def test_the_old_dataset_and_range_flags_still_name_a_task_set() -> None:
 
 
 def test_a_task_set_names_the_ids_its_tasks_are_posted_under() -> None:
-    from marketplace.bench.task_sets import from_dataset
+    from marketplace.evaluation.task_sets import from_dataset
 
     assert task_ids("humaneval:3:6") == [p.task.task_id for p in from_dataset("humaneval", 3, 6)]
     assert task_ids("mbpp:7:9") == ["MBPP-7", "MBPP-8"]

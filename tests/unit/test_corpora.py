@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from marketplace.app.cli import main
-from marketplace.bench import fanoutqa
-from marketplace.bench.fanoutqa import Question
+from marketplace.evaluation import fanoutqa
+from marketplace.evaluation.fanoutqa import Question
 from marketplace.shared.config import ConfigError, load_config, parse_config, to_toml
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from marketplace.app.stack import children_for
-from marketplace.bench.datasets import doctest_examples, humaneval, prose_examples, visible_examples
+from marketplace.evaluation.datasets import (
+    doctest_examples,
+    humaneval,
+    prose_examples,
+    visible_examples,
+)
 from marketplace.shared.config import parse_config
 from marketplace.shared.sandbox import Limits, run_python
 
@@ -88,7 +93,7 @@ def test_sale_up_runs_each_configured_agent_as_a_child() -> None:
 
 
 def test_mbpp_tasks_show_one_assert_and_hide_them_all() -> None:
-    from marketplace.bench.datasets import mbpp
+    from marketplace.evaluation.datasets import mbpp
 
     tasks = mbpp(0, 200)
     assert len(tasks) == 200 and tasks[0][0].task_id == "MBPP-0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.coding import Attempt
-from marketplace.bench.executors import (
+from marketplace.evaluation.executors import (
     SearchTrial,
     Trial,
     best,

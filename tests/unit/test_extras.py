@@ -177,7 +177,7 @@ def test_a_local_broker_and_the_plots_name_their_extras_too() -> None:
     code = (
         "from marketplace.shared.extras import MissingExtra\n"
         "from marketplace.shared.local_broker import LocalBroker\n"
-        "from marketplace.bench.table import plot_cost_vs_pass\n"
+        "from marketplace.evaluation.table import plot_cost_vs_pass\n"
         "plot = lambda: plot_cost_vs_pass([], 'x.png', 'L')\n"
         "for attempt in (lambda: LocalBroker().start(), plot):\n"
         "    try:\n"

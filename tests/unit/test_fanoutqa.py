@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from agents.tools.corpus import Document
-from marketplace.bench import fanoutqa, task_sets
-from marketplace.bench.fanoutqa import Question, answer_text, found, select, split_of, task
-from marketplace.bench.task_sets import from_dataset, is_task_set, parse_spec, task_ids
+from marketplace.evaluation import fanoutqa, task_sets
+from marketplace.evaluation.fanoutqa import Question, answer_text, found, select, split_of, task
+from marketplace.evaluation.task_sets import from_dataset, is_task_set, parse_spec, task_ids
 from schemas.events import SearchChecks, SearchInputs
 
 DOCUMENTS = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from marketplace.bench import fit
 from marketplace.core import scoring
+from marketplace.evaluation import fit
 from schemas.events import BidSubmitted
 from tests.matrices import AGENTS, SPLIT, build
 

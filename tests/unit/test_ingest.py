@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from marketplace.bench import ingest
 from marketplace.log import replay
+from marketplace.performance import ingest
 from schemas.events import AuctionClosed
 
 

@@ -25,7 +25,7 @@ FLOORS: dict[str, int] = {
     "marketplace.log": 2,
     "marketplace.services": 3,
     "agents": 3,
-    "marketplace.bench": 4,
+    "marketplace.evaluation": 4,
     "marketplace.testing": 4,
     "marketplace.app": 5,
 }

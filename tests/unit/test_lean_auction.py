@@ -14,7 +14,7 @@ from functools import partial
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace.core import lean
+from marketplace.core import lean_policy
 from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.shared.config import PriorConfig
 from marketplace.testing import market as in_memory
@@ -32,7 +32,7 @@ from schemas.events import (
 )
 
 VALUE = 1.0
-SETTINGS = lean.Settings(value=VALUE)
+SETTINGS = lean_policy.Settings(value=VALUE)
 PRIORS = {
     "small": PriorConfig(examples_pass=0.5, right_if_pass=0.9, right_if_fail=0.0, cost=0.01),
     "large": PriorConfig(examples_pass=0.8, right_if_pass=0.95, right_if_fail=0.1, cost=0.2),
@@ -231,8 +231,8 @@ def test_a_closed_auction_rebuilt_from_its_log_decides_nothing_more() -> None:
 
 
 def test_an_agent_without_a_prior_gets_an_agnostic_one_priced_by_its_output_price() -> None:
-    assert prior_for({}, "new", price=2.0) == lean.Prior(0.5, 0.5, 0.0, cost=2.0e-4)
-    assert prior_for(PRIORS, "small", price=2.0) == lean.Prior(0.5, 0.9, 0.0, 0.01)
+    assert prior_for({}, "new", price=2.0) == lean_policy.Prior(0.5, 0.5, 0.0, cost=2.0e-4)
+    assert prior_for(PRIORS, "small", price=2.0) == lean_policy.Prior(0.5, 0.9, 0.0, 0.01)
 
 
 # --- general tasks: the cheapest live agent's answer ------------------------------------------
@@ -283,6 +283,6 @@ def test_an_empty_general_answer_goes_on_to_the_next_agent() -> None:
 
 
 def test_the_general_prior_is_the_same_for_every_agent_but_its_price() -> None:
-    assert prior_for(PRIORS, "small", price=2.0, kind="general") == lean.Prior(
+    assert prior_for(PRIORS, "small", price=2.0, kind="general") == lean_policy.Prior(
         0.9, 1.0, 0.0, cost=2.0e-4
     )

@@ -13,20 +13,20 @@ from uuid import UUID
 import numpy as np
 import pytest
 
-from marketplace.bench import lean_method
-from marketplace.bench.matrix import Cell, Draft, Matrix
-from marketplace.core import lean
-from marketplace.core.metrics import cost
+from marketplace.core import lean_policy
+from marketplace.core.measures import cost
+from marketplace.evaluation import lean_replay
+from marketplace.evaluation.matrix import Cell, Draft, Matrix
 from schemas.events import Price, TaskOutcome, TaskResult, Usage
 
 AGENTS = ("M", "L")
 PRICES = {"M": Price(input=1.0, output=1.0), "L": Price(input=4.0, output=4.0)}
 MTOK = Usage(requests=1, prompt_tokens=500_000, completion_tokens=500_000, seconds=1.0)
 PRIORS = {
-    "M": lean.Prior(examples_pass=0.6, right_if_pass=0.9, right_if_fail=0.05, cost=1.0),
-    "L": lean.Prior(examples_pass=0.7, right_if_pass=0.95, right_if_fail=0.1, cost=4.0),
+    "M": lean_policy.Prior(examples_pass=0.6, right_if_pass=0.9, right_if_fail=0.05, cost=1.0),
+    "L": lean_policy.Prior(examples_pass=0.7, right_if_pass=0.95, right_if_fail=0.1, cost=4.0),
 }
-SETTINGS = lean.Settings(value=10.0, neighbours=10, strength=4.0, feedback=True)
+SETTINGS = lean_policy.Settings(value=10.0, neighbours=10, strength=4.0, feedback=True)
 
 
 def draft(task: str, agent: str, checked: bool, passed: bool, output: str = "code") -> Draft:
@@ -60,8 +60,8 @@ def matrix(rows: dict[str, dict[str, tuple[bool, bool]]], escalations=None) -> M
 EMBEDDINGS = {f"t{i}": np.array([1.0, 0.0]) for i in range(10)}
 
 
-def runs(m: Matrix, variant: lean_method.Variant = "no memory"):
-    return lean_method.lean_runs(m, m.tasks, PRIORS, SETTINGS, PRICES, EMBEDDINGS, variant)
+def runs(m: Matrix, variant: lean_replay.Variant = "no memory"):
+    return lean_replay.lean_runs(m, m.tasks, PRIORS, SETTINGS, PRICES, EMBEDDINGS, variant)
 
 
 def test_a_passing_cheap_draft_wins_and_nobody_else_is_asked():
@@ -84,13 +84,13 @@ def test_a_failing_cheap_draft_escalates_with_its_failure_to_the_dear_agent():
 
 def test_without_feedback_the_dear_agent_drafts_afresh():
     m = matrix({"t0": {"M": (False, False), "L": (False, False)}})  # no escalation computed
-    fresh = lean.Settings(value=10.0, neighbours=10, strength=4.0, feedback=False)
-    [run] = lean_method.lean_runs(m, m.tasks, PRIORS, fresh, PRICES, EMBEDDINGS, "no memory")
+    fresh = lean_policy.Settings(value=10.0, neighbours=10, strength=4.0, feedback=False)
+    [run] = lean_replay.lean_runs(m, m.tasks, PRIORS, fresh, PRICES, EMBEDDINGS, "no memory")
     assert run.executor == "L" and not run.passed
 
 
 def test_a_missing_escalation_is_named_not_guessed():
-    with pytest.raises(lean_method.Missing, match="t0: no escalation of L after M"):
+    with pytest.raises(lean_replay.Missing, match="t0: no escalation of L after M"):
         runs(matrix({"t0": {"M": (False, False), "L": (True, True)}}))
 
 
@@ -126,7 +126,7 @@ def test_priors_are_the_training_rates_smoothed():
             "t3": {"M": (False, False), "L": (False, True)},
         }
     )
-    prior = lean_method.fit_priors(m, PRICES)["M"]
+    prior = lean_replay.fit_priors(m, PRICES)["M"]
     assert prior.examples_pass == pytest.approx(3 / 6)
     assert prior.right_if_pass == pytest.approx(2 / 4)
     assert prior.right_if_fail == pytest.approx(1 / 4)
@@ -135,7 +135,7 @@ def test_priors_are_the_training_rates_smoothed():
 
 def test_orders_start_with_the_dataset_order_and_are_fixed():
     tasks = [f"t{i}" for i in range(6)]
-    first, second = lean_method.orders(tasks, 3), lean_method.orders(tasks, 3)
+    first, second = lean_replay.orders(tasks, 3), lean_replay.orders(tasks, 3)
     assert first[0] == tasks and first == second
     assert sorted(first[1]) == tasks and first[1] != tasks
 
@@ -148,22 +148,22 @@ def test_capture_measures_the_share_of_the_oracles_gain():
             "t1": {"M": (True, True), "L": (False, False)},
         }
     )
-    from marketplace.bench import baselines
+    from marketplace.evaluation import baselines
 
     largest, oracle = baselines.always(m, "L"), baselines.oracle(m, PRICES)
-    pass_gain, cost_gain = lean_method.capture(oracle, largest, oracle, PRICES)
+    pass_gain, cost_gain = lean_replay.capture(oracle, largest, oracle, PRICES)
     assert (pass_gain, cost_gain) == (pytest.approx(1.0), pytest.approx(1.0))
-    pass_gain, cost_gain = lean_method.capture(largest, largest, oracle, PRICES)
+    pass_gain, cost_gain = lean_replay.capture(largest, largest, oracle, PRICES)
     assert (pass_gain, cost_gain) == (pytest.approx(0.0), pytest.approx(0.0))
 
 
 def test_the_lean_block_replaces_only_itself_in_a_weights_file():
-    table = lean_method.LeanConfig(
-        value=3.0, priors={"M": lean_method.PriorConfig(**vars(PRIORS["M"]))}
+    table = lean_replay.LeanConfig(
+        value=3.0, priors={"M": lean_replay.PriorConfig(**vars(PRIORS["M"]))}
     )
-    first = lean_method.with_lean(
-        "[auction.weights]\ncost = 1.0\n", lean_method.lean_toml(table, "sale lean fit x")
+    first = lean_replay.with_lean(
+        "[auction.weights]\ncost = 1.0\n", lean_replay.lean_toml(table, "sale lean fit x")
     )
-    again = lean_method.with_lean(first, lean_method.lean_toml(table, "sale lean fit y"))
+    again = lean_replay.with_lean(first, lean_replay.lean_toml(table, "sale lean fit y"))
     assert again.startswith("[auction.weights]\ncost = 1.0\n\n# sale lean fit y\n[auction.lean]")
     assert again.count("[auction.lean]") == 1

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.bench import matrix
+from marketplace.evaluation import matrix
 from marketplace.shared.config import load_config
 from marketplace.shared.posting import Posting
 from schemas.events import CodingInputs, SearchInputs, TaskPosted
 
 ROOT = Path(__file__).parents[2]
-ARCHIVED_CODING_MATRIX = "268f1428595b"  # the matrix bench/archive.jsonl.gz holds
+ARCHIVED_CODING_MATRIX = "268f1428595b"  # the matrix archive/benchmark.jsonl.gz holds
 
 
 def agents():

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from marketplace.core import lean
+from marketplace.core import lean_policy
 from marketplace.core.retrieval import PastBid, PastTask, cosine, pair, past_drafts, rank, select
 from marketplace.log.memory import NoMemory
 from schemas.events import CodingInputs, TaskPosted
@@ -217,7 +217,7 @@ def test_draft_rows_become_records_with_their_tasks_similarity() -> None:
     similar = dict(rank(query, [("t-sort", vectors[0])]))
     records = past_drafts(rows, similar)
     assert records == [
-        lean.Record("small", similar["t-sort"], True, True, 0.01),
-        lean.Record("large", similar["t-sort"], False, None, 0.2),
+        lean_policy.Record("small", similar["t-sort"], True, True, 0.01),
+        lean_policy.Record("large", similar["t-sort"], False, None, 0.2),
     ]
     assert 0 < similar["t-sort"] < 1

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from marketplace.core.metrics import (
+from marketplace.core.measures import (
     MethodResult,
     Part,
     Spend,

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.text import Text
 
-from marketplace.bench import baselines, table
+from marketplace.evaluation import baselines, table
 from schemas.events import Weights
 from tests.matrices import PRICES, build
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from marketplace.app.publish import parse_jsonl
-from marketplace.bench.task_sets import from_dataset
+from marketplace.evaluation.task_sets import from_dataset
 from schemas.events import MAX_PROMPT, MAX_REASON
 
 CAP = 1_000_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from marketplace.bench.report import on_tasks
-from marketplace.core.metrics import TaskRun
+from marketplace.core.measures import TaskRun
+from marketplace.evaluation.report import on_tasks
 
 
 def run(task_id: str) -> TaskRun:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.core.auction import Roster
+from marketplace.core.auction_state import Roster
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, ConfigError, SecurityConfig

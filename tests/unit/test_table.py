@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from marketplace.bench import baselines, live, table
-from marketplace.bench.task_sets import from_dataset
+from marketplace.evaluation import baselines, live, table
+from marketplace.evaluation.task_sets import from_dataset
 from marketplace.shared.config import Config, LeanConfig, PriorConfig, parse_config, to_toml
 from schemas.events import Weights
 from tests.matrices import PRICES, build
@@ -166,7 +166,7 @@ def test_a_live_run_is_checked_against_its_replay_task_by_task() -> None:
 
 
 def test_the_mean_score_is_over_tasks_of_the_mean_over_repetitions() -> None:
-    from marketplace.core.metrics import TaskRun
+    from marketplace.core.measures import TaskRun
 
     reps = [
         [TaskRun("a", "S", True, (), 1.0), TaskRun("b", "S", False, (), 0.0)],

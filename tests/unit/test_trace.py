@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.bench.trace import Traced, critical_path, hop
+from marketplace.performance.trace import Traced, critical_path, hop
 from tests.samples import every_event
 
 EVENTS = {

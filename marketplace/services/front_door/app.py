@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from marketplace.services.front_door import dashboard, metrics, openai
+from marketplace.services.front_door import dashboard, openai, prometheus
 from marketplace.services.front_door.asking import Asker
 from marketplace.services.front_door.openai import OpenAIError
 from marketplace.services.front_door.reader import LogReader
@@ -39,7 +39,7 @@ def create_app(asker: Asker | None, config: Config, env: Mapping[str, str] = os.
         keys=openai.load_keys(config.serve, env),
     )
     reader = LogReader(config.database.url)
-    lag = metrics.LagProbe(config.broker)
+    lag = prometheus.LagProbe(config.broker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,9 +52,9 @@ def create_app(asker: Asker | None, config: Config, env: Mapping[str, str] = os.
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="static")
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        families = [*await metrics.from_log(reader), *await lag.metrics()]
-        return Response(metrics.exposition(families), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        families = [*await prometheus.from_log(reader), *await lag.metrics()]
+        return Response(prometheus.exposition(families), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -37,8 +37,8 @@ from agents.agent import LLMAgent
 from agents.coding import Attempt
 from agents.llm import LLMError
 from agents.searching import Corpora
-from marketplace.bench.task_sets import parse_task_sets
 from marketplace.core.lean_auction import checkable
+from marketplace.evaluation.task_sets import parse_task_sets
 from marketplace.services.verifier import verify
 from marketplace.shared.config import AgentConfig, Config
 from marketplace.shared.migrate import apply_migrations

@@ -1,7 +1,7 @@
 """The benchmark's comparison: every method on the evaluation split, from one matrix and the log.
 
 Methods that only choose an agent per task (always-X, random, cascade, kNN, oracle) and SALE's
-auction without refinement are replayed over the matrix (`marketplace.bench.baselines`; the
+auction without refinement are replayed over the matrix (`marketplace.evaluation.baselines`; the
 auction only on the tasks where every agent bid and reviewed, and left out when there are none);
 SALE with refinement ran through the live marketplace, once per task order, and is read from
 the Postgres log of each run (`marketplace.log.summary.log_runs`). Every figure is computed here
@@ -19,10 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from marketplace.bench import baselines, lean_method
-from marketplace.bench.bootstrap import Interval, Paired, paired
-from marketplace.bench.matrix import Matrix
-from marketplace.core.metrics import (
+from marketplace.core.measures import (
     Comparison,
     MethodResult,
     Prices,
@@ -35,6 +32,9 @@ from marketplace.core.metrics import (
     spread,
     summarize,
 )
+from marketplace.evaluation import baselines, lean_replay
+from marketplace.evaluation.bootstrap import Interval, Paired, paired
+from marketplace.evaluation.matrix import Matrix
 from marketplace.shared import extras
 from marketplace.shared.config import LeanConfig
 from schemas.events import Weights
@@ -46,7 +46,7 @@ RANDOM_SEEDS = range(10)
 FORESEEN = "foresight of the checks (a bound)"
 
 
-LEAN_NAMES: dict[str, lean_method.Variant] = {
+LEAN_NAMES: dict[str, lean_replay.Variant] = {
     "SALE-lean": "full",
     "SALE-lean, no memory value": "no memory",
     "SALE-lean, no evidence": "no evidence",
@@ -95,25 +95,25 @@ def matrix_methods(
     if test.complete_tasks(plans=True):  # else the auction has nothing to run on
         methods.update(sale_methods(test, weights, prices))
     if lean is not None and lean.priors:
-        methods.update(lean_methods(test, lean, prices, embeddings))
+        methods.update(lean_replays(test, lean, prices, embeddings))
     return methods
 
 
-def lean_methods(
+def lean_replays(
     test: Matrix, table: LeanConfig, prices: Prices, embeddings: Mapping[str, np.ndarray]
 ) -> dict[str, list[list[TaskRun]]]:
     """SALE-lean and its ablations, each in `ORDERS` task orders (one without memory: its runs
     do not depend on the order)."""
-    from marketplace.core.lean import Prior, settings_of
+    from marketplace.core.lean_policy import Prior, settings_of
 
     priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
     settings = settings_of(table)
     tasks = test.complete_tasks()
     methods = {}
     for name, variant in LEAN_NAMES.items():
-        orders = lean_method.orders(tasks, 1 if variant == "no memory" else ORDERS)
+        orders = lean_replay.orders(tasks, 1 if variant == "no memory" else ORDERS)
         runs = [
-            lean_method.lean_runs(test, o, priors, settings, prices, embeddings, variant)
+            lean_replay.lean_runs(test, o, priors, settings, prices, embeddings, variant)
             for o in orders
         ]
         methods[name] = [sorted(r, key=lambda run: tasks.index(run.task_id)) for r in runs]

@@ -21,7 +21,7 @@ from agents.agent import JURY_TOP_K, LLMAgent
 from agents.backends import build
 from agents.install import MODELS
 from agents.llm import LLM, read_score, read_scores
-from marketplace.bench.datasets import humaneval
+from marketplace.evaluation.datasets import humaneval
 from marketplace.shared.config import AgentConfig
 from marketplace.shared.sandbox import Limits, run_python_async
 from schemas.events import TaskPosted

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import asyncpg
 
-from marketplace.bench import loadtest
+from marketplace.performance import loadtest
 from marketplace.shared.admin import ensure_topics
 from marketplace.shared.bus import from_start, reader
 from marketplace.shared.config import BrokerConfig

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from marketplace.bench.matrix import fingerprint
+from marketplace.evaluation.matrix import fingerprint
 from marketplace.shared.config import Config, to_toml
 from marketplace.shared.database import with_database
 from marketplace.shared.posting import Posting

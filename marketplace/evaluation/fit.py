@@ -8,7 +8,8 @@ the round-0 auction best on the training tasks by
 
 where the auction's cost is every bid plus the reviews of the jurors it asks (a juror of weight 0 is
 not asked, so dropping a juror saves its reviews), the winners' cost their drafts, and
-always-largest pays its own draft (as `marketplace.bench.baselines` accounts them). Every call is
+always-largest pays its own draft (as `marketplace.evaluation.baselines` accounts them).
+Every call is
 priced per direction (input, cached input, output); the score's cost term stays w_c · output price ·
 plan tokens, as the auctioneer computes it. Only tasks where every agent bid and reviewed are fitted
 on (`Matrix.complete_tasks(plans=True)`). A point of pass@1 is worth λ/100 of the largest agent's
@@ -30,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from marketplace.bench.baselines import by_price, juror_score
-from marketplace.bench.matrix import Matrix
-from marketplace.core.metrics import Prices, priced
+from marketplace.core.measures import Prices, priced
 from marketplace.core.scoring import filled_jury
+from marketplace.evaluation.baselines import by_price, juror_score
+from marketplace.evaluation.matrix import Matrix
 from schemas.events import Weights
 
 DEFAULT_LAMBDA = 0.1

@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
-from marketplace.bench import trace
+from marketplace.performance import trace
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
 from marketplace.shared.extras import need

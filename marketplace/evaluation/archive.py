@@ -16,7 +16,7 @@ import asyncpg
 
 from marketplace.shared.migrate import apply_migrations
 
-DEFAULT_PATH = Path("bench/archive.jsonl.gz")
+DEFAULT_PATH = Path("archive/benchmark.jsonl.gz")
 _TABLES = {
     "completions": ("key", "model", "completion"),
     "matrix_cells": ("matrix", "task_id", "agent_id", "kind", "event", "seen"),

@@ -11,7 +11,7 @@ Accounting rule: a method pays for what it used. A router has no auction and no 
 it picks drafts the task, so a router pays that agent's draft under part "execution" and nothing
 under the auction parts; a cascade pays the draft of every agent it tries. SALE pays every
 agent's bid ("bids"), the review of every juror it asks ("jury") and the winner's draft
-("execution"). Tokens are priced per direction (`marketplace.core.metrics.cost`).
+("execution"). Tokens are priced per direction (`marketplace.core.measures.cost`).
 
 Ties between equal prices go to the lower agent id, as in the auction's tie rule.
 """
@@ -27,12 +27,12 @@ from uuid import UUID
 import numpy as np
 
 from marketplace.core import scoring
-from marketplace.core.metrics import Part, Prices, Spend, TaskRun
+from marketplace.core.measures import Part, Prices, Spend, TaskRun
 from marketplace.shared.embeddings import Embedder
 from schemas.events import ReviewSubmitted, ScoredBid, Usage, Weights
 
 if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
-    from marketplace.bench.matrix import Cell, Matrix
+    from marketplace.evaluation.matrix import Cell, Matrix
 
 TIE = 1e-9  # estimated pass rates this close count as equal
 

@@ -22,7 +22,7 @@ from agents.agent import LLMAgent
 from agents.coding import Attempt, execute
 from agents.llm import LLM
 from agents.searching import Corpora
-from marketplace.core.metrics import priced
+from marketplace.core.measures import priced
 from marketplace.services.verifier import verify
 from marketplace.shared.config import AgentConfig, Config, ExecutorStyle, SearcherStyle
 from marketplace.shared.posting import Posting

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from marketplace.bench.baselines import by_price
-from marketplace.core.metrics import Prices, TaskRun
+from marketplace.core.measures import Prices, TaskRun
+from marketplace.evaluation.baselines import by_price
 from marketplace.log.summary import largest_agent, log_runs, price_text
 from marketplace.shared.config import Config
 
 if TYPE_CHECKING:
-    from marketplace.bench.matrix import Matrix
+    from marketplace.evaluation.matrix import Matrix
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -36,7 +36,7 @@ LIVE_NAMES = {
 
 async def live_runs(server_url: str, matrix: str) -> dict[str, list[list[TaskRun]]]:
     """Each live run as its log tells it: method name → one list of runs per task order."""
-    from marketplace.bench.live import VARIANTS, run_name
+    from marketplace.evaluation.live import VARIANTS, run_name
     from marketplace.shared.database import with_database
 
     conn = await asyncpg.connect(server_url)
@@ -79,7 +79,7 @@ async def bench_report(
 
     The first table compares every method replayed from the matrix on every evaluation task;
     when live runs exist, a second compares them all on the tasks the live runs finished."""
-    from marketplace.bench import baselines, matrix, table
+    from marketplace.evaluation import baselines, matrix, table
     from marketplace.shared import embeddings
 
     prices = {a.id: a.price for a in config.agents}
@@ -138,15 +138,15 @@ def lean_agreement(
 ) -> str:
     """Each live lean run against the replay of its own tasks, in its own order, from the
     matrix: the live marketplace and the benchmark must take the same decisions."""
-    from marketplace.bench import lean_method, table
-    from marketplace.core.lean import Prior, settings_of
+    from marketplace.core.lean_policy import Prior, settings_of
+    from marketplace.evaluation import lean_replay, table
 
     lean = config.auction.lean
     priors = {a: Prior(**p.model_dump()) for a, p in lean.priors.items()}
     lines = ["Live lean runs against their replay from the matrix (same tasks, same order):", ""]
     for order, live in enumerate(runs):
         tasks = [r.task_id for r in live]
-        replayed = lean_method.lean_runs(test, tasks, priors, settings_of(lean), prices, vectors)
+        replayed = lean_replay.lean_runs(test, tasks, priors, settings_of(lean), prices, vectors)
         lines.append(f"- order {order}: {table.agreement(live, replayed, prices)}")
     return "\n".join(lines)
 
@@ -162,7 +162,7 @@ def _bench_section(
 ) -> str:
     """A table of `methods` and its plot; `scored` (search): pass@1 is the exact match, and
     the mean token F1 is shown beside it."""
-    from marketplace.bench import table
+    from marketplace.evaluation import table
 
     rows = table.rows(methods, prices, largest)
     plot = f"{prefix}cost_vs_pass.png"

@@ -48,7 +48,7 @@ from marketplace.services.front_door.reader import LogReader, LogUnreadable
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.offsets import TopicStatus, topic_status
 
-log = logging.getLogger("front_door.metrics")
+log = logging.getLogger("front_door.prometheus")
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 LAG_EVERY_S = 15.0
 LAG_TIMEOUT_S = 10.0

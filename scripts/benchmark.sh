@@ -12,11 +12,11 @@
 #      the training split, its settings chosen on the development split;
 #   4. the lean auction live through the marketplace on HumanEval 0–39, to check it against the
 #      replay of the same tasks; the paper's auction with refinement live on the same tasks;
-#   5. the report: docs/bench/README.md and its plots;
+#   5. the report: docs/benchmark/README.md and its plots;
 #   6. deep search: the searcher prompt chosen on the FanOutQA development split (docs/search.md),
 #      then the search matrix of the development and evaluation splits and every method on the
-#      evaluation split (docs/bench/search/README.md).
-# bench/archive.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
+#      evaluation split (docs/benchmark/search/README.md).
+# archive/benchmark.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh local,embedded,bench,models,memory,search
@@ -30,9 +30,9 @@ sale=(.venv/bin/sale --config sale.toml)
 "${sale[@]}" lean fit --train mbpp:0:100 --dev mbpp:100:200 --out weights.toml
 "${sale[@]}" bench live --variant lean --order 0 --tasks humaneval:0:40
 "${sale[@]}" bench live --variant full --order 0 --tasks humaneval:0:40
-"${sale[@]}" report --bench --train mbpp:0:100 --test humaneval:0:164 --out docs/bench
+"${sale[@]}" report --bench --train mbpp:0:100 --test humaneval:0:164 --out docs/benchmark
 "${sale[@]}" bench executors --tasks fanoutqa-dev:0:23 --agents M L --out docs/search.md
 "${sale[@]}" bench matrix --tasks fanoutqa-dev:0:23 fanoutqa-eval:0:48 --plans fanoutqa-eval:0:48
 "${sale[@]}" bench compare --train fanoutqa-dev:0:23 --test fanoutqa-eval:0:48 --no-plans \
-  --out docs/bench/search
+  --out docs/benchmark/search
 "${sale[@]}" bench export

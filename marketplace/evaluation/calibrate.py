@@ -24,8 +24,8 @@ import numpy as np
 from agents import prompts
 from agents.backends import build
 from agents.llm import Completion
-from marketplace.bench.datasets import mbpp
-from marketplace.bench.measure import tier_config
+from marketplace.evaluation.datasets import mbpp
+from marketplace.evaluation.measure import tier_config
 
 TASKS = (100, 106)
 WRITE_TOKENS = 256

@@ -2,7 +2,8 @@
 
 The matrix holds every agent's draft of every task (and the escalation drafts written after a
 cheaper agent's failing one), so the lean auction is replayed from it exactly as the live
-auctioneer would run it (`marketplace.core.lean` makes every decision), task after task in a given
+auctioneer would run it (`marketplace.core.lean_policy` makes every decision), task after task
+in a given
 order, with the memory growing as it would in the log: a draft the auction asked for is
 remembered with its verdict on the visible examples, and the winner's with the hidden checks'
 verdict too. Nothing is computed here that the live auction would not know at that moment.
@@ -32,12 +33,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from marketplace.core import lean
-from marketplace.core.metrics import Prices, Spend, TaskRun
+from marketplace.core import lean_policy
+from marketplace.core.measures import Prices, Spend, TaskRun
 from marketplace.shared.config import Config, LeanConfig, PriorConfig
 
 if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
-    from marketplace.bench.matrix import Draft, Matrix
+    from marketplace.evaluation.matrix import Draft, Matrix
 
 Variant = Literal["full", "no memory", "no evidence", "all at once"]
 VARIANTS: tuple[Variant, ...] = ("full", "no memory", "no evidence", "all at once")
@@ -59,7 +60,7 @@ def draft_cost(draft: Draft, agent_id: str, prices: Prices) -> float:
     return prices[agent_id].cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
 
 
-def fit_priors(train: Matrix, prices: Prices) -> dict[str, lean.Prior]:
+def fit_priors(train: Matrix, prices: Prices) -> dict[str, lean_policy.Prior]:
     """Each agent's prior from the training split: the rates of its drafts (add-one smoothed,
     so no rate is exactly 0 or 1) and their mean cost."""
     priors = {}
@@ -68,7 +69,7 @@ def fit_priors(train: Matrix, prices: Prices) -> dict[str, lean.Prior]:
         cells = [train.cell(t, agent_id) for t in tasks]
         checked = [c for c in cells if c.self_check]
         unchecked = [c for c in cells if not c.self_check]
-        priors[agent_id] = lean.Prior(
+        priors[agent_id] = lean_policy.Prior(
             examples_pass=_smoothed(len(checked), len(cells)),
             right_if_pass=_smoothed(sum(c.passed for c in checked), len(checked)),
             right_if_fail=_smoothed(sum(c.passed for c in unchecked), len(unchecked)),
@@ -83,11 +84,11 @@ def _smoothed(hits: int, n: int) -> float:
 
 def recall(
     memory: Sequence[Remembered], task_id: str, embeddings: Mapping[str, np.ndarray]
-) -> list[lean.Record]:
+) -> list[lean_policy.Record]:
     """The memory as records, each with its task's cosine similarity to `task_id`."""
     query = embeddings[task_id]
     return [
-        lean.Record(
+        lean_policy.Record(
             m.agent_id,
             float(np.dot(embeddings[m.task_id], query)),
             m.examples_pass,
@@ -110,9 +111,9 @@ class Missing(LookupError):
 def run_task(
     matrix: Matrix,
     task_id: str,
-    estimates: Sequence[lean.Estimate],
+    estimates: Sequence[lean_policy.Estimate],
     prices: Prices,
-    settings: lean.Settings,
+    settings: lean_policy.Settings,
     variant: Variant,
 ) -> tuple[TaskRun, list[tuple[str, Draft]]]:
     """One lean auction over the matrix: the run, and the drafts it asked for (by agent)."""
@@ -127,13 +128,13 @@ def run_task(
             max(estimates, key=lambda e: e.reservation)
         ]
         asked = [(e.agent_id, matrix.cell(task_id, e.agent_id)) for e in worth_asking]
-        drafts = [lean.Draft(a, d.self_check) for a, d in asked]
-        winner = lean.best_draft(drafts, {e.agent_id: e for e in estimates}, out, value)
+        drafts = [lean_policy.Draft(a, d.self_check) for a, d in asked]
+        winner = lean_policy.best_draft(drafts, {e.agent_id: e for e in estimates}, out, value)
         won = next(d for a, d in asked if a == winner.agent_id)
         return _run(task_id, asked, winner.agent_id, won), asked
     asked, drafts = [], []
     while True:
-        step = lean.next_step(
+        step = lean_policy.next_step(
             estimates,
             out,
             drafts,
@@ -145,16 +146,16 @@ def run_task(
             break
         draft = _draft(matrix, task_id, step)
         asked.append((step.ask, draft))
-        drafts.append(lean.Draft(step.ask, draft.self_check))
+        drafts.append(lean_policy.Draft(step.ask, draft.self_check))
     won = next(d for a, d in reversed(asked) if a == step.winner)
     return _run(task_id, asked, step.winner, won), asked
 
 
-def _expected(e: lean.Estimate, value: float) -> float:
+def _expected(e: lean_policy.Estimate, value: float) -> float:
     return value * (e.examples_pass * e.right_if_pass + (1 - e.examples_pass) * e.right_if_fail)
 
 
-def _draft(matrix: Matrix, task_id: str, step: lean.Step) -> Draft:
+def _draft(matrix: Matrix, task_id: str, step: lean_policy.Step) -> Draft:
     if step.feedback_from is None:
         return matrix.cell(task_id, step.ask)
     draft = matrix.escalation(task_id, step.ask, step.feedback_from)
@@ -171,8 +172,8 @@ def _run(task_id: str, asked: list[tuple[str, Draft]], winner: str, won: Draft) 
 def lean_runs(
     matrix: Matrix,
     order: Sequence[str],
-    priors: Mapping[str, lean.Prior],
-    settings: lean.Settings,
+    priors: Mapping[str, lean_policy.Prior],
+    settings: lean_policy.Settings,
     prices: Prices,
     embeddings: Mapping[str, np.ndarray],
     variant: Variant = "full",
@@ -182,7 +183,7 @@ def lean_runs(
     runs = []
     for task_id in order:
         records = [] if variant == "no memory" else recall(memory, task_id, embeddings)
-        estimates = [lean.estimate(a, priors[a], records, settings) for a in matrix.agents]
+        estimates = [lean_policy.estimate(a, priors[a], records, settings) for a in matrix.agents]
         run, asked = run_task(matrix, task_id, estimates, prices, settings, variant)
         runs.append(run)
         won = next(s.usage for s in run.spend if s.part == "execution")
@@ -203,7 +204,7 @@ def lean_runs(
 def orders(tasks: Sequence[str], count: int) -> list[list[str]]:
     """Order 0 is the dataset's; order k shuffles it with seed k, as the live runs do
     (`marketplace.live.ordered`), so a live run and its replay see the tasks in one order."""
-    from marketplace.bench.live import ordered
+    from marketplace.evaluation.live import ordered
 
     return [ordered(tasks, k) for k in range(count)]
 
@@ -223,7 +224,7 @@ class Capture:
     """How much of the oracle's gain over always-largest a method captures, on each axis:
     1 = all of it, 0 = none, negative = worse than always-largest."""
 
-    settings: lean.Settings
+    settings: lean_policy.Settings
     pass_gain: float
     cost_gain: float
 
@@ -236,7 +237,7 @@ def capture(
     runs: Sequence[TaskRun], largest: Sequence[TaskRun], oracle: Sequence[TaskRun], prices: Prices
 ) -> tuple[float, float]:
     """(share of the oracle's pass@1 gain, share of its cost saving), both against always-L."""
-    from marketplace.core.metrics import cost
+    from marketplace.core.measures import cost
 
     def rate(rs: Sequence[TaskRun]) -> float:
         return fmean(r.passed for r in rs)
@@ -253,7 +254,7 @@ def capture(
 
 def choose(
     dev: Matrix,
-    priors: Mapping[str, lean.Prior],
+    priors: Mapping[str, lean_policy.Prior],
     prices: Prices,
     embeddings: Mapping[str, np.ndarray],
     largest: Sequence[TaskRun],
@@ -267,7 +268,7 @@ def choose(
     found = []
     grid = itertools.product(VALUES, NEIGHBOURS, STRENGTHS, MIN_SIMILARITY, FEEDBACK)
     for value, neighbours, strength, floor, feedback in grid:
-        settings = lean.Settings(value * dearest, neighbours, strength, floor, feedback)
+        settings = lean_policy.Settings(value * dearest, neighbours, strength, floor, feedback)
         try:
             gains = [
                 capture(
@@ -291,7 +292,7 @@ async def fit_lean(
     config: Config, train_specs: Sequence[str], dev_specs: Sequence[str]
 ) -> tuple[LeanConfig, list[Capture]]:
     """Priors fitted on `train_specs`, settings chosen on `dev_specs`: the [auction.lean] table."""
-    from marketplace.bench import baselines, matrix
+    from marketplace.evaluation import baselines, matrix
     from marketplace.shared import embeddings
 
     prices = {a.id: a.price for a in config.agents}

@@ -4,7 +4,8 @@ Every command that takes tasks takes them this way (`--tasks`, `--train`, `--tes
 and a malformed or out-of-range set is refused before anything starts, naming what is wrong.
 
 Coding: `humaneval`, `mbpp` (problems by index). Deep search: `fanoutqa` (the FanOutQA questions
-the wiki corpus answers, marketplace.bench.fanoutqa, in their fixed order), `fanoutqa-dev` (those
+the wiki corpus answers, marketplace.evaluation.fanoutqa, in their fixed order), `fanoutqa-dev`
+(those
 of the development split, for choosing prompts) and `fanoutqa-eval` (the evaluation split, never
 tuned on); their sizes are what the filter keeps, so checking a range loads the questions (and
 fetches the dataset and the corpus on first use)."""
@@ -15,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from marketplace.bench import fanoutqa
-from marketplace.bench.datasets import humaneval, mbpp
+from marketplace.evaluation import fanoutqa
+from marketplace.evaluation.datasets import humaneval, mbpp
 from marketplace.shared.posting import Posting
 
 SIZES = {"humaneval": 164, "mbpp": 397}  # problems in each coding dataset
