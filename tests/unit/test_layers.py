@@ -1,6 +1,6 @@
 """The direction rule, read from the code's own imports: every import points down the layers.
 
-    contract (schemas) ← shared I/O ← core and log ← services and agents ← benchmark ← app
+    contract (schemas) ← shared I/O ← core and log ← services and agents ← evaluation and performance ← app
 
 The marketplace's services never import agents and agents never import services: an agent is
 an independent process that shares only the contract and the shared I/O with the marketplace.
@@ -26,6 +26,7 @@ FLOORS: dict[str, int] = {
     "marketplace.services": 3,
     "agents": 3,
     "marketplace.evaluation": 4,
+    "marketplace.performance": 4,
     "marketplace.testing": 4,
     "marketplace.app": 5,
 }
