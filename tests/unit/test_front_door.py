@@ -62,18 +62,18 @@ Door = Callable[..., openai.AsyncOpenAI]
 
 @pytest.fixture
 async def door() -> AsyncIterator[Door]:
-    """Opens the door on a stand-in: `door(asker, config, env, key)` → an openai client
+    """Opens the door on a stand-in: `door(stand_in, config, env, key)` → an openai client
     (`raw=True`: a plain HTTP client)."""
     http_clients: list[httpx2.AsyncClient] = []
 
     def open_door(
-        asker: StandIn,
+        stand_in: StandIn,
         config: Config | None = None,
         env: dict | None = None,
         key: str = "none",
         raw: bool = False,
     ) -> openai.AsyncOpenAI | httpx2.AsyncClient:
-        app = create_app(asker, config or Config(), env or {})
+        app = create_app(stand_in, config or Config(), env or {})
         http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://door")
         http_clients.append(http)
         if raw:  # plain HTTP, for what the openai client would not send
@@ -88,8 +88,8 @@ async def door() -> AsyncIterator[Door]:
 
 
 async def test_a_chat_completion_is_the_auction_s_answer_in_openai_s_shape(door: Door) -> None:
-    asker = StandIn()
-    client = door(asker)
+    stand_in = StandIn()
+    client = door(stand_in)
     raw = await client.chat.completions.with_raw_response.create(
         model="sale", messages=USER, extra_body={"budget": 0.5}
     )
@@ -114,17 +114,17 @@ async def test_a_chat_completion_is_the_auction_s_answer_in_openai_s_shape(door:
         "cost": "0.00125",
         "mechanism": "lean",
     }
-    assert asker.asked == [{"prompt": "What is 2 + 2?", "tenant": "default", "budget": 0.5}]
+    assert stand_in.asked == [{"prompt": "What is 2 + 2?", "tenant": "default", "budget": 0.5}]
 
 
 async def test_a_conversation_becomes_one_prompt_of_role_paragraphs(door: Door) -> None:
-    asker = StandIn()
+    stand_in = StandIn()
     messages = [
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": [{"type": "text", "text": "2 + 2?"}]},
     ]
-    await door(asker).chat.completions.create(model="sale/lean", messages=messages)
-    assert asker.asked[0]["prompt"] == "system: Answer briefly.\n\nuser: 2 + 2?"
+    await door(stand_in).chat.completions.create(model="sale/lean", messages=messages)
+    assert stand_in.asked[0]["prompt"] == "system: Answer briefly.\n\nuser: 2 + 2?"
 
 
 async def test_the_models_are_sale_and_the_mechanism_it_runs(door: Door) -> None:
@@ -175,8 +175,10 @@ async def test_a_refusal_says_why_in_the_message(door: Door) -> None:
 
 
 async def test_a_failed_verification_still_answers_with_its_status(door: Door) -> None:
-    asker = StandIn(outcome(status="failed", passed=False, output="5"))
-    raw = await door(asker).chat.completions.with_raw_response.create(model="sale", messages=USER)
+    stand_in = StandIn(outcome(status="failed", passed=False, output="5"))
+    raw = await door(stand_in).chat.completions.with_raw_response.create(
+        model="sale", messages=USER
+    )
     assert raw.parse().choices[0].message.content == "5"
     assert raw.headers["x-sale-status"] == "failed"
     assert raw.parse().metadata["passed"] == "false"
@@ -200,13 +202,13 @@ async def test_a_failed_verification_still_answers_with_its_status(door: Door) -
     ],
 )
 async def test_a_bad_request_is_a_400_naming_the_field(door: Door, body: dict, param: str) -> None:
-    asker = StandIn()
-    response = await door(asker, raw=True).post("/v1/chat/completions", json=body)
+    stand_in = StandIn()
+    response = await door(stand_in, raw=True).post("/v1/chat/completions", json=body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
-    assert asker.asked == []
+    assert stand_in.asked == []
 
 
 async def test_a_body_that_is_not_json_is_a_400(door: Door) -> None:
@@ -226,30 +228,30 @@ async def test_an_unknown_path_is_a_404_in_the_same_shape(door: Door) -> None:
 async def test_with_keys_the_bearer_key_names_the_tenant(door: Door) -> None:
     config = Config(serve=ServeConfig(keys={"acme": "ACME_KEY", "zeta": "ZETA_KEY"}))
     env = {"ACME_KEY": "sk-acme", "ZETA_KEY": "sk-zeta"}
-    asker = StandIn()
-    await door(asker, config, env, key="sk-acme").chat.completions.create(
+    stand_in = StandIn()
+    await door(stand_in, config, env, key="sk-acme").chat.completions.create(
         model="sale", messages=USER, user="zeta"
     )
-    assert asker.asked[0]["tenant"] == "acme"  # `user` names no tenant when keys do
+    assert stand_in.asked[0]["tenant"] == "acme"  # `user` names no tenant when keys do
     with pytest.raises(openai.AuthenticationError) as raised:
-        await door(asker, config, env, key="sk-wrong").chat.completions.create(
+        await door(stand_in, config, env, key="sk-wrong").chat.completions.create(
             model="sale", messages=USER
         )
     assert raised.value.code == "invalid_api_key"
-    keyless = await door(asker, config, env, raw=True).post(
+    keyless = await door(stand_in, config, env, raw=True).post(
         "/v1/chat/completions", json={"model": "sale", "messages": USER}
     )
     assert keyless.status_code == 401
     assert "no API key" in keyless.json()["error"]["message"]
     with pytest.raises(openai.AuthenticationError):
-        await door(asker, config, env, key="sk-wrong").models.list()
-    assert len(asker.asked) == 1
+        await door(stand_in, config, env, key="sk-wrong").models.list()
+    assert len(stand_in.asked) == 1
 
 
 async def test_an_open_door_takes_the_tenant_from_the_user_field(door: Door) -> None:
-    asker = StandIn()
-    await door(asker).chat.completions.create(model="sale", messages=USER, user="acme")
-    assert asker.asked[0]["tenant"] == "acme"
+    stand_in = StandIn()
+    await door(stand_in).chat.completions.create(model="sale", messages=USER, user="acme")
+    assert stand_in.asked[0]["tenant"] == "acme"
 
 
 def test_a_key_variable_that_is_not_set_fails_at_start_naming_the_field() -> None:
