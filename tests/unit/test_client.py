@@ -9,13 +9,15 @@ import pytest
 import marketplace
 import marketplace.client as client_layer
 from marketplace.client import Client, InvalidTask, general_task
+from marketplace.shared import signing
 from marketplace.shared.config import Config
 from schemas.events import CodingChecks, CodingInputs, Event, TaskChecks, TaskPosted
 
 
 def offline(producer: str = "client") -> tuple[Client, list[Event]]:
-    """A client whose bus keeps what it would publish instead of sending it."""
-    client = Client(Config(), producer=producer)
+    """A client whose bus keeps what it would publish instead of sending it (signing nothing:
+    what is checked here is what it sends, not its signatures)."""
+    client = Client(Config(), producer=producer, trust=signing.Trust())
     sent: list[Event] = []
 
     async def publish(event: Event) -> None:
@@ -61,7 +63,9 @@ async def test_a_general_task_is_posted_with_its_general_checks() -> None:
     [
         (None, "a coding task needs its checks"),
         (
-            TaskChecks(producer="c", task_id="t2", checks=CodingChecks(entry_point="f", tests="")),
+            TaskChecks(
+                producer="c", task_id="t2", checks=CodingChecks(entry_point="f", tests="assert 1")
+            ),
             "its checks are for task t2",
         ),
     ],

@@ -171,7 +171,9 @@ async def test_a_refusal_says_why_in_the_message(door: Door) -> None:
     with pytest.raises(openai.APIStatusError) as raised:
         await door(StandIn(Refused(REFUSED))).chat.completions.create(model="sale", messages=USER)
     assert raised.value.type == "insufficient_quota"
-    assert raised.value.message == "task task-1 refused (over_budget: acme has spent 1 of 1)"
+    assert (
+        raised.value.body["message"] == "task task-1 refused (over_budget: acme has spent 1 of 1)"
+    )
 
 
 async def test_a_failed_verification_still_answers_with_its_status(door: Door) -> None:
