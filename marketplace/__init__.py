@@ -1,4 +1,4 @@
-"""The SALE marketplace. The front door for Python code:
+"""The SALE marketplace. The front door for Python code (`marketplace.client`):
 
     from marketplace import Client, Outcome
 
@@ -11,10 +11,11 @@ the config) does not bring in the Kafka client.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from marketplace.services.client import (
+    from marketplace.client import (
         Client,
         InvalidTask,
         Outcome,
@@ -28,7 +29,5 @@ __all__ = ["Client", "InvalidTask", "Outcome", "Refused", "SubmitError", "Submit
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from marketplace.services import client
-
-        return getattr(client, name)
+        return getattr(importlib.import_module("marketplace.client"), name)
     raise AttributeError(f"module 'marketplace' has no attribute {name!r}")

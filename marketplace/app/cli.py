@@ -415,7 +415,7 @@ def _task_sets(args: argparse.Namespace) -> list[str]:
 def _submit(config: Config, args: argparse.Namespace) -> int:
     """`sale submit`: one task from flags or a file; with --wait, its answer."""
     from marketplace.app import submit
-    from marketplace.services.client import InvalidTask
+    from marketplace.client import InvalidTask
 
     try:
         posting = submit.posting_of(

@@ -17,10 +17,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from marketplace.app.publish import parse_line
-from marketplace.log.outcomes import Outcome
-from marketplace.services.client import Client, Refused, SubmitTimeout, general_task, result
+from marketplace.client import Client, Outcome, Refused, SubmitTimeout, general_task, result
 from marketplace.shared.config import Config
-from marketplace.shared.posting import Posting, publish_one
+from marketplace.shared.posting import Posting
 from schemas.codec import describe
 from schemas.events import TaskPosted
 
@@ -136,9 +135,7 @@ async def submit(
     """Posts the task; with `wait`, prints its answer (or what is known of it, and why not)."""
     async with Client(config) as client:
         if not wait:
-            checked = client.posting(posting.task, posting.checks)
-            await publish_one(client.bus, checked)
-            task_id = checked.task.task_id
+            task_id = await client.post(posting.task, posting.checks)
             print(f"posted task {task_id}; its answer: sale result {task_id}")
             return 0
         try:

@@ -1,7 +1,7 @@
 """What became of one task, as the one who posted it sees it: the `Outcome`, folded from the
 task's events.
 
-The client (`marketplace.services.client`) folds the events it watches as they stream by, and
+The client (`marketplace.client`) folds the events it watches as they stream by, and
 `Client.result` folds the task's part of the log; both with `fold`, so a waiting client and a
 later look-up say the same thing. Pure: events in, an `Outcome` out. The events may come in any
 order (they travel on different topics), so each part of the outcome comes from its own event.

@@ -20,11 +20,11 @@ import pytest
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace import Client, Outcome, Refused, SubmitTimeout
+from marketplace.client import InvalidTask
 from marketplace.log import audit, replay
 from marketplace.log.ledger import PostgresLedger
 from marketplace.log.outcomes import fold
 from marketplace.log.store import load_events
-from marketplace.services.client import InvalidTask
 from marketplace.shared.config import BrokerConfig, Config, TenantConfig
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
 from schemas.topics import Topics
@@ -119,6 +119,20 @@ async def test_a_submitted_task_comes_back_passed_with_its_winner_and_cost(
         again, _ = coding("client-pass")  # an id already taken: refused at once, not waited on
         with pytest.raises(Refused, match="client-pass was already posted"):
             await client.submit(again, checks, timeout_s=60)
+
+
+async def test_a_posted_task_is_not_waited_for_and_its_answer_is_read_back_later(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    config = lean_config(broker_config)
+    async with marketplace(config, *agents()), Client(config) as client:
+        task, checks = coding("client-posted")
+        async with asyncio.timeout(5):  # fire and forget: back as soon as the broker has it
+            assert await client.post(task, checks) == "client-posted"
+        async with asyncio.timeout(60):
+            while (later := await client.result("client-posted")) is None or not later.final:
+                await asyncio.sleep(0.2)
+    assert (later.status, later.winner_agent_id) == ("passed", "small")
 
 
 async def test_a_task_nobody_decides_times_out_naming_the_missing_step(
@@ -283,6 +297,13 @@ async def test_sale_submit_waits_for_the_answer_and_sale_result_reads_it_back(
         assert "winner: small (scripted-small), lean auction" in out
         assert out.endswith("output:\nscripted answer of small\n")
         task_id = first.removeprefix("task ").removesuffix(": answered")
+        code, out, err = await sale(broker_config, tmp_path, "submit", "--prompt", "Name one.")
+        assert code == 0, out + err
+        posted = out.split()[2].removesuffix(";")  # "posted task ID; its answer: sale result ID"
+        assert out == f"posted task {posted}; its answer: sale result {posted}\n"
+        async with asyncio.timeout(60):
+            while "answered" not in (await sale(broker_config, tmp_path, "result", posted))[1]:
+                await asyncio.sleep(0.5)
         code, again, err = await sale(broker_config, tmp_path, "result", task_id, "--json")
     assert code == 0, again + err
     assert Outcome.model_validate_json(again).output == "scripted answer of small"

@@ -1,52 +1,51 @@
 """The front door's HTTP shapes, read by the official `openai` client over the ASGI app in
 process: the chat.completion answer, the headers and metadata, and every error in OpenAI's
-shape with its status. The marketplace behind the door is a stand-in asker here (the real
-client runs in tests/integration/test_front_door.py)."""
+shape with its status. The marketplace behind the door is a stand-in for the client here, with
+its `ask`, its `Outcome` and its errors (the real client runs in
+tests/integration/test_front_door.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
+from marketplace.client import InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
 from marketplace.services.front_door.app import create_app
-from marketplace.services.front_door.asking import AskError, AskInvalid, AskRefused, AskTimeout
 from marketplace.shared.config import Config, ConfigError, ServeConfig, parse_config
+from schemas.events import Usage
 
 USER = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
-@dataclass(frozen=True)
-class Tokens:
-    prompt_tokens: int = 12
-    completion_tokens: int = 7
+def outcome(**fields: Any) -> Outcome:
+    """An answered general request, as the client folds it, with `fields` changed."""
+    answered = {
+        "task_id": "task-1",
+        "status": "answered",
+        "winner_agent_id": "small",
+        "model": "scripted-small",
+        "output": "4",
+        "cost": 0.00125,
+        "usage": Usage(prompt_tokens=12, completion_tokens=7),
+        "mechanism": "lean",
+    }
+    return Outcome(**{**answered, **fields})
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The fields of the client's Outcome the door reads."""
-
-    task_id: str = "task-1"
-    status: str = "answered"
-    passed: bool | None = None
-    winner_agent_id: str | None = "small"
-    model: str | None = "scripted-small"
-    output: str | None = "4"
-    cost: float = 0.00125
-    usage: Tokens = field(default_factory=Tokens)
-    reason: str | None = None
-    mechanism: str | None = "lean"
+REFUSED = Outcome(
+    task_id="task-1", status="refused", reason="over_budget", detail="acme has spent 1 of 1"
+)
 
 
 class StandIn:
     """Answers every ask with `answer` (or raises it) and keeps what it was asked."""
 
     def __init__(self, answer: Outcome | Exception | None = None) -> None:
-        self.answer = answer or Outcome()
+        self.answer = answer or outcome()
         self.asked: list[dict[str, Any]] = []
 
     async def ask(
@@ -63,18 +62,18 @@ Door = Callable[..., openai.AsyncOpenAI]
 
 @pytest.fixture
 async def door() -> AsyncIterator[Door]:
-    """Opens the door on a stand-in: `door(asker, config, env, key)` → an openai client
+    """Opens the door on a stand-in: `door(stand_in, config, env, key)` → an openai client
     (`raw=True`: a plain HTTP client)."""
     http_clients: list[httpx2.AsyncClient] = []
 
     def open_door(
-        asker: StandIn,
+        stand_in: StandIn,
         config: Config | None = None,
         env: dict | None = None,
         key: str = "none",
         raw: bool = False,
     ) -> openai.AsyncOpenAI | httpx2.AsyncClient:
-        app = create_app(asker, config or Config(), env or {})
+        app = create_app(stand_in, config or Config(), env or {})
         http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://door")
         http_clients.append(http)
         if raw:  # plain HTTP, for what the openai client would not send
@@ -89,8 +88,8 @@ async def door() -> AsyncIterator[Door]:
 
 
 async def test_a_chat_completion_is_the_auction_s_answer_in_openai_s_shape(door: Door) -> None:
-    asker = StandIn()
-    client = door(asker)
+    stand_in = StandIn()
+    client = door(stand_in)
     raw = await client.chat.completions.with_raw_response.create(
         model="sale", messages=USER, extra_body={"budget": 0.5}
     )
@@ -115,17 +114,17 @@ async def test_a_chat_completion_is_the_auction_s_answer_in_openai_s_shape(door:
         "cost": "0.00125",
         "mechanism": "lean",
     }
-    assert asker.asked == [{"prompt": "What is 2 + 2?", "tenant": "default", "budget": 0.5}]
+    assert stand_in.asked == [{"prompt": "What is 2 + 2?", "tenant": "default", "budget": 0.5}]
 
 
 async def test_a_conversation_becomes_one_prompt_of_role_paragraphs(door: Door) -> None:
-    asker = StandIn()
+    stand_in = StandIn()
     messages = [
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": [{"type": "text", "text": "2 + 2?"}]},
     ]
-    await door(asker).chat.completions.create(model="sale/lean", messages=messages)
-    assert asker.asked[0]["prompt"] == "system: Answer briefly.\n\nuser: 2 + 2?"
+    await door(stand_in).chat.completions.create(model="sale/lean", messages=messages)
+    assert stand_in.asked[0]["prompt"] == "system: Answer briefly.\n\nuser: 2 + 2?"
 
 
 async def test_the_models_are_sale_and_the_mechanism_it_runs(door: Door) -> None:
@@ -141,14 +140,14 @@ async def test_the_models_are_sale_and_the_mechanism_it_runs(door: Door) -> None
 @pytest.mark.parametrize(
     ("answer", "status", "code"),
     [
-        (AskInvalid("the prompt cannot be a task"), 400, None),
-        (AskRefused("tenant acme is over its budget of 1"), 402, "over_budget"),
-        (AskTimeout("no outcome for task-1"), 504, "timeout"),
-        (AskError("the broker does not answer"), 503, "unavailable"),
-        (Outcome(status="no_bids", output=None, winner_agent_id=None), 503, "no_bids"),
-        (Outcome(status="no_eligible_bids", output=None, winner_agent_id=None), 503, "no_bids"),
-        (Outcome(status="refused", output="", reason="over budget"), 402, "over_budget"),
-        (Outcome(status="failed", output="", reason="the agent crashed"), 502, "execution_failed"),
+        (InvalidTask("the prompt cannot be a task"), 400, None),
+        (Refused(REFUSED), 402, "over_budget"),
+        (SubmitTimeout("task-1", 2.0, outcome(status="open", output=None)), 504, "timeout"),
+        (SubmitError("the broker does not answer"), 503, "unavailable"),
+        (outcome(status="no_bids", output=None, winner_agent_id=None), 503, "no_bids"),
+        (outcome(status="no_eligible_bids", output=None, winner_agent_id=None), 503, "no_bids"),
+        (outcome(status="refused", output="", reason="over budget"), 402, "over_budget"),
+        (outcome(status="failed", output="", reason="the agent crashed"), 502, "execution_failed"),
     ],
 )
 async def test_what_went_wrong_is_an_openai_error_with_its_status(
@@ -160,13 +159,28 @@ async def test_what_went_wrong_is_an_openai_error_with_its_status(
     assert error.status_code == status
     assert error.code == code
     assert set(error.body) == {"message", "type", "param", "code"}
-    if isinstance(answer, Outcome):  # the task ran: the operator can look it up
+    known = answer if isinstance(answer, Outcome) else getattr(answer, "outcome", None)
+    if known is not None:  # the task was posted: the operator can look it up
         assert error.response.headers["x-sale-task-id"] == "task-1"
+        assert error.response.headers["x-sale-status"] == known.status
+    else:
+        assert "x-sale-task-id" not in error.response.headers
+
+
+async def test_a_refusal_says_why_in_the_message(door: Door) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        await door(StandIn(Refused(REFUSED))).chat.completions.create(model="sale", messages=USER)
+    assert raised.value.type == "insufficient_quota"
+    assert (
+        raised.value.body["message"] == "task task-1 refused (over_budget: acme has spent 1 of 1)"
+    )
 
 
 async def test_a_failed_verification_still_answers_with_its_status(door: Door) -> None:
-    asker = StandIn(Outcome(status="failed", passed=False, output="5"))
-    raw = await door(asker).chat.completions.with_raw_response.create(model="sale", messages=USER)
+    stand_in = StandIn(outcome(status="failed", passed=False, output="5"))
+    raw = await door(stand_in).chat.completions.with_raw_response.create(
+        model="sale", messages=USER
+    )
     assert raw.parse().choices[0].message.content == "5"
     assert raw.headers["x-sale-status"] == "failed"
     assert raw.parse().metadata["passed"] == "false"
@@ -190,13 +204,13 @@ async def test_a_failed_verification_still_answers_with_its_status(door: Door) -
     ],
 )
 async def test_a_bad_request_is_a_400_naming_the_field(door: Door, body: dict, param: str) -> None:
-    asker = StandIn()
-    response = await door(asker, raw=True).post("/v1/chat/completions", json=body)
+    stand_in = StandIn()
+    response = await door(stand_in, raw=True).post("/v1/chat/completions", json=body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
-    assert asker.asked == []
+    assert stand_in.asked == []
 
 
 async def test_a_body_that_is_not_json_is_a_400(door: Door) -> None:
@@ -216,30 +230,30 @@ async def test_an_unknown_path_is_a_404_in_the_same_shape(door: Door) -> None:
 async def test_with_keys_the_bearer_key_names_the_tenant(door: Door) -> None:
     config = Config(serve=ServeConfig(keys={"acme": "ACME_KEY", "zeta": "ZETA_KEY"}))
     env = {"ACME_KEY": "sk-acme", "ZETA_KEY": "sk-zeta"}
-    asker = StandIn()
-    await door(asker, config, env, key="sk-acme").chat.completions.create(
+    stand_in = StandIn()
+    await door(stand_in, config, env, key="sk-acme").chat.completions.create(
         model="sale", messages=USER, user="zeta"
     )
-    assert asker.asked[0]["tenant"] == "acme"  # `user` names no tenant when keys do
+    assert stand_in.asked[0]["tenant"] == "acme"  # `user` names no tenant when keys do
     with pytest.raises(openai.AuthenticationError) as raised:
-        await door(asker, config, env, key="sk-wrong").chat.completions.create(
+        await door(stand_in, config, env, key="sk-wrong").chat.completions.create(
             model="sale", messages=USER
         )
     assert raised.value.code == "invalid_api_key"
-    keyless = await door(asker, config, env, raw=True).post(
+    keyless = await door(stand_in, config, env, raw=True).post(
         "/v1/chat/completions", json={"model": "sale", "messages": USER}
     )
     assert keyless.status_code == 401
     assert "no API key" in keyless.json()["error"]["message"]
     with pytest.raises(openai.AuthenticationError):
-        await door(asker, config, env, key="sk-wrong").models.list()
-    assert len(asker.asked) == 1
+        await door(stand_in, config, env, key="sk-wrong").models.list()
+    assert len(stand_in.asked) == 1
 
 
 async def test_an_open_door_takes_the_tenant_from_the_user_field(door: Door) -> None:
-    asker = StandIn()
-    await door(asker).chat.completions.create(model="sale", messages=USER, user="acme")
-    assert asker.asked[0]["tenant"] == "acme"
+    stand_in = StandIn()
+    await door(stand_in).chat.completions.create(model="sale", messages=USER, user="acme")
+    assert stand_in.asked[0]["tenant"] == "acme"
 
 
 def test_a_key_variable_that_is_not_set_fails_at_start_naming_the_field() -> None:

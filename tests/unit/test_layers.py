@@ -1,6 +1,10 @@
 """The direction rule, read from the code's own imports: every import points down the layers.
 
-    contract (schemas) ← shared I/O ← core and log ← services and agents ← evaluation and performance ← app
+    contract (schemas) ← shared I/O ← core and log ← client ← services and agents
+        ← evaluation, performance and testing ← app
+
+The client (posting a task, waiting for its answer) sits below the services, so the front door
+uses it as it is instead of mirroring its types.
 
 The marketplace's services never import agents and agents never import services: an agent is
 an independent process that shares only the contract and the shared I/O with the marketplace.
@@ -23,12 +27,13 @@ FLOORS: dict[str, int] = {
     "marketplace.shared": 1,
     "marketplace.core": 2,
     "marketplace.log": 2,
-    "marketplace.services": 3,
-    "agents": 3,
-    "marketplace.evaluation": 4,
-    "marketplace.performance": 4,
-    "marketplace.testing": 4,
-    "marketplace.app": 5,
+    "marketplace.client": 3,
+    "marketplace.services": 4,
+    "agents": 4,
+    "marketplace.evaluation": 5,
+    "marketplace.performance": 5,
+    "marketplace.testing": 5,
+    "marketplace.app": 6,
 }
 # Same-floor neighbours that must not import each other (core ↔ log one way only).
 FORBIDDEN = {

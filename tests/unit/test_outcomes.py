@@ -12,8 +12,8 @@ from functools import partial
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
+from marketplace.client import Refused, SubmitTimeout, missing
 from marketplace.log.outcomes import Outcome, complete, fold
-from marketplace.services.client import Refused, SubmitTimeout, missing
 from marketplace.testing import market as in_memory
 from schemas.events import (
     AuctionClosed,

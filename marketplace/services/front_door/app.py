@@ -1,10 +1,10 @@
 """The front door's ASGI app: the OpenAI-compatible routes, the operator's dashboard and
 `/metrics`, in one FastAPI app that `sale serve` runs under uvicorn.
 
-`create_app` takes the asker (the marketplace client, composed in by the command line, or a
-stand-in in tests) and the configuration; everything it reads besides is the Postgres log and,
-for the consumer lag, the broker. Every error, from any route, is answered in OpenAI's error
-shape, so a client has one shape to read.
+`create_app` takes the marketplace's client (`marketplace.client`, entered by `sale serve`, or
+a stand-in with its `ask` in tests) and the configuration; everything it reads besides is the
+Postgres log and, for the consumer lag, the broker. Every error, from any route, is answered in
+OpenAI's error shape, so a client has one shape to read.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from marketplace.client import Client
 from marketplace.services.front_door import dashboard, openai, prometheus
-from marketplace.services.front_door.asking import Asker
 from marketplace.services.front_door.openai import OpenAIError
 from marketplace.services.front_door.reader import LogReader
 from marketplace.shared.config import Config
@@ -30,10 +30,12 @@ from marketplace.shared.config import Config
 log = logging.getLogger("front_door")
 
 
-def create_app(asker: Asker | None, config: Config, env: Mapping[str, str] = os.environ) -> FastAPI:
+def create_app(
+    client: Client | None, config: Config, env: Mapping[str, str] = os.environ
+) -> FastAPI:
     """The app; an unset key variable of `[serve].keys` fails here (`ConfigError`)."""
     door = openai.Door(
-        asker,
+        client,
         mechanism=config.auction.mechanism,
         timeout_s=config.serve.timeout_s,
         keys=openai.load_keys(config.serve, env),

@@ -37,14 +37,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from marketplace.services.front_door.asking import (
-    Answer,
-    Asker,
-    AskError,
-    AskInvalid,
-    AskRefused,
-    AskTimeout,
-)
+from marketplace.client import Client, InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
 from marketplace.shared.config import ConfigError, ServeConfig
 from schemas.events import MAX_PROMPT, Id
 
@@ -181,7 +174,7 @@ def tenant_of(keys: Mapping[str, str], authorization: str | None, user: str | No
 # --- the answer -----------------------------------------------------------------------------
 
 
-def sale_headers(answer: Answer) -> dict[str, str]:
+def sale_headers(answer: Outcome) -> dict[str, str]:
     headers = {"x-sale-task-id": answer.task_id, "x-sale-status": answer.status}
     if answer.winner_agent_id:
         headers["x-sale-winner"] = answer.winner_agent_id
@@ -191,7 +184,7 @@ def sale_headers(answer: Answer) -> dict[str, str]:
     return headers
 
 
-def metadata(answer: Answer) -> dict[str, str]:
+def metadata(answer: Outcome) -> dict[str, str]:
     """The sale's facts as OpenAI's `metadata` holds them: strings only, absent when unknown."""
     facts = {
         "task_id": answer.task_id,
@@ -202,14 +195,13 @@ def metadata(answer: Answer) -> dict[str, str]:
         "cost": f"{answer.cost or 0.0:.9g}",
         "mechanism": answer.mechanism,
         "reason": answer.reason,
-        "error": getattr(answer, "error", None),
+        "error": answer.error,
     }
     return {key: value for key, value in facts.items() if value}
 
 
-def usage_of(answer: Answer) -> dict[str, int]:
-    prompt = int(getattr(answer.usage, "prompt_tokens", 0) or 0)
-    completion = int(getattr(answer.usage, "completion_tokens", 0) or 0)
+def usage_of(answer: Outcome) -> dict[str, int]:
+    prompt, completion = answer.usage.prompt_tokens, answer.usage.completion_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -217,11 +209,11 @@ def usage_of(answer: Answer) -> dict[str, int]:
     }
 
 
-def failure(answer: Answer) -> OpenAIError | None:
+def failure(answer: Outcome) -> OpenAIError | None:
     """The error an outcome without an answer is, or None: an answer (a failed verification
     with an output is still the winner's answer: its status says so)."""
     headers = sale_headers(answer)
-    why = ": ".join(x for x in (answer.reason, getattr(answer, "detail", "")) if x)
+    why = ": ".join(x for x in (answer.reason, answer.detail) if x)
     why = f" ({why})" if why else ""
     if answer.status in ("passed", "answered") or (answer.status == "failed" and answer.output):
         return None
@@ -235,7 +227,7 @@ def failure(answer: Answer) -> OpenAIError | None:
     return OpenAIError(502, message, "server_error", "execution_failed", headers=headers)
 
 
-def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
+def completion(answer: Outcome, model: str, created: int) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{answer.task_id}",
         "object": "chat.completion",
@@ -255,7 +247,7 @@ def completion(answer: Answer, model: str, created: int) -> dict[str, Any]:
     }
 
 
-async def chunks(answer: Answer, model: str, created: int, usage: bool) -> AsyncIterator[str]:
+async def chunks(answer: Outcome, model: str, created: int, usage: bool) -> AsyncIterator[str]:
     """The answer as a stream: the whole text in one chunk (the auction answers at once, not
     token by token), the finish, the usage if asked for, then [DONE]."""
     base = {"id": f"chatcmpl-{answer.task_id}", "object": "chat.completion.chunk"}
@@ -277,10 +269,11 @@ def _event(data: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Door:
-    """What the routes need: the asker, the mechanism the marketplace runs, how long a request
-    may wait, and the API keys (empty: an open door)."""
+    """What the routes need: the marketplace's client (or a stand-in with its `ask`), the
+    mechanism the marketplace runs, how long a request may wait, and the API keys (empty: an
+    open door)."""
 
-    asker: Asker | None
+    client: Client | None
     mechanism: str
     timeout_s: float = 300.0
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -334,21 +327,30 @@ def router(door: Door) -> APIRouter:
     return routes
 
 
-async def _ask(door: Door, prompt: str, tenant: str, budget: float | None) -> Answer:
-    if door.asker is None:
+async def _ask(door: Door, prompt: str, tenant: str, budget: float | None) -> Outcome:
+    """The client's answer, or its error as the HTTP error it is: a refusal is the refused
+    outcome's 402 (`failure`), and every error of a task that was posted names the task."""
+    if door.client is None:
         raise OpenAIError(503, "this front door has no marketplace to ask", "server_error")
     try:
-        return await door.asker.ask(prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s)
-    except AskInvalid as exc:
+        return await door.client.ask(prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s)
+    except InvalidTask as exc:
         raise OpenAIError(400, str(exc), param="messages") from None
-    except AskRefused as exc:
-        raise OpenAIError(402, exc.reason, "insufficient_quota", "over_budget") from None
-    except AskTimeout as exc:
+    except Refused as exc:
+        raise failure(exc.outcome) from None
+    except SubmitTimeout as exc:
         message = f"no outcome within {door.timeout_s:g} s: {exc}"
-        raise OpenAIError(504, message, "server_error", "timeout") from None
-    except AskError as exc:
+        raise OpenAIError(504, message, "server_error", "timeout", headers=_known(exc)) from None
+    except SubmitError as exc:
         message = f"the marketplace cannot take the task: {exc}"
-        raise OpenAIError(503, message, "server_error", "unavailable") from None
+        raise OpenAIError(
+            503, message, "server_error", "unavailable", headers=_known(exc)
+        ) from None
+
+
+def _known(error: SubmitError) -> dict[str, str]:
+    """The x-sale headers of what is known of the task an error is about (none: nothing)."""
+    return sale_headers(error.outcome) if error.outcome is not None else {}
 
 
 def _model_card(name: str) -> dict[str, Any]:
