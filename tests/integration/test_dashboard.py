@@ -7,7 +7,7 @@ hidden check, two do not), a coding task no agent bids on, and a malformed recor
 consumers dead-letter.
 
 `SALE_DASHBOARD_PNG=docs/dashboard.png` makes the browser test also write a screenshot there
-(the README's picture is made so).
+(the picture in docs/front-door.md is made so).
 """
 
 from __future__ import annotations
