@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace.core import scoring
+from marketplace.core import scoring, spend
 from marketplace.log import audit, replay
 from marketplace.log.lines import bid_label
 from marketplace.log.replay import Discrepancy
@@ -412,7 +412,7 @@ def test_the_audit_tells_the_whole_story() -> None:
     assert "winner: small with bid small:1 (refined)" in text
     assert "provisional large:0" in text and "invites small" in text
     assert "large scores round 0: large:0=4, small:0=1" in text
-    parts = audit.spend(events)
+    parts = spend.parts(events)
     # a scripted bid's call: 50 prompt tokens and its plan, at its price per million tokens
     assert parts["bids"].cost == pytest.approx((0.05 + 0.36) * 150e-6)
     assert parts["refinement"].cost == pytest.approx(0.05 * 110e-6)
