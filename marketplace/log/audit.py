@@ -30,7 +30,7 @@ from marketplace.log.lines import (
     step_line,
     verdict,
 )
-from marketplace.log.replay import NO_LOG, LogUnavailable
+from marketplace.log.replay.replayed_log import NO_LOG, LogUnavailable
 from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
     AuctionClosed,
