@@ -11,7 +11,8 @@ Accounting rule: a method pays for what it used. A router has no auction and no 
 it picks drafts the task, so a router pays that agent's draft under part "execution" and nothing
 under the auction parts; a cascade pays the draft of every agent it tries. SALE pays every
 agent's bid ("bids"), the review of every juror it asks ("jury") and the winner's draft
-("execution"). Tokens are priced per direction (`marketplace.core.measures.cost`).
+("execution"): each call under the part the live log books it by (`marketplace.core.spend`).
+Tokens are priced per direction (`marketplace.core.measures.cost`).
 
 Ties between equal prices go to the lower agent id, as in the auction's tie rule.
 """
@@ -26,10 +27,10 @@ from uuid import UUID
 
 import numpy as np
 
-from marketplace.core import scoring
-from marketplace.core.measures import Part, Prices, Spend, TaskRun
+from marketplace.core import scoring, spend
+from marketplace.core.measures import Prices, Spend, TaskRun
 from marketplace.shared.embeddings import Embedder
-from schemas.events import ReviewSubmitted, ScoredBid, Usage, Weights
+from schemas.events import BidSubmitted, ReviewSubmitted, ScoredBid, TaskResult, Weights
 
 if TYPE_CHECKING:  # the matrix module loads agents and the database driver; only types needed
     from marketplace.evaluation.matrix import Cell, Matrix
@@ -37,9 +38,12 @@ if TYPE_CHECKING:  # the matrix module loads agents and the database driver; onl
 TIE = 1e-9  # estimated pass rates this close count as equal
 
 
-def _spend(agent_id: str, part: Part, usage: Usage) -> Spend:
-    """One call's usage as a spend, kept whole so that it is priced per direction."""
-    return Spend(agent_id, part, usage)
+def _spend(agent_id: str, call: BidSubmitted | ReviewSubmitted | TaskResult) -> Spend:
+    """One call's usage as a spend, kept whole so that it is priced per direction, under the
+    part the live log books it (`marketplace.core.spend`: a draft is an execution)."""
+    part = spend.part(call)
+    assert part is not None  # a bid, a review or a draft: each is priced
+    return Spend(agent_id, part, call.usage)
 
 
 def by_price(agents: Sequence[str], prices: Prices) -> list[str]:
@@ -51,9 +55,9 @@ def by_price(agents: Sequence[str], prices: Prices) -> list[str]:
 
 def _routed(matrix: Matrix, task_id: str, agent_id: str, tried: Sequence[str]) -> TaskRun:
     """`agent_id`'s draft is the result; every agent in `tried` (it included) paid its draft."""
-    spend = tuple(_spend(a, "execution", matrix.cell(task_id, a).result.usage) for a in tried)
+    paid = tuple(_spend(a, matrix.cell(task_id, a).result) for a in tried)
     chosen = matrix.cell(task_id, agent_id)
-    return TaskRun(task_id, agent_id, chosen.passed, spend, chosen.outcome.score)
+    return TaskRun(task_id, agent_id, chosen.passed, paid, chosen.outcome.score)
 
 
 def always(matrix: Matrix, agent_id: str) -> list[TaskRun]:
@@ -205,10 +209,10 @@ def sale_round0(matrix: Matrix, weights: Weights, prices: Prices) -> list[TaskRu
         assert winner is not None  # a plan task has every agent's bid, and no budget
         cells = _plan_cells(matrix, task_id)
         won = cells[winner.agent_id]
-        spend = (
-            *(_spend(a, "bids", c.bid.usage) for a, c in cells.items()),
-            *(_spend(j, "jury", cells[j].review.usage) for j in jurors(matrix, weights)),
-            _spend(winner.agent_id, "execution", won.result.usage),
+        paid = (
+            *(_spend(a, c.bid) for a, c in cells.items()),
+            *(_spend(j, cells[j].review) for j in jurors(matrix, weights)),
+            _spend(winner.agent_id, won.result),
         )
-        runs.append(TaskRun(task_id, winner.agent_id, won.passed, spend, won.outcome.score))
+        runs.append(TaskRun(task_id, winner.agent_id, won.passed, paid, won.outcome.score))
     return runs

@@ -9,7 +9,8 @@ remembered with its verdict on the visible examples, and the winner's with the h
 verdict too. Nothing is computed here that the live auction would not know at that moment.
 
 Accounting: every draft the auction asked for is paid; the winner's draft is the task's
-execution ("execution"), every other draft is the auction's cost ("bids").
+execution, every other draft is the auction's cost (`marketplace.core.spend.draft_part`, the
+rule the live log books drafts by).
 
 Variants (ablations):
 - "full": memory estimates, calls in reservation order with the stopping rule, drafts as bids,
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from marketplace.core import lean_policy
+from marketplace.core import lean_policy, spend
 from marketplace.core.measures import Prices, Spend, TaskRun
 from marketplace.shared.config import Config, LeanConfig, PriorConfig
 
@@ -165,8 +166,8 @@ def _draft(matrix: Matrix, task_id: str, step: lean_policy.Step) -> Draft:
 
 
 def _run(task_id: str, asked: list[tuple[str, Draft]], winner: str, won: Draft) -> TaskRun:
-    spend = tuple(Spend(a, "execution" if d is won else "bids", d.result.usage) for a, d in asked)
-    return TaskRun(task_id, winner, won.passed, spend, won.outcome.score)
+    paid = tuple(Spend(a, spend.draft_part(d is won), d.result.usage) for a, d in asked)
+    return TaskRun(task_id, winner, won.passed, paid, won.outcome.score)
 
 
 def lean_runs(

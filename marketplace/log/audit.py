@@ -20,6 +20,7 @@ from datetime import datetime
 
 import asyncpg
 
+from marketplace.core import spend
 from marketplace.log.lines import (
     ANSWERED_KINDS,
     Labels,
@@ -29,7 +30,7 @@ from marketplace.log.lines import (
     step_line,
     verdict,
 )
-from marketplace.log.replay import NO_LOG, LogUnavailable
+from marketplace.log.replay.replayed_log import NO_LOG, LogUnavailable
 from marketplace.log.store import StoredEvent, load_events
 from schemas.events import (
     AuctionClosed,
@@ -39,7 +40,6 @@ from schemas.events import (
     Event,
     LeanEstimate,
     RefinementCalled,
-    ReviewSubmitted,
     ScoredBid,
     SubmissionRejected,
     TaskOutcome,
@@ -48,8 +48,6 @@ from schemas.events import (
     Usage,
     Weights,
 )
-
-PARTS = ("bids", "refinement", "jury", "execution")
 
 
 def render(stored: Sequence[StoredEvent]) -> str:
@@ -272,23 +270,10 @@ def _search(events: list[Event]) -> list[str]:
 # --- cost and outcome ---------------------------------------------------------------------------
 
 
-def spend(events: list[Event]) -> dict[str, Usage]:
-    """What the task cost, by part of its life, as the `spend` projection counts it."""
-    parts = {part: Usage() for part in PARTS}
-    for event in events:
-        match event:
-            case BidSubmitted():
-                part = "bids" if event.round == 0 else "refinement"
-                parts[part] += event.usage
-            case ReviewSubmitted():
-                parts["jury"] += event.usage
-            case TaskResult():
-                parts["execution"] += event.usage
-    return parts
-
-
 def _costs(events: list[Event]) -> str:
-    parts = spend(events)
+    """What the task cost, by part of its life, booked by the one spend rule the `spend`
+    projection and the `Outcome` book by (`marketplace.core.spend`)."""
+    parts = spend.parts(events)
     total = sum(parts.values(), Usage())
     lines = ["cost", f"  {'part':<12} {'requests':>8} {'tokens':>9} {'cost':>12}"]
     for name, usage in [*parts.items(), ("total", total)]:

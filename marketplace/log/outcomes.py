@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from marketplace.log.audit import spend
+from marketplace.core.measures import Part
+from marketplace.core.spend import parts
 from schemas.events import (
     AuctionClosed,
     AuctionOpened,
@@ -54,8 +55,9 @@ REFUSALS = frozenset({"over_budget"})  # AuctionClosed reasons that refuse the t
 
 
 class Outcome(BaseModel):
-    """A task's answer and what it cost, so far. `cost` and `usage` are everything the task
-    spent (bids, jury, refinement, execution), as the log's `spend` counts it."""
+    """A task's answer and what it cost, so far. `spend` is what the task spent by part (bids,
+    refinement, jury, execution), booked by the rule the log's `spend` table and `sale audit`
+    book by (`marketplace.core.spend`); `cost` and `usage` are its totals."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,6 +73,7 @@ class Outcome(BaseModel):
     error: str | None = None
     cost: float = 0.0
     usage: Usage = Usage()
+    spend: dict[Part, Usage] = Field(default_factory=lambda: parts([]))
     reason: str | None = None
     detail: str = ""
     mechanism: str | None = None
@@ -92,7 +95,8 @@ def fold(task_id: str, events: Iterable[Event]) -> Outcome | None:
     outcome = _first(mine, TaskOutcome)
     result = _result(mine, closed)
     winner = _winning_bid(mine, closed)
-    usage = sum(spend(mine).values(), Usage())
+    spent = parts(mine)
+    usage = sum(spent.values(), Usage())
     return Outcome(
         task_id=task_id,
         status=_status(mine, closed, result, outcome),
@@ -106,6 +110,7 @@ def fold(task_id: str, events: Iterable[Event]) -> Outcome | None:
         error=result.error if result else None,
         cost=usage.cost,
         usage=usage,
+        spend=spent,
         reason=closed.reason if closed else None,
         detail=_detail(closed, outcome),
         mechanism=closed.mechanism if closed else None,

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from marketplace.core import spend
 from marketplace.core.clock import aware
 from schemas.events import (
     AuctionClosed,
@@ -111,20 +112,20 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT DO NOTHING
 """
 
-# A lean auction's winning draft is the task's execution, every other draft the auction's cost.
+# A lean draft's part depends on whether it won (`spend.draft_part`), which the draft alone
+# does not tell: the statements ask the `auctions` table and pass both of the rule's answers.
 # Whichever of the draft and the close is projected second settles the part, so the order in
 # which the two topics are read does not matter.
 _DRAFT_SPEND = """
 INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
                    cost, seconds, cached_tokens)
 VALUES ($1, $2, $3,
-        CASE WHEN EXISTS (SELECT 1 FROM auctions WHERE winner_bid_id = $10) THEN 'execution'
-             ELSE 'bids' END,
-        $4, $5, $6, $7, $8, $9)
+        CASE WHEN EXISTS (SELECT 1 FROM auctions WHERE winner_bid_id = $11) THEN $12 ELSE $4 END,
+        $5, $6, $7, $8, $9, $10)
 ON CONFLICT DO NOTHING
 """
 _DRAFT_WON = """
-UPDATE spend SET part = 'execution'
+UPDATE spend SET part = $2
 WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
 """
 
@@ -157,28 +158,20 @@ def writes(event: Event) -> list[Write]:
         case RefinementCalled():
             return [(_REFINEMENT_CALLED, _refinement_row(event, at))]
         case AuctionClosed() if event.lean is not None and event.winner_bid_id is not None:
-            won = (_DRAFT_WON, (event.winner_bid_id,))
+            won = (_DRAFT_WON, (event.winner_bid_id, spend.draft_part(won=True)))
             return [(_AUCTION_CLOSED, _closed_row(event, at)), won]
         case AuctionClosed():
             return [(_AUCTION_CLOSED, _closed_row(event, at)), *_scored_bids(event)]
-        case BidSubmitted() if event.examples_pass is not None:
-            _, (event_id, task_id, agent_id, _part, *row) = _spend(
-                event, event.agent_id, "bids", event.usage
-            )
-            drafted = (_DRAFT_SPEND, (event_id, task_id, agent_id, *row, event.bid_id))
-            return [(_BID_SUBMITTED, _bid_row(event, at)), drafted]
+        case BidSubmitted() if event.is_draft:
+            return [(_BID_SUBMITTED, _bid_row(event, at)), _draft_spend(event)]
         case BidSubmitted():
-            part = "bids" if event.round == 0 else "refinement"
-            spent = _spend(event, event.agent_id, part, event.usage)
-            return [(_BID_SUBMITTED, _bid_row(event, at)), spent]
+            return [(_BID_SUBMITTED, _bid_row(event, at)), _spend(event, event.agent_id)]
         case ReviewSubmitted():
-            spent = _spend(event, event.juror, "jury", event.usage)
-            return [(_REVIEW, _review_row(event, at)), spent]
+            return [(_REVIEW, _review_row(event, at)), _spend(event, event.juror)]
         case SubmissionRejected():
             return [(_REJECTION, _rejection_row(event, at))]
         case TaskResult():
-            spent = _spend(event, event.agent_id, "execution", event.usage)
-            return [(_RESULT, _result_row(event, at)), spent]
+            return [(_RESULT, _result_row(event, at)), _spend(event, event.agent_id)]
         case TaskOutcome():
             args = (event.task_id, event.event_id, event.passed, event.score, event.details, at)
             return [(_OUTCOME, args)]
@@ -291,12 +284,24 @@ def _result_row(event: TaskResult, at: datetime) -> tuple[Any, ...]:
     )
 
 
-def _spend(event: Event, agent_id: str, part: str, usage: Usage) -> Write:
+def _spend_row(event: BidSubmitted | ReviewSubmitted | TaskResult, agent_id: str) -> tuple:
     """A spend row keeps the tokens by direction (prompt, of them held, generated), so that
-    what a task spent can be priced again per direction (`sale report`)."""
-    task_id = getattr(event, "task_id", "")
+    what a task spent can be priced again per direction (`sale report`); its part is the spend
+    rule's (`marketplace.core.spend`), a draft's as if it lost."""
+    usage = event.usage
     row = (*_usage(usage), usage.seconds, usage.cached_tokens)
-    return (_SPEND, (event.event_id, task_id, agent_id, part, *row))
+    return (event.event_id, event.task_id, agent_id, spend.part(event), *row)
+
+
+def _spend(event: BidSubmitted | ReviewSubmitted | TaskResult, agent_id: str) -> Write:
+    return (_SPEND, _spend_row(event, agent_id))
+
+
+def _draft_spend(event: BidSubmitted) -> Write:
+    """A lean draft's row, booked as the winner's execution if its auction already closed on
+    it (else as a bid, moved by the close)."""
+    row = _spend_row(event, event.agent_id)
+    return (_DRAFT_SPEND, (*row, event.bid_id, spend.part(event, won=True)))
 
 
 def _usage(usage: Usage) -> tuple[int, int, int, float]:

@@ -15,14 +15,9 @@ import base64
 import asyncpg
 
 from marketplace.log.gc_pause import paused_gc
-from marketplace.log.replay import (
-    TYPES,
-    Discrepancy,
-    Log,
-    fetch_log,
-    stored_at,
-    unreadable_row,
-)
+from marketplace.log.replay.discrepancy import Discrepancy
+from marketplace.log.replay.readers import fetch_log, stored_at
+from marketplace.log.replay.replayed_log import TYPES, Log, unreadable_row
 from marketplace.shared import signing
 from schemas.codec import EventDecodeError, decode
 from schemas.events import Event
@@ -35,7 +30,7 @@ _REPLAYED = frozenset(TYPES)
 
 
 async def read_checked(url: str, keyring: signing.Keyring) -> tuple[Log, list[Discrepancy]]:
-    """The replay's log (as `replay.read_postgres` reads it) and one discrepancy per stored
+    """The replay's log (as `readers.read_postgres` reads it) and one discrepancy per stored
     event that its signature does not vouch for, with why, from one read of the log.
 
     Dead letters are left out: they record what was refused and decide nothing."""

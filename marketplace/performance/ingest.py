@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace.log import provenance, replay
+from marketplace.log.replay.readers import read_postgres
 from marketplace.services.recorder import Recorder
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
@@ -316,7 +317,7 @@ async def _connect_when_migrated(url: str) -> asyncpg.Connection | None:
 async def replay_rate(database_url: str) -> tuple[Measure, int]:
     """(events read back and their decisions verified, discrepancies: 0 when all is well)."""
     start = time.perf_counter()
-    log = await replay.read_postgres(database_url)
+    log = await read_postgres(database_url)
     found = replay.verify(log.events)
     elapsed = time.perf_counter() - start
     return Measure(len(log.events), elapsed), len(found) + len(log.unreadable)

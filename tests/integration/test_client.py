@@ -24,6 +24,7 @@ from marketplace.client import InvalidTask
 from marketplace.log import audit, replay
 from marketplace.log.ledger import PostgresLedger
 from marketplace.log.outcomes import fold
+from marketplace.log.replay.readers import read_postgres
 from marketplace.log.store import load_events
 from marketplace.shared.config import BrokerConfig, Config, TenantConfig
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
@@ -198,7 +199,7 @@ async def test_a_general_prompt_is_answered_by_the_cheapest_agent_and_replays(
     assert (outcome.kind, outcome.tenant, outcome.winner_agent_id) == ("general", "acme", "small")
     assert outcome.output == "scripted answer of small"
     assert outcome.detail == "a general task: nothing to check the answer against"
-    log = await replay.read_postgres(fresh_database)
+    log = await read_postgres(fresh_database)
     assert replay.verify(log.events) == []
     story = audit.render(await audit.load(fresh_database, outcome.task_id))
     assert "  1. ask small: first" in story and "     draft: an answer" in story
@@ -254,7 +255,7 @@ async def test_a_tenant_over_its_budget_is_refused_and_the_refusal_is_in_the_log
     assert too_little.value.detail.startswith("the task's budget 1e-06 cannot cover even")
     reason = "SELECT reason FROM auctions WHERE task_id = $1"
     assert await fetch_value(fresh_database, reason, task_id) == "over_budget"
-    log = await replay.read_postgres(fresh_database)
+    log = await read_postgres(fresh_database)
     assert replay.verify(log.events) == []
     story = audit.render(await audit.load(fresh_database, task_id))
     assert "refused (over_budget): tenant acme has spent 9e-06 of its budget 1e-05" in story

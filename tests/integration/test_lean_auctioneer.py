@@ -23,6 +23,7 @@ import pytest
 from agents.scripted_agent import ScriptedAgent
 from marketplace.log import replay
 from marketplace.log.memory import PostgresMemory
+from marketplace.log.replay.readers import read_postgres
 from marketplace.shared.config import BrokerConfig, Config, LeanConfig, PriorConfig
 from marketplace.shared.database import create_database, drop_database
 from schemas.events import (
@@ -119,7 +120,7 @@ async def test_a_passing_cheap_draft_is_awarded_and_a_failing_one_escalates(
 
 
 async def read_log(database: str) -> list[Event]:
-    log = await replay.read_postgres(database)
+    log = await read_postgres(database)
     assert log.unreadable == []
     return log.events
 

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from agents.scripted_agent import ScriptedAgent
-from marketplace.core import scoring
+from marketplace.core import scoring, spend
 from marketplace.log import audit, replay
 from marketplace.log.lines import bid_label
-from marketplace.log.replay import Discrepancy
+from marketplace.log.replay.discrepancy import Discrepancy
+from marketplace.log.replay.rescoring import redecide
 from marketplace.log.store import StoredEvent
 from marketplace.shared.config import ConfigError, load_weights
 from marketplace.testing.market import WINDOWS, Market
@@ -271,7 +272,7 @@ def test_a_refined_bid_that_only_ties_the_provisional_winner_does_not_win() -> N
         update={"reason": "refined", "winner_bid_id": refined.bid_id, "winner_agent_id": "small"}
     )
     assert fields(replay.verify([forged])) == {"reason", "winner_bid_id", "winner_agent_id"}
-    assert replay.redecide(closed, weights).agent_id == "large"
+    assert redecide(closed, weights).agent_id == "large"
 
 
 def test_eligibility_is_checked_against_the_budget() -> None:
@@ -373,9 +374,9 @@ def test_a_refined_bid_wins_a_counterfactual_only_when_strictly_better() -> None
     events = refined_auction()
     closed = closed_of(events)
     # Doubling the jury keeps the refined bid ahead; cost alone puts small:0 first.
-    assert replay.redecide(closed, W.model_copy(update={"jury": 2.0})).round == 1
+    assert redecide(closed, W.model_copy(update={"jury": 2.0})).round == 1
     heavy_cost = Weights(cost=1000.0, entropy=0.0, jury=1.0)
-    assert bid_label(replay.redecide(closed, heavy_cost)) == "small:0"
+    assert bid_label(redecide(closed, heavy_cost)) == "small:0"
 
 
 def test_weights_load_from_a_weights_table_or_a_whole_config(tmp_path: Path) -> None:
@@ -412,7 +413,7 @@ def test_the_audit_tells_the_whole_story() -> None:
     assert "winner: small with bid small:1 (refined)" in text
     assert "provisional large:0" in text and "invites small" in text
     assert "large scores round 0: large:0=4, small:0=1" in text
-    parts = audit.spend(events)
+    parts = spend.parts(events)
     # a scripted bid's call: 50 prompt tokens and its plan, at its price per million tokens
     assert parts["bids"].cost == pytest.approx((0.05 + 0.36) * 150e-6)
     assert parts["refinement"].cost == pytest.approx(0.05 * 110e-6)
@@ -542,3 +543,27 @@ def test_the_audit_tells_a_lean_auction_story() -> None:
     assert any(line.split()[:2] == ["small", "0.05"] and "0.88" in line for line in lines)
     open_text = audit.render(stored(events[:4]))
     assert "stopped: not yet" in open_text and "winner: none yet" in open_text
+
+
+# --- the package's entry point ------------------------------------------------------------------
+
+
+def test_the_entry_point_exports_what_sale_replay_uses_and_each_module_holds_one_concept() -> None:
+    from marketplace.log.replay import NO_LOG, LogUnavailable, read
+    from marketplace.log.replay.readers import read as read_from_config
+
+    assert set(replay.__all__) == {
+        "NO_LOG",
+        "Log",
+        "LogUnavailable",
+        "counterfactual",
+        "read",
+        "verify",
+    }
+    assert read is read_from_config and "no event log" in NO_LOG
+    assert issubclass(LogUnavailable, RuntimeError)
+    package = Path(replay.__file__).parent
+    for module in package.glob("*.py"):
+        text = module.read_text()
+        assert text.startswith('"""'), f"{module.name}: says what it holds"
+        assert len(text.splitlines()) <= 400, module.name
