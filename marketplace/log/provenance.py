@@ -3,6 +3,10 @@ the keyring, so `sale replay --verify` catches a forged event however it got in 
 that did not check, a row written straight into Postgres), not only a decision that does not
 add up. Arithmetic alone cannot: a forged, self-consistent `AuctionClosed` adds up.
 
+Each event is judged by its key's validity when the log stored it (`recorded_at`, the
+recorder's clock, not the signer's `occurred_at`, which the signer chooses): what a key signed
+before its removal stands, what the log stored after it is named.
+
 The log is read once for both checks: each row is decoded once, its signature checked, and the
 events replay verifies kept (`read_checked`). Ed25519 verification is most of the cost, so the
 signatures are checked as one batch, on every core (`signing.Keyring.check_many`).
@@ -23,7 +27,7 @@ from schemas.codec import EventDecodeError, decode
 from schemas.events import Event
 
 _ROWS = (
-    "SELECT id, task_id, type, payload, key_id, signature FROM events "
+    "SELECT id, task_id, type, payload, key_id, signature, recorded_at FROM events "
     "WHERE type <> 'DeadLetter' ORDER BY id"
 )
 _REPLAYED = frozenset(TYPES)
@@ -47,7 +51,10 @@ async def read_checked(url: str, keyring: signing.Keyring) -> tuple[Log, list[Di
                 if row["type"] in _REPLAYED:
                     unreadable.append(unreadable_row(row["task_id"] or "?", stored_at(row), exc))
                 found.append((row["id"], _refused(row, f"no valid event ({exc})")))
-        refusals = await keyring.check_many([(event, _headers(row)) for row, event in readable])
+        refusals = await keyring.check_many(
+            [(event, _headers(row)) for row, event in readable],
+            [row["recorded_at"] for row, _ in readable],
+        )
         for (row, event), why in zip(readable, refusals, strict=True):
             if why is not None:
                 found.append((row["id"], _refused(row, f"{event.type} {event.event_id}: {why}")))

@@ -1,20 +1,24 @@
 """Key files: a private key per principal in a directory, the public keys in one keyring file.
 
-The keyring is TOML, one `[[keys]]` table per key (id, principal, role, public_key), so adding a
-key is appending a table: `sale keys new` and `sale up` append, under a file lock, and a running
-service reads the file again when a key id it did not know turns up (rotation without a
-restart). A private key is `<key_dir>/<principal>.key` (PKCS#8 PEM, mode 0600); rotating keeps
+The keyring is TOML, one `[[keys]]` table per key (id, principal, role, public_key, added_at and,
+once removed, removed_at), so adding a key is appending a table: `sale keys new` and `sale up`
+append, under a file lock. Removing a key stamps its `removed_at` and keeps the entry: running
+services stop believing it within a second (`signing.Keyring.refresh_s`), and `sale replay
+--verify` still believes what it signed before. A removed key never comes back.
+A private key is `<key_dir>/<principal>.key` (PKCS#8 PEM, mode 0600); rotating keeps
 the old file beside it as `<principal>.key.<old key id>`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -86,7 +90,31 @@ def _entry(entry: Mapping[str, object]) -> PublicKey:
     public = public_from_text(str(entry["public_key"]))
     if (key_id := key_id_of(public)) != entry["id"]:
         raise ValueError(f"id {entry['id']!r} is not the id of its public_key ({key_id})")
-    return PublicKey(key_id, principal, role, public)
+    added, removed = _instant(entry, "added_at"), _instant(entry, "removed_at")
+    return PublicKey(key_id, principal, role, public, added, removed)
+
+
+def _instant(entry: Mapping[str, object], name: str) -> datetime | None:
+    """An entry's time field: absent (None) or a TOML date-time with its offset."""
+    value = entry.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"{name}: {value!r} is not a date-time with an offset (…Z)")
+    return value
+
+
+def _table(key: PublicKey) -> str:
+    """One key as the keyring file writes it."""
+    times = "".join(
+        f"{name} = {at.astimezone(UTC).isoformat().replace('+00:00', 'Z')}\n"
+        for name, at in (("added_at", key.added_at), ("removed_at", key.removed_at))
+        if at is not None
+    )
+    return (
+        f'\n[[keys]]\nid = "{key.key_id}"\nprincipal = "{key.principal}"\n'
+        f'role = "{key.role}"\npublic_key = "{public_text(key.public)}"\n{times}'
+    )
 
 
 @contextlib.contextmanager
@@ -101,12 +129,11 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def append_public(keyring: Path, key: PublicKey) -> None:
-    table = (
-        f'\n[[keys]]\nid = "{key.key_id}"\nprincipal = "{key.principal}"\n'
-        f'role = "{key.role}"\npublic_key = "{public_text(key.public)}"\n'
-    )
+    """Appends `key`, stamped as added now unless it says when."""
+    if key.added_at is None:
+        key = dataclasses.replace(key, added_at=datetime.now(UTC))
     with _locked(keyring), keyring.open("a") as out:
-        out.write(table)
+        out.write(_table(key))
 
 
 def add_public(keyring: Path, principal: str, role: str, text: str) -> str:
@@ -125,26 +152,32 @@ def add_public(keyring: Path, principal: str, role: str, text: str) -> str:
     key = PublicKey(key_id_of(public), principal, role, public)
     known = read_keyring(keyring) if keyring.exists() else []
     if any(k.key_id == key.key_id for k in known):
-        raise ConfigError(f"--public-key: key {key.key_id} is already in {keyring}")
+        raise ConfigError(
+            f"--public-key: key {key.key_id} is already in {keyring} (a removed key stays "
+            "there, removed: make a new one)"
+        )
     append_public(keyring, key)
     return key.key_id
 
 
-def remove_public(keyring: Path, key_id: str) -> bool:
-    """Drops one key from the keyring (the end of a rotation); False if it was not there."""
+def remove_public(keyring: Path, key_id: str) -> datetime | None:
+    """Revokes one key (the end of a rotation, or a stolen key): stamps its `removed_at` and
+    keeps it, so what it signed before stays verifiable. Returns when it was removed (now, or
+    the earlier removal), None if the keyring has no such key. The file is replaced whole, so a
+    reader sees it before or after, never half-written."""
     with _locked(keyring):
         keys = read_keyring(keyring)
-        kept = [k for k in keys if k.key_id != key_id]
-        if len(kept) == len(keys):
-            return False
-        keyring.write_text("")
-        for key in kept:
-            with keyring.open("a") as out:
-                out.write(
-                    f'\n[[keys]]\nid = "{key.key_id}"\nprincipal = "{key.principal}"\n'
-                    f'role = "{key.role}"\npublic_key = "{public_text(key.public)}"\n'
-                )
-    return True
+        found = next((k for k in keys if k.key_id == key_id), None)
+        if found is None:
+            return None
+        if found.removed_at is not None:
+            return found.removed_at
+        removed = dataclasses.replace(found, removed_at=datetime.now(UTC))
+        text = "".join(_table(removed if k is found else k) for k in keys)
+        fresh = keyring.with_name(keyring.name + ".new")
+        fresh.write_text(text)
+        os.replace(fresh, keyring)
+    return removed.removed_at
 
 
 def new_key(principal: str, role: str, key_dir: Path, keyring: Path, rotate: bool = False) -> str:

@@ -10,7 +10,11 @@ produce, or (for an agent) about another agent. A refused record is dead-lettere
 reason by the bus and changes nothing.
 
 Rotation without downtime: a keyring may hold several keys of one principal; all are valid
-until removed, and a keyring file is read again when a key id it did not know turns up.
+until removed. Revocation without a restart: a keyring file is looked at again at most
+`Keyring.refresh_s` (1 s) after the last look, whenever a record is checked, and at once when a
+key id it did not know turns up; a removed key stays in the file with the time of its removal,
+so a live consumer refuses whatever it signs from then on, while `sale replay --verify` still
+believes what it signed while it was valid (judged by when the log stored each event).
 
 Keys are kept as `cryptography` objects (files, PEM, the keyring's text); signing and checking,
 once per record in every consumer, go through libsodium (PyNaCl): the same Ed25519, faster than
@@ -24,8 +28,10 @@ import base64
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Literal
 
@@ -125,16 +131,33 @@ class Signer:
 
 @dataclass(frozen=True)
 class PublicKey:
-    """One keyring entry: whose key it is and what that principal may produce."""
+    """One keyring entry: whose key it is, what that principal may produce, and when it was
+    valid (from `added_at`, until `removed_at`; None: no bound recorded)."""
 
     key_id: str
     principal: str
     role: str
     public: Ed25519PublicKey
+    added_at: datetime | None = None
+    removed_at: datetime | None = None
 
     @cached_property
     def raw(self) -> bytes:
         return self.public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def invalid_at(self, at: datetime) -> str | None:
+        """Why this key vouches for nothing signed at `at`, or None when it was valid then."""
+        if self.removed_at is not None and at >= self.removed_at:
+            return (
+                f"signature: key {self.key_id} ({self.principal}) was removed at "
+                f"{self.removed_at.isoformat()}"
+            )
+        if self.added_at is not None and at < self.added_at:
+            return (
+                f"signature: key {self.key_id} ({self.principal}) was only added at "
+                f"{self.added_at.isoformat()}"
+            )
+        return None
 
 
 def permitted(key: PublicKey, event: Event) -> str | None:
@@ -155,26 +178,47 @@ def permitted(key: PublicKey, event: Event) -> str | None:
 @dataclass
 class Keyring:
     """The public keys a consumer trusts, by key id. `reload` (when set) reads the keyring's
-    source again when an unknown key id turns up (it returns None when the source has not
-    changed since, so a flood of unknown ids costs a file check each, not a parse)."""
+    source again (it returns None when the source has not changed since, so a look costs a file
+    check, not a parse): when an unknown key id turns up, and otherwise at most `refresh_s`
+    after the last look, so a key removed from the source stops counting within that time.
+    Keys that came from the source and left it are dropped; keys `add`ed in memory stay."""
 
     keys: dict[str, PublicKey] = field(default_factory=dict)
     reload: Callable[[], Iterable[PublicKey] | None] | None = None
+    refresh_s: float = 1.0
+    _from_source: set[str] = field(default_factory=set)
+    _looked: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.reload is not None:
+            self._from_source = set(self.keys)
 
     def add(self, key: PublicKey) -> None:
         self.keys[key.key_id] = key
 
     def get(self, key_id: str) -> PublicKey | None:
-        if key_id not in self.keys and self.reload is not None:
-            with self._lock:
-                if (fresh := self.reload()) is not None:
-                    self.keys = {k.key_id: k for k in fresh} | self.keys
+        due = time.monotonic() - self._looked >= self.refresh_s
+        if self.reload is not None and (due or key_id not in self.keys):
+            self._look_again()
         return self.keys.get(key_id)
 
-    def check(self, event: Event, headers: Mapping[str, bytes]) -> str | None:
-        """Why the record holding `event` is not to be believed, or None when it is."""
-        claim = self._claim(event, headers)
+    def _look_again(self) -> None:
+        with self._lock:
+            self._looked = time.monotonic()
+            if (fresh := self.reload()) is None:  # type: ignore[misc]
+                return
+            source = {k.key_id: k for k in fresh}
+            kept = {i: k for i, k in self.keys.items() if i not in self._from_source}
+            self.keys = kept | source
+            self._from_source = set(source)
+
+    def check(
+        self, event: Event, headers: Mapping[str, bytes], at: datetime | None = None
+    ) -> str | None:
+        """Why the record holding `event` is not to be believed, or None when it is; the key
+        must be valid `at` (default: now, as a live consumer judges)."""
+        claim = self._claim(event, headers, at)
         if isinstance(claim, str):
             return claim
         key, message, signature = claim
@@ -182,11 +226,17 @@ class Keyring:
         return permitted(key, event) if verified else _mismatch(key)
 
     async def check_many(
-        self, items: Sequence[tuple[Event, Mapping[str, bytes]]]
+        self,
+        items: Sequence[tuple[Event, Mapping[str, bytes]]],
+        times: Sequence[datetime] | None = None,
     ) -> list[str | None]:
-        """`check` of each item, in order; a large batch's signatures are verified in worker
-        processes (`signature_workers`), on every core, while the event loop runs on."""
-        claims = [self._claim(event, headers) for event, headers in items]
+        """`check` of each item, in order (each judged at its time in `times`, default now);
+        a large batch's signatures are verified in worker processes (`signature_workers`), on
+        every core, while the event loop runs on."""
+        ats = times if times is not None else [None] * len(items)
+        claims = [
+            self._claim(event, headers, at) for (event, headers), at in zip(items, ats, strict=True)
+        ]
         pending = [(i, claim) for i, claim in enumerate(claims) if not isinstance(claim, str)]
         verdicts = await signature_workers.verify_all(
             [(key.raw, message, signature) for _, (key, message, signature) in pending]
@@ -197,7 +247,7 @@ class Keyring:
         return found
 
     def _claim(
-        self, event: Event, headers: Mapping[str, bytes]
+        self, event: Event, headers: Mapping[str, bytes], at: datetime | None
     ) -> str | tuple[PublicKey, bytes, bytes]:
         """What a record claims (the key it names, the bytes it says were signed, the
         signature), or why it claims nothing checkable."""
@@ -208,6 +258,8 @@ class Keyring:
         key = self.get(key_id.decode(errors="replace"))
         if key is None:
             return f"signature: unknown key {key_id.decode(errors='replace')!r}"
+        if (expired := key.invalid_at(at or datetime.now(UTC))) is not None:
+            return expired
         try:
             return key, canonical(event), base64.b64decode(signature, validate=True)
         except ValueError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -143,10 +144,55 @@ def test_rotation_keeps_old_and_new_valid_until_the_old_is_removed(tmp_path: Pat
     assert trust.check(event, signed_old) is None
     assert trust.check(event, signed_new) is None  # read again from the file: no restart
     assert remove_public(keyring, old)
-    assert [k.principal for k in read_keyring(keyring)] == ["a"]
+    assert [(k.principal, k.removed_at is not None) for k in read_keyring(keyring)] == [
+        ("a", True),
+        ("a", False),
+    ]
     later = trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir))
-    assert "unknown key" in later.check(event, signed_old)
+    assert f"key {old} (a) was removed at" in later.check(event, signed_old)
     assert later.check(event, signed_new) is None
+
+
+def test_a_removed_key_stops_counting_in_a_running_process_within_a_second(
+    tmp_path: Path,
+) -> None:
+    key_dir, keyring = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    key_id = new_key("a", "agent", key_dir, keyring)
+    running = trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir))
+    event = bid("a")
+    signed = headers(running, "a", event)
+    assert running.check(event, signed) is None
+    removed = remove_public(keyring, key_id)
+    assert removed is not None
+    deadline = time.monotonic() + running.keyring.refresh_s + 0.5
+    while running.check(event, signed) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"key {key_id} (a) was removed at" in (running.check(event, signed) or "")
+    # what it signed while valid still stands, judged at the time it was stored
+    assert running.keyring.check(event, signed, at=removed - timedelta(microseconds=1)) is None
+    assert running.keyring.check(event, signed, at=removed) is not None
+    assert remove_public(keyring, key_id) == removed  # removing twice changes nothing
+    assert remove_public(keyring, "0" * 16) is None
+
+
+def test_a_removed_key_cannot_be_registered_again(tmp_path: Path) -> None:
+    key_dir, keyring = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    key_id = new_key("a", "agent", key_dir, keyring)
+    [entry] = read_keyring(keyring)
+    remove_public(keyring, key_id)
+    with pytest.raises(ConfigError, match="already in"):
+        add_public(keyring, "a", "agent", base64.b64encode(entry.raw).decode())
+
+
+def test_a_keyring_written_before_key_times_still_reads(tmp_path: Path) -> None:
+    key_dir, keyring = tmp_path / "keys", tmp_path / "keys" / "keyring.toml"
+    new_key("a", "agent", key_dir, keyring)
+    text = "\n".join(line for line in keyring.read_text().splitlines() if "_at" not in line)
+    keyring.write_text(text + "\n")
+    [entry] = read_keyring(keyring)
+    assert (entry.added_at, entry.removed_at) == (None, None)
+    trust, event = trust_of(SecurityConfig(keyring=keyring, key_dir=key_dir)), bid("a")
+    assert trust.check(event, headers(trust, "a", event)) is None
 
 
 def test_bad_key_settings_fail_at_start_naming_the_field(tmp_path: Path) -> None:
