@@ -20,6 +20,7 @@ from marketplace.app.publish import parse_line
 from marketplace.log.outcomes import Outcome
 from marketplace.services.client import Client, Refused, SubmitTimeout, general_task, result
 from marketplace.shared.config import Config
+from marketplace.shared.errors import UserError
 from marketplace.shared.posting import Posting, publish_one
 from schemas.codec import describe
 from schemas.events import TaskPosted
@@ -29,7 +30,7 @@ from schemas.events import TaskPosted
 GOOD = frozenset({"passed", "answered"})
 
 
-class BadRequest(ValueError):
+class BadRequest(UserError, ValueError):
     """The task cannot be made from what was given; the message says why, in one line."""
 
 

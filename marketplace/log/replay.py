@@ -42,6 +42,7 @@ from marketplace.log.gc_pause import paused_gc
 from marketplace.log.lines import bid_label
 from marketplace.shared.bus import reader
 from marketplace.shared.config import BrokerConfig, Config, ConfigError
+from marketplace.shared.errors import UserError
 from marketplace.shared.offsets import highwater_marks
 from schemas.codec import EventDecodeError, decode
 from schemas.events import (
@@ -764,7 +765,7 @@ TYPES = (
 STALL_S = 30.0
 
 
-class LogUnavailable(RuntimeError):
+class LogUnavailable(UserError, RuntimeError):
     """The log cannot be read at all (no table, a broker that stops answering)."""
 
 

@@ -1,0 +1,8 @@
+"""`python -m marketplace.app.cli`: what the `sale` script runs (services and workers are
+started this way, with the interpreter that started them)."""
+
+import sys
+
+from marketplace.app.cli.dispatch import main
+
+sys.exit(main())
