@@ -5,4 +5,5 @@ import sys
 
 from marketplace.app.cli.dispatch import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported (as every module is, by a test) it runs nothing
+    sys.exit(main())
