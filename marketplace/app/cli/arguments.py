@@ -14,6 +14,8 @@ DEFAULT_TASKS = "humaneval:0:10"
 TASK_SET = "DATASET:START:STOP"
 ARCHIVE = "archive/benchmark.jsonl.gz"  # the computed work of the benchmark, as a file
 
+Commands = argparse._SubParsersAction  # what each group adds its subcommands to
+
 
 class UsageError(UserError, ValueError):
     """A flag that argparse could not judge alone; `main` says so in one line."""
@@ -63,7 +65,7 @@ def add_task_sets(
     nargs: str | None = "+",
 ) -> None:
     """A flag of task sets (`--tasks`, `--train`, ...): each judged by `task_set`."""
-    default = list(default) if isinstance(default, list) else default  # each parse its own
+    default = list(default) if isinstance(default, list) else default  # a list of its own
     where.add_argument(
         flag, nargs=nargs, type=task_set, default=default, metavar=TASK_SET, help=help
     )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from marketplace.app.cli import evaluation, log, market, models, performance, security, tasks
+from marketplace.app.cli.arguments import Commands
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, unset
 from marketplace.shared.errors import UserError
 from marketplace.shared.extras import MissingExtra
@@ -21,7 +22,7 @@ bad file fails before anything starts; what a user can get wrong (a flag, the da
 broker, an empty log) ends in one line on stderr and a non-zero exit, never a traceback."""
 
 # Every command, in the order `sale --help` lists them; each group declares its own.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+COMMANDS: tuple[Callable[[Commands], None], ...] = (
     market.add_up,
     market.add_topics,
     market.add_monitor,

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marketplace.app.cli import wiring
-from marketplace.app.cli.arguments import ARCHIVE, add_task_sets
+from marketplace.app.cli.arguments import ARCHIVE, Commands, add_task_sets
 from marketplace.shared.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from marketplace.evaluation.matrix import Plan
 
-Commands = argparse._SubParsersAction
 TRAIN, DEV, TEST = ["mbpp:0:100"], ["mbpp:100:200"], ["humaneval:0:164"]  # the default splits
 
 

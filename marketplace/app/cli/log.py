@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marketplace.app.cli import wiring
-from marketplace.app.cli.arguments import ARCHIVE, add_task_sets, task_set_or_id
+from marketplace.app.cli.arguments import ARCHIVE, Commands, add_task_sets, task_set_or_id
 from marketplace.shared.config import Config, load_weights
 
 if TYPE_CHECKING:
     from marketplace.log.replay import Log
-
-Commands = argparse._SubParsersAction
 
 
 def add_replay(commands: Commands) -> None:

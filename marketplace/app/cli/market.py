@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 from marketplace.app.cli import wiring
-from marketplace.app.cli.arguments import port
+from marketplace.app.cli.arguments import Commands, port
 from marketplace.shared.config import Config
-
-Commands = argparse._SubParsersAction
 
 
 def add_up(commands: Commands) -> None:

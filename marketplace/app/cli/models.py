@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from marketplace.app.cli.arguments import UsageError, add_task_sets
+from marketplace.app.cli.arguments import Commands, UsageError, add_task_sets
 from marketplace.shared.config import CONFIG_ENV, Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from agents.tools.search import SearchTool
-
-Commands = argparse._SubParsersAction
 
 
 def add_models(commands: Commands) -> None:

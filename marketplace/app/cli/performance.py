@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from marketplace.app.cli.arguments import Commands
 from marketplace.shared.config import Config
-
-Commands = argparse._SubParsersAction
 
 
 def add_loadtest(commands: Commands) -> None:

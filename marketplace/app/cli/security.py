@@ -7,9 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from marketplace.app.cli.arguments import Commands
 from marketplace.shared.config import Config, ConfigError, load_config
-
-Commands = argparse._SubParsersAction
 
 
 def signing_roles() -> tuple[str, ...]:

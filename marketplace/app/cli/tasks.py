@@ -12,13 +12,12 @@ from pathlib import Path
 from marketplace.app.cli import wiring
 from marketplace.app.cli.arguments import (
     DEFAULT_TASKS,
+    Commands,
     add_old_task_flags,
     add_task_sets,
     task_sets,
 )
 from marketplace.shared.config import Config
-
-Commands = argparse._SubParsersAction
 
 
 def add_publish(commands: Commands) -> None:
