@@ -132,7 +132,7 @@ class LeanConfig(Section):
     priors: dict[Id, PriorConfig] = Field(
         default_factory=dict,
         description="by agent id; an agent without one gets an agnostic prior "
-        "(marketplace.lean_auction.prior_for)",
+        "(marketplace.core.lean_auction.prior_for)",
     )
 
 
