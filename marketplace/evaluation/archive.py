@@ -2,7 +2,8 @@
 
 `sale bench export` writes every kept completion (agents.cache) and every matrix cell
 (marketplace.evaluation.matrix) to one gzipped JSON-lines file; `sale bench matrix` and
-`sale bench live` load it first when it exists, skipping rows already present. With it, a benchmark interrupted on
+`sale bench live` load it first when it exists, skipping rows already present.
+With it, a benchmark interrupted on
 one machine resumes on another without recomputing a token.
 """
 

@@ -240,7 +240,8 @@ SEARCHER_STYLES: tuple[SearcherStyle, ...] = ("plain", "short", "example")
 SEARCH_HEADER = """# The search executor, chosen on the development split
 
 A search task's executor is the tool loop (`agents/searching.py`,
-[deep-search.md](deep-search.md#search-agents-the-tool-loop)); what is chosen here is its system prompt (`agents.prompts.SEARCHERS`, an agent's
+[deep-search.md](deep-search.md#search-agents-the-tool-loop)); what is chosen here is its
+system prompt (`agents.prompts.SEARCHERS`, an agent's
 `searcher` setting), on the FanOutQA development split only (`fanoutqa-dev`: never on
 `fanoutqa-eval`). Variants: "plain" (the first version: the three actions, one per line),
 "short" (plain, and the answer asked for as the article's own words, with no sentence around
