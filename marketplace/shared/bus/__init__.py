@@ -21,7 +21,7 @@ read the log outside any group.
 from marketplace.shared.bus.commits import COMMIT_INTERVAL_S, Committer
 from marketplace.shared.bus.consumer import DRAIN_S, PartitionedConsumer, PartitionOwner
 from marketplace.shared.bus.door import Bus
-from marketplace.shared.bus.reader import caught_up, from_start, new_consumer, reader
+from marketplace.shared.bus.reader import caught_up, from_start, new_consumer, partitions_of, reader
 from marketplace.shared.bus.records import (
     TRACE_HEADER,
     Delivery,
@@ -50,6 +50,7 @@ __all__ = [
     "caught_up",
     "from_start",
     "new_consumer",
+    "partitions_of",
     "reader",
     "source_of",
     "stamp_of",
