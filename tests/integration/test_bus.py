@@ -120,6 +120,34 @@ async def test_a_restarted_consumer_resumes_after_its_last_commit(
     assert sorted(e.task_id for e in await second_run.wait_for(3)) == ["r3", "r4", "r5"]
 
 
+async def test_a_subscription_commits_what_it_handled_before_its_partitions_move(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    """A second member joining takes partitions from the first: what the first handled there is
+    committed as they go (not on the committer's next round), so the second reads none of it."""
+    early = [every_event(task_id=f"e{i}")[0] for i in range(12)]
+    late = [every_event(task_id=f"l{i}")[0] for i in range(6)]
+    first, second = Inbox(), Inbox()
+    one = Bus(broker_config, producer="one")
+    consumer = one.subscribe(["tasks"], "movers", first)
+    consumer.committer.interval_s = 60.0  # after its first round, the committer waits a minute
+    async with one, Bus(broker_config, producer="test") as bus:
+        for event in early:
+            await bus.publish(event)
+        await first.wait_for(len(early))
+        await asyncio.sleep(0.5)  # the first round of commits is done: now it waits
+        for event in late:
+            await bus.publish(event)
+        await first.wait_for(len(early) + len(late))
+        await asyncio.sleep(0.2)  # the last handler has returned
+        two = Bus(broker_config, producer="two")
+        two.subscribe(["tasks"], "movers", second)
+        async with two:
+            await two.joined()
+            await asyncio.sleep(1.0)  # anything redelivered would arrive now
+    assert second.events == []
+
+
 # --- one record never stops a consumer (issue 13) ---------------------------------------------
 
 
