@@ -20,7 +20,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from marketplace.shared import signing
-from marketplace.shared.bus import Bus, Source, new_consumer
+from marketplace.shared.bus import Bus, Source, partitions_of, reader
 from marketplace.shared.offsets import committed_offsets
 from schemas.codec import EventDecodeError, decode
 from schemas.events import AgentHeartbeat, Event
@@ -74,12 +74,7 @@ class AgentService:
     async def _recall(self) -> None:
         """Feeds the agent the last records its group had taken before this start: the
         `RECALL_RECORDS` before the committed offset of each stream. A new group has none."""
-        consumer = new_consumer(
-            self.bus.config.bootstrap,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.bus.config.fetch_max_wait_ms,
-        )
-        await consumer.start()
+        consumer = await reader(self.bus.config, auto_offset_reset="earliest")
         try:
             ends = await self._committed(consumer)
             if ends:
@@ -96,11 +91,7 @@ class AgentService:
             await consumer.stop()
 
     async def _committed(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        topics = [self.bus.topics.prefix + s for s in STREAMS]
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
+        parts = await partitions_of(consumer, [self.bus.topics.prefix + s for s in STREAMS])
         group = self.bus.group(self.group)
         committed = await committed_offsets(self.bus.config.bootstrap, group, parts)
         ends = {tp: offset for tp, offset in committed.items() if offset > 0}

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from marketplace.shared.config import Config, ConfigError, config_path, load_config
+from marketplace.shared.config import Config, ConfigError, config_path, load_config, unset
 
 TIMEOUT_S = 5.0
 CHECKS = ("broker", "database", "sandbox")
@@ -39,7 +39,7 @@ def broker(config: Config) -> str:
     from marketplace.shared.admin import BrokerUnreachable, missing_topics
 
     if not config.broker.bootstrap:
-        raise Unhealthy("[broker].bootstrap is not set and KAFKA_BOOTSTRAP is empty")
+        raise Unhealthy(unset("broker", "bootstrap"))
     try:
         missing = asyncio.run(missing_topics(config.broker, timeout_s=TIMEOUT_S))
     except BrokerUnreachable as exc:
@@ -54,7 +54,7 @@ def database(config: Config) -> str:
     import asyncpg
 
     if not config.database.url:
-        raise Unhealthy("[database].url is not set and DATABASE_URL is empty")
+        raise Unhealthy(unset("database", "url"))
 
     async def query() -> None:
         conn = await asyncpg.connect(config.database.url, timeout=TIMEOUT_S)

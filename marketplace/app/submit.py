@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from marketplace.app.publish import parse_line
 from marketplace.client import Client, Outcome, Refused, SubmitTimeout, general_task, result
 from marketplace.shared.config import Config
+from marketplace.shared.errors import UserError
 from marketplace.shared.posting import Posting
 from schemas.codec import describe
 from schemas.events import TaskPosted
@@ -28,7 +29,7 @@ from schemas.events import TaskPosted
 GOOD = frozenset({"passed", "answered"})
 
 
-class BadRequest(ValueError):
+class BadRequest(UserError, ValueError):
     """The task cannot be made from what was given; the message says why, in one line."""
 
 

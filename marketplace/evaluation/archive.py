@@ -1,8 +1,9 @@
 """The benchmark's computed work as a file, so it survives a move to a fresh machine.
 
 `sale bench export` writes every kept completion (agents.cache) and every matrix cell
-(marketplace.matrix) to one gzipped JSON-lines file; `sale bench matrix` and `sale bench live`
-load it first when it exists, skipping rows already present. With it, a benchmark interrupted on
+(marketplace.evaluation.matrix) to one gzipped JSON-lines file; `sale bench matrix` and
+`sale bench live` load it first when it exists, skipping rows already present.
+With it, a benchmark interrupted on
 one machine resumes on another without recomputing a token.
 """
 

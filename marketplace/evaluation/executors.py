@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import fmean
 
 from agents import prompts
@@ -23,8 +24,15 @@ from agents.coding import Attempt, execute
 from agents.llm import LLM
 from agents.searching import Corpora
 from marketplace.core.measures import priced
+from marketplace.evaluation.task_sets import parse_task_sets
 from marketplace.services.verifier import verify
-from marketplace.shared.config import AgentConfig, Config, ExecutorStyle, SearcherStyle
+from marketplace.shared.config import (
+    AgentConfig,
+    Config,
+    ConfigError,
+    ExecutorStyle,
+    SearcherStyle,
+)
 from marketplace.shared.posting import Posting
 from schemas.events import Price, TaskResult, Usage
 
@@ -231,8 +239,9 @@ def best(rows: Sequence[Row]) -> str:
 SEARCHER_STYLES: tuple[SearcherStyle, ...] = ("plain", "short", "example")
 SEARCH_HEADER = """# The search executor, chosen on the development split
 
-A search task's executor is the tool loop (`agents/searching.py`, README "Search agents: the
-tool loop"); what is chosen here is its system prompt (`agents.prompts.SEARCHERS`, an agent's
+A search task's executor is the tool loop (`agents/searching.py`,
+[deep-search.md](deep-search.md#search-agents-the-tool-loop)); what is chosen here is its
+system prompt (`agents.prompts.SEARCHERS`, an agent's
 `searcher` setting), on the FanOutQA development split only (`fanoutqa-dev`: never on
 `fanoutqa-eval`). Variants: "plain" (the first version: the three actions, one per line),
 "short" (plain, and the answer asked for as the article's own words, with no sentence around
@@ -378,3 +387,72 @@ def best_searcher(rows: Sequence[SearchRow]) -> tuple[SearcherStyle | None, str]
         for s, (p, m, c) in pooled.items()
     ]
     return top, "\n".join([*lines, f"\nChosen: {top}"])
+
+
+# --- the comparison `sale bench executors` prints, and the page it writes ----------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The table of one `sale bench executors` run, with the page it goes on and the command
+    that printed it (the page names it, so its figures can be printed again)."""
+
+    header: str
+    command: str
+    table: str
+
+    def write(self, path: Path) -> None:
+        path.write_text(f"{self.header}\nCommand: `{self.command}`\n\n{self.table}\n")
+
+
+async def compare(
+    config: Config,
+    tasks: Sequence[str],
+    agents: Sequence[str] | None,
+    styles: Sequence[str] | None,
+    with_plan: bool,
+) -> Comparison:
+    """Every agent (default: all) in every shape (default: all of the tasks' kind) on the task
+    sets `tasks`; search tasks compare the tool loop's system prompts instead."""
+    postings = parse_task_sets(tasks)
+    agents = list(agents or [a.id for a in config.agents])
+    if postings and all(p.task.kind == "search" for p in postings):
+        return await _compare_searchers(config, tasks, postings, agents, styles)
+    shapes = list(styles or STYLES)
+    if bad := [s for s in shapes if s not in STYLES]:
+        raise ConfigError(f"--styles {' '.join(bad)}: a coding shape is one of {STYLES}")
+    trials = []
+    for agent_id in agents:
+        trials += await run_agent(config, agent_id, postings, shapes)
+        if with_plan:  # the plan as a hint, on the agent's configured shape
+            shape = [config.agent(agent_id).executor]
+            trials += await run_agent(config, agent_id, postings, shape, planned=True)
+    rows = summarize(trials, {a: config.agent(a).price for a in agents})
+    table = f"{markdown(rows)}\n\nMost pass@1 per CPU-second:\n\n{best(rows)}"
+    flags = " --with-plan" if with_plan else ""
+    return Comparison(HEADER, f"sale bench executors --tasks {' '.join(tasks)}{flags}", table)
+
+
+async def _compare_searchers(
+    config: Config,
+    tasks: Sequence[str],
+    postings: Sequence[Posting],
+    agents: list[str],
+    styles: Sequence[str] | None,
+) -> Comparison:
+    """`compare` on search tasks: the tool loop's system prompts compared."""
+    variants = list(styles or SEARCHER_STYLES)
+    if bad := [s for s in variants if s not in SEARCHER_STYLES]:
+        known = SEARCHER_STYLES
+        raise ConfigError(f"--styles {' '.join(bad)}: a searcher prompt is one of {known}")
+    trials = []
+    for agent_id in agents:
+        trials += await run_searcher(config, agent_id, postings, variants)
+    rows = summarize_search(trials, {a: config.agent(a).price for a in agents})
+    _, choice = best_searcher(rows)
+    table = f"{search_markdown(rows)}\n\nExact matches per unit of cost:\n\n{choice}"
+    command = (
+        f"sale bench executors --tasks {' '.join(tasks)} --agents {' '.join(agents)} "
+        f"--styles {' '.join(variants)}"
+    )
+    return Comparison(SEARCH_HEADER, command, table)

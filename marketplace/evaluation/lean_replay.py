@@ -204,7 +204,8 @@ def lean_runs(
 
 def orders(tasks: Sequence[str], count: int) -> list[list[str]]:
     """Order 0 is the dataset's; order k shuffles it with seed k, as the live runs do
-    (`marketplace.live.ordered`), so a live run and its replay see the tasks in one order."""
+    (`marketplace.evaluation.live.ordered`), so a live run and its replay see the tasks in one
+    order."""
     from marketplace.evaluation.live import ordered
 
     return [ordered(tasks, k) for k in range(count)]

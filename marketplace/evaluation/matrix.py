@@ -41,6 +41,7 @@ from marketplace.core.lean_auction import checkable
 from marketplace.evaluation.task_sets import parse_task_sets
 from marketplace.services.verifier import verify
 from marketplace.shared.config import AgentConfig, Config
+from marketplace.shared.errors import UserError
 from marketplace.shared.migrate import apply_migrations
 from marketplace.shared.posting import Posting
 from schemas.codec import decode, encode
@@ -433,7 +434,7 @@ async def connect(config: Config) -> asyncpg.Connection:
     return conn
 
 
-class EmptySplit(ValueError):
+class EmptySplit(UserError, ValueError):
     """A split with no task that every agent has a draft of: nothing to compare on it."""
 
 

@@ -13,8 +13,8 @@ Restarts and rebalances: a new owner reads its partitions from the last committe
 only folds events in until it has caught up with the high-water marks it saw; then it acts.
 Offsets are committed only up to the first event of the oldest auction still open, so an open
 auction is always rebuilt whole and a closed one is never decided again; they are committed off
-the loop (`bus.Committer`, at most `COMMIT_INTERVAL_S` behind), after the decisions they answer
-are acknowledged, and at once when partitions are revoked or the service stops.
+the loop (`bus.commits.Committer`, at most `COMMIT_INTERVAL_S` behind), after the decisions they
+answer are acknowledged, and at once when partitions are revoked or the service stops.
 
 Backpressure (`[admission]`): an instance keeps at most `open_per_agent` auctions per live
 agent open (and never more than `max_open`). Further tasks wait their turn, oldest offset first;
@@ -58,6 +58,7 @@ from marketplace.shared.bus import (
     caught_up,
     from_start,
     reader,
+    source_of,
 )
 from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
 from marketplace.shared.tokens import Tokenizers
@@ -467,13 +468,10 @@ class Auctioneer:
             parts = await from_start(consumer, [self.bus.topics.agents])
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000))
-                for tp, records in batches.items():
+                for records in batches.values():
                     for record in records:
-                        source = Source(
-                            tp.topic, tp.partition, record.offset, record.key, tuple(record.headers)
-                        )
                         group = self.bus.group(f"{GROUP}.roster")
-                        event = await self.bus.receive(record.value, source, group)
+                        event = await self.bus.receive(record.value, source_of(record), group)
                         if isinstance(event, AgentHeartbeat) and not self.roster.admit(
                             event, self.clock()
                         ):

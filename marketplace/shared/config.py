@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from marketplace.shared.errors import UserError
 from schemas.codec import describe
 from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Weights
 
@@ -37,7 +38,7 @@ SERVICES = (
 )  # grows as services land; `sale up` starts those listed in [stack]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration cannot be used; the message names the file and the field."""
 
 
@@ -131,7 +132,7 @@ class LeanConfig(Section):
     priors: dict[Id, PriorConfig] = Field(
         default_factory=dict,
         description="by agent id; an agent without one gets an agnostic prior "
-        "(marketplace.lean_auction.prior_for)",
+        "(marketplace.core.lean_auction.prior_for)",
     )
 
 
@@ -345,6 +346,13 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "SALE_KEYRING": ("security", "keyring"),
     "SALE_KEY_DIR": ("security", "key_dir"),
 }
+
+
+def unset(section: str, key: str) -> str:
+    """The one wording for a connection setting that neither the file nor its environment
+    variable gives, e.g. "[broker].bootstrap is not set and KAFKA_BOOTSTRAP is empty"."""
+    env = next(name for name, where in ENV_OVERRIDES.items() if where == (section, key))
+    return f"[{section}].{key} is not set and {env} is empty"
 
 
 def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:

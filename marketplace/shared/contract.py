@@ -9,13 +9,16 @@ test fails when the checked-in copy in docs/contract/ differs (`sale contract` r
 Each schema describes the *canonical record*: every field present (a field left out would be
 filled with its default by the consumer, whose re-encoding, and so the signature, would then
 differ from the record), and `required` lists the fields in the order the record writes them.
-Pure: values in, texts out; `sale contract` does the file I/O.
+Pure, values in and texts out, but for the end: `drift` compares a folder with the generated
+files and `sync` brings it level (what `sale contract` and `sale contract --check` do).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from marketplace.shared.signing import DOMAIN, KEY_ID_HEADER, MAY_PRODUCE, SIGNATURE_HEADER
@@ -242,3 +245,45 @@ def contract_files() -> dict[str, str]:
     files = {f"events/{m.__name__}.json": render(event_schema(m)) for m in event_models()}
     files["asyncapi.json"] = render(asyncapi())
     return dict(sorted(files.items()))
+
+
+# --- the published copy: how a folder differs from the code, and bringing it level -------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the contract files in `out` differ from what the code generates (`contract_files`):
+    `differ` are missing or hold other text, `stale` are schemas the code no longer makes."""
+
+    out: Path
+    files: dict[str, str]
+    differ: list[str]
+    stale: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.differ or self.stale)
+
+
+def drift(out: Path) -> Drift:
+    """Reads `out` (docs/contract/) against the generated files; writes nothing."""
+    files = contract_files()
+    stale = sorted(
+        name
+        for name in (str(path.relative_to(out)) for path in out.glob("events/*.json"))
+        if name not in files
+    )
+    differ = [
+        name
+        for name, text in files.items()
+        if not (out / name).is_file() or (out / name).read_text(encoding="utf-8") != text
+    ]
+    return Drift(out, files, differ, stale)
+
+
+def sync(found: Drift) -> None:
+    """Writes the files that differ and removes the stale ones: `out` then holds the contract."""
+    for name in found.differ:
+        (found.out / name).parent.mkdir(parents=True, exist_ok=True)
+        (found.out / name).write_text(found.files[name], encoding="utf-8")
+    for name in found.stale:
+        (found.out / name).unlink()

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from marketplace.shared.config import DatabaseConfig
+from marketplace.shared.errors import UserError
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -28,7 +29,7 @@ def local_server_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
     return False
 
 
-class DatabaseUnreachable(RuntimeError):
+class DatabaseUnreachable(UserError, RuntimeError):
     """No Postgres answers where the config says, or none can be started here."""
 
 

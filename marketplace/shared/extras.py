@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from marketplace.shared.errors import UserError
 
-class MissingExtra(RuntimeError):
+
+class MissingExtra(UserError, RuntimeError):
     """A command needs a package of an extra that is not installed."""
 
 

@@ -13,11 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from marketplace.shared.config import BrokerConfig, ConfigError
-
-_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
 
 
 def _ssl(config: BrokerConfig) -> ssl.SSLContext | None:
@@ -54,17 +51,3 @@ def client_options(config: BrokerConfig, env: Mapping[str, str] = os.environ) ->
             "sasl_plain_password": password,
         }
     return options
-
-
-def faststream_security(
-    config: BrokerConfig, env: Mapping[str, str] = os.environ
-) -> BaseSecurity | None:
-    """The same settings as FastStream's broker takes them."""
-    if config.security_protocol == "PLAINTEXT":
-        return None
-    context = _ssl(config)
-    use_ssl = context is not None
-    if config.security_protocol.startswith("SASL"):
-        username, password = _credentials(config, env)
-        return _SASL[config.sasl_mechanism](username, password, context, use_ssl)
-    return BaseSecurity(context, use_ssl)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -190,95 +191,10 @@ def _checked(result: RunResult) -> RunResult:
 
 # --- one run -----------------------------------------------------------------------------------
 
-# The run's init: PID 1 of the run's namespaces, root there (the caller's uid outside when not
-# root). It builds the run's root file system on a tmpfs, pivots into it, starts the code, reaps
-# orphans, and writes the code's wait status and CPU time to `status` (as PID 1 it cannot die of
-# the code's signal itself). Its exit ends the PID namespace: the kernel kills what is left.
-# argv: outer work disk_mb shm_mb uid|- -- command...
-_INIT = r"""
-import ctypes, os, sys
-
-RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, DETACH = 1, 2, 4, 8, 32, 4096, 16384, 2
-PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41}
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def fail(what):
-    sys.stderr.write("sandbox-init: " + what + "\n")
-    os._exit(1)
-
-
-def check(result, what):
-    if result != 0:
-        fail(what + ": " + os.strerror(ctypes.get_errno()))
-
-
-def mount(source, target, fstype, flags, data=None):
-    encode = lambda text: None if text is None else text.encode()
-    args = (encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
-    check(libc.mount(*args), "mount " + target)
-
-
-def directory(path, mode):
-    os.mkdir(path)
-    os.chmod(path, mode)
-
-
-outer, work, disk_mb, shm_mb, uid = sys.argv[1:6]
-command = sys.argv[7:]
-code = open(outer + "/main.py", "rb").read()
-status = os.open(outer + "/status", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-new = outer + "/root"
-directory(new, 0o755)
-mount("tmpfs", new, "tmpfs", NOSUID | NODEV, "size=" + disk_mb + "m,nr_inodes=16384,mode=755")
-for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"):
-    if os.path.islink("/" + name):
-        os.symlink(os.readlink("/" + name), new + "/" + name)
-    elif os.path.isdir("/" + name):
-        directory(new + "/" + name, 0o755)
-        mount("/" + name, new + "/" + name, None, BIND | REC)
-        mount(None, new + "/" + name, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV)
-for path, mode in (("/tmp", 0o1777), ("/var", 0o755), ("/var/tmp", 0o1777), ("/run", 0o755),
-                   ("/dev", 0o755), ("/dev/shm", 0o1777), ("/proc", 0o555)):
-    directory(new + path, mode)
-os.symlink("/run", new + "/var/run")
-shm = "size=" + shm_mb + "m,nr_inodes=1024,mode=1777"
-mount("tmpfs", new + "/dev/shm", "tmpfs", NOSUID | NODEV | NOEXEC, shm)
-for name in ("null", "zero", "full", "random", "urandom"):
-    open(new + "/dev/" + name, "w").close()
-    mount("/dev/" + name, new + "/dev/" + name, None, BIND)
-for number, name in enumerate(("stdin", "stdout", "stderr")):
-    os.symlink("/proc/self/fd/" + str(number), new + "/dev/" + name)
-os.symlink("/proc/self/fd", new + "/dev/fd")
-# Optional: a proc of the run's own PID namespace (refused in a user namespace when the host's
-# /proc is partly covered, as in some containers). Python does not need it.
-proc_flags = ctypes.c_ulong(NOSUID | NODEV | NOEXEC)
-libc.mount(b"proc", (new + "/proc").encode(), b"proc", proc_flags, None)
-os.makedirs(new + work, mode=0o711)
-os.chmod(new + work, 0o700)
-with open(new + work + "/main.py", "wb") as script:
-    script.write(code)
-if uid != "-":
-    os.chown(new + work, int(uid), int(uid))
-    os.chown(new + work + "/main.py", int(uid), int(uid))
-os.chdir(new)
-if os.uname().machine not in PIVOT_ROOT:
-    fail("no pivot_root system call number for " + os.uname().machine)
-check(libc.syscall(ctypes.c_long(PIVOT_ROOT[os.uname().machine]), b".", b"."), "pivot_root")
-check(libc.umount2(b".", DETACH), "unmount the host's root")
-os.chdir(work)
-child = os.fork()
-if child == 0:
-    try:
-        os.execv(command[0], command)
-    except OSError as error:
-        fail("cannot run " + command[0] + ": " + error.strerror)
-while True:
-    pid, wait_status, usage = os.wait4(-1, 0)
-    if pid == child:
-        os.write(status, b"%d %f\n" % (wait_status, usage.ru_utime + usage.ru_stime))
-        os._exit(0)
-"""
+# The run's init, PID 1 of the run's namespaces: builds its root, starts the code, reaps, reports
+# (marketplace/shared/sandbox_init.py). Its text is passed to `python -c`: nothing is imported
+# from the package inside the run.
+_INIT = resources.files("marketplace.shared").joinpath("sandbox_init.py").read_text("utf-8")
 
 _uids_lock = threading.Lock()
 _uids_in_use: set[int] = set()

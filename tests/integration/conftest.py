@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from faststream.kafka import TestKafkaBroker
 
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
-from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, SecurityConfig
 from marketplace.shared.database import create_database, drop_database, resolve_server
 from marketplace.shared.keyfiles import ensure_keys, new_key, private_path, trust_of
@@ -136,15 +133,3 @@ def broker_config(kafka_bootstrap: str) -> BrokerConfig:
 async def topics(broker_config: BrokerConfig) -> Topics:
     await ensure_topics(broker_config)
     return Topics(broker_config.topic_prefix)
-
-
-@pytest.fixture(params=["memory", "kafka"])
-def run_bus(request: pytest.FixtureRequest) -> Callable[[Bus], AbstractAsyncContextManager]:
-    """Runs a Bus on FastStream's in-memory broker or on the real one: the same test, twice.
-
-    The in-memory run catches logic errors in milliseconds; the real run catches what only a
-    broker does (partitions, offsets, group joins).
-    """
-    if request.param == "memory":
-        return lambda bus: TestKafkaBroker(bus.broker)
-    return lambda bus: bus

@@ -6,11 +6,9 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
@@ -20,19 +18,18 @@ from schemas.codec import decode, encode
 from schemas.events import DeadLetter, Event
 from schemas.topics import STREAMS, Topics
 from tests.integration.inbox import Inbox
+from tests.integration.raw import publish_raw
 from tests.samples import BIG_GARBAGE, every_event, huge_task
-
-RunBus = Callable[[Bus], AbstractAsyncContextManager]
 
 
 async def test_every_event_type_travels_and_comes_back_equal(
-    broker_config: BrokerConfig, topics: Topics, run_bus: RunBus
+    broker_config: BrokerConfig, topics: Topics
 ) -> None:
     inbox = Inbox()
     sent = every_event(task_id=f"task-{uuid.uuid4().hex[:6]}")
     bus = Bus(broker_config, producer="test")
     bus.subscribe(list(STREAMS), "everything", inbox)
-    async with run_bus(bus):
+    async with bus:
         for event in sent:
             await bus.publish(event)
         received = await inbox.wait_for(len(sent))
@@ -45,7 +42,7 @@ async def test_every_event_type_travels_and_comes_back_equal(
 
 
 async def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(
-    broker_config: BrokerConfig, topics: Topics, run_bus: RunBus
+    broker_config: BrokerConfig, topics: Topics
 ) -> None:
     good = every_event()
     task_posted, bid = good[0], good[4]
@@ -59,9 +56,8 @@ async def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(
     bus = Bus(broker_config, producer="test")
     bus.subscribe(["tasks"], "tasks-reader", inbox)
     bus.subscribe(["dlq"], "dlq-reader", dead)
-    async with run_bus(bus):
-        for raw in bad_records:  # raw bytes, past the Bus's own encoding
-            await bus.broker.publish(raw, topic=topics.tasks, key=b"task-x")
+    async with bus:
+        await publish_raw(broker_config.bootstrap, topics.tasks, b"task-x", *bad_records)
         await bus.publish(task_posted)  # a good one after the bad ones is still handled
         assert await inbox.wait_for(1) == [task_posted]
         letters = await dead.wait_for(len(bad_records))
@@ -78,7 +74,7 @@ async def test_malformed_records_go_to_the_dlq_and_the_consumer_keeps_going(
 
 
 async def test_a_failing_handler_dead_letters_the_event_and_the_next_one_is_handled(
-    broker_config: BrokerConfig, topics: Topics, run_bus: RunBus
+    broker_config: BrokerConfig, topics: Topics
 ) -> None:
     first, second = every_event(task_id="a")[0], every_event(task_id="b")[0]
     handled, dead = Inbox(), Inbox()
@@ -91,7 +87,7 @@ async def test_a_failing_handler_dead_letters_the_event_and_the_next_one_is_hand
     bus = Bus(broker_config.model_copy(update={"partitions": 1}), producer="test")
     bus.subscribe(["tasks"], "fussy", fussy)
     bus.subscribe(["dlq"], "dlq-reader", dead)
-    async with run_bus(bus):
+    async with bus:
         await bus.publish(first)
         await bus.publish(second)
         assert await handled.wait_for(1) == [second]
@@ -124,19 +120,35 @@ async def test_a_restarted_consumer_resumes_after_its_last_commit(
     assert sorted(e.task_id for e in await second_run.wait_for(3)) == ["r3", "r4", "r5"]
 
 
+async def test_a_subscription_commits_what_it_handled_before_its_partitions_move(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    """A second member joining takes partitions from the first: what the first handled there is
+    committed as they go (not on the committer's next round), so the second reads none of it."""
+    early = [every_event(task_id=f"e{i}")[0] for i in range(12)]
+    late = [every_event(task_id=f"l{i}")[0] for i in range(6)]
+    first, second = Inbox(), Inbox()
+    one = Bus(broker_config, producer="one")
+    consumer = one.subscribe(["tasks"], "movers", first)
+    consumer.committer.interval_s = 60.0  # after its first round, the committer waits a minute
+    async with one, Bus(broker_config, producer="test") as bus:
+        for event in early:
+            await bus.publish(event)
+        await first.wait_for(len(early))
+        await asyncio.sleep(0.5)  # the first round of commits is done: now it waits
+        for event in late:
+            await bus.publish(event)
+        await first.wait_for(len(early) + len(late))
+        await asyncio.sleep(0.2)  # the last handler has returned
+        two = Bus(broker_config, producer="two")
+        two.subscribe(["tasks"], "movers", second)
+        async with two:
+            await two.joined()
+            await asyncio.sleep(1.0)  # anything redelivered would arrive now
+    assert second.events == []
+
+
 # --- one record never stops a consumer (issue 13) ---------------------------------------------
-
-
-async def publish_raw(bootstrap: str, topic: str, key: bytes, *values: bytes) -> None:
-    """Publishes records as a hostile or careless producer would: past the Bus, its encoding
-    and its cap, with a request limit large enough for any of them."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=8 * 2**20)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
 
 
 async def read_until(consumer: PartitionedConsumer, event: Event) -> list[Delivery]:
@@ -194,8 +206,8 @@ async def test_a_dead_letter_that_cannot_be_published_is_logged_and_committed_pa
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = every_event(task_id="after")[0]
+    await publish_raw(broker_config.bootstrap, topics.tasks, b"after", b"{not json")
     async with Bus(broker_config, "client") as client:
-        await client.broker.publish(b"{not json", topic=topics.tasks, key=b"after")
         await client.publish(good)
     bus = Bus(broker_config, "auctioneer")
     consumer = PartitionedConsumer(bus, ["tasks"], "unlettered")

@@ -44,7 +44,7 @@ from schemas.events import (
     Usage,
 )
 from schemas.topics import STREAMS, Topics
-from tests.integration.test_bus import publish_raw
+from tests.integration.raw import publish_raw
 from tests.samples import BID, BIG_GARBAGE, every_event, huge_task
 
 pytestmark = pytest.mark.integration
@@ -397,9 +397,9 @@ async def test_a_malformed_record_is_recorded_as_a_dead_letter(
     broker_config: BrokerConfig, topics: Topics, database: str
 ) -> None:
     posted = every_event("he-7")[0]
+    await publish_raw(broker_config.bootstrap, topics.bids, b"he-7", b"{this is not json")
+    await publish_raw(broker_config.bootstrap, topics.dlq, b"x", b"garbage on the dlq itself")
     async with Bus(broker_config, producer="client") as bus:
-        await bus.broker.publish(b"{this is not json", topic=topics.bids, key=b"he-7")
-        await bus.broker.publish(b"garbage on the dlq itself", topic=topics.dlq, key=b"x")
         await bus.publish(posted)  # the recorder carries on after the bad ones
     async with recording(broker_config, database) as running:
         # the good event, the bad dlq record in place, and the dead letter for the bad bid

@@ -28,6 +28,7 @@ from marketplace.shared.sandbox import Limits
 from schemas.events import DeadLetter, SearchChecks, TaskChecks, TaskOutcome, TaskResult
 from schemas.topics import Topics
 from tests.integration.inbox import Inbox
+from tests.integration.raw import publish_raw
 
 pytestmark = pytest.mark.integration
 
@@ -332,10 +333,8 @@ async def test_a_malformed_record_goes_to_the_dlq_and_the_verifier_goes_on(
     broker_config: BrokerConfig, world: World, topics: Topics
 ) -> None:
     async with verifying(broker_config):
-        await world.client.broker.publish(b"{not json", topics.results, key=b"t")
-        await world.client.broker.publish(
-            search_checks("t", ["x"]).model_dump_json().encode(), topics.results, key=b"t"
-        )  # a valid event on the wrong stream
+        wrong_stream = search_checks("t", ["x"]).model_dump_json().encode()  # a valid event
+        await publish_raw(broker_config.bootstrap, topics.results, b"t", b"{not json", wrong_stream)
         await world.publish(search_checks("ok", ["Frank Herbert"]), result("ok", "Frank Herbert"))
         outcome = await world.outcome("ok")
         letters = await world.watch.wait_until(

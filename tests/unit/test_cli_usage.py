@@ -13,13 +13,16 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from marketplace.app.cli import UsageError, _task_sets, foreseen, main, parser
+from marketplace.app.cli import main, parser
+from marketplace.app.cli.arguments import UsageError, task_sets
+from marketplace.app.cli.dispatch import foreseen, told
 from marketplace.evaluation.live import VARIANTS
 from marketplace.evaluation.matrix import EmptySplit
 from marketplace.evaluation.task_sets import parse_spec, task_ids
 from marketplace.log.replay import LogUnavailable
-from marketplace.shared.config import parse_config
+from marketplace.shared.config import ConfigError, parse_config
 from marketplace.shared.database import DatabaseUnreachable
+from marketplace.shared.extras import MissingExtra
 
 SALE = [sys.executable, "-m", "marketplace.app.cli"]
 
@@ -84,7 +87,7 @@ def test_the_bench_variants_are_the_live_runs_variants() -> None:
 
 def test_the_old_dataset_and_range_flags_still_name_a_task_set() -> None:
     def tasks(*argv: str) -> list[str]:
-        return _task_sets(parser().parse_args(["run", *argv]))
+        return task_sets(parser().parse_args(["run", *argv]))
 
     assert tasks() == ["humaneval:0:10"]
     assert tasks("--tasks", "mbpp:0:5", "humaneval:3:4") == ["mbpp:0:5", "humaneval:3:4"]
@@ -117,8 +120,6 @@ CONFIG = parse_config({}, env={})
 @pytest.mark.parametrize(
     ("error", "config", "says"),
     [
-        (LogUnavailable("the database holds no event log yet"), CONFIG, "no event log yet"),
-        (DatabaseUnreachable("cannot reach the database x"), CONFIG, "cannot reach the database"),
         (
             asyncpg.UndefinedTableError('relation "spend" does not exist'),
             CONFIG,
@@ -133,19 +134,39 @@ CONFIG = parse_config({}, env={})
         ),
         (FileNotFoundError(2, "No such file or directory", "t.jsonl"), CONFIG, "t.jsonl: No such"),
         (ConnectionRefusedError(111, "Connection refused"), CONFIG, "cannot connect: "),
-        (UsageError("--tasks replaces --dataset"), CONFIG, "--tasks replaces --dataset"),
-        (EmptySplit("the matrix m has no task of x"), CONFIG, "the matrix m has no task"),
     ],
 )
-def test_each_foreseeable_error_is_one_line(error: Exception, config, says: str) -> None:
+def test_each_foreseeable_failure_is_one_line(error: Exception, config, says: str) -> None:
     message = foreseen(error, config)
     assert message is not None and says in message
     assert "\n" not in message
+    assert told(error, "publish", config) == (f"sale publish: {message}", 2)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (LogUnavailable("the database holds no event log yet"), "sale replay: the database"),
+        (DatabaseUnreachable("cannot reach the database x"), "sale replay: cannot reach the"),
+        (UsageError("--tasks replaces --dataset"), "sale replay: --tasks replaces --dataset"),
+        (EmptySplit("the matrix m has no task of x"), "sale replay: the matrix m has no task"),
+        (ConfigError("[auction].mechanism: no"), "sale: bad config: [auction].mechanism: no"),
+        (MissingExtra("plots need the `bench` extra"), "sale: plots need the `bench` extra"),
+    ],
+)
+def test_each_user_error_is_its_one_line_and_status_2(error: Exception, line: str) -> None:
+    said = told(error, "replay", CONFIG)
+    assert said is not None and said[0].startswith(line) and said[1] == 2
+
+
+def test_an_interrupt_is_one_line_and_status_130() -> None:
+    assert told(KeyboardInterrupt(), "run", None) == ("sale run: interrupted", 130)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("x"), ValueError("y")])
 def test_anything_else_is_a_bug_and_keeps_its_traceback(error: Exception) -> None:
     assert foreseen(error, CONFIG) is None
+    assert told(error, "run", CONFIG) is None
 
 
 def sale(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faststream.security import SASLScram512
 
 from marketplace.shared.config import BrokerConfig, ConfigError, parse_config
-from marketplace.shared.kafka_auth import client_options, faststream_security
+from marketplace.shared.kafka_auth import client_options
 
 ENV = {"KAFKA_USERNAME": "auctioneer", "KAFKA_PASSWORD": "s3cret"}
 
 
 def test_plaintext_needs_nothing() -> None:
     assert client_options(BrokerConfig()) == {}
-    assert faststream_security(BrokerConfig()) is None
 
 
 def test_sasl_ssl_reaches_every_client_with_credentials_from_the_environment() -> None:
@@ -25,8 +23,6 @@ def test_sasl_ssl_reaches_every_client_with_credentials_from_the_environment() -
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == tuple(ENV.values())
     assert options["ssl_context"] is not None
-    security = faststream_security(config, ENV)
-    assert isinstance(security, SASLScram512) and security.use_ssl
 
 
 def test_bad_broker_security_fails_naming_the_field(tmp_path: Path) -> None:
@@ -37,4 +33,4 @@ def test_bad_broker_security_fails_naming_the_field(tmp_path: Path) -> None:
         client_options(sasl, {"KAFKA_USERNAME": "u"})
     tls = BrokerConfig(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
     with pytest.raises(ConfigError, match=r"\[broker\]\.ssl_cafile: .*no such file"):
-        faststream_security(tls)
+        client_options(tls)

@@ -20,7 +20,7 @@ from marketplace.log.replay.replayed_log import (
     decoded,
 )
 from marketplace.shared.bus import reader
-from marketplace.shared.config import BrokerConfig, Config, ConfigError
+from marketplace.shared.config import BrokerConfig, Config, ConfigError, unset
 from marketplace.shared.offsets import highwater_marks
 from schemas.topics import Topics
 
@@ -31,10 +31,10 @@ async def read(config: Config, from_kafka: bool = False) -> Log:
     """The log from where the config points: Postgres, or the broker's streams."""
     if from_kafka:
         if not config.broker.bootstrap:
-            raise ConfigError("[broker].bootstrap: not set and KAFKA_BOOTSTRAP is empty")
+            raise ConfigError(unset("broker", "bootstrap"))
         return await read_kafka(config.broker)
     if not config.database.url:
-        raise ConfigError("[database].url: not set and DATABASE_URL is empty; which database?")
+        raise ConfigError(f"{unset('database', 'url')}; which database?")
     return await read_postgres(config.database.url)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from marketplace.log.gc_pause import paused_gc
 from marketplace.log.replay.discrepancy import Discrepancy
+from marketplace.shared.errors import UserError
 from schemas.codec import EventDecodeError, decode
 from schemas.events import AuctionClosed, Event
 
@@ -28,7 +29,7 @@ TYPES = (
 )
 
 
-class LogUnavailable(RuntimeError):
+class LogUnavailable(UserError, RuntimeError):
     """The log cannot be read at all (no table, a broker that stops answering)."""
 
 

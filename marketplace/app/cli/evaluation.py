@@ -1,0 +1,281 @@
+"""The benchmark: `sale bench` (choose the executor, fill the matrix, run live, compare every
+method, the archive of computed work), `sale weights fit` and `sale lean fit` (the mechanisms'
+settings, fitted on the matrix)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from marketplace.app.cli import wiring
+from marketplace.app.cli.arguments import ARCHIVE, Commands, add_task_sets
+from marketplace.shared.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from marketplace.evaluation.matrix import Plan
+
+TRAIN, DEV, TEST = ["mbpp:0:100"], ["mbpp:100:200"], ["humaneval:0:164"]  # the default splits
+
+
+def add_weights(commands: Commands) -> None:
+    weights = commands.add_parser("weights", help="fit the scoring weights on the matrix")
+    weights.add_argument("action", choices=["fit"], help="fit: on the matrix of --tasks")
+    add_task_sets(weights, "--tasks", "the training split (default: mbpp:0:100)", TRAIN)
+    weights.add_argument("--lambda", dest="lam", type=float, default=0.1, help="cost's weight")
+    weights.add_argument("--seed", type=int, default=0, help="the fit's random seed")
+    weights.add_argument("--out", default="weights.toml", help="the weights file to write")
+    weights.set_defaults(run=run_weights)
+
+
+def run_weights(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.evaluation import fit, matrix
+
+    prices = {a.id: a.price for a in config.agents}
+    with wiring.event_log(config) as logged:
+        train = asyncio.run(matrix.load_split(logged, args.tasks))
+    complete = train.complete_tasks(plans=True)
+    if not complete:
+        raise ConfigError(
+            f"no complete matrix rows for {' '.join(args.tasks)}: run `sale bench matrix`"
+        )
+    weights, utility = fit.fit(train, prices, args.lam, args.seed)
+    note = (
+        f"sale weights fit --tasks {' '.join(args.tasks)} --lambda {args.lam} --seed {args.seed}: "
+        f"{len(complete)} training tasks, training utility {utility:.4f}"
+    )
+    Path(args.out).write_text(fit.weights_toml(weights, note))
+    print(f"{note}\nwritten to {args.out}:\n{Path(args.out).read_text()}")
+    return 0
+
+
+def add_lean(commands: Commands) -> None:
+    lean = commands.add_parser("lean", help="fit the lean auction's priors and settings")
+    lean.add_argument("action", choices=["fit"], help="fit: priors and settings")
+    add_task_sets(lean, "--train", "the priors come from here (default: mbpp:0:100)", TRAIN)
+    add_task_sets(lean, "--dev", "the settings are chosen here (default: mbpp:100:200)", DEV)
+    lean.add_argument("--out", default="weights.toml", help="the weights file to update")
+    lean.set_defaults(run=run_lean)
+
+
+def run_lean(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.evaluation import lean_replay
+
+    with wiring.event_log(config) as logged:
+        try:
+            table, ranked = asyncio.run(lean_replay.fit_lean(logged, args.train, args.dev))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for c in ranked[:10]:
+        s = c.settings
+        print(
+            f"value {s.value:8.4g}  neighbours {s.neighbours:3}  strength {s.strength:4g}  "
+            f"min similarity {s.min_similarity:3g}  feedback {'yes' if s.feedback else 'no ':3}  "
+            f"pass gain {c.pass_gain:6.1%}  cost gain {c.cost_gain:6.1%}"
+        )
+    note = (
+        f"sale lean fit --train {' '.join(args.train)} --dev {' '.join(args.dev)}: priors from "
+        f"the training split, settings chosen on the development split (of {len(ranked)} tried)"
+    )
+    out = Path(args.out)
+    existing = out.read_text() if out.exists() else ""
+    out.write_text(lean_replay.with_lean(existing, lean_replay.lean_toml(table, note)))
+    print(f"{note}\nwritten to {out}")
+    return 0
+
+
+def add_bench(commands: Commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="the benchmark: choose the executor, fill the matrix, run live, compare every method",
+    )
+    bench.add_argument(
+        "action",
+        choices=["matrix", "live", "export", "worker", "executors", "compare", "recount"],
+        help="executors: compare prompt shapes; matrix: every agent on every task; live: a run "
+        "through the marketplace; export: the archive; compare: all of it on a split; worker: "
+        "one matrix process (started by matrix); recount: the plan-token recount on the archive",
+    )
+    add_task_sets(bench, "--train", "compare: the training split", TRAIN)
+    add_task_sets(bench, "--test", "compare: the split compared on", TEST)
+    bench.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
+    bench.add_argument(
+        "--styles",
+        nargs="+",
+        help="executors: the prompt shapes to compare (coding: chat complete continue; search: "
+        "the searcher prompts plain short example; default: all of the tasks' kind)",
+    )
+    bench.add_argument(
+        "--out", help="executors: a markdown file for the table; compare: a folder (docs/benchmark)"
+    )
+    bench.add_argument(
+        "--with-plan",
+        action="store_true",
+        help="executors: also the agent's configured shape with its own plan as a hint",
+    )
+    add_task_sets(
+        bench,
+        "--tasks",
+        "task sets DATASET:START:STOP (default: the training and evaluation splits)",
+        [*TRAIN, *TEST],
+    )
+    add_task_sets(
+        bench,
+        "--plans",
+        "matrix: task sets that also get every agent's plan and reviews (the paper's auction)",
+        [*TRAIN, *TEST],
+        nargs="*",
+    )
+    bench.add_argument(
+        "--no-plans",
+        action="store_true",
+        help="compare: no plans nor reviews (SALE-paper is left out of the table, which says so)",
+    )
+    bench.add_argument(
+        "--escalate",
+        nargs="*",
+        default=[],
+        metavar="CHEAPER:DEARER",
+        help="matrix: agent pairs whose escalation drafts to compute (e.g. M:L)",
+    )
+    bench.add_argument("--workers", type=int, default=2, help="model processes at once")
+    bench.add_argument(
+        "--variant",
+        default="full",
+        choices=["lean", "full", "no-memory"],  # marketplace.evaluation.live.VARIANTS
+        help="live: the lean auction, or the paper's with or without memory (default: full)",
+    )
+    bench.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
+    bench.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
+    bench.add_argument(
+        "--archive",
+        default=ARCHIVE,
+        help="the computed work as a file: loaded first if it exists; `export` writes it",
+    )
+    bench.set_defaults(run=run_bench)
+
+
+def run_bench(config: Config, args: argparse.Namespace) -> int:
+    if args.action == "worker":
+        return _worker(config, args)
+    if args.action == "recount":
+        return _recount(config, Path(args.archive))
+    with wiring.event_log(config) as config:
+        url = config.database.url
+        os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
+        if args.action == "export":
+            counts = asyncio.run(_archive(url, Path(args.archive), export=True))
+            print(f"{args.archive}: {counts}")
+            return 0
+        asyncio.run(restore(url, Path(args.archive)))
+        return _ON_THE_LOG[args.action](config, args)
+
+
+def _worker(config: Config, args: argparse.Namespace) -> int:
+    """One matrix process (`matrix_job`'s command line), until the matrix is full."""
+    from marketplace.evaluation import matrix
+    from marketplace.services.process import configure_logging
+
+    configure_logging("bench.worker")
+    plan = matrix.make_plan(config, args.tasks, args.plans, args.escalate)
+    return 0 if asyncio.run(matrix.work(config, plan)) >= 0 else 1
+
+
+def matrix_job(
+    config: Config, args: argparse.Namespace, tasks: list[str], plans: list[str]
+) -> tuple[Plan, list[str]]:
+    """The plan of the matrix of `tasks` (plans and reviews too on `plans`, escalations as
+    --escalate says), and the command line of one `sale bench worker` process that fills it."""
+    from marketplace.evaluation import matrix
+
+    plan = matrix.make_plan(config, tasks, plans, args.escalate)
+    worker = [sys.executable, "-m", "marketplace.app.cli", "--config", str(args.config_path)]
+    worker += ["bench", "worker", "--tasks", *tasks, "--plans", *plans]
+    worker += ["--escalate", *args.escalate] if args.escalate else []
+    return plan, worker
+
+
+def _matrix(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.evaluation import matrix
+
+    plan, worker = matrix_job(config, args, args.tasks, args.plans)
+    name = asyncio.run(matrix.build_matrix(config, worker, plan, args.workers))
+    print(f"matrix {name}: complete")
+    return 0
+
+
+def _compare(config: Config, args: argparse.Namespace) -> int:
+    """The whole comparison on any split, in one command (`marketplace.evaluation.compare`)."""
+    from marketplace.evaluation.compare import compare
+
+    specs = [*args.train, *args.test]
+    plan, worker = matrix_job(config, args, specs, [] if args.no_plans else specs)
+    out = Path(args.out or "docs/benchmark")
+    text = asyncio.run(compare(config, plan, worker, args.workers, args.train, args.test, out))
+    print(f"{text}\nwritten to {out}/")
+    return 0
+
+
+def _executors(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.evaluation import executors
+
+    compared = asyncio.run(
+        executors.compare(config, args.tasks, args.agents, args.styles, args.with_plan)
+    )
+    print(compared.table)
+    if args.out:
+        compared.write(Path(args.out))
+        print(f"written to {args.out}")
+    return 0
+
+
+def _live(config: Config, args: argparse.Namespace) -> int:
+    from marketplace.app import job
+    from marketplace.evaluation import live, matrix
+    from marketplace.evaluation.task_sets import parse_task_sets
+
+    name = live.run_name(matrix.fingerprint(config.agents), args.variant, args.order)
+    run_dir = Path(args.run_dir) / name
+    postings = parse_task_sets(args.tasks)
+    path, run_config, todo = asyncio.run(
+        live.prepare(config, args.variant, args.order, postings, run_dir)
+    )
+    print(f"{name}: {len(todo)} tasks")
+    return asyncio.run(job.run_job(run_config, path, todo, run_dir))
+
+
+_ON_THE_LOG = {"matrix": _matrix, "compare": _compare, "executors": _executors, "live": _live}
+
+
+def _recount(config: Config, archive: Path) -> int:
+    """Prints how often the plan-token recount would refuse the archive's honest completions."""
+    from marketplace.evaluation.recount import recount
+
+    tallies = recount(archive, wiring.tokenizers(config))
+    for model, tally in sorted(tallies.items()):
+        print(tally.line(model))
+    if not tallies:
+        print("no archived model's vocabulary is installed (see `sale models install`)")
+    return 0
+
+
+async def restore(url: str, path: Path) -> None:
+    """Loads the archive of computed work into the database first, if there is one, so the
+    benchmark replays from cached calls on a fresh machine."""
+    if path.exists():
+        print(f"{path}: rows added {await _archive(url, path, export=False)}")
+
+
+async def _archive(url: str, path: Path, export: bool) -> dict[str, int]:
+    import asyncpg
+
+    from marketplace.evaluation import archive
+
+    conn = await asyncpg.connect(url)
+    try:
+        return await (archive.export(conn, path) if export else archive.restore(conn, path))
+    finally:
+        await conn.close()
