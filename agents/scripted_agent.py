@@ -6,9 +6,10 @@ goes through the real agent's one dispatcher.
 The settings change only what the model, its sandbox and its search tool answer
 (`agents.backends.scripted.Script`): plans of `plan_tokens` words at `entropy`, jury `scores` by
 bidder, a refinement or not, code that passes the visible examples or not (`draft_passes`), a
-search that finds `search_answer`; silence (`bids`, `judges`, `drafts` False) is the model
-failing, which the real agent answers with nothing. `delay_s` is thinking time before each
-event is answered. Never a stand-in where a user would run a real model.
+search that finds `search_answer`; silence (`bids`, `judges` False, no `refined_plan_tokens`)
+is the model failing, which the real agent answers with nothing. `delay_s` is thinking time
+before each event is answered, and with `drafts` False calls for drafts go unanswered.
+Never a stand-in where a user would run a real model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from agents.agent import LLMAgent
 from agents.backends.scripted import ARTICLE, Script, ScriptedLLM
 from marketplace.shared.config import AgentConfig
-from schemas.events import Event, Mechanism
+from schemas.events import BidRequested, Event, Mechanism
 
 KINDS = ("coding", "search", "general")
 
@@ -69,7 +70,6 @@ class ScriptedAgent(LLMAgent):
             default_score,
             bids,
             judges,
-            drafts,
             draft_passes,
             search_answer,
         )
@@ -86,6 +86,7 @@ class ScriptedAgent(LLMAgent):
         tool = ScriptedTool()
         super().__init__(config, model, mechanism, lambda corpus: tool, self.script.sandbox)
         self.delay_s = delay_s
+        self.drafts = drafts
 
     @property
     def draft_passes(self) -> bool:
@@ -97,8 +98,12 @@ class ScriptedAgent(LLMAgent):
         self.script.draft_passes = passes
 
     async def respond(self, event: Event) -> list[Event]:
+        """The real agent's replies, after `delay_s`; with `drafts` False, a call for a draft
+        goes unanswered, as by an agent still at work when every deadline passes."""
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if not self.drafts and isinstance(event, BidRequested) and event.agent_id == self.agent_id:
+            return []
         return await super().respond(event)
 
     def answer(self, event: Event) -> list[Event]:

@@ -115,7 +115,6 @@ class Script:
     default_score: float = 3.0
     bids: bool = True  # False: fails when asked for a plan (but still judges)
     judges: bool = True
-    drafts: bool = True  # False: fails when asked for work (a draft, an execution)
     draft_passes: bool = True  # its code passes the examples; its answers are not empty
     search_answer: str | None = None  # None: "scripted answer of <name>"
 
@@ -125,8 +124,6 @@ class Script:
             return self.plan(messages)
         if system in (prompts.JUROR, prompts.SEARCH_JUROR):
             return self.score(messages)
-        if not self.drafts:
-            raise LLMError(f"{self.name} is scripted to do no work")
         if system in prompts.SEARCHERS.values():
             return self.search_step(messages)
         if system == prompts.ASSISTANT:
@@ -178,6 +175,6 @@ class Script:
 
 
 def _fixing(messages: Sequence[Message]) -> str:
-    """", fixing <agent>'s" when the prompt shows another scripted agent's failing draft."""
+    """ ", fixing <agent>'s" when the prompt shows another scripted agent's failing draft."""
     shown = next((m for c in messages if (m := DRAFT.search(c["content"]))), None)
     return f", fixing {shown[1]}'s" if shown else ""
