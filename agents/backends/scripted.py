@@ -55,6 +55,7 @@ def canned(replies: Sequence[str], then: Reply = default_reply) -> Reply:
 
 SCORE = re.compile(r"[0-5](\.\d+)?")  # a reply that is a score: read as the juror's expectation
 PLAN = re.compile(r"scripted plan of ([^\s,]+), round (\d+)")
+ENTRY = re.compile(r"^def (\w+)\(", re.M)
 DRAFT = re.compile(r"# scripted draft of ([^\s,']+)")
 ARTICLE = "Scripted article"  # the one article a scripted agent's search tool finds
 
@@ -128,9 +129,18 @@ class Script:
             return self.search_step(messages)
         if system == prompts.ASSISTANT:
             return f"scripted answer of {self.name}" if self.draft_passes else ""
-        if system == prompts.PROGRAMMER and messages[-1]["role"] == "assistant":
-            return f"    return None  # scripted draft of {self.name}{_fixing(messages)}\n"
+        if system == prompts.PROGRAMMER:
+            return self.code(messages)
         return default_reply(messages)
+
+    def code(self, messages: Sequence[Message]) -> str:
+        """A function that returns None, named as the task's (else `f`), under a comment that
+        names this agent and the draft it fixes, if any."""
+        entry = ENTRY.search(messages[1]["content"])
+        return (
+            f"# scripted draft of {self.name}{_fixing(messages)}\n"
+            f"def {entry[1] if entry else 'f'}():\n    return None\n"
+        )
 
     def plan(self, messages: Sequence[Message]) -> str:
         """A plan bid (round 0), or a refinement of its own plan, shown in the prompt (round 1)."""
