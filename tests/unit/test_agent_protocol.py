@@ -203,3 +203,23 @@ async def test_the_scripted_agent_answers_as_the_real_agent_does(case: str) -> N
 def test_the_scripted_agent_is_the_real_agent() -> None:
     """Not a copy of the protocol: the real agent's dispatcher, with a scripted model."""
     assert isinstance(scripted("paper"), LLMAgent)
+
+
+async def test_the_script_sets_plans_scores_and_silence_through_the_real_agent() -> None:
+    """A scripted setting is read back through the real agent's own parsing: the plan's length
+    and entropy, the juror's score from its log-probabilities, and silence as a model failure."""
+    agent = ScriptedAgent(ME, price=0.1, plan_tokens=12, entropy=0.7, scores={"b:0": 4.5})
+    [bid] = await agent.respond(task())
+    assert (bid.plan_tokens, bid.entropy) == (12, pytest.approx(0.7))
+    [review] = await agent.respond(jury())
+    assert [s.score for s in review.scores] == [pytest.approx(3.0), pytest.approx(4.5)]
+    mute = ScriptedAgent(ME, price=0.1, bids=False, judges=False)
+    assert await mute.respond(task()) == [] and await mute.respond(jury()) == []
+    assert await mute.respond(refinement()) == []  # it bid no plan: there is none to refine
+
+
+def test_answer_is_respond_for_callers_without_an_event_loop() -> None:
+    agent = ScriptedAgent(ME, price=0.1, mechanism="lean")
+    assert agent.answer(call()) == []  # the call waits for its task
+    [draft] = agent.answer(task())
+    assert draft.plan == f"scripted answer of {ME}" and draft.examples_pass is True
