@@ -17,6 +17,7 @@ from uuid import UUID
 from agents import coding, prompts, searching
 from agents.llm import LLM, LLMError, read_score
 from marketplace.shared.config import AgentConfig
+from marketplace.shared.sandbox import run_python_async
 from schemas.events import (
     MAX_PLAN,
     MAX_REASON,
@@ -49,13 +50,16 @@ class LLMAgent:
         llm: LLM,
         mechanism: Mechanism = "paper",
         tools: searching.Tools | None = None,
+        sandbox: coding.Sandbox = run_python_async,
     ) -> None:
         """`mechanism` is the marketplace's `[auction] mechanism`: under "lean" a task is only
         remembered, as the auction calls for drafts (`BidRequested`) instead of plans. `tools`
-        gives the search tool of a corpus (default: `searching.Corpora`, loaded on first use)."""
+        gives the search tool of a corpus (default: `searching.Corpora`, loaded on first use);
+        `sandbox` runs a program on a coding task's visible examples."""
         self.config = config
         self.llm = llm
         self.tools = tools or searching.Corpora()
+        self.sandbox = sandbox
         self.steps: dict[str, list[ToolStep]] = {}  # task id → its search draft's tool steps
         self.agent_id = config.id
         self.mechanism = mechanism
@@ -91,6 +95,8 @@ class LLMAgent:
             return []
 
     async def _answer(self, event: Event) -> list[Event]:
+        """The one dispatcher of the agent's side of the protocol (the scripted agent of the
+        tests and load tests is this agent with a scripted model: `agents.scripted_agent`)."""
         match event:
             case TaskPosted() if event.kind in self.config.kinds:
                 self._remember(event)
@@ -110,7 +116,9 @@ class LLMAgent:
             case JuryCalled() if self.agent_id in event.jurors and event.task_id in self.tasks:
                 self._keep_plan(event)
                 return [await self.judge(event.task_id, event.round, event.bids)]
-            case RefinementCalled() if event.task_id in self.tasks:
+            case RefinementCalled() if (
+                event.task_id in self.tasks and event.task_id in self.plans  # its plan to refine
+            ):
                 for invite in event.invites:
                     if invite.agent_id == self.agent_id:
                         task = self.tasks[event.task_id]
@@ -269,7 +277,7 @@ class LLMAgent:
             bid_id=bid_id or task.event_id,
         )
         if task.kind == "general":
-            return await self.answer(task, plan, result, start)
+            return await self.general_answer(task, plan, result, start)
         if task.kind == "search":
             return await self.search(task, plan, result, start)
         try:
@@ -283,6 +291,7 @@ class LLMAgent:
                 max_tokens=self.config.execute_max_tokens,
                 token_budget=self.config.execute_token_budget,
                 feedback=feedback,
+                sandbox=self.sandbox,
             )
         except LLMError as exc:
             return TaskResult(
@@ -300,7 +309,9 @@ class LLMAgent:
             error=done.error,
         )
 
-    async def answer(self, task: TaskPosted, plan: str, result: dict, start: float) -> TaskResult:
+    async def general_answer(
+        self, task: TaskPosted, plan: str, result: dict, start: float
+    ) -> TaskResult:
         """A general task: one completion, the answer as text. An empty answer is this
         agent's failure to answer (the lean auction then asks the next agent)."""
         try:

@@ -7,14 +7,16 @@ The hidden checks never reach an agent; only the examples printed in the task do
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from agents import prompts
 from agents.llm import LLM
 from marketplace.shared.config import ExecutorStyle
-from marketplace.shared.sandbox import Limits, run_python_async
+from marketplace.shared.sandbox import Limits, RunResult, run_python_async
 from schemas.events import Price, TaskPosted, Usage
 
+Sandbox = Callable[[str, Limits], Awaitable[RunResult]]  # runs a program with its examples
 FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
 
 
@@ -87,9 +89,10 @@ async def execute(
     token_budget: int = 4000,
     feedback: Attempt | None = None,
     limits: Limits | None = None,
+    sandbox: Sandbox = run_python_async,
 ) -> Execution:
     """Write the function (or, given `feedback` — another agent's failed attempt — fix that),
-    run the visible examples, and fix on failure, for up to `max_rounds` calls."""
+    run the visible examples in `sandbox`, and fix on failure, for up to `max_rounds` calls."""
     limits = limits or Limits()
     if feedback is not None and feedback.error is not None:
         messages = prompts.fix(task, plan, feedback.source, feedback.error, style)
@@ -100,7 +103,7 @@ async def execute(
         completion = await llm.complete(messages, max_tokens=max_tokens, top_logprobs=0)
         code = extract_code(completion.text)
         source = program(task, code)
-        result = await run_python_async(with_examples(source, task.inputs.examples), limits)
+        result = await sandbox(with_examples(source, task.inputs.examples), limits)
         error = None if result.ok else result.summary(timed=False)
         attempts.append(Attempt(source, completion.usage(price), error))
         spent = sum(a.usage.total_tokens for a in attempts)

@@ -1,226 +1,122 @@
-"""A scripted agent: deterministic, no model, for tests and load tests only.
+"""A scripted agent: the real agent (`agents.agent.LLMAgent`) on a scripted model, for tests and
+load tests only. Deterministic and instant, so an auction among scripted agents has a known
+answer and costs no LLM time — and what it proves is what the real agent does, as every event
+goes through the real agent's one dispatcher.
 
-Its plans, jury scores, drafts and outputs are fixed by its settings, so an auction among
-scripted agents has a known answer and costs no LLM time. Under the lean mechanism it bids no
-plan on a task; called for a draft, it answers one that passes the visible examples or not
-(`draft_passes`), naming in its source the failing draft it was shown, if any; a general
-task's draft (and result) is a line of text, its answer; a search task's, `search_answer`, with
-the story of one search that found it (its result's `steps`). Never a
-stand-in where a user would run a real model: the real agents (`agents.agent`) use LLM backends.
+The settings change only what the model, its sandbox and its search tool answer
+(`agents.backends.scripted.Script`): plans of `plan_tokens` words at `entropy`, jury `scores` by
+bidder, a refinement or not, code that passes the visible examples or not (`draft_passes`), a
+search that finds `search_answer`; silence (`bids`, `judges` False, no `refined_plan_tokens`)
+is the model failing, which the real agent answers with nothing. `delay_s` is thinking time
+before each event is answered, and with `drafts` False calls for drafts go unanswered.
+Never a stand-in where a user would run a real model.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from schemas.events import (
-    AgentHeartbeat,
-    AuctionClosed,
-    BidRequested,
-    BidScore,
-    BidSubmitted,
-    Event,
-    JuryCalled,
-    Mechanism,
-    RefinementCalled,
-    ReviewSubmitted,
-    TaskPosted,
-    TaskResult,
-    ToolStep,
-    Usage,
-)
+from agents.agent import LLMAgent
+from agents.backends.scripted import ARTICLE, Script, ScriptedLLM
+from marketplace.shared.config import AgentConfig
+from schemas.events import BidRequested, Event, Mechanism
 
-KNOWN_TASKS = 1000  # ids of general and search tasks remembered
-ANSWERED_KINDS = ("general", "search")  # answered with a line of text, not a program
+KINDS = ("coding", "search", "general")
 
 
-@dataclass
-class ScriptedAgent:
-    agent_id: str
-    price: float
-    plan_tokens: int = 100
-    entropy: float = 1.0
-    kinds: tuple[str, ...] = ("coding", "search", "general")
-    # The score it gives a bid: by "bidder:round", else by bidder, else the default.
-    scores: Mapping[str, float] = field(default_factory=dict)
-    default_score: float = 3.0
-    refined_plan_tokens: int | None = None  # None: declines to refine
-    bids: bool = True  # False: a silent agent that never bids (but still judges)
-    judges: bool = True
-    delay_s: float = 0.0  # simulated thinking time before each answer
-    mechanism: Mechanism = "paper"  # lean: bids no plan on a task, only drafts when called
-    drafts: bool = True  # False: silent when called for a draft
-    draft_passes: bool = True  # whether its draft passes the visible examples
-    draft_tokens: int = 80
-    search_answer: str | None = None  # a search task's answer; None: "scripted answer of <id>"
-    task_kinds: dict[str, str] = field(default_factory=dict)  # task id → kind, of tasks seen
+@dataclass(frozen=True)
+class Hit:
+    title: str
+    passage: str
+
+
+class ScriptedTool:
+    """A search tool over one article: every search finds it, and it opens."""
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        return [Hit(ARTICLE, "A scripted passage.")][:k]
+
+    def open(self, title: str) -> str | None:
+        return "A scripted article." if title == ARTICLE else None
+
+
+class ScriptedAgent(LLMAgent):
+    def __init__(
+        self,
+        agent_id: str,
+        price: float,
+        plan_tokens: int = 100,
+        entropy: float = 1.0,
+        kinds: tuple[str, ...] = KINDS,
+        scores: Mapping[str, float] | None = None,
+        default_score: float = 3.0,
+        refined_plan_tokens: int | None = None,
+        bids: bool = True,
+        judges: bool = True,
+        delay_s: float = 0.0,
+        mechanism: Mechanism = "paper",
+        drafts: bool = True,
+        draft_passes: bool = True,
+        search_answer: str | None = None,
+    ) -> None:
+        """`price` per million tokens, read and written alike."""
+        self.script = Script(
+            agent_id,
+            plan_tokens,
+            refined_plan_tokens,
+            dict(scores or {}),
+            default_score,
+            bids,
+            judges,
+            draft_passes,
+            search_answer,
+        )
+        config = AgentConfig(
+            id=agent_id,
+            backend="scripted",
+            model=f"scripted-{agent_id}",
+            input_price=price,
+            output_price=price,
+            kinds=list(kinds),
+            max_plan_tokens=max(200, plan_tokens, refined_plan_tokens or 0),
+        )
+        model = ScriptedLLM(config.model, self.script, entropy)
+        tool = ScriptedTool()
+        super().__init__(config, model, mechanism, lambda corpus: tool, self.script.sandbox)
+        self.delay_s = delay_s
+        self.drafts = drafts
 
     @property
-    def model(self) -> str:
-        return f"scripted-{self.agent_id}"
+    def draft_passes(self) -> bool:
+        return self.script.draft_passes
 
-    def heartbeat(self, status: str = "up") -> AgentHeartbeat:
-        return AgentHeartbeat(
-            producer=self.agent_id,
-            agent_id=self.agent_id,
-            model=self.model,
-            price=self.price,
-            kinds=list(self.kinds),
-            status=status,
-        )
+    @draft_passes.setter
+    def draft_passes(self, passes: bool) -> None:
+        """The same agent, its code now passing (or failing) the visible examples."""
+        self.script.draft_passes = passes
 
     async def respond(self, event: Event) -> list[Event]:
+        """The real agent's replies, after `delay_s`; with `drafts` False, a call for a draft
+        goes unanswered, as by an agent still at work when every deadline passes."""
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return self.answer(event)
-
-    def recall(self, event: Event) -> None:
-        """What a restart would lose: only which tasks are general or search (the rest of
-        every answer follows from the event alone)."""
-        self._note(event)
-
-    def _note(self, event: Event) -> None:
-        if isinstance(event, TaskPosted) and event.kind in ANSWERED_KINDS:
-            self.task_kinds[event.task_id] = event.kind
-            while len(self.task_kinds) > KNOWN_TASKS:
-                self.task_kinds.pop(next(iter(self.task_kinds)))
-
-    def _general(self, task_id: str) -> bool:
-        return self.task_kinds.get(task_id) == "general"
-
-    def _search(self, task_id: str) -> bool:
-        return self.task_kinds.get(task_id) == "search"
-
-    def _answer(self) -> str:
-        """A search task's answer: `search_answer`, else one naming this agent."""
-        if self.search_answer is not None:
-            return self.search_answer
-        return f"scripted answer of {self.agent_id}"
-
-    def _steps(self, task_id: str) -> list[ToolStep]:
-        """A search task's story: one search, its one result read, the answer."""
-        if not self._search(task_id):
+        if not self.drafts and isinstance(event, BidRequested) and event.agent_id == self.agent_id:
             return []
-        query = f"scripted query of {self.agent_id}"
-        return [
-            ToolStep(action="search", text=query, titles=["Scripted article"]),
-            ToolStep(action="open", text="Scripted article", titles=["Scripted article"]),
-            ToolStep(action="answer", text=self._answer()[:300]),
-        ]
+        return await super().respond(event)
 
     def answer(self, event: Event) -> list[Event]:
-        """What this agent publishes in reply to `event` (often nothing)."""
-        self._note(event)
-        match event:
-            case TaskPosted() if self.bids and event.kind in self.kinds:
-                if self.mechanism == "lean":
-                    return []
-                return [self._bid(event.task_id, 0, self.plan_tokens, [])]
-            case BidRequested() if self.drafts and event.agent_id == self.agent_id:
-                return [self._draft(event)]
-            case AuctionClosed(mechanism="lean") if event.winner_agent_id == self.agent_id:
-                return [self._delivery(event)]
-            case JuryCalled() if self.judges and self.agent_id in event.jurors:
-                return [self._review(event)]
-            case RefinementCalled() if self.refined_plan_tokens is not None and any(
-                i.agent_id == self.agent_id for i in event.invites
-            ):
-                invite = next(i for i in event.invites if i.agent_id == self.agent_id)
-                refs = [example.task_id for example in invite.examples]
-                return [self._bid(event.task_id, 1, self.refined_plan_tokens, refs)]
-            case AuctionClosed() if event.winner_agent_id == self.agent_id:
-                return [self._result(event)]
-        return []
-
-    def _bid(self, task_id: str, round_: int, tokens: int, refs: list[str]) -> BidSubmitted:
-        return BidSubmitted(
-            producer=self.agent_id,
-            task_id=task_id,
-            agent_id=self.agent_id,
-            model=self.model,
-            round=round_,
-            plan=f"scripted plan of {self.agent_id}, round {round_}, {tokens} tokens",
-            plan_tokens=tokens,
-            entropy=self.entropy,
-            price=self.price,
-            usage=self._usage(prompt=50, completion=tokens),
-            memory_refs=refs,
-        )
-
-    @property
-    def failure(self) -> str | None:
-        return None if self.draft_passes else f"AssertionError: {self.agent_id}'s scripted draft"
-
-    def _draft(self, call: BidRequested) -> BidSubmitted:
-        fixing = f", fixing {call.feedback.agent_id}'s" if call.feedback else ""
-        draft = f"# scripted draft of {self.agent_id}{fixing}\ndef f():\n    return None\n"
-        if self._general(call.task_id):
-            draft = f"scripted answer of {self.agent_id}{fixing}"
-        elif self._search(call.task_id):
-            draft = self._answer()
-        return BidSubmitted(
-            producer=self.agent_id,
-            task_id=call.task_id,
-            agent_id=self.agent_id,
-            model=self.model,
-            plan=draft,
-            plan_tokens=self.draft_tokens,
-            entropy=0.0,
-            price=self.price,
-            usage=self._usage(prompt=100, completion=self.draft_tokens),
-            examples_pass=self.draft_passes,
-            failure=self.failure,
-        )
-
-    def _delivery(self, closed: AuctionClosed) -> TaskResult:
-        """The winning draft, delivered as it is: no second piece of work, nothing more spent."""
-        return TaskResult(
-            producer=self.agent_id,
-            task_id=closed.task_id,
-            agent_id=self.agent_id,
-            bid_id=closed.winner_bid_id,
-            output=closed.winning_plan,
-            error=self.failure,
-            steps=self._steps(closed.task_id),
-        )
-
-    def _review(self, jury: JuryCalled) -> ReviewSubmitted:
-        return ReviewSubmitted(
-            producer=self.agent_id,
-            task_id=jury.task_id,
-            juror=self.agent_id,
-            round=jury.round,
-            scores=[BidScore(bid_id=b.bid_id, score=self._score(b)) for b in jury.bids],
-            usage=self._usage(prompt=50 * len(jury.bids), completion=len(jury.bids)),
-        )
-
-    def _score(self, bid: BidSubmitted) -> float:
-        for key in (f"{bid.agent_id}:{bid.round}", bid.agent_id):
-            if key in self.scores:
-                return self.scores[key]
-        return self.default_score
-
-    def _result(self, closed: AuctionClosed) -> TaskResult:
-        usage = self._usage(prompt=100, completion=100)
-        output = f"scripted {'answer' if self._general(closed.task_id) else 'output'} "
-        output += f"of {self.agent_id}"
-        return TaskResult(
-            producer=self.agent_id,
-            task_id=closed.task_id,
-            agent_id=self.agent_id,
-            bid_id=closed.winner_bid_id,
-            output=self._answer() if self._search(closed.task_id) else output,
-            usage=usage,
-            cost=usage.cost,
-            steps=self._steps(closed.task_id),
-        )
-
-    def _usage(self, prompt: int, completion: int) -> Usage:
-        return Usage(
-            requests=1,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost=self.price * (prompt + completion) / 1_000_000,
-        )
+        """`respond` for a caller with no event loop to wait on (the in-memory
+        `marketplace.testing.market.Market`): with no delay, a scripted agent's model, sandbox
+        and tool never wait, so its replies are ready at the first step. (A search task's tool
+        runs in a thread: answer it with `respond`.)"""
+        if self.delay_s:
+            raise RuntimeError(f"{self.agent_id} thinks for {self.delay_s} s: use respond")
+        replies = self.respond(event)
+        try:
+            replies.send(None)
+        except StopIteration as done:
+            return done.value
+        replies.close()
+        raise RuntimeError(f"{self.agent_id} waited while answering {event.type}: use respond")

@@ -265,7 +265,7 @@ async def test_a_bid_that_understates_its_plan_or_its_model_is_refused(
     refused; the agent's honest bid wins."""
     async with Market(make_config(broker_config)) as m:
         a = ScriptedAgent("a", price=0.3, delay_s=1.0, plan_tokens=40)
-        auctioneer = await m.auctioneer(tokenizers=Tokenizers({a.model: Path(tier_s)}))
+        auctioneer = await m.auctioneer(tokenizers=Tokenizers({a.llm.model: Path(tier_s)}))
         await m.agent(a)
         async with asyncio.timeout(10):
             while not auctioneer.roster.is_live("a", datetime.now(UTC)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from uuid import uuid4
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace.core.paper_auction import PaperAuction
@@ -129,7 +130,7 @@ def test_late_duplicate_unknown_and_uninvited_submissions_are_rejected_with_reas
     market.step()  # both bid, jury called and answered, auction closed
     late = a.answer(task())[0]
     stranger = ScriptedAgent("stranger", price=0.01).answer(task())[0]
-    uninvited = a._bid("t1", 1, 10, [])
+    uninvited = late.model_copy(update={"round": 1, "event_id": uuid4(), "bid_id": uuid4()})
     for event in (late, stranger, uninvited):
         market.deliver(event)
     rejected = {

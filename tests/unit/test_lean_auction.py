@@ -153,6 +153,7 @@ def test_with_nobody_live_at_the_open_a_newcomer_is_asked_before_the_deadline() 
     [opened] = market.step()
     assert opened.agents == []
     newcomer = small()
+    newcomer.answer(task())  # it has read the task: its heartbeat is what comes late
     market.agents["small"] = newcomer
     market.roster.apply(newcomer.heartbeat().model_copy(update={"occurred_at": T0}))
     decided = market.step(seconds=1)
@@ -170,9 +171,11 @@ def test_uninvited_late_duplicate_unknown_and_plan_bids_are_rejected_with_reason
     market.post(task())
     market.step(answer=False)  # opened, small asked
     [call] = market.of(BidRequested)
+    stranger = ScriptedAgent("stranger", price=0.01, mechanism="lean")
+    for agent in (s, big, stranger):
+        agent.answer(task())  # the task, which the call needs
     first, second = s.answer(call)[0], s.answer(call)[0]
     uninvited = big.answer(call.model_copy(update={"agent_id": "large"}))[0]
-    stranger = ScriptedAgent("stranger", price=0.01, mechanism="lean")
     unknown = stranger.answer(call.model_copy(update={"agent_id": "stranger"}))[0]
     plan = ScriptedAgent("small", price=0.05).answer(task())[0]  # a paper agent's plan bid
     for event in (first, first, second, uninvited, unknown, plan):

@@ -34,6 +34,7 @@ from schemas.events import (
     SubmissionRejected,
     TaskOutcome,
     TaskPosted,
+    TaskResult,
     Usage,
     Weights,
 )
@@ -414,13 +415,17 @@ def test_the_audit_tells_the_whole_story() -> None:
     assert "provisional large:0" in text and "invites small" in text
     assert "large scores round 0: large:0=4, small:0=1" in text
     parts = spend.parts(events)
-    # a scripted bid's call: 50 prompt tokens and its plan, at its price per million tokens
-    assert parts["bids"].cost == pytest.approx((0.05 + 0.36) * 150e-6)
-    assert parts["refinement"].cost == pytest.approx(0.05 * 110e-6)
-    assert parts["jury"].requests == 4 and parts["execution"].total_tokens == 200
+    bids = [e for e in events if isinstance(e, BidSubmitted)]
+    assert parts["bids"].cost == pytest.approx(sum(b.usage.cost for b in bids if b.round == 0))
+    assert parts["refinement"].cost == pytest.approx(sum(b.usage.cost for b in bids if b.round))
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    reviews = [e for e in events if isinstance(e, ReviewSubmitted)]
+    assert len(reviews) == 4 and parts["execution"] == result.usage
+    assert parts["jury"].requests == sum(r.usage.requests for r in reviews) == 6  # one per plan
     lines = text.splitlines()
-    assert any(line.split()[:2] == ["jury", "4"] for line in lines)
-    assert any(line.split()[:3] == ["execution", "1", "200"] for line in lines)
+    assert any(line.split()[:2] == ["jury", "6"] for line in lines)
+    executed = ["execution", "1", str(result.usage.total_tokens)]
+    assert any(line.split()[:3] == executed for line in lines)
     assert any(line.split()[:1] == ["small:1"] and "-9.85" in line for line in lines)
     assert "outcome: failed, score 0: 0/3" in text
 

@@ -384,13 +384,13 @@ async def test_the_default_scripted_llm_searches_once_and_answers() -> None:
     assert result.output == "scripted answer" and len(result.steps) == 2
 
 
-def test_a_scripted_agent_answers_a_search_task_with_its_configured_answer() -> None:
+async def test_a_scripted_agent_answers_a_search_task_with_its_configured_answer() -> None:
     scripted = ScriptedAgent("a", price=1.0, mechanism="lean", search_answer="Tacoma")
-    scripted.answer(TASK)
-    [draft] = scripted.answer(call().model_copy(update={"agent_id": "a"}))
+    await scripted.respond(TASK)
+    [draft] = await scripted.respond(call().model_copy(update={"agent_id": "a"}))
     assert draft.plan == "Tacoma"
     closed = lean_close(draft).model_copy(update={"winner_agent_id": "a"})
-    [result] = scripted.answer(closed)
+    [result] = await scripted.respond(closed)
     assert result.output == "Tacoma"
     assert [s.action for s in result.steps] == ["search", "open", "answer"]
 
