@@ -9,7 +9,7 @@ Kafka record and a Postgres row, not a file store.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -33,6 +33,9 @@ MAX_STEP_TITLES = 8
 # cannot be sent would leave its record blocking the consumer).
 MAX_EXCERPT = 65_536
 MAX_KEY_EXCERPT = 1_024
+# How far ahead of its reader's clock an event may be dated: further, and it is refused (dead
+# letter), since an event dated in the future would stand for "the latest" until then.
+MAX_CLOCK_SKEW = timedelta(seconds=5)
 
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=r"^[A-Za-z0-9_.:\-]+$")]

@@ -18,6 +18,7 @@ from typing import Literal
 from uuid import UUID
 
 from schemas.events import (
+    MAX_CLOCK_SKEW,
     AgentHeartbeat,
     AuctionClosed,
     AuctionOpened,
@@ -39,7 +40,7 @@ class Windows:
     refine: timedelta
 
 
-SKEW = timedelta(seconds=5)  # how far ahead of the auctioneer's clock a heartbeat may be dated
+SKEW = MAX_CLOCK_SKEW  # how far ahead of the auctioneer's clock a heartbeat may be dated
 
 
 @dataclass

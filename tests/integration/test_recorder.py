@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from marketplace.shared.migrate import apply_migrations, migrations
 from marketplace.shared.offsets import committed_offsets, highwater_marks
 from schemas.codec import encode
 from schemas.events import (
+    AgentHeartbeat,
     AuctionClosed,
     BidScore,
     BidSubmitted,
@@ -420,6 +422,39 @@ async def test_a_malformed_record_is_recorded_as_a_dead_letter(
     row, letter = letters[topics.dlq]
     assert (row["topic"], row["offset"]) == (topics.dlq, letter.offset)
     assert letter.raw_value == b"garbage on the dlq itself" and "Invalid JSON" in letter.error
+
+
+async def test_an_event_dated_in_the_future_is_a_dead_letter_not_a_row(
+    broker_config: BrokerConfig, topics: Topics, database: str
+) -> None:
+    """Issue 24: a heartbeat dated 2099, signed by its own agent, was stored as a normal row
+    (the auctioneer ignored it; the log believed it). Every consumer refuses it now."""
+    beat = AgentHeartbeat(
+        producer="a",
+        agent_id="a",
+        model="m",
+        price=1.0,
+        kinds=["coding"],
+        occurred_at=datetime(2099, 1, 1, tzinfo=UTC),
+    )
+    posted = every_event("he-9")[0]
+    async with Bus(broker_config, producer="a") as bus:
+        await bus.publish(beat)
+    await publish(broker_config, [posted])
+    async with recording(broker_config, database) as running:
+        await wait_for_count(database, 2, lambda: not running.done())
+        await asyncio.sleep(1.0)
+    rows = await fetch(database, "SELECT type, event_id, payload FROM events ORDER BY id")
+    assert sorted(r["type"] for r in rows) == ["DeadLetter", "TaskPosted"]
+    assert beat.event_id not in {r["event_id"] for r in rows}
+    [letter] = [
+        DeadLetter.model_validate_json(r["payload"]) for r in rows if r["type"] == "DeadLetter"
+    ]
+    assert letter.source_topic == topics.for_event(beat)
+    assert (
+        "occurred_at: 2099-01-01" in letter.error
+        and "ahead of this consumer's clock" in letter.error
+    )
 
 
 async def test_records_of_a_megabyte_are_recorded_as_bounded_dead_letters_and_the_log_goes_on(

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
@@ -19,7 +20,7 @@ from marketplace.shared.bus.records import TRACE_HEADER, Handler, Source, Stamp,
 from marketplace.shared.config import BrokerConfig, ConfigError
 from marketplace.shared.kafka_auth import client_options
 from schemas.codec import EventDecodeError, decode, encode
-from schemas.events import MAX_REASON, DeadLetter, Event
+from schemas.events import MAX_CLOCK_SKEW, MAX_REASON, DeadLetter, Event
 from schemas.topics import STREAMS, Topics
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class Bus:
         stream = self._stream_of_topic.get(topic)
         if stream is not None and type(event) not in STREAMS[stream]:
             raise EventDecodeError(f"type: {event.type} does not belong on the {stream} stream")
+        if (ahead := _ahead(event)) is not None:
+            raise EventDecodeError(ahead)
         return event
 
     async def dead_letter(self, source: Source, body: bytes, group: str, error: str) -> None:
@@ -244,3 +247,17 @@ class Bus:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _ahead(event: Event) -> str | None:
+    """Why an event dated beyond `MAX_CLOCK_SKEW` ahead of this clock is refused, or None."""
+    dated = event.occurred_at
+    if dated.tzinfo is None:
+        dated = dated.replace(tzinfo=UTC)
+    ahead = dated - datetime.now(UTC)
+    if ahead <= MAX_CLOCK_SKEW:
+        return None
+    return (
+        f"occurred_at: {event.occurred_at.isoformat()} is {ahead.total_seconds():.0f} s ahead "
+        f"of this consumer's clock (at most {MAX_CLOCK_SKEW.total_seconds():g} s)"
+    )
