@@ -12,6 +12,7 @@ argv: outer work disk_mb shm_mb uid|- -- command...
 
 import ctypes
 import os
+import struct
 import sys
 
 RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, DETACH = 1, 2, 4, 8, 32, 4096, 16384, 2
@@ -28,6 +29,16 @@ OWN_DIRECTORIES = (
     ("/proc", 0o555),
 )
 libc = ctypes.CDLL(None, use_errno=True)
+
+# The seccomp filter: no new user namespace (unshare or clone with CLONE_NEWUSER), no clone3
+# (its flags are out of the filter's reach: ENOSYS makes the C library fall back to clone), and
+# no system call of another ABI (i386 or x32 numbers would pass around the checks).
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+SYSCALLS = {"x86_64": (272, 56, 435), "aarch64": (97, 220, 435)}  # unshare, clone, clone3
+CLONE_NEWUSER, X32_BIT = 0x10000000, 0x40000000
+LD_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+ALLOW, ERRNO, EPERM, ENOSYS = 0x7FFF0000, 0x00050000, 1, 38
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 
 
 def fail(what):
@@ -102,11 +113,45 @@ def pivot(new):
     check(libc.umount2(b".", DETACH), "unmount the host's root")
 
 
+def seccomp_program(machine):
+    """The filter as BPF instructions (code, jump if true, jump if false, constant)."""
+    unshare, clone, clone3 = SYSCALLS[machine]
+    return [
+        (LD_ABS, 0, 0, 4),  # the ABI
+        (JEQ, 1, 0, AUDIT_ARCH[machine]),
+        (RET, 0, 0, ERRNO | ENOSYS),
+        (LD_ABS, 0, 0, 0),  # the system call's number
+        (JGE, 0, 1, X32_BIT),
+        (RET, 0, 0, ERRNO | ENOSYS),
+        (JEQ, 0, 1, clone3),
+        (RET, 0, 0, ERRNO | ENOSYS),
+        (JEQ, 1, 0, unshare),
+        (JEQ, 0, 3, clone),
+        (LD_ABS, 0, 0, 16),  # its first argument's low half: the flags of both
+        (JSET, 0, 1, CLONE_NEWUSER),
+        (RET, 0, 0, ERRNO | EPERM),
+        (RET, 0, 0, ALLOW),
+    ]
+
+
+def forbid_user_namespaces():
+    """Installs the filter on this process and all it starts (no way to remove it)."""
+    machine = os.uname().machine
+    if machine not in SYSCALLS:
+        fail("no seccomp filter for " + machine)
+    code = b"".join(struct.pack("HBBI", *step) for step in seccomp_program(machine))
+    steps = ctypes.create_string_buffer(code)
+    program = struct.pack("HxxxxxxP", len(code) // 8, ctypes.addressof(steps))
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program, 0, 0), "seccomp")
+
+
 def run(command, status):
     """Starts the command, reaps every process until it ends, writes how it ended."""
     child = os.fork()
     if child == 0:
         try:
+            forbid_user_namespaces()
             os.execv(command[0], command)
         except OSError as error:
             fail("cannot run " + command[0] + ": " + error.strerror)

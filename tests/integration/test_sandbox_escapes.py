@@ -260,3 +260,29 @@ def test_the_host_processes_are_out_of_sight() -> None:
     result = run_python(code, QUICK)
     assert result.ok, result.summary()
     assert result.stdout == "[1, 2]\n"  # its init and itself
+
+
+NESTED_NAMESPACE = """
+import ctypes, os, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+refused = libc.unshare(0x10000000) != 0  # CLONE_NEWUSER
+print("unshare(CLONE_NEWUSER):", "refused" if refused else "made", os.strerror(ctypes.get_errno()))
+tool = subprocess.run(["unshare", "-r", "id"], capture_output=True, text=True)
+print("unshare -r id:", tool.returncode, (tool.stdout + tool.stderr).strip()[:80])
+found = []
+worker = threading.Thread(target=lambda: found.append(sum(range(10))))
+worker.start(); worker.join()
+print("threads:", found)
+"""
+
+
+def test_the_code_cannot_make_a_user_namespace_and_threads_still_work() -> None:
+    """Issue 24: `unshare -r id` worked inside (a user namespace of its own: root there, and
+    the kernel's namespaced code paths within reach). The init's seccomp filter refuses it,
+    by the system call and by the tool; threads (clone, or clone3 falling back to clone)
+    still start."""
+    run = run_python(NESTED_NAMESPACE, QUICK)
+    assert run.exit_code == 0, run.stderr
+    assert "unshare(CLONE_NEWUSER): refused Operation not permitted" in run.stdout
+    assert "unshare -r id: 0" not in run.stdout and "uid=0" not in run.stdout
+    assert "threads: [45]" in run.stdout
