@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,16 @@ from marketplace.shared.embeddings import Embedder
 from schemas.events import MemoryExample, TaskPosted
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether `exc` says the database went away (a restart, a cut connection, an operator's
+    `pg_terminate_backend`), as opposed to a fault in the query or the code."""
+    import asyncpg
+
+    gone = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+    return isinstance(exc, gone) or getattr(exc, "sqlstate", "").startswith(("08", "57P"))
 
 
 class Memory(Protocol):
@@ -157,6 +167,20 @@ class PostgresMemory:
             await self._pool.close()
             self._pool = None
 
+    async def _again_if_lost(self, what: str, read: Callable[[], Awaitable[T]]) -> T:
+        """`read()`, and once more on a fresh pool if the database connection was lost: a
+        one-line warning, not a traceback (what fails twice is raised)."""
+        try:
+            return await read()
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise
+            log.warning("memory: %s: lost the database (%s); connecting again", what, _brief(exc))
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.terminate()
+            return await read()
+
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embedder, list(texts))
 
@@ -184,9 +208,12 @@ class PostgresMemory:
     async def examples(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
         """As `retrieve`; a failing memory costs the refinement its examples, not the auction."""
         try:
-            return await self.retrieve(task, agent_id, k)
-        except Exception:
-            log.exception("memory: retrieval failed for %s; no examples", task.task_id)
+            return await self._again_if_lost(task.task_id, lambda: self.retrieve(task, agent_id, k))
+        except Exception as exc:
+            if not lost_connection(exc):
+                log.exception("memory: retrieval failed for %s; no examples", task.task_id)
+            else:
+                log.warning("memory: %s: no database (%s); no examples", task.task_id, _brief(exc))
             return []
 
     async def retrieve(self, task: TaskPosted, agent_id: str, k: int) -> list[MemoryExample]:
@@ -209,9 +236,12 @@ class PostgresMemory:
         """As `drafts`; a failing memory leaves the estimates at their priors, not the auction
         without a call."""
         try:
-            return await self.drafts(task, agent_ids)
-        except Exception:
-            log.exception("memory: drafts unavailable for %s; priors only", task.task_id)
+            return await self._again_if_lost(task.task_id, lambda: self.drafts(task, agent_ids))
+        except Exception as exc:
+            if not lost_connection(exc):
+                log.exception("memory: drafts unavailable for %s; priors only", task.task_id)
+            else:
+                log.warning("memory: %s: no database (%s); priors only", task.task_id, _brief(exc))
             return []
 
     async def drafts(self, task: TaskPosted, agent_ids: Sequence[str]) -> list[lean_policy.Record]:
@@ -271,3 +301,9 @@ async def _past_tasks(conn: Any, task_ids: list[str]) -> dict[str, PastTask]:
         )
         for r in await conn.fetch(_TASKS, task_ids)
     }
+
+
+def _brief(exc: BaseException) -> str:
+    """An error in one line: its type and the first line of its message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

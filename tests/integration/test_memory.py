@@ -8,6 +8,8 @@ PostgreSQL 18 (which ships pgvector), checked to give the same examples as numpy
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -234,3 +236,46 @@ async def test_pgvector_path_gives_the_same_examples_as_numpy(embedded_server: s
             await numpy.close()
     finally:
         await drop_database(embedded_server, url)
+
+
+async def test_a_cut_connection_is_a_warning_and_a_retry_not_a_traceback(
+    memory_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 24: after `pg_terminate_backend` cut its connections mid-use, the auctioneer
+    printed asyncpg's InterfaceError with a traceback before falling back to priors. Here the
+    connections are cut while the memory embeds the past tasks, holding one."""
+    from marketplace.shared.embeddings import embed
+
+    await seed(memory_db)
+    cuts: list[int] = []
+
+    def cutting_embedder(texts: list[str]) -> object:
+        if not cuts:  # the first batch only: the retry runs undisturbed
+            cuts.append(asyncio.run(terminate_others(memory_db)))
+        return embed(texts)
+
+    memory = PostgresMemory(memory_db, cutting_embedder, use_pgvector=False)
+    task = new_task("Implement a function that reverses a string and returns it.")
+    try:
+        caplog.clear()
+        examples = await memory.examples(task, "small", 2)
+        assert cuts and cuts[0] >= 1
+        assert [e.task_id for e in examples][:1] == ["he-reverse"]
+        warned = [r for r in caplog.records if r.name == "marketplace.log.memory"]
+        assert [r.levelname for r in warned if r.levelno >= logging.WARNING] == ["WARNING"]
+        assert all(r.exc_info is None for r in warned)
+        assert "lost the database" in warned[-1].getMessage()
+    finally:
+        await memory.close()
+
+
+async def terminate_others(url: str) -> int:
+    """Cuts every other connection to the database, as an operator's pg_terminate_backend."""
+    admin = await asyncpg.connect(url)
+    try:
+        return await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
