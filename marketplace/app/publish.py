@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pydantic import TypeAdapter, ValidationError
 
 from marketplace.shared.bus import Bus
-from marketplace.shared.posting import PRODUCER, Posting, default_checks, publish_one
+from marketplace.shared.posting import PRODUCER, Posting, default_checks, misfit, publish_one
 from schemas.codec import describe, encode
 from schemas.events import CodingChecks, GeneralChecks, SearchChecks, TaskChecks, TaskPosted
 
@@ -46,6 +46,8 @@ def parse_line(line: bytes, max_record_bytes: int) -> Posting:
             )
     except ValidationError as exc:
         raise ValueError(describe(exc)) from None
+    if (why := misfit(task, checks)) is not None:
+        raise ValueError(f"checks: {why}")
     for event in (task, checks):
         if event is not None:
             encode(event, max_record_bytes)  # RecordTooLarge, a ValueError, names the field

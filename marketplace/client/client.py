@@ -21,7 +21,7 @@ from marketplace.shared import signing
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import Config
 from marketplace.shared.keyfiles import trust_of
-from marketplace.shared.posting import PRODUCER, Posting, default_checks, publish_one
+from marketplace.shared.posting import PRODUCER, Posting, default_checks, misfit, publish_one
 from schemas.codec import encode
 from schemas.events import GeneralInputs, TaskChecks, TaskPosted
 
@@ -120,15 +120,8 @@ class Client:
     def posting(self, task: TaskPosted, checks: TaskChecks | None) -> Posting:
         """The task and its checks as they will be sent (signed as this client), or
         `InvalidTask` saying why they cannot be."""
-        if checks is not None and checks.task_id != task.task_id:
-            raise InvalidTask(
-                f"task {task.task_id}: its checks are for task {checks.task_id}", task.task_id
-            )
-        if checks is not None and checks.checks.kind != task.kind:
-            raise InvalidTask(
-                f"task {task.task_id}: {checks.checks.kind} checks for a {task.kind} task",
-                task.task_id,
-            )
+        if (why := misfit(task, checks)) is not None:
+            raise InvalidTask(why, task.task_id)
         checks = checks or default_checks(task)
         if checks is None:
             raise InvalidTask(

@@ -28,6 +28,18 @@ def default_checks(task: TaskPosted) -> TaskChecks | None:
     return TaskChecks(producer=task.producer, task_id=task.task_id, checks=GeneralChecks())
 
 
+def misfit(task: TaskPosted, checks: TaskChecks | None) -> str | None:
+    """Why `checks` cannot go with `task`, or None: checks of another task, or of another kind
+    (a coding task with general checks would be recorded as answered, never graded)."""
+    if checks is None:
+        return None
+    if checks.task_id != task.task_id:
+        return f"task {task.task_id}: its checks are for task {checks.task_id}"
+    if checks.checks.kind != task.kind:
+        return f"task {task.task_id}: {checks.checks.kind} checks for a {task.kind} task"
+    return None
+
+
 async def publish_one(bus: Bus, posting: Posting) -> None:
     """Checks first, so the verifier never sees a result before it could know the checks exist.
 

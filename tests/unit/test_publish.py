@@ -68,6 +68,19 @@ def test_bad_lines_are_reported_by_number_and_field_and_the_rest_still_counts() 
     assert bad[4].startswith("line 6: ") and "entry_point" in bad[4]
 
 
+def test_checks_of_another_kind_than_their_task_are_refused() -> None:
+    """Issue 24: a coding task with general checks was accepted, and its outcome "answered",
+    never graded."""
+    general = {**GOOD, "task_id": "t2", "checks": {"kind": "general"}}
+    search = {**GOOD, "task_id": "t3", "checks": {"kind": "search", "answers": ["x"]}}
+    good, bad = parse_jsonl(jsonl(general, search, GOOD), CAP)
+    assert [p.task.task_id for p in good] == ["t1"]
+    assert bad == [
+        "line 1: checks: task t2: general checks for a coding task",
+        "line 2: checks: task t3: search checks for a coding task",
+    ]
+
+
 def test_a_line_that_is_not_utf8_is_one_bad_line_and_the_rest_still_counts() -> None:
     lines = jsonl(GOOD, {**GOOD, "task_id": "t2"})
     lines.insert(1, b'{"task_id": "caf\xe9"}\n')
