@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 KEY_ID_HEADER = "sale-key-id"
 SIGNATURE_HEADER = "sale-signature"
+REFRESH_S = 1.0  # how long after its last look a keyring looks at its file again (revocation)
 DOMAIN = b"sale-event-v1\x00"  # a signature over an event can never pass for anything else
 
 Role = Literal["auctioneer", "verifier", "client", "recorder", "monitor", "agent", "any"]
@@ -185,7 +186,7 @@ class Keyring:
 
     keys: dict[str, PublicKey] = field(default_factory=dict)
     reload: Callable[[], Iterable[PublicKey] | None] | None = None
-    refresh_s: float = 1.0
+    refresh_s: float = REFRESH_S
     _from_source: set[str] = field(default_factory=set)
     _looked: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)

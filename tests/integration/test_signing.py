@@ -375,3 +375,112 @@ async def test_genuine_events_holding_maps_of_several_keys_verify_from_the_log(
         await conn.close()
     log, found = await provenance.read_checked(fresh_database, signing.current().keyring)
     assert found == [] and log.events == [closed]
+
+
+# --- revocation ---------------------------------------------------------------------------------
+
+
+def graded_task(agent: str, answer: str) -> tuple[TaskChecks, AuctionClosed, TaskResult]:
+    """A search task's checks, its award to `agent` and the agent's result."""
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+    bid_id = uuid.uuid4()
+    checks = TaskChecks(producer="client", task_id=task_id, checks=SearchChecks(answers=["Paris"]))
+    award = AuctionClosed(
+        producer="auctioneer",
+        task_id=task_id,
+        reason="awarded",
+        winner_bid_id=bid_id,
+        winner_agent_id=agent,
+        winning_plan="answer",
+    )
+    result = TaskResult(
+        producer=agent, task_id=task_id, agent_id=agent, bid_id=bid_id, output=answer
+    )
+    return checks, award, result
+
+
+async def test_a_removed_key_stops_counting_in_running_services_without_a_restart(
+    broker_config: BrokerConfig, topics: Topics, keyring: Path, fresh_database: str
+) -> None:
+    """Issue 24: after `sale keys remove`, a running verifier and recorder still accepted and
+    graded results signed with the key (two tasks passed) until they were restarted."""
+    from marketplace.shared.keyfiles import read_keyring, remove_public
+    from tests.integration.test_recorder import recording
+
+    watch = Inbox()
+    watcher = Bus(broker_config, producer="watcher")
+    watcher.subscribe(["outcomes", "dlq"], f"watch-{uuid.uuid4().hex[:6]}", watch)
+    before, after = graded_task("a", "Paris"), graded_task("a", "Paris")
+    [key] = [k for k in read_keyring(keyring) if k.principal == "a"]
+    async with (
+        watcher,
+        Bus(broker_config, "client") as client,
+        Bus(broker_config, "auctioneer") as auctioneer,
+        Bus(broker_config, "a") as agent,
+        verifying(broker_config),
+        recording(broker_config, fresh_database),
+    ):
+        await watcher.joined()
+        for bus, event in zip((client, auctioneer, agent), before, strict=True):
+            await bus.publish(event)
+        await watch.wait_until(lambda es: any(isinstance(e, TaskOutcome) for e in es), 30)
+        removed = remove_public(keyring, key.key_id)
+        await asyncio.sleep(signing.REFRESH_S + 0.5)
+        for bus, event in zip((client, auctioneer, agent), after, strict=True):
+            await bus.publish(event)
+        await watch.wait_until(lambda _: len(refused(watch, after[2])) >= 2, 30)  # both services
+        await asyncio.sleep(1.0)  # anything else on its way
+    outcomes = {o.task_id: o for o in watch.of(TaskOutcome)}
+    assert outcomes[before[0].task_id].passed is True
+    assert after[0].task_id not in outcomes
+    assert all(f"key {key.key_id} (a) was removed at" in d.error for d in refused(watch, after[2]))
+    stored = await fetch_rows(
+        fresh_database, "SELECT event_id FROM events WHERE type = 'TaskResult'"
+    )
+    assert [r["event_id"] for r in stored] == [before[2].event_id]
+    assert removed is not None
+
+
+async def fetch_rows(url: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
+async def test_replay_verify_believes_a_removed_key_before_its_removal_and_names_it_after(
+    fresh_database: str, keyring: Path, tmp_path: Path
+) -> None:
+    """Issue 24: after a key's removal, `replay --verify` called every earlier, legitimate event
+    of it "unknown key". Each event is judged by the key's validity when the log stored it."""
+    from marketplace.shared.keyfiles import read_keyring, remove_public
+
+    [key] = [k for k in read_keyring(keyring) if k.principal == "a"]
+    early, late = graded_task("a", "Paris")[2], graded_task("a", "Paris")[2]
+
+    def row(offset: int, event: TaskResult) -> Incoming:
+        headers = signing.current().signer("a").headers(event)
+        signature = base64.b64decode(headers[signing.SIGNATURE_HEADER])
+        position = Position("sale.results", 0, offset)
+        return Incoming.of(position, b"k", event, headers[signing.KEY_ID_HEADER], signature)
+
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await apply_migrations(conn)
+        await store(conn, [row(0, early)])
+        remove_public(keyring, key.key_id)
+        await store(conn, [row(1, late)])  # stored after the removal: recorded_at says so
+    finally:
+        await conn.close()
+    config = tmp_path / "sale.toml"
+    config.write_text(f'[database]\nurl = "{fresh_database}"\n')
+    env = {**os.environ, "SALE_KEYRING": str(keyring), "DATABASE_URL": fresh_database}
+    env.pop("SALE_KEY_DIR", None)
+    command = [sys.executable, "-m", "marketplace.app.cli", "--config", str(config)]
+    done = subprocess.run(
+        [*command, "replay", "--verify"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"TaskResult {late.event_id}: signature: key {key.key_id} (a) was removed" in done.stdout
+    assert str(early.event_id) not in done.stdout

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from marketplace.app.cli.arguments import Commands
 from marketplace.shared.config import Config, ConfigError, load_config
+from marketplace.shared.signing import REFRESH_S
 
 
 def signing_roles() -> tuple[str, ...]:
@@ -34,7 +35,9 @@ def add_keys(commands: Commands) -> None:
     add.add_argument(
         "--public-key", required=True, metavar="BASE64", help="the raw Ed25519 public key, base64"
     )
-    remove = keys_commands.add_parser("remove", help="retire a key (the end of a rotation)")
+    remove = keys_commands.add_parser(
+        "remove", help="revoke a key (the end of a rotation, or a stolen key): at once, everywhere"
+    )
     remove.add_argument("key_id", metavar="KEY_ID", help="the key's id, as `sale keys list` shows")
     keys_commands.add_parser("list", help="the keys in the keyring")
     for sub in keys_commands.choices.values():
@@ -56,13 +59,18 @@ def run_keys(config: Config | None, args: argparse.Namespace) -> int:
         print(f"key {key_id} of {args.principal} ({args.role}) added to {keyring}")
         return 0
     if args.keys_command == "remove":
-        if not keyfiles.remove_public(keyring, args.key_id):
+        removed = keyfiles.remove_public(keyring, args.key_id)
+        if removed is None:
             print(f"sale keys: no key {args.key_id} in {keyring}", file=sys.stderr)
             return 1
-        print(f"removed key {args.key_id} from {keyring}")
+        print(
+            f"key {args.key_id} removed at {removed.isoformat()} in {keyring}: running services "
+            f"refuse what it signs within {REFRESH_S:g} s; the log keeps what it signed before"
+        )
         return 0
     for key in keyfiles.read_keyring(keyring):
-        print(f"{key.key_id}  {key.role:<10} {key.principal}")
+        removed = f"  removed {key.removed_at.isoformat()}" if key.removed_at else ""
+        print(f"{key.key_id}  {key.role:<10} {key.principal}{removed}")
     return 0
 
 
