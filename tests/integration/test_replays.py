@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +21,7 @@ from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
 from marketplace.client import lookup
 from marketplace.evaluation.datasets import humaneval
+from marketplace.services import auctioneer as auctioneer_service
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, DatabaseConfig
 from marketplace.shared.offsets import committed_offsets, highwater_marks
@@ -27,6 +29,7 @@ from schemas.codec import decode
 from schemas.events import (
     AuctionClosed,
     BidRequested,
+    DeadLetter,
     JuryCalled,
     RefinementCalled,
     TaskChecks,
@@ -246,3 +249,34 @@ async def task_cost(config: Config, database: str, task_id: str) -> float:
     outcome = await lookup.result(with_db, task_id)
     assert outcome is not None
     return outcome.cost
+
+
+async def test_a_task_replayed_after_its_auction_is_forgotten_is_not_auctioned_again(
+    broker_config: BrokerConfig, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The auctioneer forgets a closed auction after `CLOSED_RETENTION`; the task sent again
+    after that is dead-lettered as decided, not auctioned again (no call, no second award)."""
+    monkeypatch.setattr(auctioneer_service, "CLOSED_RETENTION", timedelta(seconds=1))
+    small = ScriptedAgent("small", price=0.05, mechanism="lean")
+    posted, _ = humaneval_task()
+    async with Market(lean_config(broker_config)) as m:
+        await m.agent(small)
+        auctioneer = await m.auctioneer()
+        await m.post(posted)
+        await m.closed(posted.task_id)
+        async with asyncio.timeout(30):
+            while posted.task_id not in auctioneer._decided:
+                await asyncio.sleep(0.1)
+        [task_record] = [
+            r
+            for r in await capture(broker_config.bootstrap, [topics.tasks], posted.task_id.encode())
+        ]
+        await send_again(broker_config.bootstrap, [task_record])
+        await m.watch.wait_until(lambda _: bool(m.watch.of(DeadLetter)), 30)
+        await consumed(broker_config, topics, "agent.small", AGENT_STREAMS)
+        await asyncio.sleep(1.0)
+    [letter] = m.watch.of(DeadLetter)
+    assert letter.error == f"task_id {posted.task_id} was already decided"
+    assert len(m.about(posted.task_id, BidRequested)) == 1
+    assert len(m.about(posted.task_id, AuctionClosed)) == 1
+    assert len(small.llm.calls) == 1
