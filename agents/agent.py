@@ -12,9 +12,12 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from agents import coding, prompts, searching
+from agents.handled import Handled, aware, utc_now
 from agents.llm import LLM, LLMError, read_score
 from marketplace.shared.config import AgentConfig
 from marketplace.shared.sandbox import run_python_async
@@ -51,11 +54,13 @@ class LLMAgent:
         mechanism: Mechanism = "paper",
         tools: searching.Tools | None = None,
         sandbox: coding.Sandbox = run_python_async,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """`mechanism` is the marketplace's `[auction] mechanism`: under "lean" a task is only
         remembered, as the auction calls for drafts (`BidRequested`) instead of plans. `tools`
         gives the search tool of a corpus (default: `searching.Corpora`, loaded on first use);
-        `sandbox` runs a program on a coding task's visible examples."""
+        `sandbox` runs a program on a coding task's visible examples. `clock` dates the age
+        of a call (`stale`)."""
         self.config = config
         self.llm = llm
         self.tools = tools or searching.Corpora()
@@ -67,6 +72,8 @@ class LLMAgent:
         self.plans: dict[str, str] = {}  # task id → this agent's latest plan
         self.failures: dict[str, str | None] = {}  # task id → why its draft fails, or None
         self.asked: dict[str, BidRequested] = {}  # calls for tasks not yet seen
+        self.clock = clock
+        self.handled = Handled(timedelta(seconds=config.replay_window_s))
 
     def heartbeat(self, status: str = "up") -> AgentHeartbeat:
         return AgentHeartbeat(
@@ -81,7 +88,24 @@ class LLMAgent:
 
     async def respond(self, event: Event) -> list[Event]:
         """The answer to `event`, if it asks anything of this agent. A model failure means no
-        answer (the auction treats it like silence) and a line in the log."""
+        answer (the auction treats it like silence) and a line in the log.
+
+        An event answered before (`answered`: a replay, or a redelivery after a crash) or a
+        call older than the window (`stale`) is answered with nothing, with no model call:
+        only what it teaches is taken in (`recall`), as from a record read before a restart."""
+        why = "answered already" if event.event_id in self.handled else self.stale(event)
+        if why is not None:
+            if self.addressed(event):
+                log.warning(
+                    "%s: %s %s for %s refused: %s",
+                    self.agent_id,
+                    event.type,
+                    event.event_id,
+                    getattr(event, "task_id", "-"),
+                    why,
+                )
+            self.recall(event)
+            return []
         try:
             return await self._answer(event)
         except LLMError as exc:
@@ -94,13 +118,53 @@ class LLMAgent:
             )
             return []
 
+    def answered(self, event: Event) -> None:
+        """Called once the answer to `event` is sent (its replies acknowledged): an event
+        addressed to this agent is never answered again (`respond`)."""
+        if self.addressed(event):
+            self.handled.add([(event.event_id, event.occurred_at)], self.clock())
+
+    def addressed(self, event: Event) -> bool:
+        """Whether `event` asks something of this agent: a task of its kinds (a bid, or the
+        draft a call waits for), a call for its draft, a jury or refinement naming it, its
+        award."""
+        match event:
+            case TaskPosted():
+                return event.kind in self.config.kinds
+            case BidRequested():
+                return event.agent_id == self.agent_id
+            case JuryCalled():
+                return self.agent_id in event.jurors
+            case RefinementCalled():
+                return any(invite.agent_id == self.agent_id for invite in event.invites)
+            case AuctionClosed():
+                return event.winner_agent_id == self.agent_id
+        return False
+
+    def stale(self, event: Event) -> str | None:
+        """Why `event` is too old to answer, or None. A call or an award (or, in the paper
+        auction, a task, which calls for plans) is refused once older than the window: its
+        date is signed by its sender, so a replay cannot make it younger, and the ids of
+        those answered are kept only that long (`agents.handled`)."""
+        calls = (BidRequested, JuryCalled, RefinementCalled, AuctionClosed)
+        if not isinstance(event, calls) and not (
+            isinstance(event, TaskPosted) and self.mechanism == "paper"
+        ):
+            return None
+        age = self.clock() - aware(event.occurred_at)
+        if age <= self.handled.window:
+            return None
+        window = self.handled.window.total_seconds()
+        return f"{age.total_seconds():.0f} s old, over the {window:g} s replay window"
+
     async def _answer(self, event: Event) -> list[Event]:
         """The one dispatcher of the agent's side of the protocol (the scripted agent of the
         tests and load tests is this agent with a scripted model: `agents.scripted_agent`)."""
         match event:
             case TaskPosted() if event.kind in self.config.kinds:
                 self._remember(event)
-                if (asked := self.asked.pop(event.task_id, None)) is not None:
+                asked = self.asked.pop(event.task_id, None)
+                if asked is not None and self.stale(asked) is None:
                     return [await self.draft_bid(event, asked.feedback)]
                 if self.mechanism == "lean":
                     return []

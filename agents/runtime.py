@@ -8,6 +8,12 @@ joins the next auction, not the history. Heartbeats announce it at start and per
 A restarted agent resumes after its group's committed offsets, so what it had already read is
 not delivered again; before it resumes it re-reads the last of those records (`recall`), so the
 tasks of the calls, juries and awards still to come are known to it again.
+
+Each event is answered once (`agents.handled`): once an answer is sent, the event's id is
+kept (in `state`, a file, when given: `sale agent` keeps it under the agent's `state_dir`), so
+a replay of it — a captured record sent again, or one redelivered after a crash — changes
+nothing. It is kept only once the answer is acknowledged, so an agent killed mid-answer still
+answers after its restart; a crash between the acknowledgement and the keeping answers twice.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from agents.handled import Handled, utc_now
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus, Source, partitions_of, reader
 from marketplace.shared.offsets import committed_offsets
@@ -33,10 +41,15 @@ RECALL_TIMEOUT_S = 30.0
 
 class Agent(Protocol):
     agent_id: str
+    handled: Handled
 
     def heartbeat(self, status: str = "up") -> AgentHeartbeat: ...
 
     async def respond(self, event: Event) -> list[Event]: ...
+
+    def answered(self, event: Event) -> None:
+        """The answer to `event` is sent: it is not to be answered again."""
+        ...
 
     def recall(self, event: Event) -> None:
         """Takes in an event this agent read before it restarted, answering nothing."""
@@ -44,9 +57,13 @@ class Agent(Protocol):
 
 
 class AgentService:
-    def __init__(self, agent: Agent, bus: Bus, heartbeat_s: float = 5.0) -> None:
-        """`heartbeat_s` must stay well under the auctioneer's `heartbeat_ttl_s`."""
+    def __init__(
+        self, agent: Agent, bus: Bus, heartbeat_s: float = 5.0, state: Path | None = None
+    ) -> None:
+        """`heartbeat_s` must stay well under the auctioneer's `heartbeat_ttl_s`; `state`: the
+        file of the event ids answered (none: they last as long as the process)."""
         self.agent = agent
+        self.state = state
         self.bus = bus
         self.heartbeat_s = heartbeat_s
         self.group = f"agent.{agent.agent_id}"
@@ -59,6 +76,7 @@ class AgentService:
         unsent until the producer's next send (aiokafka 0.14), and an auction to wait for it."""
         for answer in await self.agent.respond(event):
             await self.bus.publish(answer)
+        self.agent.answered(event)
 
     async def _beat(self) -> None:
         await self.bus.joined()  # announce ourselves only once we can hear the next task
@@ -67,6 +85,9 @@ class AgentService:
             await asyncio.sleep(self.heartbeat_s)
 
     async def start(self) -> None:
+        if self.state is not None:
+            kept = self.agent.handled.keep_in(self.state, utc_now())
+            log.info("%s: %d events answered before this start (%s)", self.group, kept, self.state)
         await self._recall()  # before the subscription hands over anything new
         await self.bus.start()
         self._beating = asyncio.create_task(self._beat())

@@ -80,7 +80,7 @@ async def read_key(
             await _read_until(consumer, key, wanted, keep, events)
     finally:
         await consumer.stop()
-    return events
+    return list({e.event_id: e for e in events}.values())  # an event sent again: once
 
 
 async def _read_until(

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
@@ -37,6 +38,7 @@ class _Watched:
     events: list[Event] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     dead: DeadLetter | None = None  # the task itself refused on arrival (e.g. its id was taken)
+    ids: set[UUID] = field(default_factory=set)  # of `events`: one sent again is not kept twice
 
 
 class Watch:
@@ -125,7 +127,8 @@ class Watch:
         if watched is None:
             return
         event = trusted(self.bus.trust, self.bus.config.max_record_bytes, record)
-        if event is not None:
+        if event is not None and event.event_id not in watched.ids:  # a replay counts once
+            watched.ids.add(event.event_id)
             watched.events.append(event)
             watched.changed.set()
 

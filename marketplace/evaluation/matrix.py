@@ -58,6 +58,8 @@ NOT_IN_FINGERPRINT = {
     "heartbeat_s",
     "cache",
     "cache_url",
+    "replay_window_s",
+    "state_dir",
 }
 
 _CELLS = "SELECT task_id, agent_id, kind, event, seen FROM matrix_cells WHERE matrix = $1"

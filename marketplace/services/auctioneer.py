@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -80,6 +81,7 @@ STREAMS = ("tasks", "bids", "reviews", "auctions")
 TICK_S = 0.05
 ORPHAN_TTL = timedelta(seconds=30)  # a bid or review whose task never shows up
 CLOSED_RETENTION = timedelta(minutes=10)  # closed auctions kept to answer late bids
+DECIDED_KEPT = 100_000  # ids of tasks decided, kept after their auctions are forgotten
 
 
 AnyAuction = PaperAuction | LeanAuction
@@ -115,6 +117,9 @@ class Auctioneer:
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
         self._closed_at: dict[str, datetime] = {}
+        # Tasks decided and forgotten → the offset their TaskPosted was read at: read there
+        # again it is a redelivery (a rebalance, a rewind), anywhere else a replay.
+        self._decided: OrderedDict[str, int] = OrderedDict()
         self._active: set[str] = set()  # open, or holding input not yet judged
         self._last_sweep = clock()
         self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
@@ -182,6 +187,10 @@ class Auctioneer:
             await self.bus.dead_letter(source, encode(event), self.bus.group(GROUP), why)
             return
         auction = self.auctions.get(event.task_id)
+        if auction is None and self._replayed(event, source):
+            reason = f"task_id {event.task_id} was already decided"
+            await self.bus.dead_letter(source, encode(event), self.bus.group(GROUP), reason)
+            return
         if auction is None:
             auction = self.auctions[event.task_id] = self._new_auction(event.task_id)
             self._first_seen[event.task_id] = self.clock()
@@ -198,6 +207,14 @@ class Auctioneer:
         self._active.add(event.task_id)
         tp = TopicPartition(source.topic, source.partition)
         self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, source.offset)
+
+    def _replayed(self, event: TaskEvent, source: Source) -> bool:
+        """Whether `event` is a task whose auction is over and forgotten, sent again (not read
+        again where it was): auctioned again, it would call its agents to work again and be
+        awarded twice."""
+        if not isinstance(event, TaskPosted) or event.task_id not in self._decided:
+            return False
+        return self._decided[event.task_id] != source.offset
 
     def _misstated(self, bid: BidSubmitted) -> str | None:
         """Why a bid misstates what its agent registered (the price and model of its latest
@@ -449,6 +466,13 @@ class Auctioneer:
         return safe
 
     def _forget(self, task_id: str) -> None:
+        auction = self.auctions.get(task_id)
+        read_at = self._first_offsets.get(task_id, {}).items()
+        posted_at = [o for tp, o in read_at if tp.topic == self.bus.topics.tasks]
+        if auction is not None and auction.phase == "closed" and posted_at:
+            self._decided[task_id] = posted_at[0]
+            while len(self._decided) > DECIDED_KEPT:
+                self._decided.popitem(last=False)
         for table in (
             self.auctions,
             self._first_offsets,

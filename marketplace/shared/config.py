@@ -222,6 +222,22 @@ class AgentConfig(Section):
         default=False, description="reuse completions kept in Postgres (benchmarks; agents.cache)"
     )
     cache_url: str = Field(default="", description="where completions are kept; empty: database")
+    # A call or award older than this is refused by its age, so the ids of those answered need
+    # keeping only this long (agents.handled). No answer older than an hour can count: the
+    # auction's windows are at most an hour, and the verifier decides a task that has no
+    # result an hour after its checks (verifier.WAIT_S).
+    replay_window_s: float = Field(
+        default=3600.0,
+        ge=1,
+        le=86_400,
+        description="calls and awards older than this (by their signed occurred_at) are "
+        "refused; the ids answered are kept this long, so a replay is answered never",
+    )
+    state_dir: Path | None = Field(
+        default=Path(".sale/agents"),
+        description="where the agent keeps the ids of the events it answered "
+        "(<id>.handled), across restarts; empty: in memory only",
+    )
 
     @property
     def price(self) -> Price:

@@ -217,16 +217,22 @@ async def test_late_and_duplicate_bids_are_recorded_with_their_reason(market: Ca
     posted = task()
     await m.post(posted)
     await m.watch.wait_until(lambda es: m.about(posted.task_id, AuctionOpened) != [])
-    duplicate = a.answer(posted)[0]
+    # The agent answers an event once (docs/security.md, "Replays"): asked again, by a copy of
+    # the task under a new event id, it bids again.
+    duplicate = a.answer(again(posted))[0]
     await m.client.publish(duplicate)  # the agent's own bid arrives too: this is a second one
     closed = await m.closed(posted.task_id)
-    late = a.answer(posted)[0]
+    late = a.answer(again(posted))[0]
     await m.client.publish(late)
     await m.watch.wait_until(lambda es: len(m.about(posted.task_id, SubmissionRejected)) == 2)
     reasons = {r.rejected_event_id: r.reason for r in m.about(posted.task_id, SubmissionRejected)}
     assert reasons[late.event_id] == "late"
     assert "duplicate" in reasons.values()
     assert [b.agent_id for b in closed.bids] == ["a"]
+
+
+def again(posted: TaskPosted) -> TaskPosted:
+    return posted.model_copy(update={"event_id": uuid.uuid4()})
 
 
 async def test_an_agent_started_mid_stream_joins_the_next_auction(market: Callable) -> None:

@@ -114,6 +114,7 @@ def agent(config: Config, settings: AgentConfig) -> AgentService:
         LLMAgent(settings, llm, mechanism=config.auction.mechanism, tools=tools),
         bus(config, settings.id),
         heartbeat_s=settings.heartbeat_s,
+        state=settings.state_dir / f"{settings.id}.handled" if settings.state_dir else None,
     )
 
 
