@@ -2,9 +2,12 @@
 
 The auction awards a task to one agent's bid (`AuctionClosed.winner_agent_id`,
 `winner_bid_id`; in the lean auction the bid is the winning draft's), so the task's result is
-that agent's result for that bid, and only the first one: a result from any other agent, or a
-second delivery of the awarded one (another event id), is not the task's result. It is graded by
-nobody, paid for by nobody and shown to nobody; the log keeps it as the trail of what was tried.
+the winner's first result for the task, and only if it is for the winning bid. A result from any
+other agent, or any later result of the winner (a second delivery: another event id), is not
+the task's result: it is graded by nobody, paid for by nobody and shown to nobody; the log keeps
+it as the trail of what was tried. "First" is the order of the `results` stream (one partition
+per task), which is the order the recorder appends in: the verifier, whichever of the award and
+the results it reads first, and the recorder, whichever it stores first, pick the same one.
 
 The verifier grades by this rule, the spend rule (`marketplace.core.spend`), the `Outcome` and
 the recorder's projections count by it, and `sale replay --verify` checks the log against it.
@@ -42,27 +45,35 @@ def why_not(closed: AuctionClosed, result: TaskResult) -> str:
     return f"not the winning bid: bid {result.bid_id}, the award is bid {closed.winner_bid_id}"
 
 
-def second(graded: TaskResult, result: TaskResult) -> str:
-    """The reason a second result for an award is refused."""
+def second(first: TaskResult, result: TaskResult) -> str:
+    """The reason a second result of the winner is refused."""
     return (
-        f"a second result for the award: {result.agent_id}'s result {graded.event_id} "
-        f"is the task's (this one, {result.event_id}, is not counted)"
+        f"a second result for the award: {result.agent_id}'s first result, {first.event_id}, "
+        f"is the one that counts"
     )
 
 
 def awarded_results(events: Iterable[Event]) -> dict[str, TaskResult]:
-    """Per task, its awarded result among `events`: the first result (in the order given)
-    that matches the task's first close. A task without a close, or whose close has no
-    winner, or whose winner delivered nothing, has none."""
+    """Per task, its awarded result among `events`: the winner's first result (in the order
+    given), if it matches the task's first close. A task without a close, or whose close has
+    no winner, or whose winner delivered nothing or first for another bid, has none."""
     events = list(events)
     closes: dict[str, AuctionClosed] = {}
     for event in events:
         if isinstance(event, AuctionClosed):
             closes.setdefault(event.task_id, event)
-    awarded: dict[str, TaskResult] = {}
+    firsts = winners_first(closes, events)
+    return {t: r for t, r in firsts.items() if matches(closes[t], r)}
+
+
+def winners_first(
+    closes: dict[str, AuctionClosed], events: Iterable[Event]
+) -> dict[str, TaskResult]:
+    """Per task of `closes`, the first result its winner delivered (for any bid)."""
+    firsts: dict[str, TaskResult] = {}
     for event in events:
-        if isinstance(event, TaskResult) and event.task_id not in awarded:
+        if isinstance(event, TaskResult) and event.task_id not in firsts:
             closed = closes.get(event.task_id)
-            if closed is not None and matches(closed, event):
-                awarded[event.task_id] = event
-    return awarded
+            if closed is not None and event.agent_id == closed.winner_agent_id:
+                firsts[event.task_id] = event
+    return firsts

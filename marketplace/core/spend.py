@@ -41,6 +41,7 @@ from schemas.events import (
 )
 
 PARTS: tuple[Part, ...] = ("bids", "refinement", "jury", "execution")
+RESULT_PART: Part = "execution"  # the awarded result's (`marketplace.core.award`)
 
 
 def draft_part(won: bool) -> Part:
@@ -59,7 +60,7 @@ def part(event: Event, won: bool = False) -> Part | None:
         case ReviewSubmitted():
             return "jury"
         case TaskResult():
-            return "execution"
+            return RESULT_PART
     return None
 
 

@@ -165,7 +165,8 @@ class _Open:
     checks: TaskChecks | None = None
     award: AuctionClosed | None = None
     waiting: dict[str, _Held] = field(default_factory=dict)  # before the award: one per agent
-    result: TaskResult | None = None  # the awarded result
+    first: TaskResult | None = None  # the winner's first result: the only one that may count
+    result: TaskResult | None = None  # the awarded result (`first`, for the winning bid)
     decided: bool = False  # an outcome is being made or was sent
 
     @property
@@ -303,15 +304,20 @@ class Verifier:
             )
 
     def _deliver(self, task: _Open, held: _Held) -> None:
-        """A result for an awarded task: the award's first is the task's; any other refused."""
-        result = held.result
-        if task.result is not None:
-            if task.result.event_id != result.event_id:
-                self._refuse_later(held, award.second(task.result, result))
-        elif award.matches(task.award, result):
-            task.result = result
+        """A result for an awarded task: the winner's first is the task's if it is for the
+        winning bid; any other is refused (`marketplace.core.award`)."""
+        result, closed = held.result, task.award
+        if closed.winner_agent_id is None or result.agent_id != closed.winner_agent_id:
+            self._refuse_later(held, award.why_not(closed, result))
+        elif task.first is not None:
+            if task.first.event_id != result.event_id:
+                self._refuse_later(held, award.second(task.first, result))
         else:
-            self._refuse_later(held, award.why_not(task.award, result))
+            task.first = result
+            if award.matches(closed, result):
+                task.result = result
+            else:
+                self._refuse_later(held, award.why_not(closed, result))
 
     def _refuse_later(self, held: _Held, reason: str) -> None:
         """Refused: dead-lettered (`_refuse`) before any offset past it is committed."""
