@@ -165,6 +165,10 @@ UPDATE spend SET part = $2
 WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
 """
 
+# Run after every other write of a batch: it reads what they wrote (the close's winner), so a
+# result and its award in one batch, in either order, book the result.
+_LAST = frozenset({_AWARDED_RESULT})
+
 Write = tuple[str, tuple[Any, ...]]
 
 
@@ -172,13 +176,14 @@ async def project(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
     """Updates the projections for `events`, one pipelined statement list per kind of write.
 
     Grouping by statement keeps the log order among writes of one kind, which is all the
-    "first one wins" rules need; writes of different kinds touch different columns.
+    "first one wins" rules need; writes of different kinds touch different columns, but for
+    the awarded result's, which reads the awards and so runs last.
     """
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for event in events:
         for statement, args in writes(event):
             grouped[statement].append(args)
-    for statement, rows in grouped.items():
+    for statement, rows in sorted(grouped.items(), key=lambda kind: kind[0] in _LAST):
         await conn.executemany(statement, rows)
 
 

@@ -127,6 +127,15 @@ def unmatched(
     )
 
 
+def _after_the_outcome(result: TaskResult, graded: UUID | None, winner: str | None) -> str:
+    """Why a result for a task decided already is refused."""
+    if graded is None:
+        return "the task is decided already, with no result graded"
+    if winner is not None and result.agent_id != winner:
+        return f"not the winner: {result.agent_id} delivered, the award is {winner}'s"
+    return f"a second result for the award: the task was graded on result {graded}"
+
+
 def _program(output: str, tests: str) -> str:
     """The result's code, then the tests; a lone surrogate (valid JSON, invalid UTF-8) becomes '?'
     so the program can be written to a file at all."""
@@ -190,9 +199,9 @@ class Verifier:
         self.group = bus.group(GROUP)
         self._slots = asyncio.Semaphore(concurrency or max(1, os.cpu_count() or 1))
         self._open: dict[str, _Open] = {}
-        # Decided task → the result its outcome graded (None: none), so that a redelivery of
-        # that result is a no-op and any other result for the task is refused.
-        self._decided: OrderedDict[str, UUID | None] = OrderedDict()
+        # Decided task → the result its outcome graded and the winner (None: none, or not
+        # known), so that a redelivery of that result is a no-op and any other is refused.
+        self._decided: OrderedDict[str, tuple[UUID | None, str | None]] = OrderedDict()
         self._refusals: list[tuple[Source, bytes, str]] = []  # to dead-letter before committing
         self._running: dict[str, asyncio.Task[None]] = {}
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
@@ -284,12 +293,11 @@ class Verifier:
         agent), or refused with its reason."""
         held = _Held(result, source, body)
         if result.task_id in self._decided:
-            graded = self._decided[result.task_id]
+            graded, winner = self._decided[result.task_id]
             if graded == result.event_id:
                 log.info("%s: the graded result again, ignored", result.task_id)
             else:
-                on = f"on result {graded}" if graded else "with no result graded"
-                self._refuse_later(held, f"the task is decided already, {on}")
+                self._refuse_later(held, _after_the_outcome(result, graded, winner))
             return
         task = self._task(result, source)
         if task.award is not None:
@@ -333,14 +341,18 @@ class Verifier:
 
     def _closed(self, task_id: str, graded: UUID | None = None) -> None:
         """An outcome for the task is in the log: it is decided, whoever decided it."""
-        self._remember(task_id, graded)
-        self._open.pop(task_id, None)
+        task = self._open.pop(task_id, None)
+        if task is not None and task.award is not None:
+            winner = task.award.winner_agent_id
+        else:
+            winner = self._decided.get(task_id, (None, None))[1]
+        self._remember(task_id, graded, winner)
         running = self._running.get(task_id)
         if running is not None and not running.done():
             running.cancel()  # another verifier decided it first (after a rebalance)
 
-    def _remember(self, task_id: str, graded: UUID | None) -> None:
-        self._decided[task_id] = graded
+    def _remember(self, task_id: str, graded: UUID | None, winner: str | None) -> None:
+        self._decided[task_id] = graded, winner
         self._decided.move_to_end(task_id)
         while len(self._decided) > DECIDED_KEPT:
             self._decided.popitem(last=False)
@@ -362,7 +374,8 @@ class Verifier:
                 self._forget(task_id, task, NOT_AWARDED.format(wait_s=self.wait.total_seconds()))
             elif task.gradable or (late and (task.checks or task.result)):
                 task.decided = True
-                self._remember(task_id, task.result.event_id if task.result else None)
+                graded = task.result.event_id if task.result else None
+                self._remember(task_id, graded, task.award.winner_agent_id)
                 self._running[task_id] = asyncio.create_task(self._decide(task))
             elif late:  # an award alone (an old one read again): no checks, no result
                 self._forget(task_id, task, "awarded, but neither checks nor a result came")
@@ -373,7 +386,7 @@ class Verifier:
         for held in task.waiting.values():
             self._refuse_later(held, why)
         del self._open[task_id]
-        self._remember(task_id, None)
+        self._remember(task_id, None, None)
 
     async def _decide(self, task: _Open) -> None:
         if task.gradable:

@@ -184,7 +184,7 @@ def test_a_close_without_a_winner_grades_nothing_and_refuses_the_results() -> No
         AuctionClosed(producer="auctioneer", task_id="q1", reason="no_bids"), at("auctions", 0, 0)
     )
     v._act()
-    assert "q1" not in v._open and v._running == {} and v._decided["q1"] is None
+    assert "q1" not in v._open and v._running == {} and v._decided["q1"] == (None, None)
     [reason] = refused(v)
     assert "closed without a winner (no_bids)" in reason
     v.take(result("q1"), at("results", 0, 1))  # later: decided, with nothing graded
