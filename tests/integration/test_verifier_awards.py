@@ -11,6 +11,11 @@ these tests fails on the verifier and projections that graded and booked whichev
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,9 +27,12 @@ import pytest
 
 from marketplace.client import lookup
 from marketplace.log.outcomes import Outcome
+from marketplace.log.store import Incoming, Position, store
 from marketplace.services.recorder import Recorder
+from marketplace.shared import signing
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config, DatabaseConfig
+from marketplace.shared.migrate import apply_migrations
 from schemas.events import (
     AuctionClosed,
     DeadLetter,
@@ -39,9 +47,11 @@ from schemas.topics import Topics
 from tests.integration.inbox import Inbox
 from tests.integration.test_signing import keyring, refused  # noqa: F401 (a fixture)
 from tests.integration.test_verifier import read_through, verifying
+from tests.unit.test_replay import refined_auction
 
 pytestmark = pytest.mark.integration
 
+_batches = itertools.count()  # positions in the log stay unique across stored batches
 PAID = Usage(requests=1, prompt_tokens=200, completion_tokens=100, cost=0.25)
 
 
@@ -245,3 +255,124 @@ async def test_the_verifier_refuses_a_second_result_of_the_winner_and_it_is_paid
     assert shown.spend["execution"] == PAID
     await asyncio.sleep(0.5)
     assert len(stack.outcomes(task_id)) == 1
+
+
+# --- the log: the recorder in any order, and replay --verify ------------------------------------
+
+
+def stored(events: list[Event], signed: bool = True) -> list[Incoming]:
+    """`events` as the recorder appends them, at positions of their own, each signed with its
+    producer's real key (or not signed)."""
+    rows = []
+    for offset, event in enumerate(events):
+        where = Position(Topics().for_event(event), 0, offset + 1000 * next(_batches))
+        if not signed:
+            rows.append(Incoming.of(where, b"k", event))
+            continue
+        headers = signing.current().signer(event.producer).headers(event)
+        signature = base64.b64decode(headers[signing.SIGNATURE_HEADER])
+        rows.append(Incoming.of(where, b"k", event, headers[signing.KEY_ID_HEADER], signature))
+    return rows
+
+
+async def store_log(database: str, *batches: list[Event], signed: bool = True) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        await apply_migrations(conn)
+        for batch in batches:
+            await store(conn, stored(batch, signed))
+    finally:
+        await conn.close()
+
+
+async def test_the_recorder_books_the_awarded_result_once_whatever_the_order(
+    fresh_database: str,
+    keyring: Path,  # noqa: F811
+) -> None:
+    """Result before award, award before result, both in one batch either way, a non-winner's
+    result and a second delivery around them: the spend table holds the awarded result's cost
+    once and `results` its row alone."""
+    orders = {
+        "result first": lambda c, r, x, y: [[x, r], [c], [y]],
+        "award first": lambda c, r, x, y: [[c], [x, r, y]],
+        "one batch, result first": lambda c, r, x, y: [[x, r, c, y]],
+        "one batch, award first": lambda c, r, x, y: [[c, x, r, y]],
+    }
+    for name, order in orders.items():
+        task_id = f"t-{uuid.uuid4().hex[:8]}"
+        bid = uuid.uuid4()
+        won = answer(task_id, "a", "Paris", bid)
+        intruder, again = answer(task_id, "b", "x", uuid.uuid4()), answer(task_id, "a", "y", bid)
+        await store_log(fresh_database, *order(close(task_id, "a", bid), won, intruder, again))
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            spent = await conn.fetch("SELECT event_id, cost FROM spend WHERE task_id=$1", task_id)
+            kept = await conn.fetch("SELECT event_id FROM results WHERE task_id=$1", task_id)
+        finally:
+            await conn.close()
+        assert [(r["event_id"], r["cost"]) for r in spent] == [(won.event_id, PAID.cost)], name
+        assert [r["event_id"] for r in kept] == [won.event_id], name
+
+
+def replay_verify(database: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`sale replay --verify` on `database`, as a user would run it (without a keyring: the
+    logs below are stored unsigned; the market's rules are what is checked)."""
+    config = tmp_path / "sale.toml"
+    config.write_text(f'[database]\nurl = "{database}"\n')
+    env = {**os.environ, "DATABASE_URL": database}
+    env.pop("SALE_KEY_DIR", None)
+    env.pop("SALE_KEYRING", None)
+    command = [sys.executable, "-m", "marketplace.app.cli", "--config", str(config)]
+    return subprocess.run(
+        [*command, "replay", "--verify"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def played(task_id: str) -> tuple[list[Event], TaskResult, str]:
+    """A paper auction played by the real state machine (refined: every phase runs) and
+    delivered, not yet graded: its events, the awarded result, and the agent that lost."""
+    events = [e for e in refined_auction(task_id) if not isinstance(e, TaskOutcome)]
+    [won] = [e for e in events if isinstance(e, TaskResult)]
+    return events, won, next(a for a in ("small", "large") if a != won.agent_id)
+
+
+def graded(result: TaskResult, passed: bool = True) -> TaskOutcome:
+    return TaskOutcome(
+        producer="verifier",
+        task_id=result.task_id,
+        passed=passed,
+        score=1.0 if passed else 0.0,
+        result_event_id=result.event_id,
+    )
+
+
+async def test_replay_verify_names_an_outcome_graded_on_a_non_winners_result(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+    events, won, loser = played(task_id)
+    intruder = answer(task_id, loser, "print('mine')", uuid.uuid4())
+    wrong = graded(intruder)
+    await store_log(fresh_database, [intruder, *events, wrong], signed=False)
+    done = replay_verify(fresh_database, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    named = f"TaskOutcome {wrong.event_id}: recorded graded TaskResult {intruder.event_id}"
+    assert named in done.stdout
+    assert f"recomputed the award's result, {won.event_id}" in done.stdout
+
+
+async def test_replay_verify_names_a_second_delivery_and_passes_the_honest_log(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+    events, won, _ = played(task_id)
+    await store_log(fresh_database, [*events, graded(won)], signed=False)
+    clean = replay_verify(fresh_database, tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    again = won.model_copy(update={"event_id": uuid.uuid4()})
+    await store_log(fresh_database, [again], signed=False)
+    done = replay_verify(fresh_database, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    named = f"TaskResult {again.event_id}: recorded a second result of the winner {won.agent_id}"
+    assert named in done.stdout
+    assert str(won.event_id) in done.stdout and "every decision verified" not in done.stdout
