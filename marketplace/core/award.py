@@ -1,13 +1,13 @@
 """The award rule: which `TaskResult` a task's award is delivered by.
 
 The auction awards a task to one agent's bid (`AuctionClosed.winner_agent_id`,
-`winner_bid_id`; in the lean auction the bid is the winning draft's), so the task's result is
-the winner's first result for the task, and only if it is for the winning bid. A result from any
-other agent, or any later result of the winner (a second delivery: another event id), is not
-the task's result: it is graded by nobody, paid for by nobody and shown to nobody; the log keeps
-it as the trail of what was tried. "First" is the order of the `results` stream (one partition
-per task), which is the order the recorder appends in: the verifier, whichever of the award and
-the results it reads first, and the recorder, whichever it stores first, pick the same one.
+`winner_bid_id`; in the lean auction the bid is the winning draft's), so the award's result is
+that agent's result for that bid, and only its first one. A result from any other agent, or for
+another bid, or a second delivery of the awarded one (another event id: a replayed award made
+the winner work again) is not the task's result: it is graded by nobody, paid for by nobody and
+shown to nobody; the log keeps it as the trail of what was tried. "First" is the order of the
+`results` stream (one partition per task), which is the order the recorder appends in. (A task
+posted again under its id is auctioned again: each award has its result.)
 
 The verifier grades by this rule, the spend rule (`marketplace.core.spend`), the `Outcome` and
 the recorder's projections count by it, and `sale replay --verify` checks the log against it.
@@ -17,6 +17,7 @@ Pure: events in, the awarded result (or why a result is not it) out.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from uuid import UUID
 
 from schemas.events import AuctionClosed, Event, TaskResult
 
@@ -46,34 +47,37 @@ def why_not(closed: AuctionClosed, result: TaskResult) -> str:
 
 
 def second(first: TaskResult, result: TaskResult) -> str:
-    """The reason a second result of the winner is refused."""
+    """The reason a second result for an award is refused."""
     return (
-        f"a second result for the award: {result.agent_id}'s first result, {first.event_id}, "
+        f"a second result for the award: {result.agent_id}'s first, {first.event_id}, "
         f"is the one that counts"
     )
 
 
-def awarded_results(events: Iterable[Event]) -> dict[str, TaskResult]:
-    """Per task, its awarded result among `events`: the winner's first result (in the order
-    given), if it matches the task's first close. A task without a close, or whose close has
-    no winner, or whose winner delivered nothing or first for another bid, has none."""
+Award = tuple[str, str, UUID]  # task, winner agent, winning bid
+
+
+def award_of(event: AuctionClosed | TaskResult) -> Award | None:
+    """The award a close makes (None: no winner), or the one a result claims to deliver."""
+    if isinstance(event, AuctionClosed):
+        if event.winner_agent_id is None or event.winner_bid_id is None:
+            return None
+        return event.task_id, event.winner_agent_id, event.winner_bid_id
+    return event.task_id, event.agent_id, event.bid_id
+
+
+def awarded_results(events: Iterable[Event]) -> dict[Award, TaskResult]:
+    """Each award among `events` with its result: the first (in the order given) of the
+    winner's results for the winning bid. An award not delivered yet is not in it."""
     events = list(events)
-    closes: dict[str, AuctionClosed] = {}
+    made = {award_of(e) for e in events if isinstance(e, AuctionClosed)} - {None}
+    delivered: dict[Award, TaskResult] = {}
     for event in events:
-        if isinstance(event, AuctionClosed):
-            closes.setdefault(event.task_id, event)
-    firsts = winners_first(closes, events)
-    return {t: r for t, r in firsts.items() if matches(closes[t], r)}
+        if isinstance(event, TaskResult) and award_of(event) in made:
+            delivered.setdefault(award_of(event), event)
+    return delivered
 
 
-def winners_first(
-    closes: dict[str, AuctionClosed], events: Iterable[Event]
-) -> dict[str, TaskResult]:
-    """Per task of `closes`, the first result its winner delivered (for any bid)."""
-    firsts: dict[str, TaskResult] = {}
-    for event in events:
-        if isinstance(event, TaskResult) and event.task_id not in firsts:
-            closed = closes.get(event.task_id)
-            if closed is not None and event.agent_id == closed.winner_agent_id:
-                firsts[event.task_id] = event
-    return firsts
+def result_of(closed: AuctionClosed, events: Iterable[Event]) -> TaskResult | None:
+    """The result of `closed`'s award among `events` (None: no winner, or not delivered)."""
+    return awarded_results([closed, *events]).get(award_of(closed))

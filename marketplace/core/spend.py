@@ -69,7 +69,7 @@ def spends(events: Iterable[Event]) -> list[Spend]:
     of the results, only each task's awarded one."""
     events = list(events)
     winners = {e.winner_bid_id for e in events if isinstance(e, AuctionClosed)} - {None}
-    awarded = {r.event_id for r in awarded_results(events).values()}
+    awarded = {r.event_id for r in awarded_results(events).values()}  # one per award
     booked = []
     for event in events:
         if isinstance(event, TaskResult) and event.event_id not in awarded:

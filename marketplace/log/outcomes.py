@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from marketplace.core.award import awarded_results
+from marketplace.core.award import result_of
 from marketplace.core.measures import Part
 from marketplace.core.spend import parts
 from schemas.events import (
@@ -143,7 +143,7 @@ def _result(events: list[Event], closed: AuctionClosed | None) -> TaskResult | N
     Another agent's, a second delivery, or any before the close is in, is not the answer."""
     if closed is None:
         return None
-    return awarded_results([closed, *events]).get(closed.task_id)
+    return result_of(closed, events)
 
 
 def _winning_bid(events: list[Event], closed: AuctionClosed | None) -> BidSubmitted | None:

@@ -4,7 +4,7 @@
 the writes of a batch. Each rule is idempotent or "first one wins", so projecting an event
 twice, or a batch again after a crash, changes nothing.
 
-Only a task's awarded result (`marketplace.core.award`: the winner's first result, for the
+Only a task's awarded result (`marketplace.core.award`: the winner's first result for the
 winning bid) reaches `results` and `spend`: another agent's result, or a second delivery, is in
 the log and nowhere else. The award and the result travel on different topics and may be
 stored in either order, so both the `TaskResult` and the `AuctionClosed` run the same
@@ -101,24 +101,27 @@ INSERT INTO rejections (rejected_event_id, task_id, agent_id, submission, bid_id
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT DO NOTHING
 """
-# The task's awarded result, read from the log: the winner's first TaskResult (in the order
-# the log holds them, which is the results stream's), if it is for the winning bid. $1: the
-# task, $2: the part it is booked under (`spend.part`). `kept` is empty when the award or the
-# result is not in yet, or the result was booked already: the spend row follows the results
+# The task's awarded results, read from the log: for each close of the task that names a
+# winner, the winner's first TaskResult for the winning bid (in the order the log holds them,
+# which is the results stream's). $1: the task, $2: the part they are booked under
+# (`spend.part`). `kept` is empty when no award and its result are both in yet, or the result
+# was booked already (`results` is unique by task and bid): the spend row follows the results
 # row, so nothing is booked twice.
 _AWARDED_RESULT = """
-WITH first AS (
-    SELECT e.event_id, e.occurred_at, e.payload AS p, a.winner_bid_id
-    FROM events e JOIN auctions a ON a.task_id = e.task_id
-    WHERE e.task_id = $1 AND e.type = 'TaskResult' AND e.agent_id = a.winner_agent_id
-    ORDER BY e.id
-    LIMIT 1
-), awarded AS (
-    SELECT * FROM first WHERE (p->>'bid_id')::uuid = winner_bid_id
+WITH awarded AS (
+    SELECT DISTINCT ON (e.payload->>'bid_id') e.event_id, e.occurred_at, e.payload AS p
+    FROM events e
+    WHERE e.task_id = $1 AND e.type = 'TaskResult' AND EXISTS (
+        SELECT 1 FROM events c
+        WHERE c.task_id = $1 AND c.type = 'AuctionClosed'
+          AND c.payload->>'winner_agent_id' = e.agent_id
+          AND c.payload->>'winner_bid_id' = e.payload->>'bid_id'
+    )
+    ORDER BY e.payload->>'bid_id', e.id
 ), kept AS (
     INSERT INTO results (task_id, bid_id, agent_id, event_id, output, error, duration_s, cost,
                          requests, prompt_tokens, completion_tokens, usage_cost, finished_at)
-    SELECT $1, winner_bid_id, p->>'agent_id', event_id, p->>'output', p->>'error',
+    SELECT $1, (p->>'bid_id')::uuid, p->>'agent_id', event_id, p->>'output', p->>'error',
            (p->>'duration_s')::float8, (p->>'cost')::float8,
            (p->'usage'->>'requests')::bigint, (p->'usage'->>'prompt_tokens')::bigint,
            (p->'usage'->>'completion_tokens')::bigint, (p->'usage'->>'cost')::float8,
@@ -165,8 +168,8 @@ UPDATE spend SET part = $2
 WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
 """
 
-# Run after every other write of a batch: it reads what they wrote (the close's winner), so a
-# result and its award in one batch, in either order, book the result.
+# Run after every other write of a batch, so that it runs after the batch is appended whatever
+# the order of kinds in it: a result and its award in one batch, in either order, book it.
 _LAST = frozenset({_AWARDED_RESULT})
 
 Write = tuple[str, tuple[Any, ...]]

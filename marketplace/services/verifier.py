@@ -174,8 +174,7 @@ class _Open:
     checks: TaskChecks | None = None
     award: AuctionClosed | None = None
     waiting: dict[str, _Held] = field(default_factory=dict)  # before the award: one per agent
-    first: TaskResult | None = None  # the winner's first result: the only one that may count
-    result: TaskResult | None = None  # the awarded result (`first`, for the winning bid)
+    result: TaskResult | None = None  # the awarded result: the winner's first for its bid
     decided: bool = False  # an outcome is being made or was sent
 
     @property
@@ -312,20 +311,15 @@ class Verifier:
             )
 
     def _deliver(self, task: _Open, held: _Held) -> None:
-        """A result for an awarded task: the winner's first is the task's if it is for the
-        winning bid; any other is refused (`marketplace.core.award`)."""
+        """A result for an awarded task: the first for the award is the task's; any other is
+        refused (`marketplace.core.award`)."""
         result, closed = held.result, task.award
-        if closed.winner_agent_id is None or result.agent_id != closed.winner_agent_id:
+        if not award.matches(closed, result):
             self._refuse_later(held, award.why_not(closed, result))
-        elif task.first is not None:
-            if task.first.event_id != result.event_id:
-                self._refuse_later(held, award.second(task.first, result))
-        else:
-            task.first = result
-            if award.matches(closed, result):
-                task.result = result
-            else:
-                self._refuse_later(held, award.why_not(closed, result))
+        elif task.result is None:
+            task.result = result
+        elif task.result.event_id != result.event_id:
+            self._refuse_later(held, award.second(task.result, result))
 
     def _refuse_later(self, held: _Held, reason: str) -> None:
         """Refused: dead-lettered (`_refuse`) before any offset past it is committed."""

@@ -147,10 +147,12 @@ def test_a_result_before_its_close_is_booked_once_the_close_is_in() -> None:
     assert spend.parts(events)["execution"] == result.usage
 
 
-def test_the_winners_first_result_for_another_bid_counts_and_so_does_nothing_after() -> None:
+def test_each_award_counts_its_first_result_and_a_result_for_no_award_counts_nothing() -> None:
     events = refined_auction()
     [result] = [e for e in events if isinstance(e, TaskResult)]
-    wrong = delivered_again(events, bid_id=uuid4())
-    awarded = [e for e in events if e is not result] + [wrong, result]
-    assert award.awarded_results(awarded) == {}  # the winner's first was for another bid
-    assert award.awarded_results(events) == {result.task_id: result}
+    closed = closed_of(events)
+    unawarded = delivered_again(events, bid_id=uuid4())
+    later = [e for e in events if e is not result] + [unawarded, result]
+    award_made = (closed.task_id, closed.winner_agent_id, closed.winner_bid_id)
+    assert award.awarded_results(later) == {award_made: result}
+    assert spend.parts(later) == spend.parts(events)

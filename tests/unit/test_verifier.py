@@ -159,7 +159,7 @@ def test_only_the_awarded_result_is_graded_and_every_other_one_is_refused() -> N
     assert v._open["q1"].result == large
     reasons = refused(v)[1:]
     assert len(reasons) == 2 and "a second result for the award" in reasons[0]
-    assert "a second result for the award" in reasons[1]
+    assert "not the winning bid" in reasons[1]
 
 
 def test_a_second_result_of_one_agent_before_the_award_is_refused_at_once() -> None:

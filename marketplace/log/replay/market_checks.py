@@ -5,8 +5,8 @@ graded = awarded (`marketplace.core.award`).
 - Each outcome is graded on the awarded result: an outcome whose `result_event_id` names a
   `TaskResult` that is not its task's awarded one (another agent's, a second delivery, a result
   of a task closed without a winner, or of one never awarded) is named, with the result it graded.
-- One result per award: any `TaskResult` of the winner after its first is a second delivery
-  (a replayed award made the winner work again) and is named.
+- One result per award: any `TaskResult` of the winner for the winning bid after its first is
+  a second delivery (a replayed award made the winner work again) and is named.
 
 An outcome without `result_event_id` is not held against any result: the verifier writes one
 when no result was graded ("no result within ..."), and logs from before the field existed hold
@@ -22,50 +22,46 @@ from collections import defaultdict
 from collections.abc import Iterable
 from uuid import UUID
 
-from marketplace.core.award import awarded_results, winners_first
+from marketplace.core.award import award_of, awarded_results
 from marketplace.log.replay.discrepancy import Discrepancy
-from schemas.events import AuctionClosed, Event, TaskOutcome, TaskResult
+from schemas.events import Event, TaskOutcome, TaskResult
 
 
 def check_awards(events: Iterable[Event]) -> list[Discrepancy]:
     """Every breach of graded = awarded in `events`, each naming the event that breaks it."""
     events = list(events)
-    closes: dict[str, AuctionClosed] = {}
     outcomes: dict[str, list[TaskOutcome]] = defaultdict(list)
     results: dict[UUID, TaskResult] = {}
     for event in events:
-        match event:
-            case AuctionClosed():
-                closes.setdefault(event.task_id, event)
-            case TaskOutcome():
-                outcomes[event.task_id].append(event)
-            case TaskResult():
-                results.setdefault(event.event_id, event)
-    awarded = awarded_results(events)
-    found = [*_second_deliveries(closes, events)]
+        if isinstance(event, TaskOutcome):
+            outcomes[event.task_id].append(event)
+        elif isinstance(event, TaskResult):
+            results.setdefault(event.event_id, event)
+    delivered = awarded_results(events)
+    awarded = {r.event_id for r in delivered.values()}
+    found = [*_second_deliveries(delivered, events)]
     for task_id, theirs in outcomes.items():
         found += _extra_outcomes(task_id, theirs)
         for outcome in theirs:
             graded = results.get(outcome.result_event_id) if outcome.result_event_id else None
-            if graded is not None and graded is not awarded.get(task_id):
-                found.append(_not_the_award(outcome, graded, awarded.get(task_id)))
+            if graded is not None and graded.event_id not in awarded:
+                mine = [r for a, r in delivered.items() if a[0] == task_id]
+                found.append(_not_the_award(outcome, graded, mine[0] if mine else None))
     return found
 
 
-def _second_deliveries(closes: dict[str, AuctionClosed], events: list[Event]) -> list[Discrepancy]:
-    firsts = winners_first(closes, events)
+def _second_deliveries(delivered: dict, events: list[Event]) -> list[Discrepancy]:
     return [
         Discrepancy(
             event.task_id,
             f"TaskResult {event.event_id}",
             f"a second result of the winner {event.agent_id}",
-            f"one result per award (the first, {firsts[event.task_id].event_id}, counts)",
+            f"one result per award (the first, {first.event_id}, counts)",
         )
         for event in events
         if isinstance(event, TaskResult)
-        and event.task_id in firsts
-        and event.agent_id == closes[event.task_id].winner_agent_id
-        and event.event_id != firsts[event.task_id].event_id
+        and (first := delivered.get(award_of(event))) is not None
+        and event.event_id != first.event_id
     ]
 
 
