@@ -516,12 +516,17 @@ class TaskResult(TaskEvent):
 
 class TaskOutcome(TaskEvent):
     """The verifier's verdict on a task's result. `passed` and `score` are None for a general
-    task's answer: there is nothing to check it against, so it is recorded as answered."""
+    task's answer: there is nothing to check it against, so it is recorded as answered.
+    `result_event_id` names the result graded: the awarded one (the winner's, for the winning
+    bid); None when no result was graded (none came) or in a log from before it was kept."""
 
     type: Literal["TaskOutcome"] = "TaskOutcome"
     passed: bool | None
     score: float | None = Field(ge=0, le=1, allow_inf_nan=False)
     details: Reason = ""
+    result_event_id: UUID | None = Field(
+        default=None, description="the TaskResult graded: the award's (None: no result graded)"
+    )
 
     @model_validator(mode="after")
     def _scored_iff_judged(self) -> TaskOutcome:

@@ -15,6 +15,10 @@ auction's total with a paper auction's overhead. Every other draft is what the a
 to find the answer: "bids". The benchmark's replay of the lean auction books it the same way,
 so a live run and its replay split alike.
 
+Only the awarded result is the execution (`marketplace.core.award`): a result from an agent that
+did not win, or a second delivery of the awarded one, spent nobody's budget the market pays
+(the log keeps it; no part books it).
+
 Pure: events in, parts out. `part` books one event when it is known whether its draft won (the
 recorder's projection, meeting a draft before the close that awards it, books it as lost and
 moves it once the close says it won); `spends` and `parts` book a task's events, the winners
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marketplace.core.award import awarded_results
 from marketplace.core.measures import Part, Spend
 from schemas.events import (
     AuctionClosed,
@@ -36,6 +41,7 @@ from schemas.events import (
 )
 
 PARTS: tuple[Part, ...] = ("bids", "refinement", "jury", "execution")
+RESULT_PART: Part = "execution"  # the awarded result's (`marketplace.core.award`)
 
 
 def draft_part(won: bool) -> Part:
@@ -54,16 +60,20 @@ def part(event: Event, won: bool = False) -> Part | None:
         case ReviewSubmitted():
             return "jury"
         case TaskResult():
-            return "execution"
+            return RESULT_PART
     return None
 
 
 def spends(events: Iterable[Event]) -> list[Spend]:
-    """Every priced call among `events` (one task's, or several), by agent and part, in order."""
+    """Every priced call among `events` (one task's, or several), by agent and part, in order;
+    of the results, only each task's awarded one."""
     events = list(events)
     winners = {e.winner_bid_id for e in events if isinstance(e, AuctionClosed)} - {None}
+    awarded = {r.event_id for r in awarded_results(events).values()}  # one per award
     booked = []
     for event in events:
+        if isinstance(event, TaskResult) and event.event_id not in awarded:
+            continue
         won = isinstance(event, BidSubmitted) and event.bid_id in winners
         booked_as = part(event, won)
         if booked_as is not None:

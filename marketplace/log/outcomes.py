@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from marketplace.core.award import result_of
 from marketplace.core.measures import Part
 from marketplace.core.spend import parts
 from schemas.events import (
@@ -138,11 +139,11 @@ def _first(events: list[Event], kind: type) -> Event | None:
 
 
 def _result(events: list[Event], closed: AuctionClosed | None) -> TaskResult | None:
-    """The winner's result (another agent's is not the answer); any, before the close is in."""
-    results = [e for e in events if isinstance(e, TaskResult)]
-    if closed is not None and closed.winner_bid_id is not None:
-        results = [r for r in results if r.bid_id == closed.winner_bid_id] or results
-    return results[0] if results else None
+    """The awarded result (`marketplace.core.award`): the winner's first for the winning bid.
+    Another agent's, a second delivery, or any before the close is in, is not the answer."""
+    if closed is None:
+        return None
+    return result_of(closed, events)
 
 
 def _winning_bid(events: list[Event], closed: AuctionClosed | None) -> BidSubmitted | None:

@@ -3,6 +3,13 @@
 `writes` says, purely, what one event changes (a statement and its arguments); `project` runs
 the writes of a batch. Each rule is idempotent or "first one wins", so projecting an event
 twice, or a batch again after a crash, changes nothing.
+
+Only a task's awarded result (`marketplace.core.award`: the winner's first result for the
+winning bid) reaches `results` and `spend`: another agent's result, or a second delivery, is in
+the log and nowhere else. The award and the result travel on different topics and may be
+stored in either order, so both the `TaskResult` and the `AuctionClosed` run the same
+statement (`_AWARDED_RESULT`): it books the task's awarded result from the log once both are
+in, and does nothing before, or again.
 """
 
 from __future__ import annotations
@@ -94,10 +101,42 @@ INSERT INTO rejections (rejected_event_id, task_id, agent_id, submission, bid_id
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT DO NOTHING
 """
-_RESULT = """
-INSERT INTO results (task_id, bid_id, agent_id, event_id, output, error, duration_s, cost,
-                     requests, prompt_tokens, completion_tokens, usage_cost, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+# The task's awarded results, read from the log: for each close of the task that names a
+# winner, the winner's first TaskResult for the winning bid (in the order the log holds them,
+# which is the results stream's). $1: the task, $2: the part they are booked under
+# (`spend.part`). `kept` is empty when no award and its result are both in yet, or the result
+# was booked already (`results` is unique by task and bid): the spend row follows the results
+# row, so nothing is booked twice.
+_AWARDED_RESULT = """
+WITH awarded AS (
+    SELECT DISTINCT ON (e.payload->>'bid_id') e.event_id, e.occurred_at, e.payload AS p
+    FROM events e
+    WHERE e.task_id = $1 AND e.type = 'TaskResult' AND EXISTS (
+        SELECT 1 FROM events c
+        WHERE c.task_id = $1 AND c.type = 'AuctionClosed'
+          AND c.payload->>'winner_agent_id' = e.agent_id
+          AND c.payload->>'winner_bid_id' = e.payload->>'bid_id'
+    )
+    ORDER BY e.payload->>'bid_id', e.id
+), kept AS (
+    INSERT INTO results (task_id, bid_id, agent_id, event_id, output, error, duration_s, cost,
+                         requests, prompt_tokens, completion_tokens, usage_cost, finished_at)
+    SELECT $1, (p->>'bid_id')::uuid, p->>'agent_id', event_id, p->>'output', p->>'error',
+           (p->>'duration_s')::float8, (p->>'cost')::float8,
+           (p->'usage'->>'requests')::bigint, (p->'usage'->>'prompt_tokens')::bigint,
+           (p->'usage'->>'completion_tokens')::bigint, (p->'usage'->>'cost')::float8,
+           occurred_at
+    FROM awarded
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO spend (event_id, task_id, agent_id, part, requests, prompt_tokens, completion_tokens,
+                   cost, seconds, cached_tokens)
+SELECT k.event_id, $1, p->>'agent_id', $2, (p->'usage'->>'requests')::bigint,
+       (p->'usage'->>'prompt_tokens')::bigint, (p->'usage'->>'completion_tokens')::bigint,
+       (p->'usage'->>'cost')::float8, coalesce((p->'usage'->>'seconds')::float8, 0),
+       coalesce((p->'usage'->>'cached_tokens')::bigint, 0)
+FROM kept k JOIN awarded USING (event_id)
 ON CONFLICT DO NOTHING
 """
 _OUTCOME = """
@@ -129,6 +168,10 @@ UPDATE spend SET part = $2
 WHERE event_id = (SELECT event_id FROM bids WHERE bid_id = $1)
 """
 
+# Run after every other write of a batch, so that it runs after the batch is appended whatever
+# the order of kinds in it: a result and its award in one batch, in either order, book it.
+_LAST = frozenset({_AWARDED_RESULT})
+
 Write = tuple[str, tuple[Any, ...]]
 
 
@@ -136,13 +179,14 @@ async def project(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
     """Updates the projections for `events`, one pipelined statement list per kind of write.
 
     Grouping by statement keeps the log order among writes of one kind, which is all the
-    "first one wins" rules need; writes of different kinds touch different columns.
+    "first one wins" rules need; writes of different kinds touch different columns, but for
+    the awarded result's, which reads the awards and so runs last.
     """
     grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for event in events:
         for statement, args in writes(event):
             grouped[statement].append(args)
-    for statement, rows in grouped.items():
+    for statement, rows in sorted(grouped.items(), key=lambda kind: kind[0] in _LAST):
         await conn.executemany(statement, rows)
 
 
@@ -159,7 +203,10 @@ def writes(event: Event) -> list[Write]:
             return [(_REFINEMENT_CALLED, _refinement_row(event, at))]
         case AuctionClosed() if event.lean is not None and event.winner_bid_id is not None:
             won = (_DRAFT_WON, (event.winner_bid_id, spend.draft_part(won=True)))
-            return [(_AUCTION_CLOSED, _closed_row(event, at)), won]
+            return [(_AUCTION_CLOSED, _closed_row(event, at)), won, _awarded_result(event)]
+        case AuctionClosed() if event.winner_bid_id is not None:
+            closed = (_AUCTION_CLOSED, _closed_row(event, at))
+            return [closed, *_scored_bids(event), _awarded_result(event)]
         case AuctionClosed():
             return [(_AUCTION_CLOSED, _closed_row(event, at)), *_scored_bids(event)]
         case BidSubmitted() if event.is_draft:
@@ -171,7 +218,7 @@ def writes(event: Event) -> list[Write]:
         case SubmissionRejected():
             return [(_REJECTION, _rejection_row(event, at))]
         case TaskResult():
-            return [(_RESULT, _result_row(event, at)), _spend(event, event.agent_id)]
+            return [_awarded_result(event)]
         case TaskOutcome():
             args = (event.task_id, event.event_id, event.passed, event.score, event.details, at)
             return [(_OUTCOME, args)]
@@ -269,22 +316,12 @@ def _rejection_row(event: SubmissionRejected, at: datetime) -> tuple[Any, ...]:
     )
 
 
-def _result_row(event: TaskResult, at: datetime) -> tuple[Any, ...]:
-    return (
-        event.task_id,
-        event.bid_id,
-        event.agent_id,
-        event.event_id,
-        event.output,
-        event.error,
-        event.duration_s,
-        event.cost,
-        *_usage(event.usage),
-        at,
-    )
+def _awarded_result(event: AuctionClosed | TaskResult) -> Write:
+    """The task's awarded result booked, if the award and the result are both in by now."""
+    return (_AWARDED_RESULT, (event.task_id, spend.RESULT_PART))
 
 
-def _spend_row(event: BidSubmitted | ReviewSubmitted | TaskResult, agent_id: str) -> tuple:
+def _spend_row(event: BidSubmitted | ReviewSubmitted, agent_id: str) -> tuple:
     """A spend row keeps the tokens by direction (prompt, of them held, generated), so that
     what a task spent can be priced again per direction (`sale report`); its part is the spend
     rule's (`marketplace.core.spend`), a draft's as if it lost."""
@@ -293,7 +330,7 @@ def _spend_row(event: BidSubmitted | ReviewSubmitted | TaskResult, agent_id: str
     return (event.event_id, event.task_id, agent_id, spend.part(event), *row)
 
 
-def _spend(event: BidSubmitted | ReviewSubmitted | TaskResult, agent_id: str) -> Write:
+def _spend(event: BidSubmitted | ReviewSubmitted, agent_id: str) -> Write:
     return (_SPEND, _spend_row(event, agent_id))
 
 

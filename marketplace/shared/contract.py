@@ -36,7 +36,7 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "checks": ("verifier", "recorder"),
     "bids": ("auctioneer", "recorder"),
     "reviews": ("auctioneer", "recorder"),
-    "auctions": ("agent", "auctioneer", "recorder"),
+    "auctions": ("agent", "auctioneer", "verifier", "recorder"),
     "results": ("verifier", "recorder"),
     "outcomes": ("verifier", "recorder"),
     "agents": ("auctioneer", "recorder"),
@@ -52,7 +52,7 @@ PURPOSE: dict[str, str] = {
     "auctions": "The auctioneer's decisions: openings, calls for drafts, juries, refinements, "
     "rejections and closes.",
     "results": "The winning agent's answer to its task.",
-    "outcomes": "The verifier's grade of each result against the hidden checks.",
+    "outcomes": "The verifier's grade of each task's awarded result against the hidden checks.",
     "agents": "Heartbeats: who is live, at which price, for which kinds of task.",
     "dlq": "Records a consumer could not use or did not believe, with the reason.",
 }

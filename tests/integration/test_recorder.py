@@ -562,6 +562,17 @@ async def test_a_new_broker_reusing_positions_loses_nothing_and_duplicates_nothi
         await conn.close()
 
 
+def awarding(result: TaskResult) -> AuctionClosed:
+    """The close that awards `result`'s task to it (the projections book an awarded result)."""
+    return AuctionClosed(
+        producer="auctioneer",
+        task_id=result.task_id,
+        reason="awarded",
+        winner_agent_id=result.agent_id,
+        winner_bid_id=result.bid_id,
+    )
+
+
 async def test_text_with_nul_is_stored_with_a_replacement_character(database: str) -> None:
     result = TaskResult(
         producer="a", task_id="t", agent_id="a", bid_id=uuid.uuid4(), output="a\x00b"
@@ -569,8 +580,8 @@ async def test_text_with_nul_is_stored_with_a_replacement_character(database: st
     conn = await asyncpg.connect(database)
     try:
         await apply_migrations(conn)
-        assert await store(conn, incoming([result])) == 1
-        [stored] = await load_events(conn)
+        assert await store(conn, incoming([awarding(result), result])) == 2
+        [_, stored] = await load_events(conn)
         assert stored.event.output == "a\ufffdb"
         assert await conn.fetchval("SELECT output FROM results") == "a\ufffdb"
     finally:
@@ -593,7 +604,7 @@ async def test_a_spend_row_keeps_the_tokens_by_direction(database: str) -> None:
     conn = await asyncpg.connect(database)
     try:
         await apply_migrations(conn)
-        await store(conn, incoming([result]))
+        await store(conn, incoming([awarding(result), result]))  # only an award's result is paid
         row = await conn.fetchrow(
             "SELECT part, requests, prompt_tokens, completion_tokens, cached_tokens, cost, "
             "seconds FROM spend"

@@ -301,11 +301,24 @@ async def test_a_forged_passing_outcome_is_refused_and_the_verifier_still_grades
     wrong = TaskResult(
         producer="a", task_id=task_id, agent_id="a", bid_id=uuid.uuid4(), output="London"
     )
-    async with watcher, Bus(broker_config, "client") as client, Bus(broker_config, "a") as agent:
+    award = AuctionClosed(
+        producer="auctioneer",
+        task_id=task_id,
+        reason="awarded",
+        winner_agent_id="a",
+        winner_bid_id=wrong.bid_id,
+    )
+    async with (
+        watcher,
+        Bus(broker_config, "client") as client,
+        Bus(broker_config, "a") as agent,
+        Bus(broker_config, "auctioneer") as auctioneer,
+    ):
         await watcher.joined()
         await forge(broker_config, forged, own_key())
         async with verifying(broker_config):
             await client.publish(checks)
+            await auctioneer.publish(award)  # the verifier grades an award's result only
             await agent.publish(wrong)
             await watch.wait_until(lambda es: any(isinstance(e, TaskOutcome) for e in es), 30)
             await asyncio.sleep(0.5)  # anything else on its way

@@ -1,4 +1,6 @@
-"""The verifier on the real broker: results joined with hidden checks, one outcome per task.
+"""The verifier on the real broker: awarded results joined with hidden checks, one outcome per
+task. Each result here is awarded (`awarded`: the close is published with it); the results of
+agents that did not win are tests/integration/test_verifier_awards.py's.
 
 Each test has its own topics (the `broker_config` prefix), so its own consumer group too. Coding
 tasks are HumanEval problem 0 with the dataset's own tests, run in the real sandbox.
@@ -25,7 +27,14 @@ from marketplace.services.verifier import Verifier
 from marketplace.shared.bus import Bus
 from marketplace.shared.config import BrokerConfig, Config
 from marketplace.shared.sandbox import Limits
-from schemas.events import DeadLetter, SearchChecks, TaskChecks, TaskOutcome, TaskResult
+from schemas.events import (
+    AuctionClosed,
+    DeadLetter,
+    SearchChecks,
+    TaskChecks,
+    TaskOutcome,
+    TaskResult,
+)
 from schemas.topics import Topics
 from tests.integration.inbox import Inbox
 from tests.integration.raw import publish_raw
@@ -56,6 +65,25 @@ def result(task_id: str, output: str, error: str | None = None) -> TaskResult:
         output=output,
         error=error,
     )
+
+
+def award(won: TaskResult) -> AuctionClosed:
+    """The close that awards the task to `won`'s agent and bid."""
+    return AuctionClosed(
+        producer="auctioneer",
+        task_id=won.task_id,
+        reason="awarded",
+        winner_agent_id=won.agent_id,
+        winner_bid_id=won.bid_id,
+    )
+
+
+def awarded(
+    task_id: str, output: str, error: str | None = None
+) -> tuple[AuctionClosed, TaskResult]:
+    """A result and, before it, the close that awards it."""
+    delivered = result(task_id, output, error)
+    return award(delivered), delivered
 
 
 def search_checks(task_id: str, answers: list[str]) -> TaskChecks:
@@ -130,7 +158,7 @@ def broker_partitions(verifier: Verifier) -> int:
 async def test_the_canonical_solution_passes(broker_config: BrokerConfig, world: World) -> None:
     _, checks = problem0()
     async with verifying(broker_config):
-        await world.publish(checks, result(checks.task_id, canonical0()))
+        await world.publish(checks, *awarded(checks.task_id, canonical0()))
         outcome = await world.outcome(checks.task_id)
     assert outcome.passed and outcome.score == 1.0
     assert outcome.details.startswith("ok: exit code 0")
@@ -142,7 +170,7 @@ async def test_a_wrong_solution_fails_with_the_assertion(
 ) -> None:
     prompt, checks = problem0()
     async with verifying(broker_config):
-        await world.publish(checks, result(checks.task_id, prompt + "    return False\n"))
+        await world.publish(checks, *awarded(checks.task_id, prompt + "    return False\n"))
         outcome = await world.outcome(checks.task_id)
     assert not outcome.passed and outcome.score == 0.0
     assert outcome.details.startswith("failed: exit code 1")
@@ -154,7 +182,7 @@ async def test_a_result_that_comes_before_its_checks_is_verified(
 ) -> None:
     _, checks = problem0()
     async with verifying(broker_config) as verifier:
-        await world.publish(result(checks.task_id, canonical0()))
+        await world.publish(*awarded(checks.task_id, canonical0()))
         await read_through(verifier, "results", 1)
         await asyncio.sleep(0.5)
         assert world.outcomes(checks.task_id) == []  # waits for its checks
@@ -169,7 +197,7 @@ async def test_an_infinite_loop_fails_naming_the_time_limit(
     prompt, checks = problem0()
     looping = prompt + "    while True:\n        pass\n"
     async with verifying(broker_config, limits=Limits(cpu_s=2, wall_s=4.0)):
-        await world.publish(checks, result(checks.task_id, looping))
+        await world.publish(checks, *awarded(checks.task_id, looping))
         outcome = await world.outcome(checks.task_id)
     assert not outcome.passed and outcome.score == 0.0
     assert outcome.details.startswith("stopped: hit the ")
@@ -181,7 +209,7 @@ async def test_an_error_without_output_fails_naming_the_error(
 ) -> None:
     _, checks = problem0()
     async with verifying(broker_config):
-        await world.publish(checks, result(checks.task_id, "", error="model timed out"))
+        await world.publish(checks, *awarded(checks.task_id, "", error="model timed out"))
         outcome = await world.outcome(checks.task_id)
     assert not outcome.passed and outcome.score == 0.0
     assert "model timed out" in outcome.details
@@ -197,9 +225,9 @@ async def test_a_search_answer_is_graded_against_the_gold_answers(
     async with verifying(broker_config):
         await world.publish(
             search_checks(right, ["Frank Herbert"]),
-            result(right, "frank herbert."),
+            *awarded(right, "frank herbert."),
             search_checks(close, ["Frank Herbert", "Herbert"]),
-            result(close, "Brian Herbert"),
+            *awarded(close, "Brian Herbert"),
         )
         passed = await world.outcome(right)
         partial = await world.outcome(close)
@@ -216,9 +244,9 @@ async def test_a_redelivered_result_or_check_yields_no_second_outcome(
     broker_config: BrokerConfig, world: World
 ) -> None:
     _, checks = problem0()
-    sent = result(checks.task_id, canonical0())
+    closed, sent = awarded(checks.task_id, canonical0())
     async with verifying(broker_config) as verifier:
-        await world.publish(checks, sent)
+        await world.publish(checks, closed, sent)
         await world.outcome(checks.task_id)
         await world.publish(sent, checks, result(checks.task_id, "def f(): pass"))
         await read_through(verifier, "results", 3)
@@ -251,11 +279,11 @@ async def test_a_restart_keeps_a_waiting_check_and_decides_nothing_twice(
     async with verifying(broker_config) as verifier:
         await world.publish(waiting)
         await read_through(verifier, "checks", 1)
-        await world.publish(first, result(first.task_id, canonical0()))
+        await world.publish(first, *awarded(first.task_id, canonical0()))
         await world.outcome(first.task_id)
         await read_through(verifier, "outcomes", 1)
     async with verifying(broker_config) as verifier:
-        await world.publish(result(waiting_id, "Frank Herbert"))
+        await world.publish(*awarded(waiting_id, "Frank Herbert"))
         outcome = await world.outcome(waiting_id)
         await read_through(verifier, "outcomes", 2)
         await asyncio.sleep(1.0)  # a second outcome for the first task would be out by now
@@ -275,7 +303,7 @@ async def test_a_verifier_killed_mid_stream_is_replaced_and_grades_each_task_onc
     try:
         for i, task_id in enumerate(tasks):
             answer = "Frank Herbert" if i % 2 == 0 else "Isaac Asimov"
-            await world.publish(result(task_id, answer))
+            await world.publish(*awarded(task_id, answer))
             if i == 60:
                 await world.watch.wait_until(lambda _: len(world.watch.of(TaskOutcome)) >= 20, 60)
                 victim.send_signal(signal.SIGKILL)  # no goodbye, no last commit
@@ -321,12 +349,16 @@ def start_verifier_process(
 async def test_a_half_whose_other_half_never_comes_fails_after_the_wait(
     broker_config: BrokerConfig, world: World
 ) -> None:
+    never = award(result("no-result", "x"))
+    closed, delivered = awarded("no-checks", "x")
     async with verifying(broker_config, wait_s=1.0):
-        await world.publish(search_checks("no-result", ["x"]), result("no-checks", "x"))
+        await world.publish(search_checks("no-result", ["x"]), never, closed, delivered)
         no_result = await world.outcome("no-result")
         no_checks = await world.outcome("no-checks")
     assert not no_result.passed and no_result.details == "no result within 1 s of the checks"
     assert not no_checks.passed and no_checks.details.startswith("no checks (cannot verify)")
+    assert no_result.result_event_id is None
+    assert no_checks.result_event_id == delivered.event_id
 
 
 async def test_a_malformed_record_goes_to_the_dlq_and_the_verifier_goes_on(
@@ -335,7 +367,7 @@ async def test_a_malformed_record_goes_to_the_dlq_and_the_verifier_goes_on(
     async with verifying(broker_config):
         wrong_stream = search_checks("t", ["x"]).model_dump_json().encode()  # a valid event
         await publish_raw(broker_config.bootstrap, topics.results, b"t", b"{not json", wrong_stream)
-        await world.publish(search_checks("ok", ["Frank Herbert"]), result("ok", "Frank Herbert"))
+        await world.publish(search_checks("ok", ["Frank Herbert"]), *awarded("ok", "Frank Herbert"))
         outcome = await world.outcome("ok")
         letters = await world.watch.wait_until(
             lambda es: len([e for e in es if isinstance(e, DeadLetter)]) >= 2

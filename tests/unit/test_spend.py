@@ -7,9 +7,11 @@ is `tests/integration/test_spend_parts.py`.
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import pytest
 
-from marketplace.core import spend
+from marketplace.core import award, spend
 from marketplace.core.measures import AUCTION_PARTS
 from marketplace.log import audit
 from marketplace.log.outcomes import Outcome, fold
@@ -75,6 +77,8 @@ def projected_part(event: Event) -> tuple[str, str | None]:
     [(statement, args)] = [w for w in writes(event) if "INSERT INTO spend" in w[0]]
     if "CASE" in statement:  # a draft: the part if it lost ($4), the part if it won ($12)
         return args[3], args[11]
+    if isinstance(event, TaskResult):  # the awarded result, booked from the log: ($1, $2)
+        return args[1], None
     return args[3], None
 
 
@@ -115,3 +119,45 @@ def test_audit_and_outcome_show_the_rules_parts() -> None:
 
 def test_an_outcome_with_nothing_spent_has_every_part_at_zero() -> None:
     assert Outcome(task_id="t", status="posted").spend == {p: Usage() for p in spend.PARTS}
+
+
+def delivered_again(events: list[Event], **changes: object) -> TaskResult:
+    """A copy of the task's result under a new event id, with `changes`."""
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    return result.model_copy(update={"event_id": uuid4(), **changes})
+
+
+def test_only_the_awarded_result_is_booked_not_another_agents_nor_a_second_delivery() -> None:
+    events = refined_auction()
+    closed = closed_of(events)
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    paid = Usage(requests=1, prompt_tokens=100, completion_tokens=50, cost=0.5)
+    loser = next(a for a in ("small", "large") if a != closed.winner_agent_id)
+    intruder = delivered_again(events, agent_id=loser, producer=loser, usage=paid, output="x")
+    again = delivered_again(events, usage=paid, output="y")
+    before = spend.parts(events)
+    for order in ([intruder, *events], [*events, intruder], [*events, again]):
+        assert spend.parts(order) == before
+        outcome = fold(closed.task_id, order)
+        assert outcome.cost == sum(before.values(), Usage()).cost
+        assert outcome.output == result.output
+
+
+def test_a_result_before_its_close_is_booked_once_the_close_is_in() -> None:
+    events = refined_auction()
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    unclosed = [e for e in events if not isinstance(e, AuctionClosed)]
+    assert spend.parts(unclosed)["execution"] == Usage()  # nothing awarded yet
+    assert fold(result.task_id, unclosed).output is None
+    assert spend.parts(events)["execution"] == result.usage
+
+
+def test_each_award_counts_its_first_result_and_a_result_for_no_award_counts_nothing() -> None:
+    events = refined_auction()
+    [result] = [e for e in events if isinstance(e, TaskResult)]
+    closed = closed_of(events)
+    unawarded = delivered_again(events, bid_id=uuid4())
+    later = [e for e in events if e is not result] + [unawarded, result]
+    award_made = (closed.task_id, closed.winner_agent_id, closed.winner_bid_id)
+    assert award.awarded_results(later) == {award_made: result}
+    assert spend.parts(later) == spend.parts(events)

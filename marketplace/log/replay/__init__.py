@@ -16,7 +16,8 @@ else is imported from the module that holds its concept:
 - `history`: the log indexed by task, each task's closes and the evidence for them;
 - `checks`: `verify`, each close sent to the checks of its kind —
   `paper_checks` (the paper's auction), `lean_checks` (the lean auction, call by call),
-  `refusal_checks` (an `over_budget` refusal);
+  `refusal_checks` (an `over_budget` refusal); and `market_checks`, the rules of the market
+  over the whole log (graded = awarded: one outcome per award, on the awarded result);
 - `rescoring`: counterfactuals (`counterfactual`, `redecide`);
 - `replayed_log`: what a reader returns (`Log`) and what it reads; `readers`: the readers,
   from the Postgres log (`read_postgres`) or from the broker (`read_kafka`).

@@ -1,6 +1,6 @@
 """Every recorded decision checked: each task's `AuctionClosed`, by the checks of its kind (a
-refusal, a lean auction, the paper's auction), against the rest of the log; what `sale replay`
-reports.
+refusal, a lean auction, the paper's auction), against the rest of the log, and the rules of the
+market over the whole log (`market_checks`: graded = awarded); what `sale replay` reports.
 
 Evidence that is absent is not checked (a log read while the recorder lags, or only some
 streams); evidence that is present must agree.
@@ -14,15 +14,18 @@ from marketplace.log.gc_pause import paused_gc
 from marketplace.log.replay.discrepancy import Discrepancy, differ
 from marketplace.log.replay.history import History, index
 from marketplace.log.replay.lean_checks import check_lean
+from marketplace.log.replay.market_checks import check_awards
 from marketplace.log.replay.paper_checks import check_closed
 from marketplace.log.replay.refusal_checks import check_refusal
 from schemas.events import Event
 
 
 def verify(events: Iterable[Event]) -> list[Discrepancy]:
-    """Every AuctionClosed in `events` recomputed and checked against the rest of the log."""
+    """Every AuctionClosed in `events` recomputed and checked against the rest of the log; then
+    every outcome and result against the award (`market_checks`)."""
+    events = list(events)
     with paused_gc():
-        return _verify(index(events))
+        return _verify(index(events)) + check_awards(events)
 
 
 def _verify(history: History) -> list[Discrepancy]:

@@ -14,8 +14,9 @@ from marketplace.shared.errors import UserError
 from schemas.codec import EventDecodeError, decode
 from schemas.events import AuctionClosed, Event
 
-# What verification and counterfactuals use (bids: the lean auction's drafts).
-STREAMS = ("tasks", "bids", "reviews", "auctions", "outcomes")
+# What verification and counterfactuals use (bids: the lean auction's drafts; results: the
+# market's rules, graded = awarded, `market_checks`).
+STREAMS = ("tasks", "bids", "reviews", "auctions", "results", "outcomes")
 TYPES = (
     "TaskPosted",
     "BidSubmitted",
@@ -25,6 +26,7 @@ TYPES = (
     "RefinementCalled",
     "SubmissionRejected",
     "AuctionClosed",
+    "TaskResult",
     "TaskOutcome",
 )
 
