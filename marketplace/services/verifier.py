@@ -33,9 +33,11 @@ from aiokafka import TopicPartition
 from marketplace.core import award
 from marketplace.core.clock import aware
 from marketplace.core.grading import grade
-from marketplace.shared.bus import Bus, PartitionedConsumer, Source
+from marketplace.shared import signing
+from marketplace.shared.bus import Bus, PartitionedConsumer, Source, reader
 from marketplace.shared.config import Config
 from marketplace.shared.sandbox import Limits, run_python_async
+from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     MAX_REASON,
     AuctionClosed,
@@ -45,17 +47,20 @@ from schemas.events import (
     SearchChecks,
     TaskChecks,
     TaskOutcome,
+    TaskPosted,
     TaskResult,
 )
 
 log = logging.getLogger("verifier")
 GROUP = "verifier"
-STREAMS = ("checks", "results", "auctions", "outcomes")
+STREAMS = ("checks", "results", "auctions", "outcomes", "tasks")
 LIMITS = Limits(cpu_s=20, wall_s=30.0)  # per program run; the tests of one task, not a suite
 WAIT_S = 3600.0  # how long half a task waits for the other half
 TICK_S = 0.05
 ANSWERED = "a general task: nothing to check the answer against"
 DECIDED_KEPT = 100_000  # task ids remembered as decided (only redeliveries need them)
+RECALL_OUTCOMES = 20_000  # per partition, read back when it is assigned (replays after restarts)
+RECALL_TIMEOUT_S = 30.0
 NOT_AWARDED = "no award for the task within {wait_s:g} s of its first record: nothing is graded"
 
 
@@ -63,9 +68,15 @@ NOT_AWARDED = "no award for the task within {wait_s:g} s of its first record: no
 
 
 async def verify(
-    checks: TaskChecks, result: TaskResult, limits: Limits = LIMITS, producer: str = GROUP
+    checks: TaskChecks,
+    result: TaskResult,
+    limits: Limits = LIMITS,
+    producer: str = GROUP,
+    kind: str | None = None,
 ) -> TaskOutcome:
-    """The outcome of `result` under `checks` (runs a coding task's tests in the sandbox)."""
+    """The outcome of `result` under `checks` (runs a coding task's tests in the sandbox).
+    `kind`: the task's, when its `TaskPosted` was read: checks of another kind are refused
+    (general checks on a coding task would record any answer as answered, never graded)."""
 
     def outcome(passed: bool | None, score: float | None, details: str) -> TaskOutcome:
         return TaskOutcome(
@@ -77,6 +88,8 @@ async def verify(
             result_event_id=result.event_id,
         )
 
+    if kind is not None and kind != checks.checks.kind:
+        return outcome(False, 0.0, f"checks refused: {checks.checks.kind} checks for a {kind} task")
     if result.error is not None and not result.output.strip():
         return outcome(False, 0.0, f"no output; the agent reported an error: {result.error}")
     match checks.checks:
@@ -201,6 +214,7 @@ class Verifier:
         # Decided task → the result its outcome graded and the winner (None: none, or not
         # known), so that a redelivery of that result is a no-op and any other is refused.
         self._decided: OrderedDict[str, tuple[UUID | None, str | None]] = OrderedDict()
+        self._kinds: OrderedDict[str, str] = OrderedDict()  # task → kind, as posted
         self._refusals: list[tuple[Source, bytes, str]] = []  # to dead-letter before committing
         self._running: dict[str, asyncio.Task[None]] = {}
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
@@ -227,6 +241,7 @@ class Verifier:
         await self._refuse()
         self._raise_failures()
         for partition in await self.consumer.caught_up():
+            await self._recall_decided(partition)
             waiting = sum(t.partition == partition for t in self._open.values())
             log.info("partition %d caught up: %d tasks open", partition, waiting)
         self._act()
@@ -241,6 +256,10 @@ class Verifier:
         the record as read, for the dead letter of a result refused."""
         if isinstance(event, TaskOutcome):
             self._closed(event.task_id, event.result_event_id)
+        elif isinstance(event, TaskPosted):
+            self._kinds[event.task_id] = event.kind
+            while len(self._kinds) > DECIDED_KEPT:
+                self._kinds.popitem(last=False)
         elif isinstance(event, TaskChecks):
             task = self._task(event, source)
             if task is None:
@@ -333,6 +352,45 @@ class Verifier:
         for source, body, reason in refusals:
             await self.bus.dead_letter(source, body, self.group, reason)
 
+    async def _recall_decided(self, partition: int) -> None:
+        """Marks decided the tasks of the last `RECALL_OUTCOMES` outcomes of a partition just
+        caught up. Outcomes before the group's committed offset are not read again after a
+        restart or a rebalance, yet a check, award or result replayed now (anyone who can read
+        the topics can send one again) must not open its task and grade it a second time."""
+        tp = TopicPartition(self.bus.topics.outcomes, partition)
+        end = self.consumer.next_offsets.get(tp) or await self.consumer.position(tp)
+        if end == 0:
+            return
+        outcomes = await self._read_back(tp, end)
+        refusals = await self.bus.trust.check_many(outcomes)
+        for (outcome, _), refused in zip(outcomes, refusals, strict=True):
+            if refused is None:  # a forgery was dead-lettered when first read: not believed now
+                self._closed(outcome.task_id, outcome.result_event_id)
+        log.info("partition %d: %d decided tasks recalled", partition, len(outcomes))
+
+    async def _read_back(
+        self, tp: TopicPartition, end: int
+    ) -> list[tuple[TaskOutcome, dict[str, bytes]]]:
+        """The outcomes (and their signature headers) of the `RECALL_OUTCOMES` records before
+        `end`, read outside the group."""
+        consumer = await reader(self.bus.config)
+        found: list[tuple[TaskOutcome, dict[str, bytes]]] = []
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, max(0, end - RECALL_OUTCOMES))
+            async with asyncio.timeout(RECALL_TIMEOUT_S):
+                while await consumer.position(tp) < end:
+                    for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
+                        with contextlib.suppress(EventDecodeError):
+                            event = decode(record.value or b"", self.bus.config.max_record_bytes)
+                            if record.offset < end and isinstance(event, TaskOutcome):
+                                found.append((event, signing.header_map(record.headers)))
+        except TimeoutError:
+            log.warning("%s: outcomes read back for %ss only", tp, RECALL_TIMEOUT_S)
+        finally:
+            await consumer.stop()
+        return found
+
     def _closed(self, task_id: str, graded: UUID | None = None) -> None:
         """An outcome for the task is in the log: it is decided, whoever decided it."""
         task = self._open.pop(task_id, None)
@@ -385,7 +443,10 @@ class Verifier:
     async def _decide(self, task: _Open) -> None:
         if task.gradable:
             async with self._slots:
-                outcome = await verify(task.checks, task.result, self.limits, self.bus.producer)
+                kind = self._kinds.get(task.award.task_id)
+                outcome = await verify(
+                    task.checks, task.result, self.limits, self.bus.producer, kind
+                )
         else:
             task_id, has_checks = task.award.task_id, task.checks is not None
             wait_s = self.wait.total_seconds()

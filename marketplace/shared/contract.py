@@ -32,7 +32,7 @@ DEFAULT_PREFIX = "sale."
 # Who reads each stream (what the services and the agent runtime subscribe to; a unit test holds
 # this to their code). The monitor, a debugging tail of every stream, is left out.
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "tasks": ("agent", "auctioneer", "recorder"),
+    "tasks": ("agent", "auctioneer", "verifier", "recorder"),
     "checks": ("verifier", "recorder"),
     "bids": ("auctioneer", "recorder"),
     "reviews": ("auctioneer", "recorder"),

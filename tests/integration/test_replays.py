@@ -33,6 +33,7 @@ from schemas.events import (
     JuryCalled,
     RefinementCalled,
     TaskChecks,
+    TaskOutcome,
     TaskPosted,
     TaskResult,
 )
@@ -280,3 +281,43 @@ async def test_a_task_replayed_after_its_auction_is_forgotten_is_not_auctioned_a
     assert len(m.about(posted.task_id, BidRequested)) == 1
     assert len(m.about(posted.task_id, AuctionClosed)) == 1
     assert len(small.llm.calls) == 1
+
+
+async def test_a_restarted_verifier_does_not_grade_a_replayed_task_again(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    """A verifier remembered its decided tasks in memory only: restarted, it resumed past the
+    outcome, and a replay of the task's checks, award and result opened the task again and
+    graded it a second time. It reads its partitions' last outcomes back when they are
+    assigned."""
+    from tests.integration.inbox import Inbox
+    from tests.integration.test_signing import graded_task
+
+    checks, award, result = graded_task("a", "Paris")
+    watch = Inbox()
+    watcher = Bus(broker_config, producer="watcher")
+    watcher.subscribe(["outcomes"], "watch-replays", watch)
+    async with (
+        watcher,
+        Bus(broker_config, "client") as client,
+        Bus(broker_config, "auctioneer") as auctioneer,
+        Bus(broker_config, "a") as agent,
+    ):
+        await watcher.joined()
+        async with verifying(broker_config):
+            for bus, event in ((client, checks), (auctioneer, award), (agent, result)):
+                await bus.publish(event)
+            await watch.wait_until(lambda es: len(es) >= 1, 30)
+        streams = [topics.checks, topics.auctions, topics.results]
+        records = await capture(broker_config.bootstrap, streams, checks.task_id.encode())
+        assert {decode(r.value).type for r in records} == {
+            "TaskChecks",
+            "AuctionClosed",
+            "TaskResult",
+        }
+        async with verifying(broker_config):  # a new process: nothing in memory
+            await send_again(broker_config.bootstrap, records)
+            await consumed(broker_config, topics, "verifier", ("checks", "results", "auctions"))
+            await asyncio.sleep(1.0)  # an outcome, were one coming, is published by now
+    outcomes = [e for e in watch.of(TaskOutcome) if e.task_id == checks.task_id]
+    assert len(outcomes) == 1 and outcomes[0].passed is True, [o.event_id for o in outcomes]

@@ -35,11 +35,14 @@ from marketplace.shared.config import BrokerConfig, Config, DatabaseConfig
 from marketplace.shared.migrate import apply_migrations
 from schemas.events import (
     AuctionClosed,
+    CodingInputs,
     DeadLetter,
     Event,
+    GeneralChecks,
     SearchChecks,
     TaskChecks,
     TaskOutcome,
+    TaskPosted,
     TaskResult,
     Usage,
 )
@@ -376,3 +379,41 @@ async def test_replay_verify_names_a_second_delivery_and_passes_the_honest_log(
     named = f"TaskResult {again.event_id}: recorded a second result of the winner {won.agent_id}"
     assert named in done.stdout
     assert str(won.event_id) in done.stdout and "every decision verified" not in done.stdout
+
+
+async def test_checks_of_another_kind_than_the_posted_task_are_refused_at_the_verifier(
+    broker_config: BrokerConfig,
+    keyring: Path,  # noqa: F811
+) -> None:
+    """Issue 24: a coding task whose checks were of kind `general` was accepted and its outcome
+    "answered", never graded. A client that goes around `misfit` (a raw publish, a dishonest
+    client) meets the verifier, which reads the posted task's kind."""
+    from tests.integration.test_signing import graded_task
+
+    checks, award, result = graded_task("a", "anything")
+    general = checks.model_copy(update={"checks": GeneralChecks()})
+    posted = TaskPosted(
+        producer="client",
+        task_id=checks.task_id,
+        kind="coding",
+        prompt="def f(): ...",
+        inputs=CodingInputs(entry_point="f", examples=["assert f() is None"]),
+    )
+    watch = Inbox()
+    watcher = Bus(broker_config, producer="watcher")
+    watcher.subscribe(["outcomes"], "watch-kinds", watch)
+    async with (
+        watcher,
+        Bus(broker_config, "client") as client,
+        Bus(broker_config, "auctioneer") as auctioneer,
+        Bus(broker_config, "a") as agent,
+        verifying(broker_config),
+    ):
+        await watcher.joined()
+        for bus, event in ((client, general), (client, posted), (auctioneer, award)):
+            await bus.publish(event)
+        await asyncio.sleep(0.5)
+        await agent.publish(result)
+        [outcome] = await watch.wait_for(1, 30)
+    assert outcome.passed is False and not outcome.answered
+    assert "checks refused: general checks for a coding task" in outcome.details
