@@ -58,6 +58,7 @@ from marketplace.shared.bus import (
     Stamp,
     caught_up,
     from_start,
+    read_back,
     reader,
     source_of,
 )
@@ -82,6 +83,7 @@ TICK_S = 0.05
 ORPHAN_TTL = timedelta(seconds=30)  # a bid or review whose task never shows up
 CLOSED_RETENTION = timedelta(minutes=10)  # closed auctions kept to answer late bids
 DECIDED_KEPT = 100_000  # ids of tasks decided, kept after their auctions are forgotten
+RECALL_CLOSES = 20_000  # per partition of `auctions`, read back when it is assigned
 
 
 AnyAuction = PaperAuction | LeanAuction
@@ -120,6 +122,7 @@ class Auctioneer:
         # Tasks decided and forgotten → the offset their TaskPosted was read at: read there
         # again it is a redelivery (a rebalance, a rewind), anywhere else a replay.
         self._decided: OrderedDict[str, int] = OrderedDict()
+        self._resumed_at: dict[int, int] = {}  # auctions partition → its committed offset
         self._active: set[str] = set()  # open, or holding input not yet judged
         self._last_sweep = clock()
         self._paused: set[TopicPartition] = set()  # tasks partitions held at the bound
@@ -170,6 +173,7 @@ class Auctioneer:
                     stamp = self.consumer.stamp(delivery) | {"folded": time.time()}
                     self._causes[delivery.event.task_id] = stamp
         for partition in await self.consumer.caught_up():
+            await self._recall_decided(partition)
             known = sum(self._partition(t) == partition for t in self.auctions)
             log.info("partition %d caught up: %d auctions known", partition, known)
         await self._act()
@@ -207,6 +211,42 @@ class Auctioneer:
         self._active.add(event.task_id)
         tp = TopicPartition(source.topic, source.partition)
         self._first_offsets.setdefault(event.task_id, {}).setdefault(tp, source.offset)
+
+    async def adopted(self, partitions: set[TopicPartition]) -> None:
+        """Notes where each `auctions` partition just assigned resumes (its committed offset):
+        what was closed before it is recalled once the partition has caught up."""
+        for tp in partitions:
+            if tp.topic == self.bus.topics.auctions:
+                self._resumed_at[tp.partition] = await self.consumer.position(tp)
+
+    async def _recall_decided(self, partition: int) -> None:
+        """Marks decided the tasks closed in the last `RECALL_CLOSES` records before where a
+        partition of `auctions` resumed, before anything of it is decided: not read again after
+        a restart, a task closed there and sent again (a replayed `TaskPosted`, already folded
+        while catching up) would otherwise be auctioned again."""
+        end = self._resumed_at.pop(partition, 0)
+        if end == 0:
+            return
+        tp = TopicPartition(self.bus.topics.auctions, partition)
+        records = await read_back(self.bus.config, tp, end, RECALL_CLOSES)
+        closes = [(e, h) for e, h in records if isinstance(e, AuctionClosed)]
+        refusals = await self.bus.trust.check_many(closes)
+        for (closed, _), refused in zip(closes, refusals, strict=True):
+            if refused is None:
+                self._stale(closed.task_id)
+        log.info("partition %d: %d decided tasks recalled", partition, len(closes))
+
+    def _stale(self, task_id: str) -> None:
+        """A task closed before this instance resumed: decided, and whatever of it was read
+        since (a replay) is dropped, never auctioned."""
+        if task_id in self.auctions:
+            log.warning(
+                "%s: closed before this start; what was read of it again is ignored", task_id
+            )
+            self._forget(task_id)
+        self._decided[task_id] = -1  # its posting's offset: not known here
+        while len(self._decided) > DECIDED_KEPT:
+            self._decided.popitem(last=False)
 
     def _replayed(self, event: TaskEvent, source: Source) -> bool:
         """Whether `event` is a task whose auction is over and forgotten, sent again (not read

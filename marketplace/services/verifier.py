@@ -33,11 +33,9 @@ from aiokafka import TopicPartition
 from marketplace.core import award
 from marketplace.core.clock import aware
 from marketplace.core.grading import grade
-from marketplace.shared import signing
-from marketplace.shared.bus import Bus, PartitionedConsumer, Source, reader
+from marketplace.shared.bus import Bus, PartitionedConsumer, Source, read_back
 from marketplace.shared.config import Config
 from marketplace.shared.sandbox import Limits, run_python_async
-from schemas.codec import EventDecodeError, decode
 from schemas.events import (
     MAX_REASON,
     AuctionClosed,
@@ -215,6 +213,7 @@ class Verifier:
         # known), so that a redelivery of that result is a no-op and any other is refused.
         self._decided: OrderedDict[str, tuple[UUID | None, str | None]] = OrderedDict()
         self._kinds: OrderedDict[str, str] = OrderedDict()  # task → kind, as posted
+        self._resumed_at: dict[int, int] = {}  # outcomes partition → its committed offset
         self._refusals: list[tuple[Source, bytes, str]] = []  # to dead-letter before committing
         self._running: dict[str, asyncio.Task[None]] = {}
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
@@ -352,44 +351,29 @@ class Verifier:
         for source, body, reason in refusals:
             await self.bus.dead_letter(source, body, self.group, reason)
 
+    async def adopted(self, partitions: set[TopicPartition]) -> None:
+        """Notes where each `outcomes` partition just assigned resumes (its committed offset):
+        the outcomes before it are recalled once the partition has caught up."""
+        for tp in partitions:
+            if tp.topic == self.bus.topics.outcomes:
+                self._resumed_at[tp.partition] = await self.consumer.position(tp)
+
     async def _recall_decided(self, partition: int) -> None:
-        """Marks decided the tasks of the last `RECALL_OUTCOMES` outcomes of a partition just
-        caught up. Outcomes before the group's committed offset are not read again after a
-        restart or a rebalance, yet a check, award or result replayed now (anyone who can read
-        the topics can send one again) must not open its task and grade it a second time."""
-        tp = TopicPartition(self.bus.topics.outcomes, partition)
-        end = self.consumer.next_offsets.get(tp) or await self.consumer.position(tp)
+        """Marks decided the tasks of the last `RECALL_OUTCOMES` outcomes before where a
+        partition resumed, before anything of it is decided. Those outcomes are not read again
+        after a restart or a rebalance, yet a check, award or result replayed now (anyone who
+        can read the topics can send one again) must not be graded a second time."""
+        end = self._resumed_at.pop(partition, 0)
         if end == 0:
             return
-        outcomes = await self._read_back(tp, end)
+        tp = TopicPartition(self.bus.topics.outcomes, partition)
+        records = await read_back(self.bus.config, tp, end, RECALL_OUTCOMES, RECALL_TIMEOUT_S)
+        outcomes = [(e, h) for e, h in records if isinstance(e, TaskOutcome)]
         refusals = await self.bus.trust.check_many(outcomes)
         for (outcome, _), refused in zip(outcomes, refusals, strict=True):
             if refused is None:  # a forgery was dead-lettered when first read: not believed now
                 self._closed(outcome.task_id, outcome.result_event_id)
         log.info("partition %d: %d decided tasks recalled", partition, len(outcomes))
-
-    async def _read_back(
-        self, tp: TopicPartition, end: int
-    ) -> list[tuple[TaskOutcome, dict[str, bytes]]]:
-        """The outcomes (and their signature headers) of the `RECALL_OUTCOMES` records before
-        `end`, read outside the group."""
-        consumer = await reader(self.bus.config)
-        found: list[tuple[TaskOutcome, dict[str, bytes]]] = []
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, max(0, end - RECALL_OUTCOMES))
-            async with asyncio.timeout(RECALL_TIMEOUT_S):
-                while await consumer.position(tp) < end:
-                    for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
-                        with contextlib.suppress(EventDecodeError):
-                            event = decode(record.value or b"", self.bus.config.max_record_bytes)
-                            if record.offset < end and isinstance(event, TaskOutcome):
-                                found.append((event, signing.header_map(record.headers)))
-        except TimeoutError:
-            log.warning("%s: outcomes read back for %ss only", tp, RECALL_TIMEOUT_S)
-        finally:
-            await consumer.stop()
-        return found
 
     def _closed(self, task_id: str, graded: UUID | None = None) -> None:
         """An outcome for the task is in the log: it is decided, whoever decided it."""

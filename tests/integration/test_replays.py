@@ -321,3 +321,35 @@ async def test_a_restarted_verifier_does_not_grade_a_replayed_task_again(
             await asyncio.sleep(1.0)  # an outcome, were one coming, is published by now
     outcomes = [e for e in watch.of(TaskOutcome) if e.task_id == checks.task_id]
     assert len(outcomes) == 1 and outcomes[0].passed is True, [o.event_id for o in outcomes]
+
+
+async def test_a_restarted_auctioneer_does_not_auction_a_replayed_task_again(
+    broker_config: BrokerConfig, topics: Topics
+) -> None:
+    """The auctioneer remembered decided tasks in memory only: restarted after the task's
+    offsets were committed past, it would auction a replayed `TaskPosted` again. It reads back
+    its partitions' last closes when they are assigned."""
+    small = ScriptedAgent("small", price=0.05, mechanism="lean")
+    posted, _ = humaneval_task()
+    async with Market(lean_config(broker_config)) as m:
+        await m.agent(small)
+        await m.auctioneer()
+        await m.post(posted)
+        await m.closed(posted.task_id)
+        await consumed(broker_config, topics, "auctioneer", ("tasks", "auctions"))
+        _, stop, running = m.auctioneers.pop()
+        stop.set()
+        await running  # a clean stop: everything decided is committed
+        [task_record] = await capture(
+            broker_config.bootstrap, [topics.tasks], posted.task_id.encode()
+        )
+        await m.auctioneer()  # a new process: nothing in memory
+        await send_again(broker_config.bootstrap, [task_record])
+        await consumed(broker_config, topics, "auctioneer", ("tasks",))
+        await asyncio.sleep(2.0)  # a call or an award, were one coming, is published by now
+    # read while catching up, it is dropped as closed before the start; read after, it is
+    # dead-lettered as decided: either way, never auctioned again
+    assert all("already decided" in d.error for d in m.watch.of(DeadLetter))
+    assert len(m.about(posted.task_id, BidRequested)) == 1
+    assert len(m.about(posted.task_id, AuctionClosed)) == 1
+    assert len(small.llm.calls) == 1

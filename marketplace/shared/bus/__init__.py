@@ -21,7 +21,14 @@ read the log outside any group.
 from marketplace.shared.bus.commits import COMMIT_INTERVAL_S, Committer
 from marketplace.shared.bus.consumer import DRAIN_S, PartitionedConsumer, PartitionOwner
 from marketplace.shared.bus.door import Bus
-from marketplace.shared.bus.reader import caught_up, from_start, new_consumer, partitions_of, reader
+from marketplace.shared.bus.reader import (
+    caught_up,
+    from_start,
+    new_consumer,
+    partitions_of,
+    read_back,
+    reader,
+)
 from marketplace.shared.bus.records import (
     TRACE_HEADER,
     Delivery,
@@ -51,6 +58,7 @@ __all__ = [
     "from_start",
     "new_consumer",
     "partitions_of",
+    "read_back",
     "reader",
     "source_of",
     "stamp_of",

@@ -36,7 +36,9 @@ DRAIN_S = 15.0  # how long stopping waits for a handler that is running
 
 class PartitionOwner(Protocol):
     """A service that keeps state per partition: it must commit and forget a partition taken
-    from it."""
+    from it. It may also define `async def adopted(partitions)`, awaited when partitions are
+    assigned, before any of their records is delivered (to recall what came before the
+    committed offsets)."""
 
     async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
@@ -263,3 +265,6 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.consumer.assigned(set(assigned))
+        adopted = getattr(self.consumer.owner, "adopted", None)
+        if adopted is not None:
+            await adopted(set(assigned))

@@ -8,13 +8,21 @@ must not dead-letter).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from marketplace.shared import signing
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.kafka_auth import client_options
+from schemas.codec import EventDecodeError, decode
+from schemas.events import Event
+
+log = logging.getLogger(__name__)
 
 
 def new_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
@@ -63,3 +71,31 @@ async def caught_up(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartit
         if highwater is None or await consumer.position(tp) < highwater:
             return False
     return True
+
+
+async def read_back(
+    config: BrokerConfig, tp: TopicPartition, end: int, count: int, timeout_s: float = 30.0
+) -> list[tuple[Event, dict[str, bytes]]]:
+    """The events (with their signature headers, for the caller to check) of the `count`
+    records before offset `end` of one partition, read outside any group: what a service
+    that resumed at a committed offset must still know of what came before (decided tasks).
+    Undecodable records are left out: they were dead-lettered when first read. Reading
+    stops after `timeout_s`, saying so, with what it has."""
+    consumer = await reader(config)
+    found: list[tuple[Event, dict[str, bytes]]] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, max(0, end - count))
+        async with asyncio.timeout(timeout_s):
+            while await consumer.position(tp) < end:
+                for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
+                    if record.offset >= end:
+                        continue
+                    with contextlib.suppress(EventDecodeError):
+                        event = decode(record.value or b"", config.max_record_bytes)
+                        found.append((event, signing.header_map(record.headers)))
+    except TimeoutError:
+        log.warning("%s: read back for %ss only", tp, timeout_s)
+    finally:
+        await consumer.stop()
+    return found
