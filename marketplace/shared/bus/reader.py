@@ -8,6 +8,7 @@ must not dead-letter).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,7 +36,11 @@ async def reader(config: BrokerConfig, **options: Any) -> AIOKafkaConsumer:
         **client_options(config),
         **options,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:  # cancelled on the way up (a stop): nothing left open
+        await asyncio.shield(consumer.stop())
+        raise
     return consumer
 
 
