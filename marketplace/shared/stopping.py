@@ -31,10 +31,11 @@ LEAVE_S = 0.5  # leaving a consumer group, flushing a producer, closing a pool: 
 _deadline = math.inf  # time.monotonic() by which the whole stop must be over
 
 
-def begin(seconds: float = STOP_S) -> None:
-    """Starts the clock of the whole stop: from now on no step waits past `seconds` from now."""
+def begin(seconds: float | None = None) -> None:
+    """Starts the clock of the whole stop: from now on no step waits past `seconds` (default
+    `STOP_S`) from now."""
     global _deadline
-    _deadline = min(_deadline, time.monotonic() + seconds)
+    _deadline = min(_deadline, time.monotonic() + (STOP_S if seconds is None else seconds))
 
 
 def reset() -> None:
