@@ -13,7 +13,6 @@ from typing import NoReturn
 
 from marketplace.app.cli import evaluation, log, market, models, performance, security, tasks
 from marketplace.app.cli.arguments import Commands
-from marketplace.shared.children import exit_with_parent_if_asked
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, unset
 from marketplace.shared.errors import UserError
 from marketplace.shared.extras import MissingExtra
@@ -112,7 +111,6 @@ def _described(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    exit_with_parent_if_asked()  # started by a test run: not to outlive it (`shared.children`)
     args = parser().parse_args(argv)
     args.config_path = config_path(args.config_sub or args.config)
     # aiokafka logs each failed connection; a command whose logging nobody configured says
