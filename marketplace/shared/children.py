@@ -10,9 +10,10 @@ Three ways, for three kinds of parent death:
   signals the child when its parent dies (`prctl(PR_SET_PDEATHSIG)`, set between fork and
   exec by `popen`);
 - started by code that does not use `popen` (a test's own `subprocess.Popen` of `python -m
-  marketplace.app.cli ...`): with `EXIT_WITH_PARENT` in its environment, a `sale` process asks
-  the kernel for the same itself as it starts (`exit_with_parent_if_asked`). The test session
-  sets it for everything it starts.
+  marketplace.app.cli ...`): with `EXIT_WITH_PARENT` in its environment, that process asks
+  the kernel for the same itself as it starts (`exit_with_parent_if_asked`, in the module's
+  `__main__`: never in a process that calls `main()` itself). The test session sets it for
+  everything it starts.
 
 The parent-death signal is the kernel's to send, so it needs no thread and no polling; it is
 sent when the *thread* that started the child ends, so children are started from the main
