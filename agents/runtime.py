@@ -30,6 +30,7 @@ from agents.handled import Handled, utc_now
 from marketplace.shared import signing
 from marketplace.shared.bus import Bus, Source, partitions_of, reader
 from marketplace.shared.offsets import committed_offsets
+from marketplace.shared.stopping import LEAVE_S, within
 from schemas.codec import EventDecodeError, decode
 from schemas.events import AgentHeartbeat, Event
 
@@ -150,11 +151,13 @@ class AgentService:
         return None if refused else event
 
     async def stop(self) -> None:
-        """Draining, then gone: work in hand is finished if it ends within the bus's grace
-        period, else handed back (its offset is not committed, so it is redelivered)."""
+        """Draining, then gone: work in hand is finished if it ends within the bus's bound
+        (`stopping.HANDLER_S`), else handed back (its offset is not committed, so it is
+        redelivered). Each goodbye waits at most `LEAVE_S`: a broker gone costs a stop
+        seconds, and the last heartbeat simply expires."""
         if self._beating:
             self._beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._beating
         await self._say("draining")
         await self.bus.stop_consuming()
@@ -162,11 +165,8 @@ class AgentService:
         await self.bus.stop()
 
     async def _say(self, status: str) -> None:
-        try:
-            async with asyncio.timeout(5):
-                await self.bus.publish(self.agent.heartbeat(status))
-        except TimeoutError:
-            pass  # the broker is gone; our last heartbeat will simply expire
+        heartbeat = self.agent.heartbeat(status)
+        await within(self.bus.publish(heartbeat), LEAVE_S, f"{self.group}: saying {status!r}")
 
     async def __aenter__(self) -> AgentService:
         await self.start()

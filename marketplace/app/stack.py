@@ -33,6 +33,7 @@ from marketplace.shared.admin import (
     lost_message,
     missing_topics,
 )
+from marketplace.shared.children import die_with_parent, kill_group
 from marketplace.shared.config import BrokerConfig, Config, SecurityConfig
 from marketplace.shared.database import log_database
 from marketplace.shared.keyfiles import ensure_keys, trust_of
@@ -41,7 +42,7 @@ from marketplace.shared.local_broker import LocalBroker
 RESTART_DELAY_S = 2.0
 BROKER_CHECK_S = 1.0  # often: a service restarted meanwhile would create the topics again
 OWN_BROKER_STRIKES = 2  # checks in a row our own broker may miss (a busy moment) before it is gone
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 5.0  # a service stops within this of SIGTERM (`services.process`); then killed
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     stopping: bool = False
     restarts: int = field(default=0)
+
+
+STARTED: list[Child] = []  # the children of the stack running in this process (a second signal)
 
 
 def service_argv(name: str, config_path: Path) -> list[str]:
@@ -136,6 +140,7 @@ async def running(
             **keys_env,
         }
         children = children_for(config, config_path.absolute(), env)
+        STARTED[:] = children
         if quiet:
             for child in children:
                 child.log = run_dir / f"{child.name}.log"
@@ -151,21 +156,40 @@ async def running(
         finally:
             stop.set()
             say("stopping")
-            for child in reversed(children):
-                await terminate(child)
+            # all at once, each within its bound: the stack is down STOP_GRACE_S after the
+            # signal at most, whatever its size (one at a time it was ten seconds per service)
+            await asyncio.gather(*(terminate(child) for child in reversed(children)))
             await asyncio.gather(*supervisors)
     say("stopped")
 
 
-def stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event, children: list[Child] | None = None) -> None:
+    """The first SIGINT or SIGTERM sets `stop`; the second kills `children` (each one's process
+    group: the stop goes on at once to Postgres and the broker); the third ends `up` now."""
     loop = asyncio.get_running_loop()
+    heard = 0
+
+    def handle() -> None:
+        nonlocal heard
+        heard += 1
+        if heard == 1:
+            stop.set()
+        elif heard == 2:
+            say("asked again: killing the services")
+            for child in children or ():
+                child.stopping = True
+                if child.process is not None and child.process.returncode is None:
+                    kill_group(child.process.pid)
+        else:
+            os._exit(1)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, handle)
 
 
 async def up(config: Config, config_path: Path, run_dir: Path = Path(".sale")) -> int:
     stop = asyncio.Event()
-    stop_on_signals(stop)
+    stop_on_signals(stop, STARTED)
     lost = asyncio.Event()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the guard says what matters, once
     async with running(config, config_path, run_dir, stop, lost=lost):
@@ -225,6 +249,7 @@ async def supervise(child: Child, stop: asyncio.Event, lost: asyncio.Event) -> N
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # the terminal's Ctrl-C reaches `up` only; `up` stops us
+            preexec_fn=die_with_parent(),  # SIGTERM from the kernel should `up` be killed
         )
         say(f"{child.name}: started (pid {child.process.pid})")
         if child.stopping:  # stop arrived while it was starting
@@ -250,13 +275,13 @@ async def terminate(child: Child) -> None:
     process = child.process
     if process is None or process.returncode is not None:
         return
-    process.terminate()
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
     try:
         await asyncio.wait_for(process.wait(), STOP_GRACE_S)
     except TimeoutError:
         say(f"{child.name}: did not stop within {STOP_GRACE_S}s, killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        kill_group(process.pid)
         await process.wait()
 
 

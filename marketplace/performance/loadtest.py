@@ -35,6 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
 from marketplace.performance import trace
+from marketplace.shared import children
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
 from marketplace.shared.extras import need
@@ -123,7 +124,9 @@ def service_process(
     env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen]:
     """A service (`sale auctioneer`, `sale recorder`) as deployed, in its own process, stopped
-    by SIGTERM on the way out; `admission`: an [admission] table; `log`: where its log goes."""
+    by SIGTERM on the way out (killed if it has not stopped in `children.STOP_WAIT_S`, and sent
+    SIGTERM by the kernel should this process die first); `admission`: an [admission] table;
+    `log`: where its log goes."""
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
@@ -133,7 +136,7 @@ def service_process(
         f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
     output = log.open("w") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
+    process = children.popen(
         [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), command],
         env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, **(env or {})},
         stdout=output,
@@ -141,9 +144,8 @@ def service_process(
     )
     try:
         yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    finally:  # even on a failed step: it stops within 5 s, else it and its group are killed
+        children.stop(process)
         if log:
             output.close()
 

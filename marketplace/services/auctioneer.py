@@ -38,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
@@ -63,6 +63,7 @@ from marketplace.shared.bus import (
     source_of,
 )
 from marketplace.shared.config import AdmissionConfig, AuctionConfig, Config
+from marketplace.shared.stopping import COMMIT_S, LEAVE_S, within
 from marketplace.shared.tokens import Tokenizers
 from schemas.codec import encode
 from schemas.events import (
@@ -140,21 +141,33 @@ class Auctioneer:
         roster = asyncio.create_task(self._follow_roster(stop))
         watch = asyncio.create_task(watch_broker(self.bus.config, self.broker_check_s))
         try:
-            await self._roster_ready.wait()
-            log.info("roster read: %d agents known", len(self.roster.beats))
+            # Not the roster alone: a stop before it is read (it ends the roster's reader)
+            # used to leave this wait, and the process, idle for ever.
+            if not await _first_of(self._roster_ready.wait(), stop.wait(), roster, watch):
+                if watch.done():
+                    self._broker_lost(watch)
+                if roster.done():
+                    roster.result()  # it failed: raised as is
+            if self._roster_ready.is_set():
+                log.info("roster read: %d agents known", len(self.roster.beats))
             while not stop.is_set():
                 if watch.done():
                     self._broker_lost(watch)
                 await self._poll()
         finally:
-            for task in (roster, watch):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, BrokerLost):
-                    await task
-            with contextlib.suppress(Exception):
-                await self._commit(self.consumer.assignment())
-            await self.consumer.stop()
-            await self.bus.stop()
+            await self._stop(roster, watch)
+
+    async def _stop(self, *tasks: asyncio.Task) -> None:
+        """Commits up to the oldest open auction, then leaves: each step within its bound
+        (`stopping`), so a broker gone costs seconds, not a hang."""
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            await within(_ended(task), LEAVE_S, f"auctioneer: {task.get_coro().__name__}")
+        assigned = self.consumer.assignment()
+        await within(self._commit(assigned), COMMIT_S, "auctioneer: the last commit")
+        await self.consumer.stop()
+        await self.bus.stop()
 
     @staticmethod
     def _broker_lost(watch: asyncio.Task) -> None:
@@ -544,3 +557,21 @@ class Auctioneer:
                     self._roster_ready.set()
         finally:
             await consumer.stop()
+
+
+async def _first_of(ready: Awaitable[object], *others: Awaitable[object]) -> bool:
+    """Waits until `ready` or any of `others` is done; True if `ready` was."""
+    waiting = [asyncio.ensure_future(ready), *(asyncio.ensure_future(o) for o in others)]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        return waiting[0].done()
+    finally:
+        for future in waiting:
+            if not future.done() and future not in others:
+                future.cancel()
+
+
+async def _ended(task: asyncio.Task) -> None:
+    """Waits for a task told to cancel; its failure (a lost broker, say) is said elsewhere."""
+    with contextlib.suppress(asyncio.CancelledError, BrokerLost):
+        await task

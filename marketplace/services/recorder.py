@@ -36,6 +36,7 @@ from marketplace.shared import signing
 from marketplace.shared.bus import Bus, Delivery, PartitionedConsumer, Source
 from marketplace.shared.config import Config
 from marketplace.shared.migrate import apply_migrations
+from marketplace.shared.stopping import HANDLER_S, LEAVE_S, within
 from schemas.codec import EventDecodeError, decode
 from schemas.events import DeadLetter
 from schemas.topics import STREAMS
@@ -101,7 +102,8 @@ class Recorder:
             finally:
                 await self.bus.stop()
         finally:
-            await self._pool.close()
+            if not await within(self._pool.close(), LEAVE_S, "recorder: closing its pool"):
+                self._pool.terminate()
 
     async def _consume(self, stop: asyncio.Event) -> None:
         """Fetches and decodes batch N+1 while batch N is stored, one batch in flight at most.
@@ -121,12 +123,19 @@ class Recorder:
                 storing = None
                 if offsets:  # even when every record was dead-lettered: they are done with
                     storing = asyncio.create_task(self._record(batch, offsets, stop))
-            if storing is not None:
-                await storing
         finally:
-            if storing is not None and not storing.done():
-                await asyncio.wait([storing])  # a stop mid-transaction: finish it, then leave
+            if storing is not None:
+                await self._finish(storing)
             await self.consumer.stop()
+
+    async def _finish(self, storing: asyncio.Task[bool]) -> None:
+        """On the way out, the batch in hand: stored and committed if that takes at most
+        `HANDLER_S`, else cancelled (its transaction rolls back and its offsets stay
+        uncommitted: it is read again, and the event ids refuse what was stored already)."""
+        if await within(asyncio.shield(storing), HANDLER_S, "recorder: the batch in hand"):
+            return
+        storing.cancel()
+        await within(_ended(storing), LEAVE_S, "recorder: rolling the batch back")
 
     async def _stored(self, storing: asyncio.Task[bool]) -> bool:
         start = time.perf_counter()
@@ -232,3 +241,8 @@ class Recorder:
         source = Source(pos.topic, pos.partition, pos.offset, item.key)
         body = item.payload.encode()
         await self.bus.dead_letter(source, body, self.group, f"recorder could not store: {exc}")
+
+
+async def _ended(task: asyncio.Task) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

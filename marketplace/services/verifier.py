@@ -36,6 +36,7 @@ from marketplace.core.grading import grade
 from marketplace.shared.bus import Bus, PartitionedConsumer, Source, read_back
 from marketplace.shared.config import Config
 from marketplace.shared.sandbox import Limits, run_python_async
+from marketplace.shared.stopping import COMMIT_S, HANDLER_S, LEAVE_S, within
 from schemas.events import (
     MAX_REASON,
     AuctionClosed,
@@ -219,7 +220,9 @@ class Verifier:
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Verifies until `stop` is set; then lets running verifications finish (for a while)."""
+        """Verifies until `stop` is set; then lets running verifications finish for up to
+        `HANDLER_S` (`stopping`): one cut short is not committed past, and is run again by
+        whoever reads its task next."""
         await run_python_async("pass", Limits(cpu_s=5, wall_s=20))  # SandboxUnavailable: no start
         await self.bus.start()
         await self.consumer.start()
@@ -228,9 +231,9 @@ class Verifier:
             while not stop.is_set():
                 await self._poll()
         finally:
-            await self._finish_running(grace_s=self.limits.wall_s + 10)
-            with contextlib.suppress(Exception):
-                await self._commit()
+            await within(self._finish_running(), HANDLER_S, "verifier: the verifications running")
+            await within(self._abandon_running(), LEAVE_S, "verifier: cancelling the rest")
+            await within(self._commit(), COMMIT_S, "verifier: the last commit")
             await self.consumer.stop()
             await self.bus.stop()
 
@@ -452,13 +455,19 @@ class Verifier:
                 if not running.cancelled() and running.exception() is not None:
                     raise running.exception()
 
-    async def _finish_running(self, grace_s: float) -> None:
+    async def _finish_running(self) -> None:
+        """Waits for the verifications running (the caller bounds how long)."""
         running = list(self._running.values())
         if running:
-            _, late = await asyncio.wait(running, timeout=grace_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await asyncio.wait(running)
+
+    async def _abandon_running(self) -> None:
+        """Cancels the verifications still running (their sandboxes are killed); their tasks
+        stay open, so nothing past them is committed."""
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         self._running.clear()
 
     # --- partitions, catching up, committing ---------------------------------------------

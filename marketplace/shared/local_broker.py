@@ -7,11 +7,13 @@ one-machine stack and the tests; a real deployment points KAFKA_BOOTSTRAP at a K
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from marketplace.shared import children
 from marketplace.shared.extras import need
 
 
@@ -31,6 +33,9 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing answers on {host}:{port} after {timeout_s}s") from None
             time.sleep(0.05)
+
+
+STOP_WAIT_S = 2.0  # Tansu ends at once on SIGTERM; killed after this (its log is in memory anyway)
 
 
 class LocalBroker:
@@ -64,12 +69,14 @@ class LocalBroker:
             "memory://tansu/",
         ]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
+        # a session of its own: a Ctrl-C meant for the parent reaches it through us; and
+        # killed by the kernel should we die first (kill -9 of a test run, of `sale up`)
+        self._process = children.popen(
             argv,
+            death_signal=signal.SIGKILL,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C meant for the parent reaches it through us
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         try:
@@ -82,12 +89,7 @@ class LocalBroker:
     def stop(self) -> None:
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        children.stop(self._process, wait_s=STOP_WAIT_S)
         self._process = None
 
     def __enter__(self) -> LocalBroker:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from marketplace.shared.children import die_with_parent
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Per-run uids come from here: far above any account or subordinate-uid range in use.
 UID_BASE = 1_500_000_000
@@ -225,6 +227,7 @@ def _run(tools: _Tools, code: str, limits: Limits, stdin: str) -> RunResult:
                     stdout=fout,
                     stderr=ferr,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(signal.SIGKILL),  # not outliving its caller
                 )
             except OSError as error:
                 raise SandboxUnavailable(f"cannot start the sandbox: {error}") from error

@@ -4,19 +4,26 @@ The broker is the one at $KAFKA_BOOTSTRAP, else a Tansu started for this run. Po
 $DATABASE_URL, else the server on 127.0.0.1:5432, else an embedded one; either way each run
 gets a fresh database, dropped at the end. Each test gets its own topic prefix (so its own
 topics) and its own schema.
+
+Nothing the run starts outlives it: the broker is killed by the kernel should pytest die
+(`LocalBroker`), every `sale` process a test starts asks for the same (`SALE_EXIT_WITH_PARENT`,
+set for the whole run), and whatever a failed test left running is stopped when the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
-from marketplace.shared import signing
+from marketplace.shared import children, signing
 from marketplace.shared.admin import ensure_topics
 from marketplace.shared.config import BrokerConfig, SecurityConfig
 from marketplace.shared.database import create_database, drop_database, resolve_server
@@ -27,6 +34,29 @@ from schemas.topics import Topics
 # The services keep their real roles; any other principal a test names (a client that posts
 # every kind of event, a watcher, an agent) gets a key on first use that may produce anything.
 SERVICE_ROLES = {name: name for name in ("auctioneer", "verifier", "recorder", "monitor")}
+LEFT_STOP_S = 6.0  # a process left by a test: SIGTERM, this long to stop, then SIGKILL
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module is imported (they copy the environment): every `sale` process
+    started from here on is signalled by the kernel when the process that started it dies."""
+    os.environ[children.EXIT_WITH_PARENT] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running() -> Iterator[None]:
+    """At the end of the run, every process a test started and left (a step that failed
+    before its own clean-up) is stopped: SIGTERM, then SIGKILL. Set up first, so it runs last,
+    after the broker's and the database's own fixtures have stopped them."""
+    yield
+    left = psutil.Process().children(recursive=True)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(left, timeout=LEFT_STOP_S)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 @pytest.fixture(scope="session")

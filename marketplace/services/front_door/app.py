@@ -26,6 +26,7 @@ from marketplace.services.front_door import dashboard, openai, prometheus
 from marketplace.services.front_door.openai import OpenAIError
 from marketplace.services.front_door.reader import LogReader
 from marketplace.shared.config import Config
+from marketplace.shared.stopping import LEAVE_S, within
 
 log = logging.getLogger("front_door")
 
@@ -46,7 +47,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        await reader.close()
+        await within(reader.close(), LEAVE_S, "front door: closing its pool of the log")
 
     app = FastAPI(title="SALE front door", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(openai.router(door))

@@ -108,10 +108,19 @@ class Committer:
             self._committed.pop(tp, None)
 
     async def close(self) -> None:
-        """Commits what is wanted, then stops the background task."""
+        """Commits what is wanted (the caller bounds how long: `PartitionedConsumer.stop`),
+        then stops the background task."""
         await asyncio.gather(*self._first, return_exceptions=True)
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        """Stops committing, with nothing more: the background task and any first commit
+        still waiting (on a broker that is gone, say) are abandoned."""
+        tasks = [t for t in (self._task, *self._first) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._first.clear()

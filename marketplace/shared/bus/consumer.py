@@ -23,6 +23,7 @@ from marketplace.shared.bus.reader import caught_up, new_consumer
 from marketplace.shared.bus.records import Delivery, Handler, Stamp, answering, source_of, stamp_of
 from marketplace.shared.bus.rereads import Rereads
 from marketplace.shared.kafka_auth import client_options
+from marketplace.shared.stopping import COMMIT_S, HANDLER_S, LEAVE_S, within
 
 if TYPE_CHECKING:
     from marketplace.shared.bus.door import Bus
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RUN_POLL_S = 0.1  # the longest `run` waits on an idle fetch before looking at its stop flag
 RUN_RETRY_S = 1.0  # after a fetch that failed, before the next
-DRAIN_S = 15.0  # how long stopping waits for a handler that is running
+DRAIN_S = HANDLER_S  # how long stopping waits for a handler that is running
 
 
 class PartitionOwner(Protocol):
@@ -101,9 +102,12 @@ class PartitionedConsumer:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        await self.committer.close()
+        """Commits what was done and leaves the group, each within its bound (`stopping`): a
+        broker that is gone costs a stop at most `COMMIT_S` + `LEAVE_S`."""
+        await within(self.committer.close(), COMMIT_S, f"{self.group}: the last commit")
+        await within(self.committer.cancel(), LEAVE_S, f"{self.group}: its commits in flight")
         if self._consumer is not None:
-            await self._consumer.stop()
+            await within(self._consumer.stop(), LEAVE_S, f"{self.group}: leaving the group")
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
@@ -200,11 +204,9 @@ class PartitionedConsumer:
         if self._consumer is not None:
             self._consumer.pause(*self._consumer.assignment())
         if running is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(running), DRAIN_S)
+            await within(asyncio.shield(running), DRAIN_S, f"{self.group}: the handler in hand")
             running.cancel()  # a handler still running is handed back: not committed
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            await within(_cancelled(running), LEAVE_S, f"{self.group}: cancelling its handler")
         await self.stop()
 
     # --- partitions, catching up, committing -----------------------------------------------
@@ -254,6 +256,12 @@ class PartitionedConsumer:
         for tp in partitions:
             self.next_offsets.pop(tp, None)
             self.catching_up.discard(tp)
+
+
+async def _cancelled(task: asyncio.Task) -> None:
+    """Waits for a task told to cancel (a handler may take a moment to unwind)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Rebalance(ConsumerRebalanceListener):

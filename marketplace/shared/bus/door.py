@@ -19,6 +19,7 @@ from marketplace.shared.bus.consumer import PartitionedConsumer
 from marketplace.shared.bus.records import TRACE_HEADER, Handler, Source, Stamp, answering
 from marketplace.shared.config import BrokerConfig, ConfigError
 from marketplace.shared.kafka_auth import client_options
+from marketplace.shared.stopping import LEAVE_S, within
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_CLOCK_SKEW, MAX_REASON, DeadLetter, Event
 from schemas.topics import STREAMS, Topics
@@ -231,15 +232,19 @@ class Bus:
     async def stop_consuming(self) -> None:
         """Stops the subscriptions, letting a handler that is running finish (for a while) and
         committing what was handled; the producer stays up, so a service can still say
-        goodbye."""
+        goodbye. Each step has its bound (`PartitionedConsumer.drain`), even with the broker
+        gone."""
         running, self._running = self._running, {}
         await asyncio.gather(*(consumer.drain(task) for consumer, task in running.items()))
 
     async def stop(self) -> None:
+        """Stops consuming, then the producer: what it still holds is sent if the broker takes
+        it within `LEAVE_S`, else dropped (nothing was committed on the strength of a record
+        not acknowledged: `Committer`)."""
         await self.stop_consuming()
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await within(producer.stop(), LEAVE_S, f"{self.producer}: flushing its producer")
 
     async def __aenter__(self) -> Bus:
         await self.start()

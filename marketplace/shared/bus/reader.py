@@ -43,7 +43,11 @@ async def reader(config: BrokerConfig, **options: Any) -> AIOKafkaConsumer:
         **client_options(config),
         **options,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:  # cancelled on the way up (a stop): nothing left open
+        await asyncio.shield(consumer.stop())
+        raise
     return consumer
 
 
