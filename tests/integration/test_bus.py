@@ -229,6 +229,10 @@ async def test_a_dead_letter_that_cannot_be_published_is_logged_and_committed_pa
     assert await committed_offsets(broker_config.bootstrap, consumer.group, [tp]) == {
         tp: deliveries[-1].source.offset + 1
     }
-    [logged] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    [logged] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and r.name.startswith("marketplace.shared.bus")
+    ]  # aiokafka's own, of a client another test left reconnecting to its broker, aside
     assert f"{topics.tasks}[{tp.partition}]@{deliveries[0].source.offset}" in logged
     assert "not published; skipped" in logged
