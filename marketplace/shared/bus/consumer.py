@@ -4,6 +4,10 @@ with a handler per event (`run`, what `Bus.subscribe` does).
 Either way a record goes the same path: fetched, read again if its fetch skipped an offset
 (`Rereads`), decoded and signature-checked or dead-lettered by the bus, handed over, and its
 offset committed only once it is done with (`Committer`).
+
+An agent's consumer is addressed (`addressee`): it reads its one inbox partition, assigned by
+hand, and skips the records its `sale-to` header addresses to another agent before anything
+reads them (`bus.addressed`, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from marketplace.shared.bus.addressed import addressee, inbox_partition
 from marketplace.shared.bus.commits import Committer
-from marketplace.shared.bus.reader import caught_up, new_consumer
+from marketplace.shared.bus.reader import caught_up, new_consumer, partitions_of
 from marketplace.shared.bus.records import Delivery, Handler, Stamp, answering, source_of, stamp_of
 from marketplace.shared.bus.rereads import Rereads
 from marketplace.shared.kafka_auth import client_options
@@ -56,6 +61,11 @@ class PartitionedConsumer:
 
     `from_start`: a group with no committed offset reads each topic from its first record;
     otherwise from the end (an agent joins the next auction, not the history).
+
+    `addressee`: an agent's id. The consumer then joins no group (it commits under its name,
+    as a group of one that never rebalances): it is assigned the one partition of each stream
+    the id hashes to (`inbox_partition`), and a record whose `sale-to` header names anyone
+    else is skipped, unread (`skipped`, `skipped_bytes`), and committed past.
     """
 
     def __init__(
@@ -66,11 +76,15 @@ class PartitionedConsumer:
         owner: PartitionOwner | None = None,
         *,
         from_start: bool = True,
+        addressee: str | None = None,
     ) -> None:
         self.bus = bus
         self.group = bus.group(group)
         self.owner = owner
         self.from_start = from_start
+        self.addressee = addressee
+        self.skipped = 0  # records addressed to others, not decoded (an addressed consumer's)
+        self.skipped_bytes = 0
         self.topics = [bus.topics.prefix + s for s in streams]
         self.next_offsets: dict[TopicPartition, int] = {}
         self.catching_up: set[TopicPartition] = set()
@@ -95,8 +109,26 @@ class PartitionedConsumer:
             max_poll_interval_ms=config.max_poll_interval_ms,
             **client_options(config),
         )
-        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        if self.addressee is None:
+            self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()
+        if self.addressee is not None:
+            self._consumer.assign(await self.own_partitions())
+
+    async def own_partitions(
+        self, metadata: AIOKafkaConsumer | None = None
+    ) -> list[TopicPartition]:
+        """An addressed consumer's partitions: per stream, the one its addressee hashes to,
+        modulo the stream's partition count as the cluster has it (what the producer's
+        partitioner uses, whatever the configuration says). `metadata`: a started consumer
+        to ask the cluster with (default: this one)."""
+        own = []
+        for topic in self.topics:
+            count = len(await partitions_of(metadata or self._consumer, [topic]))
+            if count == 0:
+                raise RuntimeError(f"{self.group}: the broker has no topic {topic}")
+            own.append(TopicPartition(topic, inbox_partition(self.addressee, count)))
+        return own
 
     async def stop(self) -> None:
         await self.committer.close()
@@ -136,11 +168,30 @@ class PartitionedConsumer:
         kept = [
             (tp, record) for tp, records in fetched.items() for record in self._kept(tp, records)
         ]
-        bodies = [(r.value if r.value is not None else b"", source_of(r)) for _, r in kept]
-        events = await self.bus.receive_many(bodies, self.group)
-        for (tp, record), (body, source), event in zip(kept, bodies, events, strict=True):
-            yield Delivery(event, source, body, now)
+        mine = [self._for_me(record) for _, record in kept]
+        bodies = [
+            (r.value if r.value is not None else b"", source_of(r))
+            for (_, r), read in zip(kept, mine, strict=True)
+            if read
+        ]
+        events = iter(await self.bus.receive_many(bodies, self.group))
+        received = iter(bodies)
+        for (tp, record), read in zip(kept, mine, strict=True):
+            if read:
+                body, source = next(received)
+                yield Delivery(next(events), source, body, now)
+            else:  # another agent's: no event, nothing to dead-letter, committed past
+                yield Delivery(None, source_of(record), b"", now)
             self.next_offsets[tp] = record.offset + 1
+
+    def _for_me(self, record: Any) -> bool:
+        """Whether a record is to be read: any, unless this consumer is addressed and the
+        record's `sale-to` header names another agent (or none: a copy always names one)."""
+        if self.addressee is None or addressee(record.headers or ()) == self.addressee:
+            return True
+        self.skipped += 1
+        self.skipped_bytes += len(record.value or b"")
+        return False
 
     def _kept(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
         """The records of a fetch up to any offset it skipped (`Rereads`)."""
