@@ -186,8 +186,12 @@ class Auctioneer:
         # The round's decisions acknowledged before the next poll (a round trip per round, not
         # per decision): sent without waiting, a record queued behind one in flight to the same
         # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
-        await self.bus.confirmed()
-        await self.postman.deliver()  # the copies of decisions the log now holds
+        try:
+            await self.bus.confirmed()
+            await self.postman.deliver()  # the copies of decisions the log now holds
+        except Exception as exc:  # a decision or copy the log may lack: nothing more committed
+            self.consumer.committer.failure = exc
+            raise
         self._hold_tasks()
         if self.consumer.committer.failure is not None:  # a decision the log may not hold
             raise self.consumer.committer.failure
