@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 RUN_POLL_S = 0.1  # the longest `run` waits on an idle fetch before looking at its stop flag
 RUN_RETRY_S = 1.0  # after a fetch that failed, before the next
 DRAIN_S = 15.0  # how long stopping waits for a handler that is running
+# An addressed consumer commits past records addressed to others at most this often: with many
+# agents on a busy partition, a commit per agent per `COMMIT_INTERVAL_S` for records none of
+# them read would make the offsets topic the busiest; a restart re-reads (skips) at most this.
+SKIPPED_COMMIT_S = 5.0
 
 
 class PartitionOwner(Protocol):
@@ -93,6 +97,8 @@ class PartitionedConsumer:
         self.free = time.time()  # when the last poll began: the consumer was free to read
         self.rereads = Rereads(self.group)
         self.stopping = asyncio.Event()  # `run` takes no more records once set
+        self._skips_wanted = 0.0  # when committing past skipped records was last wanted
+        self._skips: dict[TopicPartition, int] = {}  # skipped, not yet wanted committed
 
     async def start(self) -> None:
         config = self.bus.config
@@ -181,7 +187,7 @@ class PartitionedConsumer:
                 body, source = next(received)
                 yield Delivery(next(events), source, body, now)
             else:  # another agent's: no event, nothing to dead-letter, committed past
-                yield Delivery(None, source_of(record), b"", now)
+                yield Delivery(None, source_of(record), b"", now, skipped=True)
             self.next_offsets[tp] = record.offset + 1
 
     def _for_me(self, record: Any) -> bool:
@@ -215,17 +221,33 @@ class PartitionedConsumer:
                 await asyncio.sleep(RUN_RETRY_S)
 
     async def _run_once(self, handler: Handler) -> None:
+        idle = True
         async with contextlib.aclosing(self.poll(RUN_POLL_S)) as deliveries:
             async for delivery in deliveries:
+                idle = False
                 if self.stopping.is_set():
                     return  # not handled, not committed: the group's next member reads it
                 if delivery.event is not None:
                     await self._handle(handler, delivery)
                 source = delivery.source
-                self.committer.want(
-                    {TopicPartition(source.topic, source.partition): source.offset + 1}
-                )
+                done = {TopicPartition(source.topic, source.partition): source.offset + 1}
+                if delivery.skipped and not self._skips_due():
+                    self._skips.update(done)  # committed with the next record read, or soon
+                else:
+                    self.committer.want(done)
+                    self._skips.clear()
                 self.free = time.time()  # free for the next record (the trace's `free`)
+        if idle and self._skips:  # a quiet partition: nothing left uncommitted behind
+            self.committer.want(self._skips)
+            self._skips = {}
+
+    def _skips_due(self) -> bool:
+        """Whether committing past a skipped record is due (`SKIPPED_COMMIT_S`)."""
+        now = time.monotonic()
+        if now - self._skips_wanted < SKIPPED_COMMIT_S:
+            return False
+        self._skips_wanted = now
+        return True
 
     async def _handle(self, handler: Handler, delivery: Delivery) -> None:
         """Calls the handler with the delivery's stamp as the record answered; one that fails
