@@ -127,7 +127,7 @@ class AgentService:
             await consumer.stop()
 
     async def _committed(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        parts = await self.consumer.own_partitions(consumer)
+        parts = await self.consumer.own_partitions(consumer)  # none on a new broker
         group = self.bus.group(self.group)
         committed = await committed_offsets(self.bus.config.bootstrap, group, parts)
         ends = {tp: offset for tp, offset in committed.items() if offset > 0}

@@ -119,7 +119,10 @@ class PartitionedConsumer:
             self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()
         if self.addressee is not None:
-            self._consumer.assign(await self.own_partitions())
+            own = await self.own_partitions()
+            if len(own) != len(self.topics):
+                raise RuntimeError(f"{self.group}: the broker lacks one of {self.topics}")
+            self._consumer.assign(own)
 
     async def own_partitions(
         self, metadata: AIOKafkaConsumer | None = None
@@ -127,13 +130,11 @@ class PartitionedConsumer:
         """An addressed consumer's partitions: per stream, the one its addressee hashes to,
         modulo the stream's partition count as the cluster has it (what the producer's
         partitioner uses, whatever the configuration says). `metadata`: a started consumer
-        to ask the cluster with (default: this one)."""
+        to ask the cluster with (default: this one). A topic the cluster lacks has none."""
         own = []
         for topic in self.topics:
-            count = len(await partitions_of(metadata or self._consumer, [topic]))
-            if count == 0:
-                raise RuntimeError(f"{self.group}: the broker has no topic {topic}")
-            own.append(TopicPartition(topic, inbox_partition(self.addressee, count)))
+            if count := len(await partitions_of(metadata or self._consumer, [topic])):
+                own.append(TopicPartition(topic, inbox_partition(self.addressee, count)))
         return own
 
     async def stop(self) -> None:
