@@ -1,12 +1,20 @@
-"""Running an agent as a service: it hears tasks and auction calls, and publishes its answers.
+"""Running an agent as a service: it hears what is addressed to it, and publishes its answers.
 
-Each agent id is its own consumer group (`agent.<id>`), so every agent sees every task and
-replicas of one agent share the work. A new group starts from the end of the streams: an agent
-joins the next auction, not the history. Heartbeats announce it at start and periodically, and
-`left` on the way out, so the auctioneer stops waiting for it.
+An agent reads only its inbox (docs/delivery.md): the one partition of the `inbox` stream its
+id hashes to, assigned by hand, where the auctioneer copies the tasks it is asked to bid on and
+the calls, juries, refinements and awards addressed to it. The records of the other agents that
+share the partition are skipped by their `sale-to` header, never decoded nor checked. Offsets
+are committed under `agent.<id>`, a group of one that never rebalances: agents coming and going
+elsewhere cost it nothing. A new agent starts from the end of its partition: it joins the next
+auction, not the history. Heartbeats announce it at start and periodically, and `left` on the
+way out, so the auctioneer stops waiting for it.
 
-A restarted agent resumes after its group's committed offsets, so what it had already read is
-not delivered again; before it resumes it re-reads the last of those records (`recall`), so the
+One process per agent id: replicas of one id would both read the partition and both answer
+every call (each its own bid). To share an agent's work run more agent ids; a standby of an id
+may be started once the first is gone, and takes over from its committed offset.
+
+A restarted agent resumes after its committed offset, so what it had already read is not
+delivered again; before it resumes it re-reads the last of those records (`recall`), so the
 tasks of the calls, juries and awards still to come are known to it again.
 
 Each event is answered once (`agents.handled`): once an answer is sent, the event's id is
@@ -28,15 +36,19 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents.handled import Handled, utc_now
 from marketplace.shared import signing
-from marketplace.shared.bus import Bus, Source, partitions_of, reader
+from marketplace.shared.bus import Bus, Source, addressee, reader
 from marketplace.shared.offsets import committed_offsets
 from marketplace.shared.stopping import LEAVE_S, within
 from schemas.codec import EventDecodeError, decode
 from schemas.events import AgentHeartbeat, Event
+from schemas.topics import INBOX
 
 log = logging.getLogger("agent")
-STREAMS = ("tasks", "auctions")
-RECALL_RECORDS = 1000  # read back per stream at start, shared among its partitions
+STREAMS = (INBOX,)
+# Read back at start, before the committed offset of the inbox partition. The partition is
+# shared with other agents (skipped by header, not decoded), so this is more than one agent's
+# own records: enough for the open auctions of a busy partition.
+RECALL_RECORDS = 5000
 RECALL_TIMEOUT_S = 30.0
 
 
@@ -68,7 +80,9 @@ class AgentService:
         self.bus = bus
         self.heartbeat_s = heartbeat_s
         self.group = f"agent.{agent.agent_id}"
-        bus.subscribe(STREAMS, self.group, self._on_event, from_start=False)
+        self.consumer = bus.subscribe(
+            STREAMS, self.group, self._on_event, from_start=False, addressee=agent.agent_id
+        )
         self._beating: asyncio.Task | None = None
 
     async def _on_event(self, event: Event, source: Source) -> None:
@@ -94,8 +108,9 @@ class AgentService:
         self._beating = asyncio.create_task(self._beat())
 
     async def _recall(self) -> None:
-        """Feeds the agent the last records its group had taken before this start: the
-        `RECALL_RECORDS` before the committed offset of each stream. A new group has none."""
+        """Feeds the agent the last records addressed to it before this start: those among
+        the `RECALL_RECORDS` before the committed offset of its inbox partition. A new group
+        has none."""
         consumer = await reader(self.bus.config, auto_offset_reset="earliest")
         try:
             ends = await self._committed(consumer)
@@ -113,15 +128,14 @@ class AgentService:
             await consumer.stop()
 
     async def _committed(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        parts = await partitions_of(consumer, [self.bus.topics.prefix + s for s in STREAMS])
+        parts = await self.consumer.own_partitions(consumer)  # none on a new broker
         group = self.bus.group(self.group)
         committed = await committed_offsets(self.bus.config.bootstrap, group, parts)
         ends = {tp: offset for tp, offset in committed.items() if offset > 0}
         if ends:
             consumer.assign(list(ends))
             for tp, end in ends.items():
-                share = sum(p.topic == tp.topic for p in parts)
-                consumer.seek(tp, max(0, end - RECALL_RECORDS // share))
+                consumer.seek(tp, max(0, end - RECALL_RECORDS))
         return ends
 
     async def _read_back(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> int:
@@ -141,8 +155,10 @@ class AgentService:
         return recalled
 
     def _trusted(self, record: ConsumerRecord) -> Event | None:
-        """The event in a record read back, or None: a bad or forged record went to `dlq` when
-        first read, and is no more believed now."""
+        """The event in a record read back, or None: another agent's (by its header, unread),
+        or a bad or forged one (it went to `dlq` when first read, and is no more believed)."""
+        if addressee(record.headers or ()) != self.agent.agent_id:
+            return None
         try:
             event = decode(record.value or b"", self.bus.config.max_record_bytes)
         except EventDecodeError:

@@ -7,14 +7,18 @@ It is what an agent in any language has to do (docs/contract/README.md is the co
    the signature go in the `sale-key-id` and `sale-signature` headers;
 2. announce itself with an `AgentHeartbeat` on <prefix>agents, keyed by its agent id, every few
    seconds (the auctioneer forgets an agent it has not heard from in 30 s);
-3. read <prefix>tasks and <prefix>auctions, and answer on <prefix>bids, <prefix>reviews and
-   <prefix>results, keyed by task id:
-   - lean auction (the default): `BidRequested` naming it -> a `BidSubmitted` draft (the code,
-     and whether it passes the task's visible examples); `AuctionClosed` naming it the winner
-     -> a `TaskResult` delivering the winning draft;
+3. read its inbox: the one partition of <prefix>inbox its id hashes to (murmur2 of the id's
+   UTF-8 bytes, made positive, modulo the inbox's partition count: Kafka's default
+   partitioner), by manual assignment, skipping every record whose `sale-to` header names
+   another agent before reading it; the task it is asked to bid on comes there just before
+   the call. Answer on <prefix>bids, <prefix>reviews and <prefix>results, keyed by task id:
+   - lean auction (the default): `BidRequested` -> a `BidSubmitted` draft (the code, and
+     whether it passes the task's visible examples); `AuctionClosed` naming it the winner ->
+     a `TaskResult` delivering the winning draft;
    - paper auction: `AuctionOpened` -> a plan `BidSubmitted`; `JuryCalled` -> a
      `ReviewSubmitted` scoring every bid; `AuctionClosed` naming it the winner -> a
      `TaskResult` with the code.
+   Delivery is at least once: an event it has answered (by `event_id`) is not answered again.
 
 Its "model" is a table: it writes `add` correctly and a stub for anything else. A draft's
 verdict is real: the draft and the task's examples run in a subprocess (not a sandbox: run
@@ -50,7 +54,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
@@ -64,7 +69,10 @@ from cryptography.hazmat.primitives.serialization import (
 DOMAIN = b"sale-event-v1\x00"
 KEY_ID_HEADER = "sale-key-id"
 SIGNATURE_HEADER = "sale-signature"
-TRUSTED_ROLES = {"tasks": ("client", "any"), "auctions": ("auctioneer", "any")}
+ADDRESSEE_HEADER = "sale-to"
+# Who may sign what its inbox holds: tasks a client, the auction's decisions the auctioneer.
+TRUSTED_ROLES = {"TaskPosted": ("client", "any")}
+DECISION_ROLES = ("auctioneer", "any")
 STREAM_OF = {  # where each event it sends goes (docs/contract/asyncapi.json)
     "AgentHeartbeat": "agents",
     "BidSubmitted": "bids",
@@ -148,9 +156,7 @@ class Keyring:
         data = tomllib.loads(self.path.read_text())
         self.keys = {entry["id"]: entry for entry in data.get("keys", [])}
 
-    def refusal(
-        self, stream: str, event: dict[str, Any], value: bytes, headers: dict[str, bytes]
-    ) -> str | None:
+    def refusal(self, event: dict[str, Any], value: bytes, headers: dict[str, bytes]) -> str | None:
         """Why a record is not to be believed, or None."""
         kid = headers.get(KEY_ID_HEADER, b"").decode()
         if kid not in self.keys:
@@ -163,8 +169,8 @@ class Keyring:
             public.verify(base64.b64decode(headers.get(SIGNATURE_HEADER, b"")), DOMAIN + value)
         except (InvalidSignature, ValueError):
             return f"bad signature for key {kid}"
-        if entry["role"] not in TRUSTED_ROLES[stream]:
-            return f"the {entry['role']} role may not speak on {stream}"
+        if entry["role"] not in TRUSTED_ROLES.get(event.get("type"), DECISION_ROLES):
+            return f"the {entry['role']} role may not send a {event.get('type')}"
         if entry["role"] != "any" and event.get("producer") != entry["principal"]:
             return f"producer {event.get('producer')!r} is not the signer {entry['principal']!r}"
         return None
@@ -307,8 +313,17 @@ class Agent:
     def __init__(self, me: Me) -> None:
         self.me = me
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.answered: set[str] = set()  # event ids: a copy sent again is answered once
 
     def answer(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if event.get("event_id") in self.answered:
+            return []
+        replies = self.replies(event)
+        if replies:
+            self.answered.add(event["event_id"])
+        return replies
+
+    def replies(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         me = self.me.agent_id
         kind = event.get("type")
         task = self.tasks.get(event.get("task_id", ""))
@@ -341,20 +356,36 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def inbox_partition(agent_id: str, partitions: int) -> int:
+    """The agent's inbox partition: where Kafka's default partitioner puts the key."""
+    return (murmur2(agent_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def own_inbox(consumer: AIOKafkaConsumer, topic: str, agent_id: str) -> TopicPartition:
+    """Assigns the consumer its inbox partition, by hand: no group to join or rebalance."""
+    await consumer.topics()  # the cluster's metadata: the inbox's partition count
+    count = len(consumer.partitions_for_topic(topic) or ())
+    if count == 0:
+        raise RuntimeError(f"no topic {topic}: is the market up?")
+    own = TopicPartition(topic, inbox_partition(agent_id, count))
+    consumer.assign([own])
+    await consumer.position(own)  # from here on it hears every new record
+    return own
+
+
 async def run(args: argparse.Namespace, me: Me) -> None:
     prefix, bootstrap = args.prefix, args.bootstrap
     keyring = Keyring(Path(args.keyring)) if args.keyring else None
     agent = Agent(me)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(
-        prefix + "tasks",
-        prefix + "auctions",
         bootstrap_servers=bootstrap,
-        group_id=f"{prefix}agent.{me.agent_id}",  # replicas of one agent share the work
+        group_id=f"{prefix}agent.{me.agent_id}",  # where its offsets are committed; one process
         auto_offset_reset="latest",  # a new agent joins the next auction, not the history
     )
     await producer.start()
     await consumer.start()
+    own = await own_inbox(consumer, prefix + "inbox", me.agent_id)
 
     async def send(event: dict[str, Any]) -> None:
         key, value, headers = me.record(event)
@@ -372,21 +403,14 @@ async def run(args: argparse.Namespace, me: Me) -> None:
         loop.add_signal_handler(sig, stop.set)
     beating = None
     try:
-        while not consumer.assignment():  # joined the group: it hears what comes next
-            await asyncio.sleep(0.05)
-        for tp in consumer.assignment():
-            await consumer.position(tp)
         await send(me.heartbeat("up"))  # acknowledged: the auctioneer will count it in
         beating = asyncio.create_task(beat())
-        say(f"{me.agent_id}: ready (key {me.key_id})")
+        say(f"{me.agent_id}: ready (key {me.key_id}, {own.topic}[{own.partition}])")
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                stream = tp.topic.removeprefix(prefix)
-                for record in records:
-                    for reply in handle(agent, keyring, stream, record):
-                        await send(reply)
-                        say(f"{me.agent_id}: sent {reply['type']} on {reply.get('task_id')}")
+            for record in (await consumer.getmany(own, timeout_ms=200)).get(own, []):
+                for reply in handle(agent, keyring, record):
+                    await send(reply)
+                    say(f"{me.agent_id}: sent {reply['type']} on {reply.get('task_id')}")
     finally:
         if beating:
             beating.cancel()
@@ -398,18 +422,22 @@ async def run(args: argparse.Namespace, me: Me) -> None:
         await producer.stop()
 
 
-def handle(agent: Agent, keyring: Keyring | None, stream: str, record: Any) -> list[dict]:
-    """The replies to one record; nothing for a record that is no event or not believed."""
+def handle(agent: Agent, keyring: Keyring | None, record: Any) -> list[dict]:
+    """The replies to one record; nothing for a record addressed to another agent (not even
+    parsed), or that is no event, or not believed."""
+    headers = dict(record.headers or ())
+    if headers.get(ADDRESSEE_HEADER, b"").decode(errors="replace") != agent.me.agent_id:
+        return []  # a neighbour's on the same partition
     try:
         event = json.loads(record.value)
         if keyring is not None:
-            refused = keyring.refusal(stream, event, record.value, dict(record.headers or ()))
+            refused = keyring.refusal(event, record.value, headers)
             if refused:
-                say(f"{agent.me.agent_id}: ignored a {event.get('type')} on {stream}: {refused}")
+                say(f"{agent.me.agent_id}: ignored a {event.get('type')}: {refused}")
                 return []
         return agent.answer(event)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        say(f"{agent.me.agent_id}: ignored a record on {stream} it cannot read: {exc!r}")
+        say(f"{agent.me.agent_id}: ignored a record it cannot read: {exc!r}")
         return []  # the market's own consumers dead-letter what is malformed
 
 

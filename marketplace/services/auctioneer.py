@@ -29,6 +29,12 @@ over what is left, or its own budget cannot cover the cheapest live agent's expe
 ledger that cannot be read decides nothing: the task waits, and is judged when it can be.
 
 Liveness comes from `agents`, which every instance reads whole, outside the group.
+
+Addressed delivery (`marketplace.services.postman`, docs/delivery.md): once a round's decisions
+are acknowledged on `auctions`, each one addressed to agents (a call, a jury, a refinement, an
+award; a paper auction's opening) is copied to their inboxes, with the task before an agent's
+first call to bid; a partition that has caught up copies again the addressed decisions of the
+auctions it rebuilt. Agents read only their inbox.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from marketplace.core.lean_auction import LeanAuction, prior_for
 from marketplace.core.paper_auction import PaperAuction
 from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
+from marketplace.services.postman import Postman
 from marketplace.shared.admin import BROKER_CHECK_S, BrokerLost, watch_broker
 from marketplace.shared.bus import (
     Bus,
@@ -132,6 +139,7 @@ class Auctioneer:
         self._causes: dict[str, Stamp] = {}  # task → stamp of its last input (when tracing)
         self.broker_check_s = BROKER_CHECK_S
         self.consumer = PartitionedConsumer(bus, STREAMS, GROUP, owner=self)
+        self.postman = Postman(bus)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -182,18 +190,25 @@ class Auctioneer:
         async for delivery in self.consumer.poll(TICK_S):
             if isinstance(delivery.event, TaskEvent):
                 await self._route(delivery.event, delivery.source)
+                self._keep_record(delivery.event, delivery.source, delivery.body)
                 if self.bus.config.trace:
                     stamp = self.consumer.stamp(delivery) | {"folded": time.time()}
                     self._causes[delivery.event.task_id] = stamp
         for partition in await self.consumer.caught_up():
             await self._recall_decided(partition)
-            known = sum(self._partition(t) == partition for t in self.auctions)
-            log.info("partition %d caught up: %d auctions known", partition, known)
+            known = [t for t in self.auctions if self._partition(t) == partition]
+            log.info("partition %d caught up: %d auctions known", partition, len(known))
+            self.postman.caught_up(known, lambda t: self.auctions[t].phase == "closed")
         await self._act()
         # The round's decisions acknowledged before the next poll (a round trip per round, not
         # per decision): sent without waiting, a record queued behind one in flight to the same
         # partition was seen to stay unsent until the producer's next send (aiokafka 0.14).
-        await self.bus.confirmed()
+        try:
+            await self.bus.confirmed()
+            await self.postman.deliver()  # the copies of decisions the log now holds
+        except Exception as exc:  # a decision or copy the log may lack: nothing more committed
+            self.consumer.committer.failure = exc
+            raise
         self._hold_tasks()
         if self.consumer.committer.failure is not None:  # a decision the log may not hold
             raise self.consumer.committer.failure
@@ -261,6 +276,20 @@ class Auctioneer:
         while len(self._decided) > DECIDED_KEPT:
             self._decided.popitem(last=False)
 
+    def _keep_record(self, event: TaskEvent, source: Source, body: bytes) -> None:
+        """What the postman needs of a record read: the task of an auction (its record as it
+        came, to copy to the agents asked to bid), and, while catching up, the decisions it
+        may have to copy again."""
+        auction = self.auctions.get(event.task_id)
+        record = (body, source.headers)
+        if isinstance(event, TaskPosted) and auction is not None and auction.task == event:
+            if auction.phase != "closed":
+                self.postman.posted(event, record)
+        elif source.topic == self.bus.topics.auctions and (
+            TopicPartition(source.topic, source.partition) in self.consumer.catching_up
+        ):
+            self.postman.read_back(event, record)
+
     def _replayed(self, event: TaskEvent, source: Source) -> bool:
         """Whether `event` is a task whose auction is over and forgotten, sent again (not read
         again where it was): auctioned again, it would call its agents to work again and be
@@ -319,6 +348,7 @@ class Auctioneer:
             if auction.phase == "closed" and not auction.pending:
                 self._active.discard(task_id)
                 self._closed_at.setdefault(task_id, now)
+                self.postman.closed(task_id)
         if now - self._last_sweep > CLOSED_RETENTION / 10:
             self._last_sweep = now
             for task_id, closed_at in list(self._closed_at.items()):
@@ -463,7 +493,9 @@ class Auctioneer:
         for decision in decisions:
             if isinstance(decision, RefinementCalled):
                 decision = await self._with_examples(auction, decision)
-            await self.bus.send(decision, cause=self._causes.get(auction.task_id))
+            record = self.bus.record(decision, cause=self._causes.get(auction.task_id))
+            await self.bus.send_record(decision, record)
+            self.postman.decided(decision, record)
             auction.apply(decision)
             if isinstance(decision, AuctionClosed):
                 why = decision.lean.why if decision.lean else decision.detail
@@ -535,6 +567,7 @@ class Auctioneer:
         ):
             table.pop(task_id, None)
         self._active.discard(task_id)
+        self.postman.forget(task_id)
 
     # --- liveness ------------------------------------------------------------------------
 

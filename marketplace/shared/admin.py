@@ -1,9 +1,11 @@
 """Topic administration: create the marketplace's topics (their size and lag: `offsets`), and
 notice when the broker has lost them.
 
-Topics are created explicitly, all with the same partition count, because every task-scoped
-stream is keyed by task id and one auctioneer must own all of a task's partitions
-(co-partitioning). Auto-created topics would get the broker's default count instead.
+Topics are created explicitly, the streams of record all with the same partition count, because
+every task-scoped stream is keyed by task id and one auctioneer must own all of a task's
+partitions (co-partitioning); the inbox with its own (`inbox_partitions`: it is keyed by agent
+id, and read one partition per agent, docs/delivery.md). Auto-created topics would get the
+broker's default count instead.
 
 A broker that comes back empty (Tansu keeps its log in memory; a Kafka cluster whose data was
 wiped) has lost every open auction, every award not yet delivered and every committed offset.
@@ -42,12 +44,16 @@ async def ensure_topics(config: BrokerConfig) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in Topics(config.topic_prefix).all() if t not in existing]
+        topics = Topics(config.topic_prefix)
+        missing = [t for t in topics.every() if t not in existing]
         if missing:
             # another process may create them between our list and our create
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, config.partitions, config.replication_factor) for t in missing]
+                    [
+                        NewTopic(t, _partitions(config, topics, t), config.replication_factor)
+                        for t in missing
+                    ]
                 )
         return missing
     finally:
@@ -69,7 +75,11 @@ async def missing_topics(config: BrokerConfig, timeout_s: float = BROKER_CHECK_S
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    return [t for t in Topics(config.topic_prefix).all() if t not in existing]
+    return [t for t in Topics(config.topic_prefix).every() if t not in existing]
+
+
+def _partitions(config: BrokerConfig, topics: Topics, topic: str) -> int:
+    return config.inbox_partitions if topic == topics.inbox else config.partitions
 
 
 def lost_message(config: BrokerConfig, missing: list[str]) -> str:

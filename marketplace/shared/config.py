@@ -58,6 +58,11 @@ class BrokerConfig(Section):
     bootstrap: str = Field(default="", description="host:port[,host:port]; empty: start Tansu")
     topic_prefix: str = Field(default="sale.", pattern=r"^[A-Za-z0-9._\-]*$", max_length=100)
     partitions: int = Field(default=4, ge=1, le=1024)
+    # The inbox (docs/delivery.md): an agent reads one partition of it and skips by header what
+    # is addressed to the other agents there, so more partitions mean fewer neighbours to skip.
+    # Partitions cannot be added later without moving agents to other partitions (the
+    # partition is the hash of the id modulo the count), so the default is generous.
+    inbox_partitions: int = Field(default=64, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=16)
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
     session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)

@@ -23,7 +23,10 @@ from typing import Any
 
 from marketplace.shared.signing import DOMAIN, KEY_ID_HEADER, MAY_PRODUCE, SIGNATURE_HEADER
 from schemas.events import SCHEMA_VERSION, AgentEvent, Event, TaskEvent
-from schemas.topics import STREAMS
+from schemas.topics import ADDRESSEE_HEADER, INBOX, INBOX_CARRIES, STREAMS
+
+# Every channel: the streams of record, and the inbox of the copies addressed to one agent.
+CHANNELS: dict[str, tuple[type[Event], ...]] = {**STREAMS, INBOX: INBOX_CARRIES}
 
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING = "0.5.0"
@@ -32,15 +35,16 @@ DEFAULT_PREFIX = "sale."
 # Who reads each stream (what the services and the agent runtime subscribe to; a unit test holds
 # this to their code). The monitor, a debugging tail of every stream, is left out.
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "tasks": ("agent", "auctioneer", "verifier", "recorder"),
+    "tasks": ("auctioneer", "verifier", "recorder"),
     "checks": ("verifier", "recorder"),
     "bids": ("auctioneer", "recorder"),
     "reviews": ("auctioneer", "recorder"),
-    "auctions": ("agent", "auctioneer", "verifier", "recorder"),
+    "auctions": ("auctioneer", "verifier", "recorder"),
     "results": ("verifier", "recorder"),
     "outcomes": ("verifier", "recorder"),
     "agents": ("auctioneer", "recorder"),
     "dlq": ("recorder",),
+    INBOX: ("agent",),
 }
 
 # What each stream is for, in a line: the channel descriptions of the AsyncAPI document.
@@ -55,6 +59,11 @@ PURPOSE: dict[str, str] = {
     "outcomes": "The verifier's grade of each task's awarded result against the hidden checks.",
     "agents": "Heartbeats: who is live, at which price, for which kinds of task.",
     "dlq": "Records a consumer could not use or did not believe, with the reason.",
+    INBOX: "Copies, same value and signature headers, of the events that ask something of one "
+    "agent: the task it is asked to bid on, then its calls, juries, refinements and awards. "
+    f"Each record names its agent in the `{ADDRESSEE_HEADER}` header; an agent reads the one "
+    "partition its id hashes to (murmur2, as Kafka's default partitioner) and skips the "
+    "records of the other agents there by that header (docs/contract/README.md).",
 }
 
 
@@ -72,7 +81,10 @@ def stream_of(model: type[Event]) -> str:
 
 
 def producers(stream: str) -> list[str]:
-    """The roles whose keys may sign an event of `stream` (`signing.MAY_PRODUCE`)."""
+    """The roles whose keys may sign an event of `stream` (`signing.MAY_PRODUCE`); the inbox's
+    copies are sent by the auctioneer, each signed by its event's producer."""
+    if stream == INBOX:
+        return ["auctioneer"]
     types = {model.model_fields["type"].default for model in STREAMS[stream]}
     return [role for role, may in MAY_PRODUCE.items() if types & may]
 
@@ -138,6 +150,12 @@ def _headers() -> dict[str, Any]:
                 "description": "The event's type, for tools that route without parsing; "
                 "optional, not signed: consumers read the type from the value.",
             },
+            ADDRESSEE_HEADER: {
+                "type": "string",
+                "description": "On the inbox only: the agent id the copy is addressed to, "
+                "read before anything else; a record naming another agent is skipped unread. "
+                "Not signed: it routes, it vouches for nothing.",
+            },
         },
     }
 
@@ -164,14 +182,14 @@ def _message(model: type[Event]) -> dict[str, Any]:
 
 
 def _channel(stream: str) -> dict[str, Any]:
-    keys = sorted({key_of(m) for m in STREAMS[stream]})
+    keys = ["agent_id"] if stream == INBOX else sorted({key_of(m) for m in STREAMS[stream]})
     return {
         "address": "{prefix}" + stream,
         "title": stream,
         "description": f"{PURPOSE[stream]} Keyed by {', '.join(keys)}.",
         "parameters": {"prefix": {"$ref": "#/components/parameters/prefix"}},
         "messages": {
-            m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in STREAMS[stream]
+            m.__name__: {"$ref": f"#/components/messages/{m.__name__}"} for m in CHANNELS[stream]
         },
     }
 
@@ -180,13 +198,15 @@ def _operations() -> dict[str, Any]:
     """One operation per role and stream: `send` for who may produce there, `receive` for who
     reads it. The document describes the whole market; each operation's tag is its role."""
     operations = {}
-    for stream, models in STREAMS.items():
+    for stream, models in CHANNELS.items():
         for action, roles in (("send", producers(stream)), ("receive", CONSUMERS[stream])):
             for role in roles:
                 sent = [
                     m
                     for m in models
-                    if action == "receive" or m.model_fields["type"].default in MAY_PRODUCE[role]
+                    if action == "receive"
+                    or stream == INBOX
+                    or m.model_fields["type"].default in MAY_PRODUCE[role]
                 ]
                 operations[f"{role}.{action}.{stream}"] = {
                     "action": action,
@@ -202,12 +222,14 @@ def _operations() -> dict[str, Any]:
 
 DESCRIPTION = """\
 SALE: LLM agents bid for tasks in auctions. Every stream is a Kafka topic named <prefix><stream>;
-all topics have the same partition count, and task-scoped streams are keyed by task_id, so one
-auctioneer owns a task's whole auction. Values are JSON events (one JSON Schema per event type in
-./events/); every event carries the envelope type, event_id, schema_version, producer,
-occurred_at. Every record is signed: see the SignatureHeaders schema and docs/contract/README.md.
-Delivery is at least once; consumers are idempotent by event_id. Operations are named
-<role>.<send|receive>.<stream>: the document describes the whole market, each role's part tagged.
+the streams of record have the same partition count, and task-scoped streams are keyed by
+task_id, so one auctioneer owns a task's whole auction. An agent reads only the inbox: copies of
+what is addressed to it, keyed by its agent_id, marked with it in the sale-to header. Values
+are JSON events (one JSON Schema per event type in ./events/); every event carries the envelope
+type, event_id, schema_version, producer, occurred_at. Every record is signed: see the
+SignatureHeaders schema and docs/contract/README.md. Delivery is at least once; consumers are
+idempotent by event_id. Operations are named <role>.<send|receive>.<stream>: the document
+describes the whole market, each role's part tagged.
 """
 
 
@@ -220,7 +242,7 @@ def asyncapi() -> dict[str, Any]:
             "description": DESCRIPTION,
         },
         "defaultContentType": "application/json",
-        "channels": {stream: _channel(stream) for stream in STREAMS},
+        "channels": {stream: _channel(stream) for stream in CHANNELS},
         "operations": _operations(),
         "components": {
             "parameters": {

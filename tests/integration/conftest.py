@@ -153,6 +153,7 @@ def broker_config(kafka_bootstrap: str) -> BrokerConfig:
         bootstrap=kafka_bootstrap,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         partitions=3,
+        inbox_partitions=4,  # agents share partitions: their records skipped by header
         fetch_max_wait_ms=10,
         session_timeout_ms=2000,
         heartbeat_interval_ms=300,

@@ -51,7 +51,7 @@ def test_a_broker_without_the_topics_is_unhealthy(
 ) -> None:
     """No service has created them yet, or the broker came back empty."""
     monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
-    count = len(Topics(broker_config.topic_prefix).all())
+    count = len(Topics(broker_config.topic_prefix).every())
     assert main(["--config", _config(tmp_path, broker_config, database_url), "broker"]) == 1
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"broker: FAILED: {broker_config.bootstrap} lacks {count} of the topics")

@@ -3,8 +3,9 @@ consumer handles an event id once, so a replay changes nothing: no model call, n
 result, no new row in the log or its projections, no new cost (docs/security.md, "Replays").
 
 Each test runs real services on the real broker and Postgres, captures every record of a task
-as the services published it (headers, so signatures, included), sends them all again, waits
-until every consumer has read them, and counts before and after."""
+as the services published it (headers, so signatures, included), and the copies of them in the
+agents' inboxes, sends them all again, waits until every consumer has read them, and counts
+before and after."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import TopicPartition
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
 from marketplace.client import lookup
 from marketplace.evaluation.datasets import humaneval
 from marketplace.services import auctioneer as auctioneer_service
-from marketplace.shared.bus import Bus
+from marketplace.shared.bus import Bus, inbox_partition
 from marketplace.shared.config import BrokerConfig, Config, DatabaseConfig
 from marketplace.shared.offsets import committed_offsets, highwater_marks
 from schemas.codec import decode
@@ -47,7 +49,6 @@ from tests.integration.test_verifier import verifying
 pytestmark = pytest.mark.integration
 
 TABLES = ("events", "spend", "auctions", "bids", "reviews", "rejections", "results", "outcomes")
-AGENT_STREAMS = ("tasks", "auctions")
 
 
 # --- counting ---------------------------------------------------------------------------------
@@ -71,24 +72,49 @@ def model_calls(*agents: ScriptedAgent) -> dict[str, int]:
 async def consumed(broker: BrokerConfig, topics: Topics, group: str, streams: tuple) -> None:
     """Waits until `group` has committed every record of `streams`: it has read the replays."""
     names = [getattr(topics, s) for s in streams]
+    ends = await highwater_marks(broker.bootstrap, names)
+    await committed(broker, topics.prefix + group, ends)
+
+
+async def agent_consumed(broker: BrokerConfig, topics: Topics, agent_id: str) -> None:
+    """Waits until the agent has committed every record of its inbox partition."""
+    own = TopicPartition(topics.inbox, inbox_partition(agent_id, broker.inbox_partitions))
+    ends = await highwater_marks(broker.bootstrap, [topics.inbox])
+    await committed(broker, f"{topics.prefix}agent.{agent_id}", {own: ends[own]})
+
+
+async def committed(broker: BrokerConfig, group: str, ends: dict[TopicPartition, int]) -> None:
     async with asyncio.timeout(60):
         while True:
-            ends = await highwater_marks(broker.bootstrap, names)
-            done = await committed_offsets(broker.bootstrap, topics.prefix + group, list(ends))
+            done = await committed_offsets(broker.bootstrap, group, list(ends))
             if all(end == 0 or done.get(tp) == end for tp, end in ends.items()):
                 return
             await asyncio.sleep(0.2)
 
 
-async def replayed(
-    broker: BrokerConfig, topics: Topics, task_id: str, groups: dict[str, tuple]
+async def inbox_copies(
+    broker: BrokerConfig, topics: Topics, agent_id: str, task_id: str
 ) -> list[Captured]:
-    """Sends every record of the task again, as published; returns once each of `groups` (name
-    → the streams it reads) has read them all."""
+    """The copies of the task's records in the agent's inbox, as the auctioneer sent them."""
+    records = await capture(broker.bootstrap, [topics.inbox], agent_id.encode())
+    return [r for r in records if decode(r.value).task_id == task_id]
+
+
+async def replayed(
+    broker: BrokerConfig, topics: Topics, task_id: str, groups: dict[str, tuple], agents: tuple
+) -> list[Captured]:
+    """Sends every record of the task again, as published, and its copies in the inboxes of
+    `agents`; returns once each of `groups` (name → the streams it reads) and each agent has
+    read them all."""
     records = await capture(broker.bootstrap, topics.all(), task_id.encode())
+    for agent in agents:
+        records += await inbox_copies(broker, topics, agent.agent_id, task_id)
+    assert any(r.topic == topics.inbox for r in records)
     await send_again(broker.bootstrap, records)
     for group, streams in groups.items():
         await consumed(broker, topics, group, streams)
+    for agent in agents:
+        await agent_consumed(broker, topics, agent.agent_id)
     await asyncio.sleep(1.0)  # an answer to a replay, were one coming, is published by now
     return records
 
@@ -128,9 +154,8 @@ def humaneval_task() -> tuple[TaskPosted, TaskChecks]:
     return posted, checks
 
 
-def groups(*agents: ScriptedAgent) -> dict[str, tuple]:
-    own = {f"agent.{a.agent_id}": AGENT_STREAMS for a in agents}
-    return {**own, "verifier": ("checks", "results", "outcomes"), "recorder": STREAMS}
+def groups() -> dict[str, tuple]:
+    return {"verifier": ("checks", "results", "outcomes"), "recorder": STREAMS}
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -154,12 +179,14 @@ async def test_replaying_a_lean_task_record_by_record_changes_nothing(
         before = await rows(fresh_database), model_calls(small, large)
         cost = await task_cost(config, fresh_database, posted.task_id)
 
-        records = await replayed(broker_config, topics, posted.task_id, groups(small, large))
+        records = await replayed(broker_config, topics, posted.task_id, groups(), (small, large))
         await wait_for_lag_zero(broker_config, topics, lambda: not m.recorder.done())
         after = await rows(fresh_database), model_calls(small, large)
     replays = types(records, topics)
     assert {"BidRequested", "AuctionClosed", "TaskResult", "TaskOutcome"} <= replays
     assert {"TaskPosted", "TaskChecks", "BidSubmitted"} <= replays
+    copied = types([r for r in records if r.topic == topics.inbox], topics)
+    assert copied == {"TaskPosted", "BidRequested", "AuctionClosed"}  # what the agents read
     assert after == before  # no model call, no row in the log or any projection
     assert len(m.about(posted.task_id, TaskResult)) == 2  # the original, and its replay
     assert len({r.event_id for r in m.about(posted.task_id, TaskResult)}) == 1
@@ -186,12 +213,16 @@ async def test_replaying_a_paper_task_with_jury_and_refinement_changes_nothing(
         cost = await task_cost(config, fresh_database, posted.task_id)
         assert cost > 0
 
-        records = await replayed(broker_config, topics, posted.task_id, groups(small, large))
+        records = await replayed(broker_config, topics, posted.task_id, groups(), (small, large))
         await wait_for_lag_zero(broker_config, topics, lambda: not m.recorder.done())
         after = await rows(fresh_database), model_calls(small, large)
     replays = types(records, topics)
     expected = {"TaskPosted", "JuryCalled", "RefinementCalled", "ReviewSubmitted"}
     assert expected | {"AuctionClosed", "TaskResult", "TaskOutcome"} <= replays
+    copied = types([r for r in records if r.topic == topics.inbox], topics)
+    assert copied == {"TaskPosted", "AuctionOpened", "JuryCalled", "RefinementCalled"} | {
+        "AuctionClosed"
+    }
     assert after == before
     assert len({r.event_id for r in m.about(posted.task_id, TaskResult)}) == 1
     assert await task_cost(config, fresh_database, posted.task_id) == cost
@@ -211,7 +242,7 @@ async def test_a_restarted_agent_still_refuses_what_it_answered_before(
         await m.auctioneer()
         await m.post(posted)
         await m.watch.wait_until(lambda _: bool(m.about(posted.task_id, TaskResult)), 60)
-        await consumed(broker_config, topics, "agent.small", AGENT_STREAMS)
+        await agent_consumed(broker_config, topics, "small")
         await service.stop()
         assert len(first.llm.calls) == 1 and state.exists()
 
@@ -220,7 +251,7 @@ async def test_a_restarted_agent_still_refuses_what_it_answered_before(
         try:
             answers = await replay_calls(broker_config, topics, posted.task_id)
             assert {type(e) for e in answers} == {BidRequested, AuctionClosed}
-            await consumed(broker_config, topics, "agent.small", AGENT_STREAMS)
+            await agent_consumed(broker_config, topics, "small")
             await asyncio.sleep(1.0)
         finally:
             await service.stop()
@@ -236,8 +267,8 @@ async def started(m: Market, agent: ScriptedAgent, state: Path) -> AgentService:
 
 
 async def replay_calls(broker: BrokerConfig, topics: Topics, task_id: str) -> list:
-    """Sends the task's calls and award again (as published); returns them."""
-    records = await capture(broker.bootstrap, [topics.auctions], task_id.encode())
+    """Sends the task's calls and award to `small` again, as its inbox had them; returns them."""
+    records = await inbox_copies(broker, topics, "small", task_id)
     calls = [
         r
         for r in records
@@ -277,7 +308,7 @@ async def test_a_task_replayed_after_its_auction_is_forgotten_is_not_auctioned_a
         ]
         await send_again(broker_config.bootstrap, [task_record])
         await m.watch.wait_until(lambda _: bool(m.watch.of(DeadLetter)), 30)
-        await consumed(broker_config, topics, "agent.small", AGENT_STREAMS)
+        await agent_consumed(broker_config, topics, "small")
         await asyncio.sleep(1.0)
     [letter] = m.watch.of(DeadLetter)
     assert letter.error == f"task_id {posted.task_id} was already decided"

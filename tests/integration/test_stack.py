@@ -215,7 +215,8 @@ async def test_topics_lists_partitions_messages_and_lag(
     )
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
-    assert set(rows) == set(topics.all())
+    assert set(rows) == set(topics.every())  # the inbox too, with its own partition count
+    assert rows[topics.inbox][1] == str(broker_config.inbox_partitions)
     tasks_row = rows[topics.tasks]
     assert tasks_row[1:3] == [str(broker_config.partitions), "8"]
     assert f"{broker_config.topic_prefix}reader=3" in tasks_row[3:]

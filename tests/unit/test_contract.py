@@ -4,6 +4,7 @@ generated. The first test is the CI check that the checked-in copy is current.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -128,3 +129,21 @@ def test_every_payload_reference_names_a_generated_schema() -> None:
     files = contract.contract_files()
     for message in contract.asyncapi()["components"]["messages"].values():
         assert message["payload"]["$ref"].removeprefix("./") in files
+
+
+def test_the_contract_readme_finds_an_inbox_partition_as_the_code_does() -> None:
+    """The worked examples of "Your inbox partition" are what `inbox_partition` and murmur2
+    give: an agent written from the README reads the partition its copies are sent to."""
+    from aiokafka.partitioner import murmur2
+
+    from marketplace.shared.bus import inbox_partition
+
+    readme = (PUBLISHED / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| `0x([0-9a-f]{8})` \| (\d+) \| (\d+) \|$", readme, re.M)
+    assert len(rows) >= 3
+    for agent_id, hashed, of_4, of_64 in rows:
+        assert murmur2(agent_id.encode()) == int(hashed, 16), agent_id
+        assert (inbox_partition(agent_id, 4), inbox_partition(agent_id, 64)) == (
+            int(of_4),
+            int(of_64),
+        )

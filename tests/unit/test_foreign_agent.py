@@ -7,15 +7,18 @@ import ast
 import importlib.util
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
 import jsonschema
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from marketplace.shared import contract
+from marketplace.shared.bus import inbox_partition
 from marketplace.shared.keyfiles import new_key, private_path, read_keyring, read_private
 from marketplace.shared.signing import Keyring, PublicKey, Signer, header_map, key_id_of
 from schemas.codec import decode, encode
@@ -208,12 +211,50 @@ def test_with_the_keyring_it_believes_only_what_the_market_signed(tmp_path: Path
         headers = Signer(signer, read_private(private_path(key_dir, signer))).headers(event)
         value = value or encode(event)
         return keyring.refusal(
-            "auctions", json.loads(value), value, {k: v.encode() for k, v in headers.items()}
+            json.loads(value), value, {k: v.encode() for k, v in headers.items()}
         )
 
     assert refusal("auctioneer", opened) is None
     forged = encode(opened.model_copy(update={"agents": ["small"]}))
     assert refusal("auctioneer", opened, forged).startswith("bad signature")
     posing = opened.model_copy(update={"producer": "small"})
-    assert refusal("small", posing) == "the agent role may not speak on auctions"
-    assert keyring.refusal("auctions", {}, b"{}", {}).startswith("unknown or missing key id")
+    assert refusal("small", posing) == "the agent role may not send a AuctionOpened"
+    assert keyring.refusal({}, b"{}", {}).startswith("unknown or missing key id")
+
+
+@dataclass
+class Record:
+    """A record as aiokafka hands it over: what `handle` reads of it."""
+
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def test_it_reads_only_what_its_inbox_addresses_to_it(me, foreign) -> None:
+    """A neighbour's record on the same partition is skipped by its header, not parsed (here
+    it is not even JSON); its own is read; a copy sent again is answered once."""
+    agent = foreign.Agent(me)
+    task, call = encode(posted()), encode(request())
+    assert foreign.handle(agent, None, Record(b"\xff not json", [("sale-to", b"other")])) == []
+    assert foreign.handle(agent, None, Record(task, [])) == []  # no address: not its own
+    assert foreign.handle(agent, None, Record(task, [("sale-to", b"foreign")])) == []
+    assert "t-1" in agent.tasks
+    [draft] = foreign.handle(agent, None, Record(call, [("sale-to", b"foreign")]))
+    assert draft["type"] == "BidSubmitted"
+    assert foreign.handle(agent, None, Record(call, [("sale-to", b"foreign")])) == []
+
+
+@pytest.mark.parametrize("agent_id", ["foreign", "small", "large", "llm", "agent-0042", "é"])
+@pytest.mark.parametrize("partitions", [1, 4, 64, 1000])
+def test_its_inbox_partition_is_the_markets(foreign, agent_id: str, partitions: int) -> None:
+    assert foreign.inbox_partition(agent_id, partitions) == inbox_partition(agent_id, partitions)
+
+
+def test_the_inbox_partition_is_where_the_producer_puts_the_key() -> None:
+    """The auctioneer sends copies keyed by agent id through the producer's default
+    partitioner; an agent reads the partition `inbox_partition` names: they agree."""
+    for agent_id in ("foreign", "small", "large", "agent-0042"):
+        for count in (1, 4, 64):
+            parts = list(range(count))
+            chosen = DefaultPartitioner()(agent_id.encode(), parts, parts)
+            assert inbox_partition(agent_id, count) == chosen

@@ -16,8 +16,12 @@ read the log outside any group.
 - `reader`: a consumer of no group that commits nothing, positioned by hand (`from_start`),
   for history, the roster, recall and the benchmarks; `caught_up` says when it has read all.
 - `records`: `Source`, `Delivery`, and the trace stamp (`TRACE_HEADER`).
+- `addressed`: the inbox, addressed delivery to agents (docs/delivery.md): which partition is
+  an agent's (`inbox_partition`), whom a record is for (`addressee`), a record to copy to its
+  addressees (`Letter`, sent by `Bus.send_copies`).
 """
 
+from marketplace.shared.bus.addressed import Letter, addressee, inbox_partition
 from marketplace.shared.bus.commits import COMMIT_INTERVAL_S, Committer
 from marketplace.shared.bus.consumer import DRAIN_S, PartitionedConsumer, PartitionOwner
 from marketplace.shared.bus.door import Bus
@@ -49,13 +53,16 @@ __all__ = [
     "Committer",
     "Delivery",
     "Handler",
+    "Letter",
     "PartitionOwner",
     "PartitionedConsumer",
     "Rereads",
     "Source",
     "Stamp",
+    "addressee",
     "caught_up",
     "from_start",
+    "inbox_partition",
     "new_consumer",
     "partitions_of",
     "read_back",

@@ -4,6 +4,10 @@ with a handler per event (`run`, what `Bus.subscribe` does).
 Either way a record goes the same path: fetched, read again if its fetch skipped an offset
 (`Rereads`), decoded and signature-checked or dead-lettered by the bus, handed over, and its
 offset committed only once it is done with (`Committer`).
+
+An agent's consumer is addressed (`addressee`): it reads its one inbox partition, assigned by
+hand, and skips the records its `sale-to` header addresses to another agent before anything
+reads them (`bus.addressed`, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
+from marketplace.shared.bus.addressed import addressee, inbox_partition
 from marketplace.shared.bus.commits import Committer
-from marketplace.shared.bus.reader import caught_up, new_consumer
+from marketplace.shared.bus.reader import caught_up, new_consumer, partitions_of
 from marketplace.shared.bus.records import Delivery, Handler, Stamp, answering, source_of, stamp_of
 from marketplace.shared.bus.rereads import Rereads
 from marketplace.shared.kafka_auth import client_options
@@ -33,6 +38,10 @@ log = logging.getLogger(__name__)
 RUN_POLL_S = 0.1  # the longest `run` waits on an idle fetch before looking at its stop flag
 RUN_RETRY_S = 1.0  # after a fetch that failed, before the next
 DRAIN_S = HANDLER_S  # how long stopping waits for a handler that is running
+# An addressed consumer commits past records addressed to others at most this often: with many
+# agents on a busy partition, a commit per agent per `COMMIT_INTERVAL_S` for records none of
+# them read would make the offsets topic the busiest; a restart re-reads (skips) at most this.
+SKIPPED_COMMIT_S = 5.0
 
 
 class PartitionOwner(Protocol):
@@ -59,6 +68,11 @@ class PartitionedConsumer:
 
     `from_start`: a group with no committed offset reads each topic from its first record;
     otherwise from the end (an agent joins the next auction, not the history).
+
+    `addressee`: an agent's id. The consumer then joins no group (it commits under its name,
+    as a group of one that never rebalances): it is assigned the one partition of each stream
+    the id hashes to (`inbox_partition`), and a record whose `sale-to` header names anyone
+    else is skipped, unread (`skipped`, `skipped_bytes`), and committed past.
     """
 
     def __init__(
@@ -69,11 +83,15 @@ class PartitionedConsumer:
         owner: PartitionOwner | None = None,
         *,
         from_start: bool = True,
+        addressee: str | None = None,
     ) -> None:
         self.bus = bus
         self.group = bus.group(group)
         self.owner = owner
         self.from_start = from_start
+        self.addressee = addressee
+        self.skipped = 0  # records addressed to others, not decoded (an addressed consumer's)
+        self.skipped_bytes = 0
         self.topics = [bus.topics.prefix + s for s in streams]
         self.next_offsets: dict[TopicPartition, int] = {}
         self.catching_up: set[TopicPartition] = set()
@@ -82,6 +100,8 @@ class PartitionedConsumer:
         self.free = time.time()  # when the last poll began: the consumer was free to read
         self.rereads = Rereads(self.group)
         self.stopping = asyncio.Event()  # `run` takes no more records once set
+        self._skips_wanted = 0.0  # when committing past skipped records was last wanted
+        self._skips: dict[TopicPartition, int] = {}  # skipped, not yet wanted committed
 
     async def start(self) -> None:
         config = self.bus.config
@@ -98,8 +118,27 @@ class PartitionedConsumer:
             max_poll_interval_ms=config.max_poll_interval_ms,
             **client_options(config),
         )
-        self._consumer.subscribe(self.topics, listener=_Rebalance(self))
+        if self.addressee is None:
+            self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()
+        if self.addressee is not None:
+            own = await self.own_partitions()
+            if len(own) != len(self.topics):
+                raise RuntimeError(f"{self.group}: the broker lacks one of {self.topics}")
+            self._consumer.assign(own)
+
+    async def own_partitions(
+        self, metadata: AIOKafkaConsumer | None = None
+    ) -> list[TopicPartition]:
+        """An addressed consumer's partitions: per stream, the one its addressee hashes to,
+        modulo the stream's partition count as the cluster has it (what the producer's
+        partitioner uses, whatever the configuration says). `metadata`: a started consumer
+        to ask the cluster with (default: this one). A topic the cluster lacks has none."""
+        own = []
+        for topic in self.topics:
+            if count := len(await partitions_of(metadata or self._consumer, [topic])):
+                own.append(TopicPartition(topic, inbox_partition(self.addressee, count)))
+        return own
 
     async def stop(self) -> None:
         """Commits what was done and leaves the group, each within its bound (`stopping`): a
@@ -142,11 +181,30 @@ class PartitionedConsumer:
         kept = [
             (tp, record) for tp, records in fetched.items() for record in self._kept(tp, records)
         ]
-        bodies = [(r.value if r.value is not None else b"", source_of(r)) for _, r in kept]
-        events = await self.bus.receive_many(bodies, self.group)
-        for (tp, record), (body, source), event in zip(kept, bodies, events, strict=True):
-            yield Delivery(event, source, body, now)
+        mine = [self._for_me(record) for _, record in kept]
+        bodies = [
+            (r.value if r.value is not None else b"", source_of(r))
+            for (_, r), read in zip(kept, mine, strict=True)
+            if read
+        ]
+        events = iter(await self.bus.receive_many(bodies, self.group))
+        received = iter(bodies)
+        for (tp, record), read in zip(kept, mine, strict=True):
+            if read:
+                body, source = next(received)
+                yield Delivery(next(events), source, body, now)
+            else:  # another agent's: no event, nothing to dead-letter, committed past
+                yield Delivery(None, source_of(record), b"", now, skipped=True)
             self.next_offsets[tp] = record.offset + 1
+
+    def _for_me(self, record: Any) -> bool:
+        """Whether a record is to be read: any, unless this consumer is addressed and the
+        record's `sale-to` header names another agent (or none: a copy always names one)."""
+        if self.addressee is None or addressee(record.headers or ()) == self.addressee:
+            return True
+        self.skipped += 1
+        self.skipped_bytes += len(record.value or b"")
+        return False
 
     def _kept(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
         """The records of a fetch up to any offset it skipped (`Rereads`)."""
@@ -170,17 +228,33 @@ class PartitionedConsumer:
                 await asyncio.sleep(RUN_RETRY_S)
 
     async def _run_once(self, handler: Handler) -> None:
+        idle = True
         async with contextlib.aclosing(self.poll(RUN_POLL_S)) as deliveries:
             async for delivery in deliveries:
+                idle = False
                 if self.stopping.is_set():
                     return  # not handled, not committed: the group's next member reads it
                 if delivery.event is not None:
                     await self._handle(handler, delivery)
                 source = delivery.source
-                self.committer.want(
-                    {TopicPartition(source.topic, source.partition): source.offset + 1}
-                )
+                done = {TopicPartition(source.topic, source.partition): source.offset + 1}
+                if delivery.skipped and not self._skips_due():
+                    self._skips.update(done)  # committed with the next record read, or soon
+                else:
+                    self.committer.want(done)
+                    self._skips.clear()
                 self.free = time.time()  # free for the next record (the trace's `free`)
+        if idle and self._skips:  # a quiet partition: nothing left uncommitted behind
+            self.committer.want(self._skips)
+            self._skips = {}
+
+    def _skips_due(self) -> bool:
+        """Whether committing past a skipped record is due (`SKIPPED_COMMIT_S`)."""
+        now = time.monotonic()
+        if now - self._skips_wanted < SKIPPED_COMMIT_S:
+            return False
+        self._skips_wanted = now
+        return True
 
     async def _handle(self, handler: Handler, delivery: Delivery) -> None:
         """Calls the handler with the delivery's stamp as the record answered; one that fails

@@ -1,5 +1,7 @@
 """`Bus`: one principal's door to Kafka. What goes out is signed, capped and keyed; what comes
-in is decoded and checked, or dead-lettered; `subscribe` runs a handler per event in a group."""
+in is decoded and checked, or dead-lettered; `subscribe` runs a handler per event in a group,
+or, for an agent, on its inbox partition (`addressee`); `send_copies` copies a record to the
+inboxes of the agents it is addressed to (docs/delivery.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from marketplace.shared import signing
 from marketplace.shared.admin import ensure_topics
+from marketplace.shared.bus.addressed import Headers, Letter, addressed
 from marketplace.shared.bus.consumer import PartitionedConsumer
 from marketplace.shared.bus.records import TRACE_HEADER, Handler, Source, Stamp, answering
 from marketplace.shared.config import BrokerConfig, ConfigError
@@ -22,7 +25,7 @@ from marketplace.shared.kafka_auth import client_options
 from marketplace.shared.stopping import LEAVE_S, within
 from schemas.codec import EventDecodeError, decode, encode
 from schemas.events import MAX_CLOCK_SKEW, MAX_REASON, DeadLetter, Event
-from schemas.topics import STREAMS, Topics
+from schemas.topics import INBOX, INBOX_CARRIES, STREAMS, Topics
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ class Bus:
         self.topics = Topics(config.topic_prefix)
         self._options = client_options(config)  # a missing secret fails here, not at start
         self._producer: AIOKafkaProducer | None = None  # made in the event loop, at start
-        self._stream_of_topic = {self.topics.prefix + s: s for s in STREAMS}
+        self._carried = {self.topics.prefix + s: (s, models) for s, models in STREAMS.items()}
+        self._carried[self.topics.inbox] = (INBOX, INBOX_CARRIES)
+        self.checked = 0  # records decoded and signature-checked (`receive_many`)
         self._subscriptions: list[tuple[PartitionedConsumer, Handler]] = []
         self._running: dict[PartitionedConsumer, asyncio.Task] = {}  # each one's `run`
         self._unconfirmed: set[asyncio.Future] = set()
@@ -66,18 +71,39 @@ class Bus:
         confirm them together, e.g. before committing the offsets they answer. `cause`: when
         tracing, the stamp of the record this one answers (default: the one being handled).
         """
-        value = encode(event, self.config.max_record_bytes)  # over the cap: refused here
-        if self._producer is None:
-            raise RuntimeError(f"{self.producer}: the bus is not started")
-        sent = await self._producer.send(
-            self.topics.for_event(event),
-            value,
-            key=event.key.encode(),
-            headers=self._headers(event, cause),
-        )
+        return await self.send_record(event, self.record(event, cause), confirm)
+
+    async def send_record(
+        self, event: Event, record: tuple[bytes, Headers], confirm: bool = False
+    ) -> asyncio.Future | None:
+        """`send` of `event` as `record` made it: a service that copies the record to the
+        agents it is addressed to sends them these very bytes (`send_copies`)."""
+        value, headers = record
+        sent = await self._send(self.topics.for_event(event), value, event.key.encode(), headers)
         if confirm:
             await sent
             return None
+        return sent
+
+    def record(self, event: Event, cause: Stamp | None = None) -> tuple[bytes, Headers]:
+        """The value and headers `send` publishes `event` with: encoded, capped, signed."""
+        value = encode(event, self.config.max_record_bytes)  # over the cap: refused here
+        return value, tuple(self._headers(event, cause))
+
+    async def send_copies(self, letter: Letter) -> None:
+        """Copies a record already on its stream to the inbox of each agent it is addressed
+        to: the same value and signature, keyed by the agent's id (so its partition) and
+        marked with it (`sale-to`). Not waited for: `confirmed` is."""
+        for agent_id in letter.to:
+            headers = list(addressed(letter.headers, agent_id))
+            await self._send(self.topics.inbox, letter.value, agent_id.encode(), headers)
+
+    async def _send(
+        self, topic: str, value: bytes, key: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future:
+        if self._producer is None:
+            raise RuntimeError(f"{self.producer}: the bus is not started")
+        sent = await self._producer.send(topic, value, key=key, headers=list(headers))
         if not sent.done():
             self._unconfirmed.add(sent)
             sent.add_done_callback(self._unconfirmed.discard)
@@ -103,7 +129,13 @@ class Bus:
     # --- consuming -------------------------------------------------------------------------
 
     def subscribe(
-        self, streams: Iterable[str], group: str, handler: Handler, *, from_start: bool = True
+        self,
+        streams: Iterable[str],
+        group: str,
+        handler: Handler,
+        *,
+        from_start: bool = True,
+        addressee: str | None = None,
     ) -> PartitionedConsumer:
         """Calls `handler` for each valid event on the streams, in consumer group `group`, from
         `start` on (`PartitionedConsumer.run`: commits after handling, dead letters, re-reads).
@@ -112,8 +144,11 @@ class Bus:
         cluster under different prefixes never share a group.
 
         `from_start`: a new group reads each topic from its first record; otherwise from now.
+        `addressee`: an agent's id: only its partition, only the records addressed to it.
         """
-        consumer = PartitionedConsumer(self, streams, group, from_start=from_start)
+        consumer = PartitionedConsumer(
+            self, streams, group, from_start=from_start, addressee=addressee
+        )
         self._subscriptions.append((consumer, handler))
         return consumer
 
@@ -133,6 +168,7 @@ class Bus:
     ) -> list[Event | None]:
         """`receive` of each record of a fetch, in order. The signatures of a large batch are
         checked on every core while the event loop runs on (`signing.Keyring.check_many`)."""
+        self.checked += len(records)
         read = [self._read(body or b"", source, group) for body, source in records]
         signed = [
             i
@@ -163,8 +199,8 @@ class Bus:
 
     def _decode(self, body: bytes, topic: str) -> Event:
         event = decode(body, self.config.max_record_bytes)
-        stream = self._stream_of_topic.get(topic)
-        if stream is not None and type(event) not in STREAMS[stream]:
+        stream, carried = self._carried.get(topic, (None, ()))
+        if stream is not None and type(event) not in carried:
             raise EventDecodeError(f"type: {event.type} does not belong on the {stream} stream")
         if (ahead := _ahead(event)) is not None:
             raise EventDecodeError(ahead)

@@ -36,6 +36,7 @@ class Delivery:
     source: Source
     body: bytes
     fetched: float = 0.0  # when the fetch that brought it returned (time.time())
+    skipped: bool = False  # addressed to another agent: not read at all (`bus.addressed`)
 
 
 Handler = Callable[[Event, Source], Awaitable[None]]
