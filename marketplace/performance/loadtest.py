@@ -372,17 +372,27 @@ class Market:
         while True:
             await asyncio.sleep(PROGRESS_S)
             elapsed, done = time.perf_counter() - start, len(self.closed)
-            each = elapsed / done if done else float("inf")  # seconds per auction so far
-            target = auctions
-            if max_seconds and done:
-                target = min(auctions, len(self.posted) + max(0.0, max_seconds - elapsed) / each)
-            left = (target - done) * each
+            left = time_left(auctions, done, len(self.posted), elapsed, max_seconds)
             print(
                 f"    … {self.mechanism}, {self.agents} agents, {prefix}: {done}/{auctions} "
-                f"closed in {elapsed:.0f} s, about {left:.0f} s left",
+                f"closed in {elapsed:.0f} s, {left}",
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def time_left(
+    auctions: int, done: int, posted: int, elapsed: float, max_seconds: float | None
+) -> str:
+    """About how long a measurement has left, at its pace so far: the auctions still to post
+    (none once `max_seconds` have passed) and those open."""
+    if not done:
+        return "none closed yet"
+    each = elapsed / done
+    target = auctions
+    if max_seconds:
+        target = min(auctions, posted + int(max(0.0, max_seconds - elapsed) / each))
+    return f"about {max(0, target - done) * each:.0f} s left"
 
 
 SETTLE_S = 0.5

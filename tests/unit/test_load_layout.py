@@ -14,6 +14,7 @@ from marketplace.performance.agent_hosts import (
     hosts,
     ladder,
 )
+from marketplace.performance.loadtest import time_left
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 16, 64, 256, 1000])
@@ -56,3 +57,10 @@ def test_every_agent_runs_once_in_a_process_of_its_role(count: int, mechanism: s
 def test_many_agents_share_a_few_processes() -> None:
     assert len(hosts(256, "lean")) == 5  # the called one, and 255 never called in four
     assert len(hosts(64, "lean")) == 2
+
+
+def test_a_measurement_says_how_long_it_has_left_at_its_pace() -> None:
+    assert time_left(300, 0, 16, 10.0, 30.0) == "none closed yet"
+    assert time_left(300, 100, 116, 10.0, None) == "about 20 s left"  # 200 more at 0.1 s each
+    assert time_left(300, 100, 116, 10.0, 30.0) == "about 20 s left"  # 20 s more of posting
+    assert time_left(300, 100, 116, 40.0, 30.0) == "about 6 s left"  # the 16 still open
