@@ -342,14 +342,14 @@ class Market:
         reporting = asyncio.create_task(self._report(prefix, auctions, start, max_seconds))
         try:
             for i in range(auctions):
-                if max_seconds and time.perf_counter() - start > max_seconds:
-                    break
                 if pace_per_s:
                     await asyncio.sleep(max(0.0, start + i / pace_per_s - time.perf_counter()))
                 async with self.progress:
                     await self.progress.wait_for(
                         lambda: len(self.posted) - len(self.closed) < in_flight
                     )
+                if max_seconds and time.perf_counter() - start > max_seconds:
+                    break  # checked once there is room: a slow row stops posting in time
                 await post(self.watcher, f"{prefix}{i}", self.posted)
             async with self.progress:
                 done = self.progress.wait_for(lambda: len(self.closed) == len(self.posted))
