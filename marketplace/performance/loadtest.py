@@ -235,6 +235,13 @@ class CpuMeter:
 
 
 HOST_READY_S = 300.0  # for every agent of a process to join the broker
+WARM_UP_S = 180.0  # the paper auction's four windows of 30 s, and a minute more
+
+
+class RowFailed(RuntimeError):
+    """A market that did not start: its row is said to have failed, the others go on."""
+
+
 PROGRESS_S = 10.0  # how often a measurement says how far it is
 
 
@@ -312,7 +319,7 @@ class Market:
         deadline = time.monotonic() + HOST_READY_S
         while not (folder / "ready").exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agents {host.label} did not start:\n{log.read_text()[-3000:]}")
+                raise RowFailed(f"agents {host.label} did not start:\n{log.read_text()[-3000:]}")
             await asyncio.sleep(0.2)
         return process.pid
 
@@ -320,7 +327,12 @@ class Market:
         """One auction first: the auctioneer has started, joined and read the roster."""
         await post(self.watcher, "warm-up", self.posted)
         async with self.progress:
-            await asyncio.wait_for(self.progress.wait_for(lambda: "warm-up" in self.closed), 120)
+            try:
+                await asyncio.wait_for(
+                    self.progress.wait_for(lambda: "warm-up" in self.closed), WARM_UP_S
+                )
+            except TimeoutError:
+                raise RowFailed(f"the warm-up auction did not close in {WARM_UP_S:.0f} s") from None
 
     async def measure(
         self,
@@ -644,8 +656,12 @@ async def main(agent_counts: list[int], mechanisms: list[Mechanism], load: Load)
                 f"far{_left(began, done, len(rows))}):",
                 flush=True,
             )
-            async with Market(market(bootstrap), count, mechanism, pid) as running:
-                measured.append(await sweep(running, load))
+            try:
+                async with Market(market(bootstrap), count, mechanism, pid) as running:
+                    measured.append(await sweep(running, load))
+            except RowFailed as failed:
+                print(f"  failed: {failed}", flush=True)
+                continue
             print(
                 f"  machinery at saturation: {measured[-1].best.messages_per_s:.0f} msg/s = "
                 f"{100 * measured[-1].best.messages_per_s / raw.per_s:.1f}% of the raw broker rate",
