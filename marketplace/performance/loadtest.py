@@ -1,9 +1,15 @@
 """`sale loadtest`: how many auctions per second the marketplace decides, LLM time excluded.
 
-Scripted agents (deterministic, instant — for load tests only) bid, judge and refine, so what is
-measured is the auction machinery: the broker, the auctioneer (its own process, as deployed)
-and the agents' runtime. Every auction runs every phase: bids, jury, refinement, second jury.
-Next to it, in the same run, the broker's raw produce→consume rate, for scale.
+Scripted agents (deterministic, instant — for load tests only; `agent_hosts`) run the real
+agent on a scripted model, so what is measured is the auction machinery: the broker, the
+auctioneer (its own process, as deployed) and the agents' runtime (many agents to a process,
+grouped by role: those the auction calls apart from those it never calls). `--mechanism`: the
+lean auction (the default: it calls the cheapest agent for a draft) or the paper one (every
+phase: bids, jury, refinement, second jury). For each agent count the load doubles until the
+rate stops growing (saturation), then runs paced at half that rate for the award latency;
+each row says the records written per auction on every topic and the CPU of each role.
+Next to it, in the same run, the broker's raw produce→consume rate, for scale; under it the
+summary table and its ratios (`load_report`).
 
 `sale loadtest --flood N` instead posts N tasks at once, at `--rate` per second, to agents that
 answer slower than that, once with the auctioneer's admission bound and once without it: how
@@ -34,18 +40,26 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.runtime import AgentService
 from agents.scripted_agent import ScriptedAgent
-from marketplace.performance import trace
+from marketplace.performance import agent_hosts, load_report, trace
+from marketplace.performance.agent_hosts import Host
+from marketplace.performance.load_report import Measured
 from marketplace.shared import children
 from marketplace.shared.bus import Bus, Source, new_consumer
 from marketplace.shared.config import AdmissionConfig, BrokerConfig
 from marketplace.shared.extras import need
+from marketplace.shared.kafka_auth import client_options
 from marketplace.shared.keyfiles import run_keys
 from marketplace.shared.local_broker import LocalBroker
 from marketplace.shared.offsets import highwater_marks
-from schemas.events import AuctionClosed, AuctionOpened, CodingInputs, Event, TaskPosted
-from schemas.topics import Topics
-
-PRICES = (0.05, 0.09, 0.16, 0.36, 0.5, 0.7, 0.9, 1.2)
+from schemas.events import (
+    AuctionClosed,
+    AuctionOpened,
+    CodingInputs,
+    Event,
+    Mechanism,
+    TaskPosted,
+)
+from schemas.topics import STREAMS
 
 
 @dataclass(frozen=True)
@@ -97,22 +111,6 @@ async def raw_broker_rate(bootstrap: str, messages: int = 5000, size: int = 1024
         await consumer.stop()
 
 
-def agents_for(count: int) -> list[ScriptedAgent]:
-    """The dearest agent wins round 0; the cheapest refines and wins round 1: every phase runs."""
-    names = [f"agent{i}" for i in range(count)]
-    scores = {names[-1]: 5.0, f"{names[0]}:1": 5.0}
-    return [
-        ScriptedAgent(
-            name,
-            price=PRICES[i],
-            scores=scores,
-            default_score=1.0,
-            refined_plan_tokens=50,
-        )
-        for i, name in enumerate(names)
-    ]
-
-
 @contextlib.contextmanager
 def service_process(
     broker: BrokerConfig,
@@ -122,22 +120,25 @@ def service_process(
     admission: str = "",
     log: Path | None = None,
     env: dict[str, str] | None = None,
+    mechanism: Mechanism = "paper",
+    args: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen]:
-    """A service (`sale auctioneer`, `sale recorder`) as deployed, in its own process, stopped
-    by SIGTERM on the way out (killed if it has not stopped in `children.STOP_WAIT_S`, and sent
-    SIGTERM by the kernel should this process die first); `admission`: an [admission] table;
-    `log`: where its log goes."""
+    """A service (`sale auctioneer`, `sale recorder`, `sale loadtest --host-agents`) as
+    deployed, in its own process, stopped by SIGTERM on the way out (killed if it has not
+    stopped in `children.STOP_WAIT_S`, and sent SIGTERM by the kernel should this process die
+    first); `admission`: an [admission] table; `log`: where its log goes; `args`: the command's
+    own."""
     config = workdir / "sale.toml"
     config.write_text(
         f'[broker]\ntopic_prefix = "{broker.topic_prefix}"\npartitions = {broker.partitions}\n'
         f"fetch_max_wait_ms = {broker.fetch_max_wait_ms}\ntrace = {str(broker.trace).lower()}\n"
-        f'[auction]\nmechanism = "paper"\nbid_window_s = {window_s}\n'
+        f'[auction]\nmechanism = "{mechanism}"\nbid_window_s = {window_s}\n'
         f"jury_window_s = {window_s}\n"
         f"refine_window_s = {window_s}\n[auction.weights]\ncost = 0.01\nentropy = 0.0\n" + admission
     )
     output = log.open("w") if log else subprocess.DEVNULL
     process = children.popen(
-        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), command],
+        [sys.executable, "-m", "marketplace.app.cli", "--config", str(config), command, *args],
         env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, **(env or {})},
         stdout=output,
         stderr=subprocess.STDOUT,
@@ -150,13 +151,16 @@ def service_process(
             output.close()
 
 
-# Starts the services a row measures against, in `workdir`; yields their pids by name.
-Services = Callable[[BrokerConfig, Path], AbstractAsyncContextManager[dict[str, int]]]
+# Starts the services a row measures against, in `workdir`, for an auction `mechanism`;
+# yields their pids by name.
+Services = Callable[[BrokerConfig, Path, Mechanism], AbstractAsyncContextManager[dict[str, int]]]
 
 
 @contextlib.asynccontextmanager
-async def one_auctioneer(broker: BrokerConfig, workdir: Path) -> AsyncIterator[dict[str, int]]:
-    with service_process(broker, workdir, admission=UNBOUNDED) as process:
+async def one_auctioneer(
+    broker: BrokerConfig, workdir: Path, mechanism: Mechanism
+) -> AsyncIterator[dict[str, int]]:
+    with service_process(broker, workdir, admission=UNBOUNDED, mechanism=mechanism) as process:
         yield {"auctioneer": process.pid}
 
 
@@ -173,16 +177,29 @@ def market(bootstrap: str, trace: bool = False) -> BrokerConfig:
 
 @dataclass(frozen=True)
 class Row:
-    """One load level: the auctions' rate and award latency, the records each auction wrote,
-    and each process's CPU over the measured span (share of one core)."""
+    """One measured load: the auctions' rate and award latency, the records written meanwhile
+    on each topic of the run (stream → records), and each process's or role's CPU over the
+    measured span (share of one core)."""
 
     rate: Rate
-    messages_per_auction: float
+    auctions: int
+    in_flight: int
+    records: dict[str, int]
     cpu: dict[str, float]
+
+    @property
+    def messages_per_auction(self) -> float:
+        return sum(self.records.values()) / self.auctions
 
     @property
     def messages_per_s(self) -> float:
         return self.rate.per_s * self.messages_per_auction
+
+    def per_stream(self) -> str:
+        """Records per auction on each topic that had any, the flow's order."""
+        return ", ".join(
+            f"{stream} {n / self.auctions:.1f}" for stream, n in self.records.items() if n
+        )
 
     def __str__(self) -> str:
         cpu = " ".join(f"{name} {share:3.0f}%" for name, share in self.cpu.items())
@@ -193,29 +210,206 @@ class Row:
 
 
 class CpuMeter:
-    """CPU seconds of named processes between `start` and `shares` (psutil), as a share of one
-    core: the broker, the auctioneer, and this process (agents, watcher and client)."""
+    """CPU seconds of named groups of processes between `start` and `shares` (psutil), as a
+    share of one core: the broker, the auctioneer, the agents by role, this process (client)."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: dict[str, list[int]]) -> None:
         psutil = need("psutil", "bench", "the load test's CPU shares")
-        self.processes = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.processes = {
+            name: [psutil.Process(pid) for pid in group] for name, group in pids.items() if group
+        }
         self.start()
 
     def start(self) -> None:
         self._since = time.perf_counter()
-        self._before = {name: self._seconds(p) for name, p in self.processes.items()}
+        self._before = {name: self._seconds(group) for name, group in self.processes.items()}
 
     @staticmethod
-    def _seconds(process: object) -> float:
-        times = process.cpu_times()
-        return times.user + times.system
+    def _seconds(group: list) -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in group))
 
     def shares(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self._since
         return {
-            name: 100 * (self._seconds(p) - self._before[name]) / elapsed
-            for name, p in self.processes.items()
+            name: 100 * (self._seconds(group) - self._before[name]) / elapsed
+            for name, group in self.processes.items()
         }
+
+
+HOST_READY_S = 300.0  # for every agent of a process to join the broker
+WARM_UP_S = 180.0  # the paper auction's four windows of 30 s, and a minute more
+
+
+class RowFailed(RuntimeError):
+    """A market that did not start: its row is said to have failed, the others go on."""
+
+
+PROGRESS_S = 10.0  # how often a measurement says how far it is
+
+
+class Market:
+    """A market under measure: the services (`services`: an auctioneer by default), scripted
+    agents in processes by role (`agent_hosts`), and a client that posts tasks and watches the
+    auctions close. Measured as often as asked (`measure`) while it runs."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        agents: int,
+        mechanism: Mechanism = "lean",
+        broker_pid: int | None = None,
+        services: Services = one_auctioneer,
+    ) -> None:
+        self.broker = broker
+        self.agents = agents
+        self.mechanism = mechanism
+        self.broker_pid = broker_pid
+        self.services = services
+        self.posted: dict[str, float] = {}
+        self.closed: dict[str, float] = {}
+        self.progress = asyncio.Condition()
+        self.watcher = Bus(broker, producer="loadtest")
+        self.watcher.subscribe(["auctions"], "loadtest-watch", self._on_closed, from_start=False)
+        self.pids: dict[str, list[int]] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def _on_closed(self, event: Event, source: Source) -> None:
+        if isinstance(event, AuctionClosed) and event.task_id in self.posted:
+            async with self.progress:
+                self.closed.setdefault(event.task_id, time.perf_counter())
+                self.progress.notify_all()
+
+    async def __aenter__(self) -> Market:
+        stack = self._stack
+        try:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            services = await stack.enter_async_context(
+                self.services(self.broker, workdir, self.mechanism)
+            )
+            self.pids = {"broker": [self.broker_pid] if self.broker_pid else []}
+            self.pids |= {name: [pid] for name, pid in services.items()}
+            for host in agent_hosts.hosts(self.agents, self.mechanism):
+                pid = await self._host(stack, workdir / host.label, host)
+                self.pids.setdefault(f"{host.role} agents", []).append(pid)
+            self.pids["client"] = [os.getpid()]
+            await stack.enter_async_context(self.watcher)
+            await self.watcher.joined()
+            await self._warm_up()
+        except BaseException:
+            await stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _host(self, stack: contextlib.AsyncExitStack, folder: Path, host: Host) -> int:
+        """Starts one process of agents and waits until all of them have joined the broker."""
+        folder.mkdir()
+        log = folder / "agents.log"
+        args = ("--host-agents", *map(str, host.agents), "--agent-counts", str(self.agents))
+        process = stack.enter_context(
+            service_process(
+                self.broker,
+                folder,
+                "loadtest",
+                log=log,
+                mechanism=self.mechanism,
+                args=(*args, "--mechanism", self.mechanism),
+            )
+        )
+        deadline = time.monotonic() + HOST_READY_S
+        while not (folder / "ready").exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RowFailed(f"agents {host.label} did not start:\n{log.read_text()[-3000:]}")
+            await asyncio.sleep(0.2)
+        return process.pid
+
+    async def _warm_up(self) -> None:
+        """One auction first: the auctioneer has started, joined and read the roster."""
+        await post(self.watcher, "warm-up", self.posted)
+        async with self.progress:
+            try:
+                await asyncio.wait_for(
+                    self.progress.wait_for(lambda: "warm-up" in self.closed), WARM_UP_S
+                )
+            except TimeoutError:
+                raise RowFailed(f"the warm-up auction did not close in {WARM_UP_S:.0f} s") from None
+
+    async def measure(
+        self,
+        prefix: str,
+        auctions: int,
+        in_flight: int,
+        pace_per_s: float | None = None,
+        max_seconds: float | None = None,
+    ) -> Row:
+        """Up to `auctions` auctions (task ids `prefix` + a number), at most `in_flight` open at
+        once (as the client holds them; the auctioneer's admission bound is lifted so it is the
+        one in force), posted as fast as they close or, with `pace_per_s`, at that rate; with
+        `max_seconds`, posting stops then and the auctions open are waited for."""
+        self.posted.clear()
+        self.closed.clear()
+        before = await records_by_stream(self.broker)
+        cpu = CpuMeter(self.pids)
+        start = time.perf_counter()
+        reporting = asyncio.create_task(self._report(prefix, auctions, start, max_seconds))
+        try:
+            for i in range(auctions):
+                if pace_per_s:
+                    await asyncio.sleep(max(0.0, start + i / pace_per_s - time.perf_counter()))
+                async with self.progress:
+                    await self.progress.wait_for(
+                        lambda: len(self.posted) - len(self.closed) < in_flight
+                    )
+                if max_seconds and time.perf_counter() - start > max_seconds:
+                    break  # checked once there is room: a slow row stops posting in time
+                await post(self.watcher, f"{prefix}{i}", self.posted)
+            async with self.progress:
+                done = self.progress.wait_for(lambda: len(self.closed) == len(self.posted))
+                await asyncio.wait_for(done, 900)
+        finally:
+            reporting.cancel()
+        elapsed = time.perf_counter() - start
+        shares = cpu.shares()
+        await asyncio.sleep(SETTLE_S)  # the records an award causes (a result) are written
+        after = await records_by_stream(self.broker)
+        written = {stream: after[stream] - before.get(stream, 0) for stream in after}
+        latencies = [self.closed[t] - self.posted[t] for t in self.posted]
+        closed = len(latencies)
+        return Row(rate(closed, elapsed, latencies), closed, in_flight, written, shares)
+
+    async def _report(
+        self, prefix: str, auctions: int, start: float, max_seconds: float | None
+    ) -> None:
+        """Every `PROGRESS_S`, on stderr: how many have closed, and about how long is left."""
+        while True:
+            await asyncio.sleep(PROGRESS_S)
+            elapsed, done = time.perf_counter() - start, len(self.closed)
+            left = time_left(auctions, done, len(self.posted), elapsed, max_seconds)
+            print(
+                f"    … {self.mechanism}, {self.agents} agents, {prefix}: {done}/{auctions} "
+                f"closed in {elapsed:.0f} s, {left}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def time_left(
+    auctions: int, done: int, posted: int, elapsed: float, max_seconds: float | None
+) -> str:
+    """About how long a measurement has left, at its pace so far: the auctions still to post
+    (none once `max_seconds` have passed) and those open."""
+    if not done:
+        return "none closed yet"
+    each = elapsed / done
+    target = auctions
+    if max_seconds:
+        target = min(auctions, posted + int(max(0.0, max_seconds - elapsed) / each))
+    return f"about {max(0, target - done) * each:.0f} s left"
+
+
+SETTLE_S = 0.5
 
 
 async def auction_rate(
@@ -226,58 +420,35 @@ async def auction_rate(
     pace_per_s: float | None = None,
     broker_pid: int | None = None,
     services: Services = one_auctioneer,
+    mechanism: Mechanism = "lean",
 ) -> Row:
-    """`auctions` auctions among `agents` scripted agents, at most `in_flight` open at once
-    (as the client holds them; the auctioneer's admission bound is lifted so it is the one in
-    force), posted as fast as they close or, with `pace_per_s`, at that rate."""
-    closed: dict[str, float] = {}
-    posted: dict[str, float] = {}
-    progress = asyncio.Condition()
-
-    async def on_closed(event: Event, source: Source) -> None:
-        if isinstance(event, AuctionClosed) and event.task_id in posted:
-            async with progress:
-                closed.setdefault(event.task_id, time.perf_counter())
-                progress.notify_all()
-
-    watcher = Bus(broker, producer="loadtest")
-    watcher.subscribe(["auctions"], "loadtest-watch", on_closed, from_start=False)
-    with tempfile.TemporaryDirectory() as workdir:
-        async with (
-            services(broker, Path(workdir)) as pids,
-            contextlib.AsyncExitStack() as stack,
-        ):
-            await stack.enter_async_context(watcher)
-            await watcher.joined()
-            for agent in agents_for(agents):
-                service = AgentService(agent, Bus(broker, producer=agent.agent_id))
-                await stack.enter_async_context(service)
-                await service.bus.joined()
-            await warm_up(watcher, posted, closed, progress)
-            posted.clear()
-            closed.clear()
-            cpu = CpuMeter({"broker": broker_pid, **pids, "agents+client": os.getpid()})
-            start = time.perf_counter()
-            for i in range(auctions):
-                if pace_per_s:
-                    await asyncio.sleep(max(0.0, start + i / pace_per_s - time.perf_counter()))
-                async with progress:
-                    await progress.wait_for(lambda: len(posted) - len(closed) < in_flight)
-                await post(watcher, f"lt-{i}", posted)
-            async with progress:
-                await asyncio.wait_for(progress.wait_for(lambda: len(closed) == auctions), 600)
-            elapsed = time.perf_counter() - start
-            shares = cpu.shares()
-    latencies = [closed[t] - posted[t] for t in posted]
-    written = await records_written(broker)
-    return Row(rate(auctions, elapsed, latencies), written / (auctions + 1), shares)
+    """One measurement of a market of its own (`Market.measure`), task ids "lt-" + a number."""
+    async with Market(broker, agents, mechanism, broker_pid, services) as running:
+        return await running.measure("lt-", auctions, in_flight, pace_per_s)
 
 
-async def records_written(broker: BrokerConfig) -> int:
-    """Records on the task-scoped streams of a row's topics (the warm-up's included)."""
-    topics = Topics(broker.topic_prefix)
-    names = [getattr(topics, s) for s in ("tasks", "bids", "reviews", "auctions", "results")]
-    return sum((await highwater_marks(broker.bootstrap, names)).values())
+async def records_by_stream(broker: BrokerConfig) -> dict[str, int]:
+    """Records written so far on every topic under the run's prefix, by stream: those the
+    marketplace names and any it adds, so a new topic is counted the day it lands."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **client_options(broker))
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(broker.topic_prefix)]
+    finally:
+        await admin.close()
+    marks = await highwater_marks(broker.bootstrap, topics)
+    streams = dict.fromkeys(
+        sorted((t.removeprefix(broker.topic_prefix) for t in topics), key=_flow_order), 0
+    )
+    for tp, mark in marks.items():
+        streams[tp.topic.removeprefix(broker.topic_prefix)] += mark
+    return streams
+
+
+def _flow_order(stream: str) -> tuple[int, str]:
+    """The marketplace's streams in the flow of an auction, then any other, by name."""
+    known = list(STREAMS)
+    return (known.index(stream) if stream in known else len(known), stream)
 
 
 async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
@@ -290,13 +461,6 @@ async def post(bus: Bus, task_id: str, posted: dict[str, float]) -> None:
     )
     posted[task_id] = time.perf_counter()
     await bus.publish(task)
-
-
-async def warm_up(bus: Bus, posted: dict, closed: dict, progress: asyncio.Condition) -> None:
-    """One auction first: the auctioneer has started, joined and read the roster."""
-    await post(bus, "warm-up", posted)
-    async with progress:
-        await asyncio.wait_for(progress.wait_for(lambda: "warm-up" in closed), 120)
 
 
 # --- a flood of tasks ------------------------------------------------------------------------
@@ -367,7 +531,11 @@ async def flood_row(bootstrap: str, tasks: int, rate_per_s: float, admission: st
             await stack.enter_async_context(watcher)
             await watcher.joined()
             for i in range(FLOOD_AGENTS):
-                agent = ScriptedAgent(f"agent{i}", price=PRICES[i], delay_s=FLOOD_AGENT_DELAY_S)
+                agent = ScriptedAgent(
+                    f"agent{i}",
+                    price=agent_hosts.ladder(FLOOD_AGENTS)[i],
+                    delay_s=FLOOD_AGENT_DELAY_S,
+                )
                 service = AgentService(agent, Bus(broker, producer=agent.agent_id))
                 await stack.enter_async_context(service)
                 await service.bus.joined()
@@ -420,27 +588,32 @@ async def flood(tasks: int, rate_per_s: float) -> None:
 
 SATURATED = 1.10  # a doubling of the load that adds less than 10% auctions/s: saturation
 MAX_IN_FLIGHT = 1024
+ROW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class Load:
-    """A sweep's settings: auctions per row (at least twice those in flight), and the first
-    and the last count in flight."""
+    """A sweep's settings: auctions per row (at least twice those in flight), the first and
+    the last count in flight, and how long a row posts at most."""
 
     auctions: int
     in_flight: int
     max_in_flight: int = MAX_IN_FLIGHT
+    row_seconds: float = ROW_SECONDS
 
 
-async def sweep(bootstrap: str, agents: int, load: Load, pid: int | None) -> Row:
+QUICK = Load(auctions=20, in_flight=4, max_in_flight=8, row_seconds=20.0)
+
+
+async def sweep(running: Market, load: Load) -> Measured:
     """Doubles the auctions in flight from `load.in_flight` until the rate stops growing (or
     `load.max_in_flight`), then runs at half the best rate, paced: the latency there is the one
-    that matters. Returns the best row."""
+    that matters. Returns the best row and the paced one."""
     best: Row | None = None
     in_flight = load.in_flight
     while in_flight <= load.max_in_flight:
         auctions = max(load.auctions, 2 * in_flight)
-        row = await auction_rate(market(bootstrap), agents, auctions, in_flight, broker_pid=pid)
+        row = await running.measure(f"lt-{in_flight}-", auctions, in_flight, None, load.row_seconds)
         print(f"  {f'{in_flight} in flight':<24} {row}", flush=True)
         saturated = best is not None and row.rate.per_s < best.rate.per_s * SATURATED
         if best is None or row.rate.per_s > best.rate.per_s:
@@ -449,51 +622,83 @@ async def sweep(bootstrap: str, agents: int, load: Load, pid: int | None) -> Row
             break
         in_flight *= 2
     half = best.rate.per_s / 2
-    paced = await auction_rate(
-        market(bootstrap), agents, load.auctions, MAX_IN_FLIGHT, pace_per_s=half, broker_pid=pid
-    )
+    paced = await running.measure("lt-paced-", load.auctions, MAX_IN_FLIGHT, half, load.row_seconds)
     print(f"  {f'paced at {half:.1f}/s (half)':<24} {paced}", flush=True)
-    return best
+    print(f"  records per auction at saturation: {best.per_stream()}", flush=True)
+    return Measured(running.mechanism, running.agents, best, paced)
 
 
-async def main(agent_counts: list[int], load: Load) -> None:
+async def main(agent_counts: list[int], mechanisms: list[Mechanism], load: Load) -> None:
     with contextlib.ExitStack() as stack:
         local = None if os.environ.get("KAFKA_BOOTSTRAP") else stack.enter_context(LocalBroker())
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or local.bootstrap
         pid = local.pid if local else None
         print(
-            f"broker {bootstrap}; {os.cpu_count()} CPUs; at least {load.auctions} auctions per "
-            f"row; in flight from {load.in_flight} to at most {load.max_in_flight}, doubling "
-            "until auctions/s grows less than "
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; {' and '.join(mechanisms)} auction; "
+            f"at least {load.auctions} auctions per row, each posting for at most "
+            f"{load.row_seconds:.0f} s; in flight from {load.in_flight} to at most "
+            f"{load.max_in_flight}, doubling until auctions/s grows less than "
             f"{100 * (SATURATED - 1):.0f}%; award latency = post → close seen by the client "
-            "(scripted agents: no time of their own); CPU in % of one core",
+            "(scripted agents: no time of their own, so all of it is beyond the agents' time); "
+            "CPU in % of one core",
             flush=True,
         )
+        print(load_report.METHOD, flush=True)
         raw = await raw_broker_rate(bootstrap)
         print(f"{'raw broker, 1 KiB records':<26} {raw}   (produce → consume)", flush=True)
-        for count in agent_counts:
-            print(f"auctions, {count} scripted agents:", flush=True)
-            best = await sweep(bootstrap, count, load, pid)
+        measured: list[Measured] = []
+        began = time.monotonic()
+        rows = [(m, n) for m in mechanisms for n in agent_counts]
+        for done, (mechanism, count) in enumerate(rows):
+            layout = agent_hosts.hosts(count, mechanism)
             print(
-                f"  machinery at saturation: {best.messages_per_s:.0f} msg/s = "
-                f"{100 * best.messages_per_s / raw.per_s:.1f}% of the raw broker rate",
+                f"{mechanism} auction, {count} scripted agents in {len(layout)} "
+                f"process{'es' if len(layout) > 1 else ''} "
+                f"(row {done + 1} of {len(rows)}, {(time.monotonic() - began) / 60:.1f} min so "
+                f"far{_left(began, done, len(rows))}):",
                 flush=True,
             )
+            try:
+                async with Market(market(bootstrap), count, mechanism, pid) as running:
+                    measured.append(await sweep(running, load))
+            except RowFailed as failed:
+                print(f"  failed: {failed}", flush=True)
+                continue
+            print(
+                f"  machinery at saturation: {measured[-1].best.messages_per_s:.0f} msg/s = "
+                f"{100 * measured[-1].best.messages_per_s / raw.per_s:.1f}% of the raw broker rate",
+                flush=True,
+            )
+        print(load_report.table(measured, raw.per_s), flush=True)
+
+
+def _left(began: float, done: int, rows: int) -> str:
+    """About how long the rows left take, at the pace of those done (a guess: later rows are
+    larger)."""
+    if not done:
+        return ""
+    return f", about {(time.monotonic() - began) / done * (rows - done) / 60:.0f} min left"
 
 
 TRACE_ROWS = ((1, 30), (16, 300))  # (in flight, auctions): alone, then under load
 
 
-async def traced(agents: int) -> None:
+async def traced(agents: int, mechanism: Mechanism) -> None:
     """Auctions with every record stamped, then where the time of each went (`bench.trace`)."""
     with contextlib.ExitStack() as stack:
         bootstrap = (
             os.environ.get("KAFKA_BOOTSTRAP") or stack.enter_context(LocalBroker()).bootstrap
         )
-        print(f"broker {bootstrap}; {os.cpu_count()} CPUs; {agents} scripted agents", flush=True)
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} CPUs; {agents} scripted agents; "
+            f"{mechanism} auction",
+            flush=True,
+        )
         for in_flight, auctions in TRACE_ROWS:
             broker = market(bootstrap, trace=True)
-            result = (await auction_rate(broker, agents, auctions, in_flight)).rate
+            result = (
+                await auction_rate(broker, agents, auctions, in_flight, mechanism=mechanism)
+            ).rate
             records = await trace.read_back(broker)
             title = f"{in_flight} in flight: {result}   (award latency)"
             print(trace.report(records, [f"lt-{i}" for i in range(auctions)], title), flush=True)
@@ -505,17 +710,19 @@ def run(
     flood_tasks: int = 0,
     rate: float = 900,
     tracing: bool = False,
+    mechanisms: list[Mechanism] | None = None,
 ) -> int:
     """The auction rates; with `flood_tasks`, the flood's figures; with `tracing`, where an
     auction's time goes. Every event is signed and checked, as deployed, with keys made for
     the run."""
+    mechanisms = mechanisms or ["lean"]
     agents = max([FLOOD_AGENTS, *agent_counts])
     if tracing:
-        work = traced(agent_counts[0])
+        work = traced(agent_counts[0], mechanisms[0])
     elif flood_tasks:
         work = flood(flood_tasks, rate)
     else:
-        work = main(agent_counts, load)
+        work = main(agent_counts, mechanisms, load)
     with run_keys(principals(agents)):
         asyncio.run(work)
     return 0
@@ -524,5 +731,5 @@ def run(
 def principals(agents: int) -> dict[str, str]:
     """Who signs in a load run (→ role): the auctioneer, the client and the scripted agents."""
     return {"auctioneer": "auctioneer", "loadtest": "client"} | {
-        f"agent{i}": "agent" for i in range(agents)
+        agent_hosts.name(i): "agent" for i in range(agents)
     }

@@ -2,13 +2,13 @@
 decided once and each event recorded once.
 
 Eight partitions; three `sale auctioneer` and two `sale recorder` processes in their consumer
-groups, joining one after another (so the groups rebalance while the first tasks come);
-three scripted agents and the client in this process. N tasks are posted, at most `IN_FLIGHT`
-open at once. Once every auction has closed, the agents leave, the auctioneers stop, and the
-recorders are given time to record everything before they stop too. Then the counts, read
-back from Kafka and from Postgres: the `AuctionClosed` records of each task (one each, in
-both), the records in Kafka against the rows in Postgres (equal, no position and no event id
-twice), and how many auctions each auctioneer process closed (from its log).
+groups, joining one after another (so the groups rebalance while the first tasks come); three
+scripted agents in a process of their own, the client in this one. N tasks are posted, at most
+`IN_FLIGHT` open at once. Once every auction has closed, the agents leave, the auctioneers
+stop, and the recorders are given time to record everything before they stop too. Then the
+counts, read back from Kafka and from Postgres: the `AuctionClosed` records of each task (one
+each, in both), the records in Kafka against the rows in Postgres (equal, no position and no
+event id twice), and how many auctions each auctioneer process closed (from its log).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from marketplace.shared.keyfiles import run_keys
 from marketplace.shared.local_broker import LocalBroker
 from marketplace.shared.offsets import highwater_marks
 from schemas.codec import EventDecodeError, decode
-from schemas.events import AuctionClosed
+from schemas.events import AuctionClosed, Mechanism
 from schemas.topics import STREAMS, Topics
 
 PARTITIONS = 8
@@ -80,7 +80,9 @@ def shared_services(database_url: str, logs: Path) -> loadtest.Services:
     the recorders once they have recorded every record in Kafka."""
 
     @contextlib.asynccontextmanager
-    async def start(broker: BrokerConfig, workdir: Path) -> AsyncIterator[dict[str, int]]:
+    async def start(
+        broker: BrokerConfig, workdir: Path, mechanism: Mechanism
+    ) -> AsyncIterator[dict[str, int]]:
         with contextlib.ExitStack() as recorders:
             pids: dict[str, int] = {}
             for i in range(RECORDERS):
@@ -90,6 +92,7 @@ def shared_services(database_url: str, logs: Path) -> loadtest.Services:
                         workdir,
                         "recorder",
                         log=logs / f"recorder{i}.log",
+                        mechanism=mechanism,
                         env={"DATABASE_URL": database_url},
                     )
                 )
@@ -99,7 +102,11 @@ def shared_services(database_url: str, logs: Path) -> loadtest.Services:
                     log = logs / f"auctioneer{i}.log"
                     process = auctioneers.enter_context(
                         loadtest.service_process(
-                            broker, workdir, admission=loadtest.UNBOUNDED, log=log
+                            broker,
+                            workdir,
+                            admission=loadtest.UNBOUNDED,
+                            log=log,
+                            mechanism=mechanism,
                         )
                     )
                     pids[f"auctioneer{i}"] = process.pid
@@ -201,6 +208,7 @@ async def main(tasks: int) -> None:
                 IN_FLIGHT,
                 broker_pid=local.pid if local else None,
                 services=shared_services(database_url, logs),
+                mechanism="paper",
             )
             print(f"auctions: {row}", flush=True)
             for line in (await count(broker, database_url, tasks, logs)).lines():

@@ -43,27 +43,44 @@ def test_the_ingest_benchmark_records_every_signed_event(broker_config: BrokerCo
     assert "× raw" in done.stdout
 
 
-def test_a_small_sweep_prints_each_row_the_paced_one_and_the_share_of_the_raw_rate(
+def test_a_quick_sweep_prints_lean_and_paper_rows_their_roles_and_the_ratios(
     broker_config: BrokerConfig,
 ) -> None:
     done = sale(
         "loadtest",
         "--agent-counts",
-        "3",
-        "--auctions",
-        "20",
-        "--in-flight",
+        "2",
         "4",
-        "--max-in-flight",
-        "8",
+        "--mechanism",
+        "lean",
+        "paper",
+        "--quick",
         broker=broker_config,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert any(line.startswith("raw broker") for line in lines), done.stdout
-    rows = [line.split()[0] for line in lines if "msg/s" in line and "CPU" in line]
-    assert rows[:1] == ["4"] and rows[-1] == "paced", done.stdout
-    assert any("% of the raw broker rate" in line for line in lines), done.stdout
+    steps = [line.split()[0] for line in lines if "msg/s" in line and "CPU" in line]
+    assert steps.count("paced") == 4 and steps[0] == "4", done.stdout  # 2 mechanisms × 2 counts
+    table = [
+        line.split("|")[1:-1]
+        for line in lines
+        if line.startswith("| lean") or line.startswith("| paper")
+    ]
+    assert [(row[0].strip(), row[1].strip()) for row in table] == [
+        ("lean", "2"),
+        ("lean", "4"),
+        ("paper", "2"),
+        ("paper", "4"),
+    ], done.stdout
+    lean_4, paper_4 = table[1], table[3]
+    assert float(lean_4[4]) < float(paper_4[4]), done.stdout  # lean: fewer messages per auction
+    assert lean_4[11].strip().endswith("%") and paper_4[11].strip() == "–", done.stdout
+    assert "auctions/s at 4 agents ÷ at 2" in done.stdout
+    assert "CPU of the agents never called, 4 agents" in done.stdout
+    assert "% of the raw broker rate" in done.stdout
+    assert "award p99 at half the saturation rate, 4 agents" in done.stdout
+    assert "CPU by role" in done.stdout  # the method is said
 
 
 def test_scaled_out_every_auction_is_decided_once_and_every_event_recorded_once(
