@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 RUN_POLL_S = 0.1  # the longest `run` waits on an idle fetch before looking at its stop flag
 RUN_RETRY_S = 1.0  # after a fetch that failed, before the next
+# An addressed consumer's one partition is quiet most of the time (an agent is called now and
+# then): it waits on the broker at least this long per fetch, so a thousand idle agents are not
+# a thousand fetches every `fetch_max_wait_ms`. A broker answers a waiting fetch when a record
+# comes (Tansu at intervals: so not longer).
+ADDRESSED_WAIT_MS = 200
 DRAIN_S = HANDLER_S  # how long stopping waits for a handler that is running
 # An addressed consumer commits past records addressed to others at most this often: with many
 # agents on a busy partition, a commit per agent per `COMMIT_INTERVAL_S` for records none of
@@ -112,7 +117,9 @@ class PartitionedConsumer:
             client_id=self.bus.producer,
             auto_offset_reset="earliest" if self.from_start else "latest",
             partition_assignment_strategy=(RangePartitionAssignor,),
-            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            fetch_max_wait_ms=max(
+                config.fetch_max_wait_ms, ADDRESSED_WAIT_MS if self.addressee else 0
+            ),
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
