@@ -84,7 +84,9 @@ async def agent_consumed(broker: BrokerConfig, topics: Topics, agent_id: str) ->
 
 
 async def committed(broker: BrokerConfig, group: str, ends: dict[TopicPartition, int]) -> None:
-    async with asyncio.timeout(60):
+    """Waits until `group` has committed up to `ends`; generous, for a busy machine (a whole
+    suite's run once took the recorder over a minute to commit a replay it had stored)."""
+    async with asyncio.timeout(180):
         while True:
             done = await committed_offsets(broker.bootstrap, group, list(ends))
             if all(end == 0 or done.get(tp) == end for tp, end in ends.items()):
