@@ -265,3 +265,15 @@ def _lean(task_id: str, usage: Usage) -> list[Event]:
             ),
         ),
     ]
+
+
+def awarding(result: TaskResult) -> AuctionClosed:
+    """The close that awards `result`'s task to its agent and bid (the verifier grades, and the
+    projections book, only an awarded result)."""
+    return AuctionClosed(
+        producer="auctioneer",
+        task_id=result.task_id,
+        reason="awarded",
+        winner_agent_id=result.agent_id,
+        winner_bid_id=result.bid_id,
+    )

@@ -47,7 +47,7 @@ from schemas.events import (
 )
 from schemas.topics import STREAMS, Topics
 from tests.integration.raw import publish_raw
-from tests.samples import BID, BIG_GARBAGE, every_event, huge_task
+from tests.samples import BID, BIG_GARBAGE, awarding, every_event, huge_task
 
 pytestmark = pytest.mark.integration
 
@@ -560,17 +560,6 @@ async def test_a_new_broker_reusing_positions_loses_nothing_and_duplicates_nothi
         assert await conn.fetchval("SELECT count(*) FROM events") == len(first) + len(second) + 1
     finally:
         await conn.close()
-
-
-def awarding(result: TaskResult) -> AuctionClosed:
-    """The close that awards `result`'s task to it (the projections book an awarded result)."""
-    return AuctionClosed(
-        producer="auctioneer",
-        task_id=result.task_id,
-        reason="awarded",
-        winner_agent_id=result.agent_id,
-        winner_bid_id=result.bid_id,
-    )
 
 
 async def test_text_with_nul_is_stored_with_a_replacement_character(database: str) -> None:

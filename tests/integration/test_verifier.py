@@ -38,6 +38,7 @@ from schemas.events import (
 from schemas.topics import Topics
 from tests.integration.inbox import Inbox
 from tests.integration.raw import publish_raw
+from tests.samples import awarding
 
 pytestmark = pytest.mark.integration
 
@@ -67,23 +68,12 @@ def result(task_id: str, output: str, error: str | None = None) -> TaskResult:
     )
 
 
-def award(won: TaskResult) -> AuctionClosed:
-    """The close that awards the task to `won`'s agent and bid."""
-    return AuctionClosed(
-        producer="auctioneer",
-        task_id=won.task_id,
-        reason="awarded",
-        winner_agent_id=won.agent_id,
-        winner_bid_id=won.bid_id,
-    )
-
-
 def awarded(
     task_id: str, output: str, error: str | None = None
 ) -> tuple[AuctionClosed, TaskResult]:
     """A result and, before it, the close that awards it."""
     delivered = result(task_id, output, error)
-    return award(delivered), delivered
+    return awarding(delivered), delivered
 
 
 def search_checks(task_id: str, answers: list[str]) -> TaskChecks:
@@ -349,7 +339,7 @@ def start_verifier_process(
 async def test_a_half_whose_other_half_never_comes_fails_after_the_wait(
     broker_config: BrokerConfig, world: World
 ) -> None:
-    never = award(result("no-result", "x"))
+    never = awarding(result("no-result", "x"))
     closed, delivered = awarded("no-checks", "x")
     async with verifying(broker_config, wait_s=1.0):
         await world.publish(search_checks("no-result", ["x"]), never, closed, delivered)

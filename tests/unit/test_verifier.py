@@ -20,6 +20,7 @@ from schemas.events import (
     TaskOutcome,
     TaskResult,
 )
+from tests.samples import awarding
 
 PREFIX = "t."
 STREAMS = ("checks", "results", "auctions", "outcomes")
@@ -34,17 +35,6 @@ def checks(task_id: str = "q1", answers: tuple[str, ...] = ("Paris",)) -> TaskCh
 def result(task_id: str = "q1", output: str = "paris", error: str | None = None) -> TaskResult:
     return TaskResult(
         producer="a", task_id=task_id, agent_id="a", bid_id=uuid4(), output=output, error=error
-    )
-
-
-def award(won: TaskResult) -> AuctionClosed:
-    """The close that awards the task to `won`'s agent and bid."""
-    return AuctionClosed(
-        producer="auctioneer",
-        task_id=won.task_id,
-        reason="awarded",
-        winner_agent_id=won.agent_id,
-        winner_bid_id=won.bid_id,
     )
 
 
@@ -133,7 +123,7 @@ def test_checks_award_and_result_of_a_task_are_matched_in_any_order() -> None:
     v.take(checks("q1"), at("checks", 0, 2))
     task = v._open["q1"]
     assert task.result is None and task.waiting["a"].result == delivered  # waits for the award
-    v.take(award(delivered), at("auctions", 0, 9))
+    v.take(awarding(delivered), at("auctions", 0, 9))
     assert task.checks.checks == SearchChecks(answers=["Paris"])
     assert task.result == delivered and task.partition == 0 and task.gradable
     assert task.pins == {TopicPartition(PREFIX + "results", 0): 5}  # opened by its result
@@ -145,7 +135,7 @@ def test_only_the_awarded_result_is_graded_and_every_other_one_is_refused() -> N
     small, large = by("small"), by("large")
     v.take(small, at("results", 0, 0), b"small's")  # before the close: waits, like any
     v.take(checks("q1"), at("checks", 0, 0))
-    v.take(award(large), at("auctions", 0, 0))
+    v.take(awarding(large), at("auctions", 0, 0))
     assert v._open["q1"].result is None and not v._open["q1"].gradable
     [reason] = refused(v)
     assert "not the winner: small delivered, the award is large's" in reason
@@ -231,7 +221,7 @@ def test_an_award_read_first_pins_the_auctions_stream_until_the_task_closes() ->
     checks_0, results_0, auctions_0, outcomes_0 = (TopicPartition(PREFIX + s, 0) for s in STREAMS)
     read.update({checks_0: 1, results_0: 1, auctions_0: 8, outcomes_0: 1})
     won = result("q1")
-    v.take(award(won), at("auctions", 0, 8))
+    v.take(awarding(won), at("auctions", 0, 8))
     read[auctions_0] = 30
     partitions = {checks_0, results_0, auctions_0, outcomes_0}
     assert v.safe_offsets(partitions)[auctions_0] == 8  # the award is read again after a crash
