@@ -23,6 +23,9 @@ MAX_PROMPT = 100_000
 MAX_PLAN = 20_000
 MAX_OUTPUT = 200_000
 MAX_REASON = 4_000
+# The most answer tokens a client may ask for (OpenAI's `max_tokens`): more than any local
+# model's context, so a cap the market cannot honour is refused rather than ignored.
+MAX_ANSWER_TOKENS = 32_768
 # A search task's tool loop, as its result tells it: at most MAX_TOOL_STEPS steps, each a short
 # line of text and a few titles, so the whole story stays a few tens of kilobytes.
 MAX_TOOL_STEPS = 40
@@ -168,6 +171,9 @@ class TaskPosted(TaskEvent):
     budget: NonNegative | None = None
     bid_window_s: Seconds | None = None
     tenant: Id = "default"
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_ANSWER_TOKENS)] | None = Field(
+        default=None, description="a cap on the tokens of the answer; None: each agent's own"
+    )
 
     @model_validator(mode="after")
     def _inputs_match_kind(self) -> TaskPosted:
