@@ -20,6 +20,7 @@ from schemas.events import (
     BidSubmitted,
     CodingInputs,
     Event,
+    GeneralInputs,
     Price,
     ReviewSubmitted,
     TaskOutcome,
@@ -37,14 +38,22 @@ def tokens(n: int, seconds: float = 1.0) -> Usage:
     return Usage(requests=1, prompt_tokens=n, completion_tokens=0, seconds=seconds)
 
 
-def task_events(task_id: str, winner: str, passed: bool, executed: int | Usage) -> list[Event]:
-    """A whole auction; the winner's result used `executed` prompt tokens (or that usage)."""
+def task_events(
+    task_id: str,
+    winner: str,
+    passed: bool | None,
+    executed: int | Usage,
+    bid_prices: dict[str, float] = BID_PRICES,
+) -> list[Event]:
+    """A whole auction among the agents of `bid_prices`; the winner's result used `executed`
+    prompt tokens (or that usage). `passed` None: a general task, answered and not graded."""
+    general = passed is None
     posted = TaskPosted(
         producer="client",
         task_id=task_id,
-        kind="coding",
-        prompt="def f(): ...",
-        inputs=CodingInputs(entry_point="f", examples=[]),
+        kind="general" if general else "coding",
+        prompt="Name a prime." if general else "def f(): ...",
+        inputs=GeneralInputs() if general else CodingInputs(entry_point="f", examples=[]),
     )
     bids = {
         agent: BidSubmitted(
@@ -58,7 +67,7 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int | Usage) 
             price=price,
             usage=tokens(1_000),
         )
-        for agent, price in BID_PRICES.items()
+        for agent, price in bid_prices.items()
     }
     reviews = [
         ReviewSubmitted(
@@ -68,7 +77,7 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int | Usage) 
             scores=[BidScore(bid_id=b.bid_id, score=3.0) for b in bids.values()],
             usage=tokens(500),
         )
-        for juror in PRICES
+        for juror in bid_prices
     ]
     closed = AuctionClosed(
         producer="auctioneer",
@@ -87,7 +96,8 @@ def task_events(task_id: str, winner: str, passed: bool, executed: int | Usage) 
         output="def f(): ...",
         usage=tokens(executed, seconds=4.0) if isinstance(executed, int) else executed,
     )
-    outcome = TaskOutcome(producer="verifier", task_id=task_id, passed=passed, score=float(passed))
+    score = None if general else float(passed)
+    outcome = TaskOutcome(producer="verifier", task_id=task_id, passed=passed, score=score)
     return [posted, *bids.values(), *reviews, closed, result, outcome]
 
 
@@ -200,3 +210,32 @@ async def test_the_callers_prices_replace_the_logs_and_price_held_tokens_apart(d
     report = await run_report(db, prices=prices)
     assert f"| t-3 | L | awarded | 0.007500 | {execution:.6f} |" in report
     assert "input/output prices per million tokens (L 4/12 (cached 2), S 1/3)" in report
+
+
+async def test_an_agent_not_in_the_config_is_priced_as_the_log_tells_and_named(log) -> None:
+    """A foreign agent (not in the config's [[agents]]) joined and won a task: the report
+    prices its spend at its heartbeat's prices instead of failing, and says it is not listed."""
+    await append(log, [heartbeat("foreign", 2.0, 0.5)])
+    await append(log, task_events("t-9", "foreign", True, 1_000, {"foreign": 2.0, "L": 4.0}))
+    report = await run_report(log, prices=PRICES)  # the config's: S and L only
+    # bids 1000 prompt tokens at 0.5 (foreign's input price) and 4, jury 500 at each
+    auction = (1_000 * 0.5 + 1_000 * 4.0 + 500 * 0.5 + 500 * 4.0) / 1e6
+    execution = 1_000 * 0.5 / 1e6
+    total = f"{auction + execution:.6f}"
+    assert f"| t-9 | foreign | awarded | {auction:.6f} | {execution:.6f} | {total} |" in report
+    assert "Not in the config's [[agents]]" in report and "foreign (at 0.5/2)" in report
+    assert "| 3 | 2 | 66.7% |" in report  # counted with the others
+
+
+async def test_general_tasks_are_reported_answered_and_not_graded(log) -> None:
+    """A general task has no pass or fail: it gets a section of its own that says so, and
+    stays out of pass@1, which the graded tasks alone make."""
+    before = await run_report(log)
+    await append(log, task_events("ask-1", "S", None, executed=3_000))
+    report = await run_report(log)
+    assert report.startswith(before.split("\n\nCosts at")[0])  # the graded tables unchanged
+    assert "1 general task, answered and not graded" in report
+    assert "left out of pass@1 and the totals" in report
+    assert "| ask-1 | S | awarded | 0.007500 | 0.003000 | 0.010500 | 8.0 |\n" in report
+    only = await run_report(log, ["ask-1"])
+    assert only.startswith("1 general task") and "No finished tasks" not in only
