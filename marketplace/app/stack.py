@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marketplace.shared import endpoints, signing
+from marketplace.shared import endpoints, signing, stack_lock
 from marketplace.shared.admin import (
     BROKER_LOST_EXIT,
     BrokerUnreachable,
@@ -126,9 +126,10 @@ async def running(
     `quiet`: each child's output goes to `run_dir/<name>.log` instead of our stdout. A lost
     broker sets `stop` (and `lost`), after saying so."""
     lost = lost or asyncio.Event()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keys_env = stack_keys(config, run_dir)
-    with infrastructure(config, run_dir) as (bootstrap, database_url):
+    with contextlib.ExitStack() as held:
+        lock = held.enter_context(one_stack(run_dir, config_path))  # before anything starts
+        keys_env = stack_keys(config, run_dir)
+        bootstrap, database_url = held.enter_context(infrastructure(config, run_dir))
         broker = config.broker.model_copy(update={"bootstrap": bootstrap})
         created = await ensure_topics(broker)
         say(f"topics: {len(created)} created with {broker.partitions} partitions each")
@@ -146,12 +147,13 @@ async def running(
                 child.log = run_dir / f"{child.name}.log"
         supervisors = [asyncio.create_task(supervise(child, stop, lost)) for child in children]
         supervisors.append(asyncio.create_task(guard_broker(broker, config, stop, lost)))
-        say(
-            f"ready: broker {bootstrap}, database {database_url}, "
-            f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
-        )
         try:
             with endpoints.published(run_dir, env):
+                lock.publish({name: env[name] for name in endpoints.NAMES if env.get(name)})
+                say(
+                    f"ready: broker {bootstrap}, database {database_url}, "
+                    f"services: {', '.join(c.name for c in children) or 'none'} (Ctrl-C stops)"
+                )
                 yield bootstrap, database_url
         finally:
             stop.set()
@@ -161,6 +163,16 @@ async def running(
             await asyncio.gather(*(terminate(child) for child in reversed(children)))
             await asyncio.gather(*supervisors)
     say("stopped")
+
+
+@contextlib.contextmanager
+def one_stack(run_dir: Path, config_path: Path) -> Iterator[stack_lock.StackLock]:
+    """The run directory's lock (`shared.stack_lock`), taken before anything starts: a stack
+    already running there refuses this one (`StackRunning`, one line naming it), untouched."""
+    with stack_lock.held(run_dir, config_path) as (lock, gone):
+        if gone is not None:
+            say(f"taking over the lock of a stack that is gone ({gone.describe()})")
+        yield lock
 
 
 def stop_on_signals(stop: asyncio.Event, children: list[Child] | None = None) -> None:

@@ -29,13 +29,21 @@ def published(run_dir: Path, env: Mapping[str, str]) -> Iterator[Path]:
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        if _pid(path) == os.getpid():  # ours still: another's is not ours to delete
+            path.unlink(missing_ok=True)
 
 
 def joined(env: Mapping[str, str], config_path: Path) -> dict[str, str]:
     """`env`, with the running stack's endpoints added where `env` has none."""
     running = read(config_path.absolute().parent / ".sale" / FILE)
     return {**running, **{k: v for k, v in env.items() if v}} if running else dict(env)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read(path: Path) -> dict[str, str]:

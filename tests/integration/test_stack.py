@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,3 +221,66 @@ async def test_topics_lists_partitions_messages_and_lag(
     tasks_row = rows[topics.tasks]
     assert tasks_row[1:3] == [str(broker_config.partitions), "8"]
     assert f"{broker_config.topic_prefix}reader=3" in tasks_row[3:]
+
+
+def test_a_second_up_on_the_same_config_refuses_and_leaves_the_first_alone(
+    tmp_path: Path, kafka_bootstrap: str, database_server: str
+) -> None:
+    """One stack per config: the second `sale up` refuses in one line naming the running one,
+    and starts, stops, deletes and overwrites nothing of it; the commands beside it still join
+    the first (`sale topics` with nothing exported); a stack killed outright leaves a lock the
+    next start takes over, saying so."""
+    prefix = f"lock{uuid.uuid4().hex[:8]}."
+    config = write_config(tmp_path / "sale.toml", prefix, tmp_path / "pg", services="[]")
+    run_dir = tmp_path / ".sale"  # `sale up`'s default: beside the config
+    given = {**CLEAN_ENV, "KAFKA_BOOTSTRAP": kafka_bootstrap, "DATABASE_URL": database_server}
+    first = Up(config, given, run_dir)
+    try:
+        first.wait_for("sale up: ready")
+        published = (run_dir / "endpoints.json").read_text()
+        second = subprocess.run(
+            [*SALE, "--config", str(config), "up", "--run-dir", str(run_dir)],
+            env=given,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        [line] = second.stderr.splitlines()
+        assert line.startswith(
+            f"sale up: a stack already runs on this config (pid {first.process.pid}, "
+            f"config {config}, started "
+        ), line
+        assert f"broker {kafka_bootstrap}" in line and "stop it first" in line
+        assert "ready" not in second.stdout and "topics:" not in second.stdout
+        assert first.process.poll() is None
+        assert (run_dir / "endpoints.json").read_text() == published
+        topics = subprocess.run(
+            [*SALE, "--config", str(config), "topics"],
+            env=CLEAN_ENV,  # nothing exported: `sale topics` finds the running stack itself
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert topics.returncode == 0, topics.stderr
+        assert f"{prefix}tasks" in topics.stdout
+        assert first.stop() == 0
+    finally:
+        first.kill()
+    assert not (run_dir / "endpoints.json").exists()
+
+    killed = Up(config, given, run_dir)
+    try:
+        killed.wait_for("sale up: ready")
+        killed.process.kill()  # no chance to clear its lock: the kernel releases it
+        killed.process.wait(timeout=10)
+        after = Up(config, given, run_dir)
+        try:
+            note = after.wait_for("taking over the lock")
+            assert f"a stack that is gone (pid {killed.process.pid}, config {config}" in note
+            after.wait_for("sale up: ready")
+            assert after.stop() == 0
+        finally:
+            after.kill()
+    finally:
+        killed.kill()

@@ -50,3 +50,11 @@ def test_a_stack_that_is_gone_is_not_joined_and_up_joins_nothing(tmp_path: Path)
     assert load_config(config, {}).broker.bootstrap == ""
     with endpoints.published(tmp_path / ".sale", STACK):
         assert load_config(config, {}, join=False).broker.bootstrap == ""
+
+
+def test_a_stack_deletes_only_its_own_endpoints_file(tmp_path: Path) -> None:
+    """The file a stack leaves on stopping is deleted only while it is still its own."""
+    config_beside_a_stack(tmp_path)
+    with endpoints.published(tmp_path / ".sale", STACK) as path:
+        path.write_text(json.dumps({"pid": 1, **STACK}))  # another stack's now
+    assert json.loads(path.read_text())["pid"] == 1
