@@ -193,3 +193,33 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
             f"sale {argv[0]}: cannot reach the database postgresql://sale:***@127.0.0.1:1/sale: "
             "[Errno 111] Connect call failed ('127.0.0.1', 1)\n"
         )
+
+
+def into_a_closed_pipe(argv: list[str], unbuffered: bool) -> subprocess.CompletedProcess[str]:
+    """`sale ARGV | head -1` with head long gone: the pipe's reader closed before the command
+    writes a byte, so its first write into it fails, every time (with head itself, whether the
+    write comes before or after head's exit is a race)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1" if unbuffered else ""}
+    try:
+        return subprocess.run(
+            [*SALE, *argv], stdout=writer, stderr=subprocess.PIPE, env=env, text=True, timeout=120
+        )
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize(
+    ("argv", "unbuffered"),
+    [
+        (["models", "list"], True),  # each line written as printed: the command hears of it
+        (["models", "list"], False),  # written at the end: the flush at exit hears of it
+        (["--help"], False),  # printed by the parser, before any command runs
+    ],
+)
+def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(
+    argv: list[str], unbuffered: bool
+) -> None:
+    done = into_a_closed_pipe(argv, unbuffered)
+    assert (done.returncode, done.stderr) == (141, "")  # SIGPIPE's status, nothing said

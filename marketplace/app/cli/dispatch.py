@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -53,6 +54,7 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
 USER_ERROR_EXIT = 2
 PREFIXES: dict[type[UserError], str] = {ConfigError: "sale: bad config: ", MissingExtra: "sale: "}
 INTERRUPTED_EXIT = 130
+BROKEN_PIPE_EXIT = 128 + 13  # SIGPIPE's: what `head`'s writer ends with in any shell
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,6 +113,27 @@ def _described(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`sale ARGS`: the command's exit status. Output into a pipe whose reader has gone
+    (`sale topics | head -1`) ends the command quietly, as a Unix filter does."""
+    try:
+        try:
+            return command(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so that a reader gone is heard of here
+    except BrokenPipeError:
+        return reader_gone()
+
+
+def reader_gone() -> int:
+    """The standard recipe: what is left to print goes to /dev/null (so that Python's own
+    flush at exit fails no more), and the status is a process's killed by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return BROKEN_PIPE_EXIT
+
+
+def command(argv: list[str] | None = None) -> int:
+    """Parses, loads the config and runs the command; every error becomes its one line."""
     args = parser().parse_args(argv)
     args.config_path = config_path(args.config_sub or args.config)
     # aiokafka logs each failed connection; a command whose logging nobody configured says
@@ -122,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             # `up` and `run` start a stack of their own; the rest join a running one
             config = load_config(args.config_path, join=args.command not in ("up", "run"))
         return args.run(config, args)
+    except BrokenPipeError:
+        raise  # the reader of our output is gone: nothing to say, and no one to say it to
     except (Exception, KeyboardInterrupt) as exc:
         if (said := told(exc, args.command, config)) is None:
             raise  # a bug: its traceback is what a report of it needs
