@@ -5,13 +5,15 @@
 `sale publish --jsonl` (the task's fields, and its hidden `checks` for a coding or search task).
 `--tenant` and `--budget` set whose task it is and the most it may spend. With `--wait` the
 command waits for the answer and prints it (status, winner, cost, output); without, it prints
-the task id, for `sale result TASK_ID` later, which reads the answer from the log.
+the task id, for `sale result TASK_ID` later, which reads the answer from the log. Interrupted
+(Ctrl-C) once the task is sent, it says the task's id and how to follow it: the task goes on.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,6 +33,26 @@ GOOD = frozenset({"passed", "answered"})
 
 class BadRequest(UserError, ValueError):
     """The task cannot be made from what was given; the message says why, in one line."""
+
+
+@dataclass
+class Sending:
+    """How far `submit` got with one task: whether it may have gone out (an interrupt after
+    that leaves it running in the market, without the one who sent it)."""
+
+    task_id: str
+    sent: bool = False
+
+
+def interrupted(sending: Sending) -> str:
+    """What `sale submit` says when interrupted: the task's id and how to follow it."""
+    task_id = sending.task_id
+    if not sending.sent:
+        return f"interrupted before task {task_id} was sent: nothing was posted"
+    return (
+        f"interrupted; task {task_id} goes on without waiting: `sale result {task_id}` shows "
+        f"what became of it, `sale audit {task_id}` its story"
+    )
 
 
 def posting_of(
@@ -131,10 +153,18 @@ def code(outcome: Outcome) -> int:
 
 
 async def submit(
-    config: Config, posting: Posting, wait: bool, timeout_s: float, as_json: bool
+    config: Config,
+    posting: Posting,
+    wait: bool,
+    timeout_s: float,
+    as_json: bool,
+    sending: Sending | None = None,
 ) -> int:
-    """Posts the task; with `wait`, prints its answer (or what is known of it, and why not)."""
+    """Posts the task; with `wait`, prints its answer (or what is known of it, and why not).
+    `sending` is told when the task goes out."""
+    sending = sending or Sending(posting.task.task_id)
     async with Client(config) as client:
+        sending.sent = True  # from here on, it may be in the market
         if not wait:
             task_id = await client.post(posting.task, posting.checks)
             print(f"posted task {task_id}; its answer: sale result {task_id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from marketplace.log.outcomes import fold
 from marketplace.log.replay.readers import read_postgres
 from marketplace.log.store import load_events
 from marketplace.shared.config import BrokerConfig, Config, TenantConfig
+from marketplace.shared.offsets import highwater_marks
 from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
 from schemas.topics import Topics
 from tests.integration.test_auctioneer import Market
@@ -321,3 +323,34 @@ async def test_sale_submit_waits_for_the_answer_and_sale_result_reads_it_back(
     assert code == 2 and "a coding task needs its inputs and hidden checks" in err
     code, _, err = await sale(broker_config, tmp_path, "result", "never-posted")
     assert (code, err) == (1, "sale result: no task 'never-posted' in the log\n")
+
+
+async def test_ctrl_c_while_submit_waits_names_the_task_and_how_to_follow_it(
+    broker_config: BrokerConfig, topics: Topics, tmp_path: Path
+) -> None:
+    """Nobody answers (no market runs): `sale submit --wait` waits until Ctrl-C, then says the
+    task's id and how to follow it, with the shell's status for an interrupt, no traceback."""
+    config = tmp_path / "sale.toml"
+    config.write_text(f'[broker]\ntopic_prefix = "{broker_config.topic_prefix}"\n')
+    env = {**os.environ, "KAFKA_BOOTSTRAP": broker_config.bootstrap}
+    env.pop("DATABASE_URL", None)
+    argv = ["--config", str(config), "submit", "--prompt", "Name a prime.", "--id", "ctrl-c-1"]
+    command = [sys.executable, "-m", "marketplace.app.cli", *argv, "--wait"]
+    waiting = await asyncio.create_subprocess_exec(*command, env=env, stdout=PIPE, stderr=PIPE)
+    try:
+        async with asyncio.timeout(60):  # the task is in the market: the client now waits
+            while not sum(
+                (await highwater_marks(broker_config.bootstrap, [topics.tasks])).values()
+            ):
+                await asyncio.sleep(0.2)
+        waiting.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(waiting.communicate(), 60)
+    finally:
+        if waiting.returncode is None:
+            waiting.kill()
+            await waiting.wait()
+    assert waiting.returncode == 130, out.decode() + err.decode()
+    assert err.decode() == (
+        "sale submit: interrupted; task ctrl-c-1 goes on without waiting: `sale result "
+        "ctrl-c-1` shows what became of it, `sale audit ctrl-c-1` its story\n"
+    )

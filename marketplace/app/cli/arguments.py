@@ -13,6 +13,7 @@ from marketplace.shared.errors import UserError
 DEFAULT_TASKS = "humaneval:0:10"
 TASK_SET = "DATASET:START:STOP"
 ARCHIVE = "archive/benchmark.jsonl.gz"  # the computed work of the benchmark, as a file
+INTERRUPTED_EXIT = 130  # a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports it
 
 Commands = argparse._SubParsersAction  # what each group adds its subcommands to
 

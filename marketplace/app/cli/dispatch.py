@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from marketplace.app.cli import evaluation, log, market, models, performance, security, tasks
-from marketplace.app.cli.arguments import Commands
+from marketplace.app.cli.arguments import INTERRUPTED_EXIT, Commands
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, unset
 from marketplace.shared.errors import UserError
 from marketplace.shared.extras import MissingExtra
@@ -53,7 +53,6 @@ COMMANDS: tuple[Callable[[Commands], None], ...] = (
 # The exit status and the start of the line of each user error; "sale COMMAND: " for the rest.
 USER_ERROR_EXIT = 2
 PREFIXES: dict[type[UserError], str] = {ConfigError: "sale: bad config: ", MissingExtra: "sale: "}
-INTERRUPTED_EXIT = 130
 BROKEN_PIPE_EXIT = 128 + 13  # SIGPIPE's: what `head`'s writer ends with in any shell
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from marketplace.app.cli import wiring
 from marketplace.app.cli.arguments import (
     DEFAULT_TASKS,
+    INTERRUPTED_EXIT,
     Commands,
     add_old_task_flags,
     add_task_sets,
@@ -69,14 +70,22 @@ def run_submit(config: Config, args: argparse.Namespace) -> int:
     from marketplace.app import submit
     from marketplace.client import InvalidTask
 
+    sending = None
     try:
         posting = submit.posting_of(
             config, args.prompt, args.file, args.kind, args.tenant, args.budget, args.id
         )
         wiring.secure(config)
-        return asyncio.run(submit.submit(config, posting, args.wait, args.timeout, args.json))
+        sending = submit.Sending(posting.task.task_id)
+        run = submit.submit(config, posting, args.wait, args.timeout, args.json, sending)
+        return asyncio.run(run)
     except InvalidTask as exc:  # the client's word for a task it cannot post: a bad request
         raise submit.BadRequest(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C while waiting: the task goes on; say how to follow it
+        if sending is None:
+            raise
+        print(f"sale submit: {submit.interrupted(sending)}", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 def add_result(commands: Commands) -> None:
