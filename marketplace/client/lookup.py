@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from marketplace.client.records import trusted
@@ -28,14 +29,25 @@ async def result(
     config: Config, task_id: str, trust: signing.Trust | None = None
 ) -> Outcome | None:
     """The task's outcome so far from the log: Postgres where the recorder keeps it (when
-    `[database].url` is set), else (or while Postgres has nothing of it yet) the topics, whose
-    records are checked against `trust` (default: the process's). None: the task is unknown."""
+    `[database].url` is set), else the topics, whose records are checked against `trust`
+    (default: the process's). What Postgres holds of a task that has not ended there is
+    completed from the topics: the recorder lags the streams a client waits on, so right after
+    `--wait` said `answered` it may hold the award and not yet the answer. None: the task is
+    unknown."""
+    stored: list[Event] = []
     if config.database.url:
-        outcome = fold(task_id, await _from_postgres(config.database.url, task_id))
-        if outcome is not None:
+        stored = await _from_postgres(config.database.url, task_id)
+        outcome = fold(task_id, stored)
+        if outcome is not None and outcome.final:
             return outcome
     trust = trust or signing.current()
-    return fold(task_id, await read_key(config.broker, trust, task_id, LOG_STREAMS))
+    try:
+        streamed = await read_key(config.broker, trust, task_id, LOG_STREAMS)
+    except (KafkaError, OSError, TimeoutError):
+        if not stored:
+            raise
+        streamed = []  # the broker away: what Postgres holds is what is known
+    return fold(task_id, list({e.event_id: e for e in [*stored, *streamed]}.values()))
 
 
 async def _from_postgres(url: str, task_id: str) -> list[Event]:

@@ -21,19 +21,22 @@ import pytest
 
 from agents.scripted_agent import ScriptedAgent
 from marketplace import Client, Outcome, Refused, SubmitTimeout
-from marketplace.client import InvalidTask
+from marketplace.client import InvalidTask, lookup
 from marketplace.log import audit, replay
 from marketplace.log.ledger import PostgresLedger
 from marketplace.log.outcomes import fold
 from marketplace.log.replay.readers import read_postgres
 from marketplace.log.store import load_events
 from marketplace.shared.config import BrokerConfig, Config, TenantConfig
+from marketplace.shared.migrate import apply_migrations
 from marketplace.shared.offsets import highwater_marks
-from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskPosted
+from marketplace.shared.signing import Trust
+from schemas.events import CodingChecks, CodingInputs, TaskChecks, TaskOutcome, TaskPosted
 from schemas.topics import Topics
 from tests.integration.test_auctioneer import Market
 from tests.integration.test_lean_auctioneer import lean_config
-from tests.integration.test_recorder import recording
+from tests.integration.test_recorder import publish, recording
+from tests.integration.test_report import append, task_events
 from tests.integration.test_verifier import verifying
 
 pytestmark = pytest.mark.integration
@@ -354,3 +357,27 @@ async def test_ctrl_c_while_submit_waits_names_the_task_and_how_to_follow_it(
         "sale submit: interrupted; task ctrl-c-1 goes on without waiting: `sale result "
         "ctrl-c-1` shows what became of it, `sale audit ctrl-c-1` its story\n"
     )
+
+
+async def test_result_says_what_wait_said_while_the_recorder_lags(
+    broker_config: BrokerConfig, topics: Topics, fresh_database: str
+) -> None:
+    """Right after `--wait` said `answered`, the recorder may hold the award and not yet the
+    answer: `result` completes what Postgres holds from the topics, so it says `answered` too
+    (it said `awarded`)."""
+    events = task_events("lagging-1", "S", None, executed=1_000)  # a general task, answered
+    recorded, outcome = events[:-2], events[-1]  # not yet recorded: the result and outcome
+    assert isinstance(outcome, TaskOutcome) and outcome.passed is None
+    await publish(broker_config, events)
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await apply_migrations(conn)
+        await append(conn, recorded)  # the recorder's part so far: up to the award
+    finally:
+        await conn.close()
+    waited = fold("lagging-1", events)
+    assert waited is not None and waited.status == "answered"
+    config = with_database(lean_config(broker_config), fresh_database)
+    later = await lookup.result(config, "lagging-1", trust=Trust())
+    assert later is not None and later.status == "answered"
+    assert later == waited  # the same fold of the same events: the same outcome
