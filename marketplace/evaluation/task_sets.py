@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from marketplace.evaluation import fanoutqa
-from marketplace.evaluation.datasets import humaneval, mbpp
-from marketplace.shared.posting import Posting
+if TYPE_CHECKING:  # imported where used: `sale`'s flags name the sets without loading them
+    from marketplace.evaluation import fanoutqa
+    from marketplace.shared.posting import Posting
 
 SIZES = {"humaneval": 164, "mbpp": 397}  # problems in each coding dataset
 ID_PREFIX = {"humaneval": "HumanEval", "mbpp": "MBPP"}  # task ids are PREFIX-INDEX
@@ -28,6 +28,13 @@ SEARCH_SETS: dict[str, fanoutqa.Split | None] = {
     "fanoutqa-eval": "eval",
 }  # task ids are the questions' own: FanOutQA-<the dataset's id>
 DATASETS = (*SIZES, *SEARCH_SETS)
+FORMS = "DATASET:START:STOP, problems START to STOP-1 (humaneval:0:10)"
+
+
+def known() -> str:
+    """The task sets every task-set flag's help names: `humaneval (164), mbpp (397), …`."""
+    sizes = [f"{name} ({SIZES[name]})" if name in SIZES else name for name in DATASETS]
+    return f"{FORMS}; DATASET one of {', '.join(sizes)}"
 
 
 class TaskSet(NamedTuple):
@@ -52,6 +59,8 @@ def parse_spec(spec: str) -> TaskSet:
 
 def _questions(name: str, spec: str | None = None) -> list[fanoutqa.Question]:
     """The kept questions of a search set; ValueError if they cannot be loaded (no registry)."""
+    from marketplace.evaluation import fanoutqa
+
     try:
         return fanoutqa.chosen(SEARCH_SETS[name])
     except (OSError, RuntimeError) as exc:
@@ -85,6 +94,10 @@ def task_ids(spec: str) -> list[str]:
 
 
 def from_dataset(name: str, start: int, stop: int) -> list[Posting]:
+    from marketplace.evaluation import fanoutqa
+    from marketplace.evaluation.datasets import humaneval, mbpp
+    from marketplace.shared.posting import Posting
+
     if name in SEARCH_SETS:
         return [Posting(*fanoutqa.task(q)) for q in _questions(name)[start:stop]]
     datasets = {"humaneval": humaneval, "mbpp": mbpp}

@@ -223,3 +223,20 @@ def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(
 ) -> None:
     done = into_a_closed_pipe(argv, unbuffered)
     assert (done.returncode, done.stderr) == (141, "")  # SIGPIPE's status, nothing said
+
+
+def test_every_task_set_flag_names_the_form_and_every_known_set() -> None:
+    """`--tasks`, `--train`, `--test`, `--dev`, wherever they are: the help says what to type."""
+    from marketplace.app.cli.arguments import task_set, task_set_or_id
+    from marketplace.evaluation.task_sets import DATASETS
+
+    flags = {
+        f"{name} {action.option_strings[0]}": action.help or ""
+        for name, command in commands(parser()).items()
+        for action in command._actions
+        if action.type in (task_set, task_set_or_id)
+    }
+    assert {"sale publish --tasks", "sale report --test", "sale lean --dev"} <= set(flags)
+    for flag, help in flags.items():
+        assert "DATASET:START:STOP" in help, flag
+        assert all(name in help for name in DATASETS), f"{flag}: {help}"

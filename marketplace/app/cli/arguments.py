@@ -65,10 +65,18 @@ def add_task_sets(
     default: list[str] | str | None = None,
     nargs: str | None = "+",
 ) -> None:
-    """A flag of task sets (`--tasks`, `--train`, ...): each judged by `task_set`."""
+    """A flag of task sets (`--tasks`, `--train`, ...): each judged by `task_set`, its help
+    naming the form and every known set (`task_sets.known`, the one list)."""
+    from marketplace.evaluation.task_sets import known
+
     default = list(default) if isinstance(default, list) else default  # a list of its own
     where.add_argument(
-        flag, nargs=nargs, type=task_set, default=default, metavar=TASK_SET, help=help
+        flag,
+        nargs=nargs,
+        type=task_set,
+        default=default,
+        metavar=TASK_SET,
+        help=f"{help}; each {known()}",
     )
 
 

@@ -86,6 +86,8 @@ def run_audit(config: Config, args: argparse.Namespace) -> int:
 
 
 def add_report(commands: Commands) -> None:
+    from marketplace.evaluation.task_sets import known
+
     report = commands.add_parser("report", help="markdown tables of what the log says happened")
     report.add_argument(
         "--tasks",
@@ -93,7 +95,8 @@ def add_report(commands: Commands) -> None:
         type=task_set_or_id,
         default=[],
         metavar="TASKS",
-        help="only these: task sets (humaneval:0:10) or task ids (HumanEval-3); default: all",
+        help="only these: task sets or task ids (HumanEval-3); default: all. A task set is "
+        f"{known()}",
     )
     report.add_argument("--bench", action="store_true", help="the benchmark's methods and plots")
     add_task_sets(
