@@ -26,6 +26,7 @@ DEFINED = {
     "DatabaseUnreachable": "marketplace.shared.database",
     "EmptySplit": "marketplace.evaluation.matrix",
     "MissingExtra": "marketplace.shared.extras",
+    "StackRunning": "marketplace.shared.stack_lock",
 }
 
 
