@@ -97,7 +97,10 @@ def http(url: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m marketplace.app.health", description=__doc__)
-    root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
+    root.add_argument(
+        "--config",
+        help="config file (default: $SALE_CONFIG, else the nearest sale.toml here or above)",
+    )
     root.add_argument("checks", nargs="*", metavar="CHECK", help=", ".join(CHECKS))
     root.add_argument("--http", action="append", default=[], metavar="URL", help="GET URL: 2xx")
     return root

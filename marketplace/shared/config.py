@@ -27,6 +27,7 @@ from schemas.codec import describe
 from schemas.events import MAX_EXCERPT, MAX_TOOL_STEPS, Id, Price, TaskKind, Weights
 
 CONFIG_ENV = "SALE_CONFIG"
+CONFIG_FILE = "sale.toml"  # the name a config is found by (`config_path`)
 ExecutorStyle = Literal["chat", "complete", "continue"]
 SearcherStyle = Literal["plain", "short", "example"]  # agents.prompts.SEARCHERS (docs/search.md)
 DEFAULT_SEARCHER: SearcherStyle = "short"  # chosen on fanoutqa-dev (docs/search.md)
@@ -376,14 +377,37 @@ def unset(section: str, key: str) -> str:
     return f"[{section}].{key} is not set and {env} is empty"
 
 
-def config_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
-    """The file to read: the flag, else $SALE_CONFIG, else ./sale.toml."""
-    return Path(explicit or env.get(CONFIG_ENV) or "sale.toml")
+def config_path(
+    explicit: str | Path | None,
+    env: Mapping[str, str] = os.environ,
+    cwd: Path | None = None,
+    fallback: Path | None = None,
+) -> Path:
+    """The file to read: the flag, else $SALE_CONFIG, else the nearest `sale.toml` in the
+    working directory or a folder above it (found as git finds its repository, so a command
+    typed in a subfolder means the project's config), else `fallback`, else ./sale.toml (which
+    `load_config` then reports missing). A path the user gives is relative to where they are."""
+    if given := explicit or env.get(CONFIG_ENV):
+        return Path(given)
+    return find_config(cwd or Path.cwd()) or fallback or Path(CONFIG_FILE)
 
 
-def load_config(path: Path, env: Mapping[str, str] = os.environ, join: bool = True) -> Config:
-    """The config in `path`, connection settings overridden from `env`; with `join`, a running
-    `sale up` of this config supplies those `env` leaves unset (`shared.endpoints`)."""
+def find_config(start: Path) -> Path | None:
+    """The nearest `sale.toml` in `start` or a folder above it; None when there is none."""
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE
+    return None
+
+
+def load_config(
+    path: Path | None = None, env: Mapping[str, str] = os.environ, join: bool = True
+) -> Config:
+    """The config in `path` (none: the one `sale` would find, `config_path`), connection
+    settings overridden from `env`; with `join`, a running `sale up` of this config supplies
+    those `env` leaves unset (`shared.endpoints`)."""
+    path = path if path is not None else config_path(None, env)
     if join:
         from marketplace.shared import endpoints
 
@@ -392,6 +416,9 @@ def load_config(path: Path, env: Mapping[str, str] = os.environ, join: bool = Tr
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         hint = f"pass --config or set {CONFIG_ENV}"
+        if path == Path(CONFIG_FILE):  # none found where the command runs, nor above it
+            where = f"no {CONFIG_FILE} in {Path.cwd()} or any folder above it"
+            raise ConfigError(f"{where} ({hint})") from None
         raise ConfigError(f"{path}: no such config file ({hint})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None

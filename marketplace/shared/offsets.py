@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from marketplace.shared.bus import from_start, new_consumer
+from marketplace.shared.bus import from_start, new_consumer, partitions_of
 from marketplace.shared.config import BrokerConfig
 from marketplace.shared.kafka_auth import client_options
 
@@ -25,8 +25,13 @@ class TopicStatus:
 async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
     """Partitions, size and per-group lag of every topic under the prefix.
 
-    Lag is high-water mark minus committed offset. The high-water marks come from a fetch
-    response rather than `end_offsets()`, which Tansu answers wrongly.
+    Lag is high-water mark minus committed offset. The committed offsets are read first and
+    the high-water marks after them: read the other way round, a group that commits while its
+    turn comes (a heartbeat read meanwhile) is past the mark read before, and its lag comes out
+    negative (issue 26 saw -1 in /metrics). A mark only grows, so read last it is at least every
+    offset committed before it. The high-water marks come from a fetch response rather than
+    `end_offsets()`, which Tansu answers wrongly; a partition whose mark did not come counts no
+    lag rather than a negative one.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, **client_options(config))
     await admin.start()
@@ -37,18 +42,29 @@ async def topic_status(config: BrokerConfig) -> list[TopicStatus]:
         )
     finally:
         await admin.close()
-    highwater = await highwater_marks(config.bootstrap, topics)
-    committed = {g: await committed_offsets(config.bootstrap, g, list(highwater)) for g in groups}
+    every = await partitions(config.bootstrap, topics)
+    committed = {g: await committed_offsets(config.bootstrap, g, every) for g in groups}
+    highwater = await highwater_marks(config.bootstrap, topics)  # after: see above
     status = []
     for topic in topics:
         parts = [tp for tp in highwater if tp.topic == topic]
         lag = {
-            group: sum(highwater[tp] - offsets.get(tp, 0) for tp in parts)
+            group: sum(max(0, highwater[tp] - offsets.get(tp, 0)) for tp in parts)
             for group, offsets in committed.items()
             if any(tp in offsets for tp in parts)
         }
         status.append(TopicStatus(topic, len(parts), sum(highwater[tp] for tp in parts), lag))
     return status
+
+
+async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, from the cluster's metadata."""
+    consumer = new_consumer(bootstrap)
+    await consumer.start()
+    try:
+        return await partitions_of(consumer, topics)
+    finally:
+        await consumer.stop()
 
 
 async def highwater_marks(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:

@@ -9,7 +9,7 @@ import pytest
 from marketplace.shared.config import ConfigError, config_path, load_config, parse_config
 from schemas.events import Price
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "sale.toml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "sale.example.toml"
 PRICED = {"input_price": 1, "output_price": 2}
 
 
@@ -119,10 +119,10 @@ def test_missing_and_malformed_files_say_so(tmp_path: Path) -> None:
         load_config(broken)
 
 
-def test_config_path_prefers_the_flag_then_the_environment() -> None:
+def test_config_path_prefers_the_flag_then_the_environment(tmp_path: Path) -> None:
     assert config_path("a.toml", env={"SALE_CONFIG": "b.toml"}) == Path("a.toml")
     assert config_path(None, env={"SALE_CONFIG": "b.toml"}) == Path("b.toml")
-    assert config_path(None, env={}) == Path("sale.toml")
+    assert config_path(None, env={}, cwd=tmp_path) == Path("sale.toml")  # none found
 
 
 def test_paths_in_a_config_file_are_relative_to_its_folder(

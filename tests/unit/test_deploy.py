@@ -156,7 +156,7 @@ def test_the_front_door_is_published_and_checked_on_its_port() -> None:
 
 def test_no_service_mounts_benchmark_data_or_shows_keys_to_the_sandbox() -> None:
     named = set(COMPOSE.get("volumes", {}))
-    config_files = {"./examples/sale.toml", "./examples/model-server.json"}
+    config_files = {"./examples/sale.example.toml", "./examples/model-server.json"}
     for name, service in SERVICES.items():
         for source, target in mounts(service):
             if source in named:

@@ -12,7 +12,16 @@ from marketplace.shared.errors import UserError
 
 DEFAULT_TASKS = "humaneval:0:10"
 TASK_SET = "DATASET:START:STOP"
-ARCHIVE = "archive/benchmark.jsonl.gz"  # the computed work of the benchmark, as a file
+
+
+class BesideConfig(str):
+    """A flag's default path that means the same file from any working directory: it is
+    relative to the config file's folder, as every path in the config is (`resolve_defaults`
+    makes it so). A path the user types stays relative to where they type it."""
+
+
+ARCHIVE = BesideConfig("archive/benchmark.jsonl.gz")  # the benchmark's computed work, as a file
+RUN_DIR = BesideConfig(".sale")  # where `sale up` and `sale run` keep logs, keys, endpoints
 INTERRUPTED_EXIT = 130  # a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports it
 
 Commands = argparse._SubParsersAction  # what each group adds its subcommands to
@@ -20,6 +29,15 @@ Commands = argparse._SubParsersAction  # what each group adds its subcommands to
 
 class UsageError(UserError, ValueError):
     """A flag that argparse could not judge alone; `main` says so in one line."""
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Every flag left at a `BesideConfig` default made a path in the folder of the config
+    (`args.config_path`), so `sale run` in a subfolder keeps its run in the project's `.sale`."""
+    folder = args.config_path.absolute().parent
+    for name, value in vars(args).items():
+        if isinstance(value, BesideConfig):
+            setattr(args, name, str(folder / value))
 
 
 def task_set(text: str) -> str:

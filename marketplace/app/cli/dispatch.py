@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from marketplace.app.cli import evaluation, log, market, models, performance, security, tasks
-from marketplace.app.cli.arguments import INTERRUPTED_EXIT, Commands
+from marketplace.app.cli.arguments import INTERRUPTED_EXIT, Commands, resolve_defaults
 from marketplace.shared.config import Config, ConfigError, config_path, load_config, unset
 from marketplace.shared.errors import UserError
 from marketplace.shared.extras import MissingExtra
@@ -65,7 +65,10 @@ class Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     root = Parser(prog="sale", description=ABOUT)
-    root.add_argument("--config", help="config file (default: $SALE_CONFIG, else ./sale.toml)")
+    root.add_argument(
+        "--config",
+        help="config file (default: $SALE_CONFIG, else the nearest sale.toml here or above)",
+    )
     root.add_argument("--version", action="version", version=_version())
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
@@ -135,6 +138,7 @@ def command(argv: list[str] | None = None) -> int:
     """Parses, loads the config and runs the command; every error becomes its one line."""
     args = parser().parse_args(argv)
     args.config_path = config_path(args.config_sub or args.config)
+    resolve_defaults(args)  # default paths beside the config, from any working directory
     # aiokafka logs each failed connection; a command whose logging nobody configured says
     # it once itself (a service's configure_logging shows them all)
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marketplace.app.cli import wiring
-from marketplace.app.cli.arguments import ARCHIVE, Commands, add_task_sets
+from marketplace.app.cli.arguments import ARCHIVE, BesideConfig, Commands, add_task_sets
 from marketplace.shared.config import Config, ConfigError
 
 if TYPE_CHECKING:
@@ -149,7 +149,9 @@ def add_bench(commands: Commands) -> None:
         help="live: the lean auction, or the paper's with or without memory (default: full)",
     )
     bench.add_argument("--order", type=int, default=0, help="live: 0 = dataset order")
-    bench.add_argument("--run-dir", default=".sale/bench", help="live: logs and config")
+    bench.add_argument(
+        "--run-dir", default=BesideConfig(".sale/bench"), help="live: logs and config"
+    )
     bench.add_argument(
         "--archive",
         default=ARCHIVE,

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marketplace.app.cli import wiring
-from marketplace.app.cli.arguments import ARCHIVE, Commands, add_task_sets, task_set_or_id
+from marketplace.app.cli.arguments import (
+    ARCHIVE,
+    BesideConfig,
+    Commands,
+    add_task_sets,
+    task_set_or_id,
+)
 from marketplace.shared.config import Config, load_weights
 
 if TYPE_CHECKING:
@@ -109,7 +115,7 @@ def add_report(commands: Commands) -> None:
         ["humaneval:0:164"],
     )
     report.add_argument(
-        "--out", default="docs/benchmark", help="bench: where README.md and PNGs go"
+        "--out", default=BesideConfig("docs/benchmark"), help="bench: where README.md and PNGs go"
     )
     report.add_argument("--archive", default=ARCHIVE, help="bench: loaded first if it exists")
     report.set_defaults(run=run_report)

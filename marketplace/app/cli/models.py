@@ -40,7 +40,7 @@ def add_models(commands: Commands) -> None:
     models.add_argument(
         "--out",
         help="measure: its resumable log (default: .sale/measure.jsonl); calibrate: the record "
-        "(default: .sale/calibration.json)",
+        "(default: .sale/calibration.json); by default beside the config",
     )
     models.set_defaults(run=run_models, needs_config=False)
 
@@ -52,7 +52,7 @@ def run_models(config: Config | None, args: argparse.Namespace) -> int:
     if args.action == "calibrate":
         from marketplace.evaluation import calibrate
 
-        return calibrate.run(tiers, Path(args.out or ".sale/calibration.json"))
+        return calibrate.run(tiers, _out(args, ".sale/calibration.json"))
     if args.action == "measure":
         from marketplace.evaluation import measure
         from marketplace.evaluation.task_sets import parse_spec
@@ -60,7 +60,7 @@ def run_models(config: Config | None, args: argparse.Namespace) -> int:
         name, start, stop = parse_spec(args.tasks)
         if name != "humaneval":
             raise UsageError(f"--tasks {args.tasks}: `models measure` runs HumanEval problems")
-        return measure.run(tiers, f"{start}:{stop}", Path(args.out or ".sale/measure.jsonl"))
+        return measure.run(tiers, f"{start}:{stop}", _out(args, ".sale/measure.jsonl"))
     if args.action == "install":
         for tier in tiers:
             print(f"{tier}: {install.install(tier)}")
@@ -68,6 +68,11 @@ def run_models(config: Config | None, args: argparse.Namespace) -> int:
     for spec, path, ok in install.list_models():
         print(f"{spec.tier}  {spec.name:<40} {'installed' if ok else 'missing':<9}  {path}")
     return 0
+
+
+def _out(args: argparse.Namespace, default: str) -> Path:
+    """--out, else `default` beside the config: the same file from any working directory."""
+    return Path(args.out) if args.out else args.config_path.absolute().parent / default
 
 
 def add_corpus(commands: Commands) -> None:

@@ -76,14 +76,16 @@ def run_keys(config: Config | None, args: argparse.Namespace) -> int:
 
 def _keyring(args: argparse.Namespace) -> Path:
     """--keyring, else the config's `[security].keyring` (a config that cannot be read is no
-    keyring), else <out>/keyring.toml beside the new key (.sale/keys by default)."""
+    keyring), else <out>/keyring.toml beside the new key (by default .sale/keys beside the
+    config, where `sale up` makes it)."""
     if args.keyring:
         return Path(args.keyring)
     try:
         keyring = load_config(args.config_path).security.keyring
     except ConfigError:
         keyring = None
-    return keyring or Path(getattr(args, "out", None) or ".sale/keys") / "keyring.toml"
+    out = getattr(args, "out", None) or args.config_path.absolute().parent / ".sale" / "keys"
+    return keyring or Path(out) / "keyring.toml"
 
 
 def add_contract(commands: Commands) -> None:

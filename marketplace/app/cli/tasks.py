@@ -13,6 +13,7 @@ from marketplace.app.cli import wiring
 from marketplace.app.cli.arguments import (
     DEFAULT_TASKS,
     INTERRUPTED_EXIT,
+    RUN_DIR,
     Commands,
     add_old_task_flags,
     add_task_sets,
@@ -109,7 +110,11 @@ def add_run(commands: Commands) -> None:
     )
     add_task_sets(run, "--tasks", f"dataset problems, in order (default: {DEFAULT_TASKS})")
     add_old_task_flags(run, run)
-    run.add_argument("--run-dir", default=".sale", help="where logs and keys go (default: .sale)")
+    run.add_argument(
+        "--run-dir",
+        default=RUN_DIR,
+        help="where logs and keys go (default: .sale beside the config)",
+    )
     run.set_defaults(run=run_job)
 
 

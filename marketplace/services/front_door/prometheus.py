@@ -7,13 +7,19 @@ append-only, so a count of its rows only grows, which is what a Prometheus count
 across restarts of the door too (a door that counted the events it had followed would start
 again at zero, and would need a consumer group of its own per replica); and any number of
 doors report the same values. The price is a few aggregate queries per scrape over indexed
-projections, cheap at a scrape every 15 s. Consumer lag is the one figure the log cannot hold:
-it is the broker's (committed offsets against high-water marks, `sale topics`), probed at most
-every `LAG_EVERY_S` because each probe opens a consumer per group.
+projections, cheap at a scrape every 15 s, read in one snapshot (a repeatable-read
+transaction), so the figures of a scrape agree with each other as the log stood at one moment.
+Consumer lag is the one figure the log cannot hold: it is the broker's (committed offsets
+against high-water marks, `sale topics`), probed at most every `LAG_EVERY_S` because each probe
+opens a consumer per group.
 
     sale_auctions_opened_total               auctions opened
-    sale_auctions_closed_total{reason}       auctions closed, by reason (awarded, no_bids, ...)
+    sale_auctions_closed_total{reason}       auctions opened and closed, by reason (awarded,
+                                             no_bids, ...): opened = closed + open, always
     sale_auctions_open / _waiting            open now / posted and not yet opened
+    sale_tasks_refused_total{reason}         tasks refused before an auction opened
+                                             (over_budget): closed, never opened, so not in
+                                             the auctions' counts
     sale_award_latency_seconds               AuctionOpened → AuctionClosed of awarded auctions
                                              (both stamped by the auctioneer: one clock)
     sale_bids_total{agent}                   bids (every round) by agent
@@ -24,7 +30,8 @@ every `LAG_EVERY_S` because each probe opens a consumer per group.
     sale_outcomes_total{verdict}             judged results: passed, failed, answered (a general
                                              task: nothing to check)
     sale_dead_letters_total                  records a consumer could not use
-    sale_consumer_lag{group,topic}           records not yet committed by the group
+    sale_consumer_lag{group,topic}           records not yet committed by the group (never
+                                             negative: `shared.offsets.topic_status`)
     sale_log_up, sale_broker_up              1 when the last read of each worked
 """
 
@@ -59,7 +66,12 @@ SELECT count(opened_at) AS opened,
        count(*) FILTER (WHERE opened_at IS NULL AND closed_at IS NULL) AS waiting
 FROM auctions
 """
-_CLOSED = "SELECT reason, count(*) AS n FROM auctions WHERE closed_at IS NOT NULL GROUP BY reason"
+# A refused task (over its budget) is closed without ever opening: counted apart, or the
+# auctions closed would outnumber those opened.
+_CLOSED = """
+SELECT opened_at IS NOT NULL AS opened, reason, count(*) AS n FROM auctions
+WHERE closed_at IS NOT NULL GROUP BY 1, 2
+"""
 _LATENCY = f"""
 SELECT count(*) AS n, coalesce(sum(s), 0) AS total,
        {", ".join(f"count(*) FILTER (WHERE s <= {b}) AS le{i}" for i, b in enumerate(BUCKETS))}
@@ -85,7 +97,10 @@ async def from_log(reader: LogReader) -> list[Metric]:
     the log cannot be read."""
     up = GaugeMetricFamily("sale_log_up", "1 when the Postgres log was read for this scrape")
     try:
-        async with reader.connection() as conn:
+        async with (
+            reader.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             auctions = await conn.fetchrow(_AUCTIONS)
             closed = await conn.fetch(_CLOSED)
             latency = await conn.fetchrow(_LATENCY)
@@ -106,10 +121,13 @@ async def from_log(reader: LogReader) -> list[Metric]:
         "sale_auctions_waiting", "tasks posted, auction not yet opened", value=auctions["waiting"]
     )
     by_reason = CounterMetricFamily(
-        "sale_auctions_closed", "auctions closed, by reason", labels=["reason"]
+        "sale_auctions_closed", "auctions opened and closed, by reason", labels=["reason"]
+    )
+    refused = CounterMetricFamily(
+        "sale_tasks_refused", "tasks refused before an auction opened, by reason", labels=["reason"]
     )
     for row in closed:
-        by_reason.add_metric([row["reason"] or "unknown"], row["n"])
+        (by_reason if row["opened"] else refused).add_metric([row["reason"] or "unknown"], row["n"])
     dead_letters = CounterMetricFamily(
         "sale_dead_letters", "records a consumer could not use", value=dead
     )
@@ -117,6 +135,7 @@ async def from_log(reader: LogReader) -> list[Metric]:
         up,
         opened,
         by_reason,
+        refused,
         open_now,
         waiting,
         _latency(latency),
