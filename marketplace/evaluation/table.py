@@ -100,17 +100,21 @@ def matrix_methods(
 
 
 def lean_replays(
-    test: Matrix, table: LeanConfig, prices: Prices, embeddings: Mapping[str, np.ndarray]
+    test: Matrix,
+    table: LeanConfig,
+    prices: Prices,
+    embeddings: Mapping[str, np.ndarray],
+    names: Mapping[str, lean_replay.Variant] = LEAN_NAMES,
 ) -> dict[str, list[list[TaskRun]]]:
-    """SALE-lean and its ablations, each in `ORDERS` task orders (one without memory: its runs
-    do not depend on the order)."""
+    """SALE-lean and its ablations (`names`: method name → variant), each in `ORDERS` task
+    orders (one without memory: its runs do not depend on the order)."""
     from marketplace.core.lean_policy import Prior, settings_of
 
     priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
     settings = settings_of(table)
     tasks = test.complete_tasks()
     methods = {}
-    for name, variant in LEAN_NAMES.items():
+    for name, variant in names.items():
         orders = lean_replay.orders(tasks, 1 if variant == "no memory" else ORDERS)
         runs = [
             lean_replay.lean_runs(test, o, priors, settings, prices, embeddings, variant)
@@ -221,7 +225,7 @@ def markdown(table: Sequence[Row], scored: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _pyplot() -> ModuleType:
+def pyplot() -> ModuleType:
     """matplotlib's pyplot drawing into files (Agg), from the `bench` extra."""
     matplotlib = extras.need("matplotlib", "bench", "plotting the benchmark's results")
     matplotlib.use("Agg")
@@ -246,7 +250,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
     (no label is printed on the plot, so none can cover another), with its spread over
     repetitions as a bar; dashed lines through always-largest's cost and pass@1 split the plot
     into better-and-cheaper (above left) and the rest."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -293,7 +297,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
 
 
 def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig = cost_vs_pass_figure(table, largest)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -302,7 +306,7 @@ def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
 def plot_shares(
     runs_by_name: Mapping[str, Sequence[TaskRun]], agents: Sequence[str], window: int, path: Path
 ) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(
         len(runs_by_name), 1, figsize=(8, 2.6 * len(runs_by_name)), squeeze=False
