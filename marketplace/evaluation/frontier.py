@@ -116,8 +116,9 @@ def sweep_ratios(start: float, ratios: Sequence[float] = RATIOS) -> list[float]:
 def break_even(curve: Sequence[tuple[float, float]]) -> float | None:
     """The ratio below which SALE-lean costs less than always-largest: `curve` is (ratio, its
     cost over always-largest's), highest ratio first; linear between the two sweep points that
-    straddle 1 (NaN points, where the replay lacked a draft, straddle nothing). The highest
-    ratio itself when it is already cheaper there; None when no point of the range is."""
+    straddle 1, skipping NaN points (where the replay lacked a draft). The highest ratio itself
+    when it is already cheaper there; None when no point of the range is."""
+    curve = [(ratio, spent) for ratio, spent in curve if not math.isnan(spent)]
     if curve and curve[0][1] < 1:
         return curve[0][0]
     for (high, above), (low, below) in itertools.pairwise(curve):

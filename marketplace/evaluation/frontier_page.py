@@ -19,6 +19,8 @@ PLOT = "frontier.png"
 def break_even_text(sweep: Sweep) -> str:
     """Where SALE-lean starts to cost less than always-largest, in words."""
     found = sweep.break_even
+    if all(LEAN not in p.rows for p in sweep.points):
+        return "SALE-lean was replayed at no ratio of the range (see the notes)"
     if found is None:
         return "SALE-lean costs less than always-largest at no ratio of the range"
     if found == sweep.points[0].ratio:

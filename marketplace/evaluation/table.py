@@ -218,11 +218,17 @@ def markdown(table: Sequence[Row], scored: bool = False) -> str:
         lines.append(
             f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} |{f1} "
             f"{100 * delta.estimate:+.1f} [{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] "
-            f"| {r.cost:,.1f} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
+            f"| {money(r.cost)} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
             f"| {row.seconds_ratio.show('.2f')} | {r.auction_share:.1%} "
             f"| {r.largest_share:.1%} | {c.largest_use_cut:.0%} | {executors} |"
         )
     return "\n".join(lines)
+
+
+def money(amount: float) -> str:
+    """A cost as the tables show it: to a tenth from 10 up (CPU-seconds run to thousands), to
+    three significant figures below (a hosted price list's dollars: 0.0734)."""
+    return f"{amount:,.1f}" if abs(amount) >= 10 else f"{amount:.3g}"
 
 
 def pyplot() -> ModuleType:
@@ -267,7 +273,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
             markeredgecolor="black",
             markeredgewidth=0.5,
             capsize=3,
-            label=f"{r.method} ({100 * r.pass_at_1:.1f}%, {r.cost:,.0f})",
+            label=f"{r.method} ({100 * r.pass_at_1:.1f}%, {money(r.cost)})",
         )
     reference = next(
         (row.result for row in table if row.result.method == f"always {largest}"), None
@@ -278,9 +284,9 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
         ax.axvline(reference.cost, **style)
     ax.set_xscale("log")  # the methods crowd within a factor of two; a few cost ten times more
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 10 else f"{x:.2g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("total cost, log scale (CPU-seconds per million tokens × tokens / 1e6)")
+    ax.set_xlabel("total cost, log scale (price per million tokens × tokens / 1e6)")
     ax.set_ylabel("pass@1 (%)")
     ax.set_title(f"Cost against pass@1 ({table[0].result.tasks} tasks; bars: spread over runs)")
     ax.grid(alpha=0.3, which="both")
