@@ -28,6 +28,17 @@ def break_even_text(sweep: Sweep) -> str:
     return f"SALE-lean starts to cost less than always-largest below r = {found:.2f}"
 
 
+def replayed_text(sweeps: Sequence[Sweep]) -> str:
+    """How often the archive held every draft SALE-lean asked for (nothing is computed here)."""
+    points = [p for sweep in sweeps for p in sweep.points]
+    lacking = [p for p in points if p.missing]
+    return f"SALE-lean was replayed at {len(points) - len(lacking)} of {len(points)} points; " + (
+        f"at {len(lacking)} the archive lacks a draft it asks for (the row's note names it)."
+        if lacking
+        else "the archive holds every draft it asked for."
+    )
+
+
 def _cell(point: Point, method: str) -> str:
     row = point.rows.get(method)
     if row is None:
@@ -67,6 +78,7 @@ def markdown(sweeps: Sequence[Sweep], command: str) -> str:
         "factor, L's stay the config's; the lean priors are refitted on the training split at "
         "those prices. The break-even ratio is interpolated linearly between sweep points.",
     ]
+    parts.append(replayed_text(sweeps))
     for sweep in sweeps:
         parts.append(f"## {sweep.split} ({sweep.tasks} tasks)")
         parts.append(split_table(sweep))

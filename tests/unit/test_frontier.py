@@ -88,6 +88,7 @@ def test_a_sweep_prices_every_method_at_each_ratio_and_finds_the_break_even():
     assert len(lines) == 3 and "SALE-lean 1.05× always-L" in lines[0]
     page = frontier_page.markdown([sweep], "sale bench frontier")
     assert "below r = 0.20" in page and "| 0.220 | 0.880 |" in page
+    assert "replayed at 3 of 3 points; the archive holds every draft" in page
 
 
 def test_a_draft_the_archive_lacks_is_reported_not_computed():
@@ -99,3 +100,4 @@ def test_a_draft_the_archive_lacks_is_reported_not_computed():
     page = frontier_page.markdown([sweep], "sale bench frontier")
     assert "SALE-lean not replayed: t4: no escalation of L after M" in page
     assert "SALE-lean was replayed at no ratio" in page
+    assert "SALE-lean was replayed at 0 of 2 points; at 2 the archive lacks" in page
