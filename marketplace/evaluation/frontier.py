@@ -6,10 +6,10 @@ The pricing rule: the largest agent keeps the config's prices; every other agent
 cached input, output) are the config's times one factor, so the pool keeps its shape and only the
 spread moves. A sweep point is named by the ratio r of the next-dearest agent's draft cost to
 the largest's on the split (always-M's cost over always-L's, from the archived tokens): r is
-this machine's ratio at factor 1 and falls with the factor, down to 1/20. The lean auction's
-priors are refitted on the training split at each point (`prices.repriced_lean`). Nothing is
-computed: a draft the lean replay needs and the archive lacks (`lean_replay.Missing`) leaves
-SALE-lean out of that point, and the point says which draft.
+this machine's ratio at factor 1 and falls with the factor, by default down to 1/20. The lean
+auction's priors are refitted on the training split at each point (`prices.repriced_lean`).
+Nothing is computed: a draft the lean replay needs and the archive lacks
+(`lean_replay.Missing`) leaves SALE-lean out of that point, and the point says which draft.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from marketplace.evaluation import baselines, lean_replay, table
 from marketplace.evaluation.matrix import Matrix
 from marketplace.evaluation.prices import repriced_lean
 from marketplace.log.summary import largest_agent
-from marketplace.shared.config import Config, LeanConfig
+from marketplace.shared.config import Config, ConfigError, LeanConfig
 from schemas.events import Price
 
-RATIOS = (0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)  # below this machine's ratio
-LOWEST = 1 / 20
+RATIOS = (0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05)  # down to 1/20, below this machine's
 LEAN = "SALE-lean"
 CASCADE = "cascade (FrugalGPT-style)"
 KNN = "kNN router"
@@ -94,7 +93,7 @@ def next_dearest(prices: Prices) -> str:
     """The agent whose price names the spread: the dearest below the largest."""
     ranked = baselines.by_price(list(prices), prices)
     if len(ranked) < 2:
-        raise ValueError("a price spread needs at least two agents")
+        raise ConfigError(f"a price spread needs two agents or more; the config has {ranked}")
     return ranked[-2]
 
 
@@ -104,13 +103,14 @@ def draft_cost_ratio(test: Matrix, prices: Prices, cheaper: str, dearer: str) ->
     def spent(agent: str) -> float:
         return cost([s for r in baselines.always(test, agent) for s in r.spend], prices)
 
+    if not spent(dearer):
+        raise ConfigError(f"{dearer}'s drafts cost nothing at the config's prices: no ratio to it")
     return spent(cheaper) / spent(dearer)
 
 
 def sweep_ratios(start: float, ratios: Sequence[float] = RATIOS) -> list[float]:
-    """This machine's ratio, then every ratio of `ratios` below it, down to `LOWEST`."""
-    below = sorted({r for r in ratios if LOWEST - 1e-12 <= r < start}, reverse=True)
-    return [start, *below]
+    """This machine's ratio, then every ratio of `ratios` below it, highest first."""
+    return [start, *sorted({r for r in ratios if r < start}, reverse=True)]
 
 
 def break_even(curve: Sequence[tuple[float, float]]) -> float | None:
@@ -171,6 +171,8 @@ def sweep(
     start = draft_cost_ratio(test, config_prices, cheaper, largest)
     points = []
     todo = sweep_ratios(start, ratios)
+    if above := sorted(r for r in ratios if r >= start):
+        progress(f"{split}: left out {above}, not below this machine's ratio {start:.3f}")
     for i, ratio in enumerate(todo, 1):
         factor = ratio / start
         prices = scaled(config_prices, largest, factor)

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from marketplace.evaluation import frontier, frontier_page
-from marketplace.shared.config import LeanConfig, PriorConfig
+from marketplace.shared.config import ConfigError, LeanConfig, PriorConfig
 from schemas.events import Price
 from tests.unit.test_lean_method import EMBEDDINGS, PRICES, matrix
 
@@ -51,7 +51,15 @@ def test_scaling_moves_every_price_but_the_largest_s():
 
 def test_the_sweep_runs_from_this_machine_s_ratio_down_to_a_twentieth():
     assert frontier.sweep_ratios(0.69) == [0.69, *frontier.RATIOS]
-    assert frontier.sweep_ratios(0.45, (0.5, 0.4, 0.1, 0.01)) == [0.45, 0.4, 0.1]
+    assert frontier.sweep_ratios(0.45, (0.1, 0.5, 0.4, 0.01)) == [0.45, 0.4, 0.1, 0.01]
+
+
+def test_a_pool_without_a_spread_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="two agents or more"):
+        frontier.next_dearest({"L": PRICES["L"]})
+    free = {"M": PRICES["M"], "L": Price(input=0.0, output=0.0)}
+    with pytest.raises(ConfigError, match="L's drafts cost nothing"):
+        frontier.draft_cost_ratio(TEST, free, "M", "L")
 
 
 @pytest.mark.parametrize(
@@ -86,6 +94,8 @@ def test_a_sweep_prices_every_method_at_each_ratio_and_finds_the_break_even():
         assert p.pass_at_1(frontier.LEAN) == 1.0 and p.missing is None
     assert sweep.break_even == pytest.approx(0.2)
     assert len(lines) == 3 and "SALE-lean 1.05× always-L" in lines[0]
+    frontier.sweep(TRAIN, TEST, "t", PRICES, LEAN, EMBEDDINGS, (0.3, 0.1), lines.append)
+    assert "left out [0.3], not below this machine's ratio 0.250" in lines[3]
     page = frontier_page.markdown([sweep], "sale bench frontier")
     assert "below r = 0.20" in page and "| 0.220 | 0.880 |" in page
     assert "replayed at 3 of 3 points; the archive holds every draft" in page
@@ -101,3 +111,13 @@ def test_a_draft_the_archive_lacks_is_reported_not_computed():
     assert "SALE-lean not replayed: t4: no escalation of L after M" in page
     assert "SALE-lean was replayed at no ratio" in page
     assert "SALE-lean was replayed at 0 of 2 points; at 2 the archive lacks" in page
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.1", "nan", "half"])
+def test_a_ratio_that_is_not_above_zero_is_refused_by_name(bad, capsys):
+    from marketplace.app.cli import main
+
+    with pytest.raises(SystemExit) as done:  # argparse's usage error, before anything starts
+        main(["bench", "frontier", "--ratios", bad])
+    assert done.value.code == 2
+    assert f"--ratios: a ratio is a number above 0, not '{bad}'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from pathlib import Path
@@ -129,7 +130,7 @@ def add_bench(commands: Commands) -> None:
     bench.add_argument(
         "--ratios",
         nargs="+",
-        type=float,
+        type=_ratio,
         metavar="R",
         help="frontier: the ratios of M's draft cost to L's to sweep below this machine's "
         "(default: 0.5 0.4 0.3 0.25 0.2 0.15 0.1 0.07 0.05)",
@@ -191,6 +192,17 @@ def add_bench(commands: Commands) -> None:
         help="the computed work as a file: loaded first if it exists; `export` writes it",
     )
     bench.set_defaults(run=run_bench)
+
+
+def _ratio(text: str) -> float:
+    """A `--ratios` value: a positive number (M's draft cost over L's)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"a ratio is a number above 0, not {text!r}")
+    return value
 
 
 def run_bench(config: Config, args: argparse.Namespace) -> int:
