@@ -16,6 +16,7 @@ from marketplace.shared.config import Config
 
 if TYPE_CHECKING:
     from marketplace.evaluation.matrix import Matrix
+    from marketplace.evaluation.prices import PriceList
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -73,27 +74,32 @@ def on_tasks(
 
 
 async def bench_report(
-    config: Config, train_specs: Sequence[str], test_specs: Sequence[str], out: Path
+    config: Config,
+    train_specs: Sequence[str],
+    test_specs: Sequence[str],
+    out: Path,
+    price_list: PriceList | None = None,
 ) -> str:
     """Writes `out/README.md` and the plots; returns the markdown.
 
     The first table compares every method replayed from the matrix on every evaluation task;
-    when live runs exist, a second compares them all on the tasks the live runs finished."""
+    when live runs exist, a second compares them all on the tasks the live runs finished.
+    With a `price_list` (a user's, `marketplace.evaluation.prices`), every method is priced and
+    the lean auction decides at its prices; the live runs, which decided at the config's, are
+    left out."""
     from marketplace.evaluation import baselines, matrix, table
+    from marketplace.evaluation.prices import repriced_lean
     from marketplace.shared import embeddings
 
-    prices = {a.id: a.price for a in config.agents}
+    prices = price_list.prices if price_list else {a.id: a.price for a in config.agents}
     largest = largest_agent(prices)
     train = await matrix.load_split(config, train_specs)
     test = await matrix.load_split(config, test_specs)
     vectors = baselines.embeddings_for([train, test], embeddings.embed)
-    replayed = table.matrix_methods(
-        train, test, config.auction.weights, prices, vectors, config.auction.lean
-    )
-    live = on_tasks(
-        await live_runs(config.database.url, matrix.fingerprint(config.agents, test.kind)),
-        set(test.complete_tasks()),
-    )
+    lean = config.auction.lean
+    lean = repriced_lean(lean, train, prices) if price_list else lean
+    replayed = table.matrix_methods(train, test, config.auction.weights, prices, vectors, lean)
+    live = {} if price_list else await _live_on(config, test)
     out.mkdir(parents=True, exist_ok=True)
     scored = test.kind == "search"
     sections = [
@@ -112,7 +118,7 @@ async def bench_report(
             + "\n\nIn order 0: "
             + table.diagnosis(replayed["SALE-lean"][0], replayed[f"always {largest}"][0])
         )
-    if live.get(LIVE_NAMES["lean"]) and config.auction.lean.priors:
+    if live.get(LIVE_NAMES["lean"]) and lean.priors:
         sections.append(lean_agreement(live[LIVE_NAMES["lean"]], test, config, prices, vectors))
     shares = {name: reps[0] for name, reps in {**replayed, **live}.items() if "SALE" in name}
     if shares:  # no SALE method ran: nothing moves between tiers
@@ -124,13 +130,31 @@ async def bench_report(
         f"{len(test.unchecked & set(test.complete_tasks()))} that print no example to check). "
         f"kNN trained on {' '.join(train_specs)} "
         f"({len(train.complete_tasks())} tasks, {len(train.complete_tasks(plans=True))} with "
-        f"bids and reviews). Input/output prices per million tokens (CPU-seconds): "
-        f"{price_text(prices)}. The paper's weights (from the config; `sale weights fit` fits "
-        f"them): {config.auction.weights.model_dump()}.\n\n"
+        f"bids and reviews). {_prices_note(price_list, prices)} The paper's weights (from "
+        f"the config; `sale weights fit` fits them): {config.auction.weights.model_dump()}.\n\n"
         + ("![shares over time](shares_over_time.png)\n" if shares else "")
     )
     (out / "README.md").write_text(text)
     return text
+
+
+async def _live_on(config: Config, test: Matrix) -> dict[str, list[list[TaskRun]]]:
+    """The live runs of `test`'s matrix, cut to its tasks."""
+    from marketplace.evaluation import matrix
+
+    found = await live_runs(config.database.url, matrix.fingerprint(config.agents, test.kind))
+    return on_tasks(found, set(test.complete_tasks()))
+
+
+def _prices_note(price_list: PriceList | None, prices: Prices) -> str:
+    """Which prices the report is at: the config's (CPU-seconds), or the user's list."""
+    if price_list is None:
+        return f"Input/output prices per million tokens (CPU-seconds): {price_text(prices)}."
+    return (
+        f"Input/output prices per million tokens from {price_list.source}: "
+        f"{price_text(prices)} (the lean auction decided at these prices, its priors refitted "
+        "on the training split; live runs, made at the config's prices, are left out)."
+    )
 
 
 def lean_agreement(

@@ -100,17 +100,21 @@ def matrix_methods(
 
 
 def lean_replays(
-    test: Matrix, table: LeanConfig, prices: Prices, embeddings: Mapping[str, np.ndarray]
+    test: Matrix,
+    table: LeanConfig,
+    prices: Prices,
+    embeddings: Mapping[str, np.ndarray],
+    names: Mapping[str, lean_replay.Variant] = LEAN_NAMES,
 ) -> dict[str, list[list[TaskRun]]]:
-    """SALE-lean and its ablations, each in `ORDERS` task orders (one without memory: its runs
-    do not depend on the order)."""
+    """SALE-lean and its ablations (`names`: method name → variant), each in `ORDERS` task
+    orders (one without memory: its runs do not depend on the order)."""
     from marketplace.core.lean_policy import Prior, settings_of
 
     priors = {a: Prior(**p.model_dump()) for a, p in table.priors.items()}
     settings = settings_of(table)
     tasks = test.complete_tasks()
     methods = {}
-    for name, variant in LEAN_NAMES.items():
+    for name, variant in names.items():
         orders = lean_replay.orders(tasks, 1 if variant == "no memory" else ORDERS)
         runs = [
             lean_replay.lean_runs(test, o, priors, settings, prices, embeddings, variant)
@@ -214,14 +218,20 @@ def markdown(table: Sequence[Row], scored: bool = False) -> str:
         lines.append(
             f"| {r.method} | {row.pass_spread.n} | {r.pass_at_1:.1%}{span} |{f1} "
             f"{100 * delta.estimate:+.1f} [{100 * delta.low:+.1f}, {100 * delta.high:+.1f}] "
-            f"| {r.cost:,.1f} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
+            f"| {money(r.cost)} | {p.cost_ratio.show('.2f')} | {r.seconds:,.0f} "
             f"| {row.seconds_ratio.show('.2f')} | {r.auction_share:.1%} "
             f"| {r.largest_share:.1%} | {c.largest_use_cut:.0%} | {executors} |"
         )
     return "\n".join(lines)
 
 
-def _pyplot() -> ModuleType:
+def money(amount: float) -> str:
+    """A cost as the tables show it: to a tenth from 10 up (CPU-seconds run to thousands), to
+    three significant figures below (a hosted price list's dollars: 0.0734)."""
+    return f"{amount:,.1f}" if abs(amount) >= 10 else f"{amount:.3g}"
+
+
+def pyplot() -> ModuleType:
     """matplotlib's pyplot drawing into files (Agg), from the `bench` extra."""
     matplotlib = extras.need("matplotlib", "bench", "plotting the benchmark's results")
     matplotlib.use("Agg")
@@ -246,7 +256,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
     (no label is printed on the plot, so none can cover another), with its spread over
     repetitions as a bar; dashed lines through always-largest's cost and pass@1 split the plot
     into better-and-cheaper (above left) and the rest."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -263,7 +273,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
             markeredgecolor="black",
             markeredgewidth=0.5,
             capsize=3,
-            label=f"{r.method} ({100 * r.pass_at_1:.1f}%, {r.cost:,.0f})",
+            label=f"{r.method} ({100 * r.pass_at_1:.1f}%, {money(r.cost)})",
         )
     reference = next(
         (row.result for row in table if row.result.method == f"always {largest}"), None
@@ -274,9 +284,9 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
         ax.axvline(reference.cost, **style)
     ax.set_xscale("log")  # the methods crowd within a factor of two; a few cost ten times more
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if x >= 10 else f"{x:.2g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("total cost, log scale (CPU-seconds per million tokens × tokens / 1e6)")
+    ax.set_xlabel("total cost, log scale (price per million tokens × tokens / 1e6)")
     ax.set_ylabel("pass@1 (%)")
     ax.set_title(f"Cost against pass@1 ({table[0].result.tasks} tasks; bars: spread over runs)")
     ax.grid(alpha=0.3, which="both")
@@ -293,7 +303,7 @@ def cost_vs_pass_figure(table: Sequence[Row], largest: str) -> Figure:
 
 
 def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig = cost_vs_pass_figure(table, largest)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -302,7 +312,7 @@ def plot_cost_vs_pass(table: Sequence[Row], path: Path, largest: str) -> None:
 def plot_shares(
     runs_by_name: Mapping[str, Sequence[TaskRun]], agents: Sequence[str], window: int, path: Path
 ) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(
         len(runs_by_name), 1, figsize=(8, 2.6 * len(runs_by_name)), squeeze=False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ from marketplace.shared.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from marketplace.evaluation.matrix import Plan
+    from marketplace.evaluation.prices import PriceList
 
 TRAIN, DEV, TEST = ["mbpp:0:100"], ["mbpp:100:200"], ["humaneval:0:164"]  # the default splits
+FRONTIER_TESTS = ["humaneval:0:164", "mbpp:200:397"]  # the evaluation splits, one sweep each
+FRONTIER_OUT = "docs/benchmark/frontier"
 
 
 def add_weights(commands: Commands) -> None:
@@ -94,13 +98,43 @@ def add_bench(commands: Commands) -> None:
     )
     bench.add_argument(
         "action",
-        choices=["matrix", "live", "export", "worker", "executors", "compare", "recount"],
+        choices=[
+            "matrix",
+            "live",
+            "export",
+            "worker",
+            "executors",
+            "compare",
+            "frontier",
+            "recount",
+        ],
         help="executors: compare prompt shapes; matrix: every agent on every task; live: a run "
-        "through the marketplace; export: the archive; compare: all of it on a split; worker: "
-        "one matrix process (started by matrix); recount: the plan-token recount on the archive",
+        "through the marketplace; export: the archive; compare: all of it on a split; frontier: "
+        "every method at a sweep of price spreads, from the archive alone; worker: one matrix "
+        "process (started by matrix); recount: the plan-token recount on the archive",
     )
-    add_task_sets(bench, "--train", "compare: the training split", TRAIN)
-    add_task_sets(bench, "--test", "compare: the split compared on", TEST)
+    add_task_sets(bench, "--train", "compare, frontier: the training split", TRAIN)
+    add_task_sets(
+        bench,
+        "--test",
+        "compare: the split compared on (default: humaneval:0:164); frontier: each task set a "
+        f"split of its own (default: {' '.join(FRONTIER_TESTS)})",
+    )
+    bench.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="compare: a TOML price list, one table per agent id (input, cached_input, output "
+        "per million tokens, any currency; examples/prices/), instead of the config's prices",
+    )
+    bench.add_argument(
+        "--ratios",
+        nargs="+",
+        type=_ratio,
+        metavar="R",
+        help="frontier: the ratios of M's draft cost to L's to sweep below this machine's "
+        "(default: 0.5 0.4 0.3 0.25 0.2 0.15 0.1 0.07 0.05)",
+    )
     bench.add_argument("--agents", nargs="+", help="executors: these agents (default: all)")
     bench.add_argument(
         "--styles",
@@ -109,7 +143,9 @@ def add_bench(commands: Commands) -> None:
         "the searcher prompts plain short example; default: all of the tasks' kind)",
     )
     bench.add_argument(
-        "--out", help="executors: a markdown file for the table; compare: a folder (docs/benchmark)"
+        "--out",
+        help="executors: a markdown file for the table; compare: a folder (docs/benchmark; "
+        f"with --prices, docs/benchmark/prices/FILE-STEM); frontier: a folder ({FRONTIER_OUT})",
     )
     bench.add_argument(
         "--with-plan",
@@ -160,11 +196,23 @@ def add_bench(commands: Commands) -> None:
     bench.set_defaults(run=run_bench)
 
 
+def _ratio(text: str) -> float:
+    """A `--ratios` value: a positive number (M's draft cost over L's)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"a ratio is a number above 0, not {text!r}")
+    return value
+
+
 def run_bench(config: Config, args: argparse.Namespace) -> int:
     if args.action == "worker":
         return _worker(config, args)
     if args.action == "recount":
         return _recount(config, Path(args.archive))
+    args.price_list = _price_list(config, args)  # a bad file is refused before anything starts
     with wiring.event_log(config) as config:
         url = config.database.url
         os.environ["DATABASE_URL"] = url  # for the workers, which read the same config
@@ -213,10 +261,46 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
     """The whole comparison on any split, in one command (`marketplace.evaluation.compare`)."""
     from marketplace.evaluation.compare import compare
 
-    specs = [*args.train, *args.test]
+    test = args.test or TEST
+    price_list = args.price_list
+    specs = [*args.train, *test]
     plan, worker = matrix_job(config, args, specs, [] if args.no_plans else specs)
-    out = Path(args.out or "docs/benchmark")
-    text = asyncio.run(compare(config, plan, worker, args.workers, args.train, args.test, out))
+    priced = f"docs/benchmark/prices/{args.prices.stem}" if args.prices else "docs/benchmark"
+    out = Path(args.out or priced)
+    text = asyncio.run(
+        compare(config, plan, worker, args.workers, args.train, test, out, price_list)
+    )
+    print(f"{text}\nwritten to {out}/")
+    return 0
+
+
+def _price_list(config: Config, args: argparse.Namespace) -> PriceList | None:
+    """The user's price list of `--prices` (compare only), read and checked."""
+    from marketplace.evaluation.prices import read_prices
+
+    if args.prices is None:
+        return None
+    if args.action != "compare":
+        raise ConfigError(f"--prices is for `sale bench compare`, not `sale bench {args.action}`")
+    return read_prices(args.prices, [a.id for a in config.agents])
+
+
+def _frontier(config: Config, args: argparse.Namespace) -> int:
+    """Every method at a sweep of price spreads, from the matrix alone (no model call)."""
+    from marketplace.evaluation import frontier, frontier_page
+
+    tests = args.test or FRONTIER_TESTS
+    ratios = args.ratios or frontier.RATIOS
+    out = Path(args.out or FRONTIER_OUT)
+    command = f"sale bench frontier --train {' '.join(args.train)} --test {' '.join(tests)}"
+    command += f" --ratios {' '.join(f'{r:g}' for r in args.ratios)}" if args.ratios else ""
+    command += f" --out {args.out}" if args.out else ""
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    sweeps = asyncio.run(frontier.frontier(config, args.train, tests, ratios, progress))
+    text = frontier_page.write(sweeps, out, command)
     print(f"{text}\nwritten to {out}/")
     return 0
 
@@ -249,7 +333,13 @@ def _live(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(job.run_job(run_config, path, todo, run_dir))
 
 
-_ON_THE_LOG = {"matrix": _matrix, "compare": _compare, "executors": _executors, "live": _live}
+_ON_THE_LOG = {
+    "matrix": _matrix,
+    "compare": _compare,
+    "frontier": _frontier,
+    "executors": _executors,
+    "live": _live,
+}
 
 
 def _recount(config: Config, archive: Path) -> int:
