@@ -15,7 +15,9 @@
 #   5. the report: docs/benchmark/README.md and its plots;
 #   6. deep search: the searcher prompt chosen on the FanOutQA development split (docs/search.md),
 #      then the search matrix of the development and evaluation splits and every method on the
-#      evaluation split (docs/benchmark/search/README.md).
+#      evaluation split (docs/benchmark/search/README.md);
+#   7. the price frontier: every method priced again with the small agents' prices swept from
+#      this machine's ratio to L's down to 1/20 (docs/benchmark/frontier/README.md).
 # archive/benchmark.jsonl.gz (the computed work, `sale bench export`) is loaded first if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +37,5 @@ sale=(.venv/bin/sale --config sale.toml)
 "${sale[@]}" bench matrix --tasks fanoutqa-dev:0:23 fanoutqa-eval:0:48 --plans fanoutqa-eval:0:48
 "${sale[@]}" bench compare --train fanoutqa-dev:0:23 --test fanoutqa-eval:0:48 --no-plans \
   --out docs/benchmark/search
+"${sale[@]}" bench frontier --train mbpp:0:100 --test humaneval:0:164 mbpp:200:397
 "${sale[@]}" bench export
