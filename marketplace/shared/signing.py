@@ -2,12 +2,18 @@
 
 Anyone who can publish to Kafka could otherwise run the market (bid as another agent, close an
 auction, grade a result). So every record is signed by its producer with Ed25519 over the
-canonical bytes of its event (`schemas.codec.encode` of the decoded event: what a consumer and
-the log's replay can both recompute), and the key id and signature travel in record headers.
+canonical bytes of its event (RFC 8785 of the decoded event, nulls left out:
+`canonical_json`, what a consumer and the log's replay can both recompute, and what any language
+has a library for), and the key id and signature travel in record headers.
 A consumer holds a keyring of public keys, each with its principal and role, and refuses a
 record that is unsigned, signed by an unknown key, mis-signed, of a type the key's role may not
 produce, or (for an agent) about another agent. A refused record is dead-lettered with the
 reason by the bus and changes nothing.
+
+Signatures are v2 (`DOMAIN`, RFC 8785). A checker also believes v1, the bytes signed before
+(`DOMAIN_V1` + the pydantic JSON of the event, `canonical_v1`), so the logs written then stay
+verifiable in `sale replay --verify` and a producer that still signs v1 keeps working; v1 is
+tried only when v2 does not match, so the common case costs one verification.
 
 Rotation without downtime: a keyring may hold several keys of one principal; all are valid
 until removed. Revocation without a restart: a keyring file is looked at again at most
@@ -47,8 +53,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from marketplace.shared import signature_workers
-from schemas.codec import encode
+from marketplace.shared import canonical_json, signature_workers
 from schemas.events import Event
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,11 @@ log = logging.getLogger(__name__)
 KEY_ID_HEADER = "sale-key-id"
 SIGNATURE_HEADER = "sale-signature"
 REFRESH_S = 1.0  # how long after its last look a keyring looks at its file again (revocation)
-DOMAIN = b"sale-event-v1\x00"  # a signature over an event can never pass for anything else
+DOMAIN = b"sale-event-v2\x00"  # a signature over an event can never pass for anything else
+DOMAIN_V1 = b"sale-event-v1\x00"  # before RFC 8785: still believed (`canonical_v1`)
+# Fields added to an event after v1 signatures ended: v1 bytes leave them out while they hold
+# their default, as the v1 code, which did not know them, wrote the event.
+ADDED_AFTER_V1: dict[str, frozenset[str]] = {"TaskPosted": frozenset({"max_tokens"})}
 
 Role = Literal["auctioneer", "verifier", "client", "recorder", "monitor", "agent", "any"]
 ROLES: tuple[str, ...] = ("auctioneer", "verifier", "client", "recorder", "monitor", "agent")
@@ -101,8 +110,21 @@ def public_text(public: Ed25519PublicKey) -> str:
 
 
 def canonical(event: Event) -> bytes:
-    """The bytes signed: the event as the codec writes it, after the domain tag."""
-    return DOMAIN + encode(event)
+    """The bytes signed (v2): the domain tag, then the event's RFC 8785 JSON without nulls;
+    CanonicalizationError for an event that has none (an integer beyond 2**53)."""
+    return DOMAIN + canonical_json.of_event(event)
+
+
+def canonical_v1(event: Event) -> bytes:
+    """The bytes a v1 signature covers: the v1 tag, then the event's pydantic JSON as the v1
+    code wrote it (without the fields added since while they hold their default)."""
+    fields = type(event).model_fields
+    added = {
+        name
+        for name in ADDED_AFTER_V1.get(event.type, ())
+        if getattr(event, name) == fields[name].get_default(call_default_factory=True)
+    }
+    return DOMAIN_V1 + event.model_dump_json(exclude=added or None).encode()
 
 
 @dataclass(frozen=True)
@@ -223,7 +245,11 @@ class Keyring:
         if isinstance(claim, str):
             return claim
         key, message, signature = claim
-        [verified] = signature_workers.verify_each([(key.raw, message, signature)])
+        verified = message is not None and signature_workers.verify_each(
+            [(key.raw, message, signature)]
+        ) == [True]
+        if not verified:  # signed before v2?
+            [verified] = signature_workers.verify_each([(key.raw, canonical_v1(event), signature)])
         return permitted(key, event) if verified else _mismatch(key)
 
     async def check_many(
@@ -239,19 +265,27 @@ class Keyring:
             self._claim(event, headers, at) for (event, headers), at in zip(items, ats, strict=True)
         ]
         pending = [(i, claim) for i, claim in enumerate(claims) if not isinstance(claim, str)]
+        v2 = [(i, claim) for i, claim in pending if claim[1] is not None]
         verdicts = await signature_workers.verify_all(
-            [(key.raw, message, signature) for _, (key, message, signature) in pending]
+            [(key.raw, message, signature) for _, (key, message, signature) in v2]
         )
+        verified = {i for (i, _), ok in zip(v2, verdicts, strict=True) if ok}
+        older = [(i, claim) for i, claim in pending if i not in verified]  # signed before v2?
+        verdicts = await signature_workers.verify_all(
+            [(key.raw, canonical_v1(items[i][0]), signature) for i, (key, _, signature) in older]
+        )
+        verified |= {i for (i, _), ok in zip(older, verdicts, strict=True) if ok}
         found: list[str | None] = [c if isinstance(c, str) else None for c in claims]
-        for (i, (key, _, _)), verified in zip(pending, verdicts, strict=True):
-            found[i] = permitted(key, items[i][0]) if verified else _mismatch(key)
+        for i, (key, _, _) in pending:
+            found[i] = permitted(key, items[i][0]) if i in verified else _mismatch(key)
         return found
 
     def _claim(
         self, event: Event, headers: Mapping[str, bytes], at: datetime | None
-    ) -> str | tuple[PublicKey, bytes, bytes]:
-        """What a record claims (the key it names, the bytes it says were signed, the
-        signature), or why it claims nothing checkable."""
+    ) -> str | tuple[PublicKey, bytes | None, bytes]:
+        """What a record claims (the key it names, the bytes it says were signed, v2, None
+        when the event has no canonical JSON, and the signature), or why it claims nothing
+        checkable."""
         key_id = headers.get(KEY_ID_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
         if not key_id or not signature:
@@ -262,9 +296,13 @@ class Keyring:
         if (expired := key.invalid_at(at or datetime.now(UTC))) is not None:
             return expired
         try:
-            return key, canonical(event), base64.b64decode(signature, validate=True)
+            signed = base64.b64decode(signature, validate=True)
         except ValueError:
             return _mismatch(key)
+        try:
+            return key, canonical(event), signed
+        except canonical_json.CanonicalizationError:
+            return key, None, signed  # only v1 could have signed it
 
 
 def _mismatch(key: PublicKey) -> str:
