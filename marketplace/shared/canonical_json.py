@@ -25,6 +25,9 @@ from schemas.events import Event
 
 CanonicalizationError = rfc8785.CanonicalizationError
 SAFE_INTEGER = 2**53 - 1  # JSON numbers are IEEE doubles: integers above this are not exact
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
 _NUMBER = re.compile(r'"\\u0000(\d+)\\u0000"')  # a placeholder, as json.dumps writes it
 
 
@@ -43,13 +46,7 @@ def canonical(value: Any) -> bytes:
     null members left out."""
     numbers: list[float] = []
     try:
-        text = json.dumps(
-            _plain(value, numbers),
-            ensure_ascii=False,
-            sort_keys=True,
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        text = _ENCODER.encode(_plain(value, numbers))
         if numbers:
             text = _NUMBER.sub(lambda m: rfc8785.dumps(numbers[int(m[1])]).decode(), text)
         return text.encode()
@@ -71,8 +68,13 @@ def _plain(value: Any, numbers: list[float]) -> Any:
     integer (JCS writes 2.0 as 2), a float Python would write unlike ECMAScript (with an
     exponent) as a placeholder for its JCS text, appended to `numbers`; _Unusual for what
     `rfc8785` must write (an unsafe integer, a key whose order may differ under UTF-16, a
-    string that could pass for a placeholder)."""
-    if isinstance(value, dict):
+    string that could pass for a placeholder). Exact types first: this runs on every record."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:
+            raise _Unusual
+        return value
+    if kind is dict:
         out = {}
         for k, v in value.items():
             if v is None:
@@ -81,19 +83,19 @@ def _plain(value: Any, numbers: list[float]) -> Any:
                 raise _Unusual
             out[k] = _plain(v, numbers)
         return out
-    if isinstance(value, list):
+    if kind is list:
         return [_plain(v, numbers) for v in value]
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise _Unusual
-        return value
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) <= SAFE_INTEGER:
+    if kind is float:
+        if value.is_integer() and -SAFE_INTEGER <= value <= SAFE_INTEGER:
             return int(value)
         if 1e-4 <= abs(value) < 1e16 and not value.is_integer():
             return value  # Python's repr is plain decimal here, the digits ECMAScript's
         numbers.append(value)
         return f"\x00{len(numbers) - 1}\x00"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER:
+    if kind is int:
+        if -SAFE_INTEGER <= value <= SAFE_INTEGER:
+            return value
         raise _Unusual
-    return value
+    if kind is bool or value is None:
+        return value
+    raise _Unusual  # a subclass or another type: the reference decides

@@ -125,3 +125,29 @@ def test_an_event_with_no_canonical_json_is_checked_as_v1_and_refused_without_a_
     assert keyring.check(huge, headers) is None
     assert "does not match" in keyring.check(huge.model_copy(update={"plan": "x"}), headers)
     assert asyncio.run(keyring.check_many([(huge, headers)])) == [None]
+
+
+def test_a_v2_record_costs_one_verification_and_only_a_v1_record_two(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hot path: v1 is tried only when v2 does not match."""
+    keyring, records = v1_records()
+    event, old_headers = next((e, h) for e, h in records if e.type == "BidSubmitted")
+    private = Ed25519PrivateKey.generate()
+    signer = signing.Signer("small", private)
+    keyring.add(signing.PublicKey(signer.key_id, "small", "agent", signer.public))
+    new_headers = signing.header_map(signer.headers(event).items())
+    verified: list[int] = []
+    verify_each = signature_workers.verify_each
+    monkeypatch.setattr(
+        signature_workers,
+        "verify_each",
+        lambda claims: verified.append(len(claims)) or verify_each(claims),
+    )
+    assert keyring.check(event, new_headers) is None and verified == [1]
+    verified.clear()
+    assert keyring.check(event, old_headers) is None and verified == [1, 1]
+    verified.clear()
+    batch = [(event, new_headers), (event, old_headers)]
+    assert asyncio.run(keyring.check_many(batch)) == [None, None]
+    assert verified == [2, 1]  # both as v2, then the one that did not match as v1
