@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -113,7 +114,13 @@ def public_text(public: Ed25519PublicKey) -> str:
 def canonical(event: Event) -> bytes:
     """The bytes signed (v2): the domain tag, then the event's RFC 8785 JSON without nulls;
     CanonicalizationError for an event that has none (an integer beyond 2**53)."""
-    return DOMAIN + canonical_json.of_event(event)
+    return signed_v2(event.model_dump_json().encode())
+
+
+def signed_v2(record: bytes) -> bytes:
+    """`canonical` of an event from its JSON as pydantic writes it (the same values as
+    `model_dump(mode="json")`): what a batch's worker processes make for themselves."""
+    return DOMAIN + canonical_json.canonical(json.loads(record))
 
 
 def canonical_v1(event: Event) -> bytes:
@@ -245,12 +252,12 @@ class Keyring:
         claim = self._claim(event, headers, at)
         if isinstance(claim, str):
             return claim
-        key, message, signature = claim
-        verified = message is not None and signature_workers.verify_each(
-            [(key.raw, message, signature)]
-        ) == [True]
-        if not verified:  # signed before v2?
-            [verified] = signature_workers.verify_each([(key.raw, canonical_v1(event), signature)])
+        key, signature = claim
+        verified = _verifies(key, _v2_or_none(event), signature) or _verifies(
+            key,
+            canonical_v1(event),
+            signature,  # signed before v2?
+        )
         return permitted(key, event) if verified else _mismatch(key)
 
     async def check_many(
@@ -259,34 +266,24 @@ class Keyring:
         times: Sequence[datetime] | None = None,
     ) -> list[str | None]:
         """`check` of each item, in order (each judged at its time in `times`, default now);
-        a large batch's signatures are verified in worker processes (`signature_workers`), on
-        every core, while the event loop runs on."""
+        a large batch's signatures are verified, and their canonical bytes made, in worker
+        processes (`signature_workers`), on every core, while the event loop runs on."""
         ats = times if times is not None else [None] * len(items)
         claims = [
             self._claim(event, headers, at) for (event, headers), at in zip(items, ats, strict=True)
         ]
         pending = [(i, claim) for i, claim in enumerate(claims) if not isinstance(claim, str)]
-        v2 = [(i, claim) for i, claim in pending if claim[1] is not None]
-        verdicts = await signature_workers.verify_all(
-            [(key.raw, message, signature) for _, (key, message, signature) in v2]
-        )
-        verified = {i for (i, _), ok in zip(v2, verdicts, strict=True) if ok}
-        older = [(i, claim) for i, claim in pending if i not in verified]  # signed before v2?
-        verdicts = await signature_workers.verify_all(
-            [(key.raw, canonical_v1(items[i][0]), signature) for i, (key, _, signature) in older]
-        )
-        verified |= {i for (i, _), ok in zip(older, verdicts, strict=True) if ok}
+        verified = await _verified([items[i][0] for i, _ in pending], [c for _, c in pending])
         found: list[str | None] = [c if isinstance(c, str) else None for c in claims]
-        for i, (key, _, _) in pending:
-            found[i] = permitted(key, items[i][0]) if i in verified else _mismatch(key)
+        for (i, (key, _)), ok in zip(pending, verified, strict=True):
+            found[i] = permitted(key, items[i][0]) if ok else _mismatch(key)
         return found
 
     def _claim(
         self, event: Event, headers: Mapping[str, bytes], at: datetime | None
-    ) -> str | tuple[PublicKey, bytes | None, bytes]:
-        """What a record claims (the key it names, the bytes it says were signed, v2, None
-        when the event has no canonical JSON, and the signature), or why it claims nothing
-        checkable."""
+    ) -> str | tuple[PublicKey, bytes]:
+        """What a record claims (the key it names and the signature), or why it claims
+        nothing checkable."""
         key_id = headers.get(KEY_ID_HEADER)
         signature = headers.get(SIGNATURE_HEADER)
         if not key_id or not signature:
@@ -297,13 +294,55 @@ class Keyring:
         if (expired := key.invalid_at(at or datetime.now(UTC))) is not None:
             return expired
         try:
-            signed = base64.b64decode(signature, validate=True)
+            return key, base64.b64decode(signature, validate=True)
         except ValueError:
             return _mismatch(key)
-        try:
-            return key, canonical(event), signed
-        except canonical_json.CanonicalizationError:
-            return key, None, signed  # only v1 could have signed it
+
+
+def _v2_or_none(event: Event) -> bytes | None:
+    """`canonical(event)`, or None when the event has no canonical JSON (only v1 could have
+    signed it)."""
+    try:
+        return canonical(event)
+    except canonical_json.CanonicalizationError:
+        return None
+
+
+def _verifies(key: PublicKey, message: bytes | None, signature: bytes) -> bool:
+    return message is not None and signature_workers.verify_each(
+        [(key.raw, message, signature)]
+    ) == [True]
+
+
+async def _verified(
+    events: Sequence[Event], claims: Sequence[tuple[PublicKey, bytes]]
+) -> list[bool]:
+    """Whether each claim's signature is over its event's v2 bytes, or failing that its v1
+    bytes. A batch large enough for the worker processes has its v2 bytes made there too
+    (`signed_v2` of each event's pydantic JSON, which costs little to write here): making
+    them costs about as much as verifying them."""
+    if len(claims) >= signature_workers.POOL_FROM:
+        v2 = [
+            (k.raw, e.model_dump_json().encode(), s)
+            for e, (k, s) in zip(events, claims, strict=True)
+        ]
+        verdicts = await signature_workers.verify_all(v2, signed_v2)
+    else:
+        messages = [_v2_or_none(event) for event in events]
+        ready = [i for i, message in enumerate(messages) if message is not None]
+        found = await signature_workers.verify_all(
+            [(claims[i][0].raw, messages[i], claims[i][1]) for i in ready]
+        )
+        verdicts = [False] * len(claims)
+        for i, ok in zip(ready, found, strict=True):
+            verdicts[i] = ok
+    older = [i for i, ok in enumerate(verdicts) if not ok]  # signed before v2?
+    found = await signature_workers.verify_all(
+        [(claims[i][0].raw, canonical_v1(events[i]), claims[i][1]) for i in older]
+    )
+    for i, ok in zip(older, found, strict=True):
+        verdicts[i] = ok
+    return verdicts
 
 
 def _mismatch(key: PublicKey) -> str:

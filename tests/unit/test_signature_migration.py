@@ -142,7 +142,7 @@ def test_a_v2_record_costs_one_verification_and_only_a_v1_record_two(
     monkeypatch.setattr(
         signature_workers,
         "verify_each",
-        lambda claims: verified.append(len(claims)) or verify_each(claims),
+        lambda claims, make=None: verified.append(len(claims)) or verify_each(claims, make),
     )
     assert keyring.check(event, new_headers) is None and verified == [1]
     verified.clear()
@@ -151,3 +151,29 @@ def test_a_v2_record_costs_one_verification_and_only_a_v1_record_two(
     batch = [(event, new_headers), (event, old_headers)]
     assert asyncio.run(keyring.check_many(batch)) == [None, None]
     assert verified == [2, 1]  # both as v2, then the one that did not match as v1
+
+
+@pytest.mark.parametrize("event", every_event(), ids=lambda e: e.type)
+def test_the_workers_v2_bytes_from_the_events_json_are_the_consumers(event: Event) -> None:
+    """A batch's worker processes make the v2 bytes from each event's JSON (`signed_v2`);
+    a single record's are made from the decoded event: the same bytes."""
+    assert signing.signed_v2(event.model_dump_json().encode()) == signing.canonical(event)
+
+
+def test_a_batch_signed_v2_is_believed_in_the_workers_and_a_changed_event_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = every_event()
+    private = Ed25519PrivateKey.generate()
+    keyring = signing.Keyring()
+    items = []
+    for event in events:
+        signer = signing.Signer(event.producer, private)
+        keyring.add(signing.PublicKey(signer.key_id, event.producer, "any", signer.public))
+        items.append((event, signing.header_map(signer.headers(event).items())))
+    changed = items[0][0].model_copy(update={"producer": "mallory"})
+    items.append((changed, items[0][1]))
+    monkeypatch.setattr(signature_workers, "POOL_FROM", len(items))
+    found = asyncio.run(keyring.check_many(items))
+    assert found[:-1] == [None] * len(events)
+    assert "does not match" in found[-1]
