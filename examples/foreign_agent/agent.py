@@ -1,10 +1,12 @@
-"""A SALE agent written without the SALE code: plain aiokafka, `cryptography` and json.
+"""A SALE agent written without the SALE code: plain aiokafka, `cryptography`, json and a
+generic RFC 8785 (JSON Canonicalization Scheme) library, `rfc8785`.
 
 It is what an agent in any language has to do (docs/contract/README.md is the contract):
 
-1. sign every event it sends: Ed25519 over b"sale-event-v1\\x00" + the record's value, the
-   event as canonical JSON (every field, in the schema's order, compact, UTF-8); the key id and
-   the signature go in the `sale-key-id` and `sale-signature` headers;
+1. send every event as JSON, and sign it: Ed25519 over b"sale-event-v2\\x00" + the event's
+   canonical JSON, RFC 8785 of its JSON object with the null members left out (any language
+   has a JCS library); the key id and the signature go in the `sale-key-id` and
+   `sale-signature` headers;
 2. announce itself with an `AgentHeartbeat` on <prefix>agents, keyed by its agent id, every few
    seconds (the auctioneer forgets an agent it has not heard from in 30 s);
 3. read its inbox: the one partition of <prefix>inbox its id hashes to (murmur2 of the id's
@@ -50,10 +52,10 @@ import time
 import tomllib
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import rfc8785
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 from cryptography.exceptions import InvalidSignature
@@ -66,7 +68,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-DOMAIN = b"sale-event-v1\x00"
+DOMAIN = b"sale-event-v2\x00"
 KEY_ID_HEADER = "sale-key-id"
 SIGNATURE_HEADER = "sale-signature"
 ADDRESSEE_HEADER = "sale-to"
@@ -80,31 +82,21 @@ STREAM_OF = {  # where each event it sends goes (docs/contract/asyncapi.json)
     "TaskResult": "results",
 }
 
-# --- canonical JSON: the bytes that are sent and signed ----------------------------------------
+# --- canonical JSON: the bytes that are signed -------------------------------------------------
 
 
-def canonical(value: Any) -> str:
-    """JSON as the market writes it: no spaces, keys in the order given, strings in UTF-8 (only
-    quote, backslash and control characters escaped), floats as `number` writes them."""
+def signed_bytes(event: dict[str, Any]) -> bytes:
+    """What a signature covers: the domain tag, then RFC 8785 of the event without nulls."""
+    return DOMAIN + rfc8785.dumps(without_nulls(event))
+
+
+def without_nulls(value: Any) -> Any:
+    """Every null member of every object left out; a null element of a list stays."""
     if isinstance(value, dict):
-        return "{" + ",".join(f"{canonical(k)}:{canonical(v)}" for k, v in value.items()) + "}"
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return "[" + ",".join(canonical(v) for v in value) + "]"
-    if isinstance(value, float):
-        return number(value)
-    return json.dumps(value, ensure_ascii=False)  # str, int, bool, None
-
-
-def number(x: float) -> str:
-    """A float: the shortest digits that read back as it; plain decimal from 1e-5 up to 1e16,
-    else an exponent with its sign and no padding (1e-7, 1.5e+16); a whole float keeps ".0"."""
-    text = repr(float(x))
-    if "e" not in text:
-        return text
-    if 1e-5 <= abs(x) < 1e-4:  # Python writes these with an exponent, the market does not
-        return format(Decimal(text), "f")
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent):+d}"
+        return [without_nulls(v) for v in value]
+    return value
 
 
 def timestamp() -> str:
@@ -156,8 +148,8 @@ class Keyring:
         data = tomllib.loads(self.path.read_text())
         self.keys = {entry["id"]: entry for entry in data.get("keys", [])}
 
-    def refusal(self, event: dict[str, Any], value: bytes, headers: dict[str, bytes]) -> str | None:
-        """Why a record is not to be believed, or None."""
+    def refusal(self, event: dict[str, Any], headers: dict[str, bytes]) -> str | None:
+        """Why a record holding `event` (parsed) is not to be believed, or None."""
         kid = headers.get(KEY_ID_HEADER, b"").decode()
         if kid not in self.keys:
             self.read()  # a key added since
@@ -166,7 +158,7 @@ class Keyring:
             return f"unknown or missing key id {kid!r}"
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["public_key"]))
         try:
-            public.verify(base64.b64decode(headers.get(SIGNATURE_HEADER, b"")), DOMAIN + value)
+            public.verify(base64.b64decode(headers.get(SIGNATURE_HEADER, b"")), signed_bytes(event))
         except (InvalidSignature, ValueError):
             return f"bad signature for key {kid}"
         if entry["role"] not in TRUSTED_ROLES.get(event.get("type"), DECISION_ROLES):
@@ -176,7 +168,7 @@ class Keyring:
         return None
 
 
-# --- the events it sends, every field in the schema's order ------------------------------------
+# --- the events it sends: every field, defaults included (a null may be left out) -------------
 
 
 class Me:
@@ -268,9 +260,10 @@ class Me:
         }
 
     def record(self, event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-        """Key, value and headers of the record that carries `event`, signed."""
-        value = canonical(event).encode()
-        signature = base64.b64encode(self.private.sign(DOMAIN + value))
+        """Key, value and headers of the record that carries `event`, signed. The value is
+        any JSON of the event; the signature covers its canonical form."""
+        value = json.dumps(event, ensure_ascii=False).encode()
+        signature = base64.b64encode(self.private.sign(signed_bytes(event)))
         key = event.get("task_id") or event["agent_id"]
         headers = [
             ("type", event["type"].encode()),
@@ -431,7 +424,7 @@ def handle(agent: Agent, keyring: Keyring | None, record: Any) -> list[dict]:
     try:
         event = json.loads(record.value)
         if keyring is not None:
-            refused = keyring.refusal(event, record.value, headers)
+            refused = keyring.refusal(event, headers)
             if refused:
                 say(f"{agent.me.agent_id}: ignored a {event.get('type')}: {refused}")
                 return []

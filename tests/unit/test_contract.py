@@ -13,9 +13,9 @@ import pytest
 from agents import runtime
 from marketplace.app import cli
 from marketplace.services import auctioneer, verifier
-from marketplace.shared import contract
-from marketplace.shared.signing import DOMAIN, KEY_ID_HEADER, SIGNATURE_HEADER
-from schemas.codec import encode
+from marketplace.shared import contract, contract_vectors, signing
+from marketplace.shared.signing import DOMAIN, DOMAIN_V1, KEY_ID_HEADER, SIGNATURE_HEADER
+from schemas.codec import decode, encode
 from schemas.topics import STREAMS
 from tests.samples import every_event
 
@@ -57,25 +57,77 @@ def test_check_names_each_changed_missing_and_stale_file_and_a_run_repairs_them(
     assert not (out / "events" / "Retired.json").exists()
 
 
-def test_generation_is_deterministic_and_ends_with_one_newline() -> None:
+def test_generation_is_deterministic_and_ends_as_each_kind_of_file_should() -> None:
+    """JSON files end with one newline; canonical bytes are exact, with none."""
     first, second = contract.contract_files(), contract.contract_files()
     assert first == second
-    assert all(text.endswith("}\n") and not text.endswith("\n\n") for text in first.values())
-    assert set(first) == {"asyncapi.json"} | {
-        f"events/{m.__name__}.json" for models in STREAMS.values() for m in models
-    }
+    for name, text in first.items():
+        if name.endswith(".canonical"):
+            assert text.endswith("}") and "\n" not in text, name
+        else:
+            assert text.endswith("}\n") and not text.endswith("\n\n"), name
+    events = {f"events/{m.__name__}.json" for models in STREAMS.values() for m in models}
+    assert events | {"asyncapi.json", "vectors/vectors.json"} <= set(first)
+    assert {n for n in first if not n.startswith("vectors/")} == events | {"asyncapi.json"}
 
 
 @pytest.mark.parametrize("event", every_event(), ids=lambda e: e.type)
-def test_each_schema_accepts_the_canonical_record_and_lists_its_fields_in_order(event) -> None:
+def test_each_schema_accepts_the_record_and_requires_all_but_the_null_defaults(event) -> None:
     schema = contract.event_schema(type(event))
     jsonschema.Draft202012Validator.check_schema(schema)
     record = json.loads(encode(event))
     jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
-    assert list(record) == schema["required"]  # the canonical order is the schema's
+    fields = type(event).model_fields
+    assert schema["required"] == [
+        name for name in record if fields[name].is_required() or fields[name].default is not None
+    ]
+    lean = {k: v for k, v in record.items() if k in schema["required"] or v is not None}
+    jsonschema.validate(lean, schema, cls=jsonschema.Draft202012Validator)
     assert schema["x-sale-stream"] in STREAMS and event.type in {
         m.__name__ for m in STREAMS[schema["x-sale-stream"]]
     }
+
+
+def test_a_null_default_left_out_of_a_record_changes_nothing_that_is_signed() -> None:
+    """Why the schemas may leave such a field out: the consumer fills in None, and the
+    canonical JSON leaves nulls out, so the signed bytes are the same."""
+    task = next(e for e in every_event() if e.type == "TaskPosted" and e.max_tokens is None)
+    record = json.loads(encode(task))
+    del record["max_tokens"]
+    assert signing.canonical(decode(json.dumps(record))) == signing.canonical(task)
+
+
+@pytest.mark.parametrize("name", sorted(contract_vectors.events()))
+def test_the_codes_canonical_bytes_and_signature_of_each_vector_are_the_files(name: str) -> None:
+    vectors = PUBLISHED / "vectors"
+    index = {v["name"]: v for v in json.loads((vectors / "vectors.json").read_text())["vectors"]}
+    sent = decode((vectors / f"{name}.json").read_bytes())  # as a consumer reads the record
+    canonical = signing.canonical(sent)
+    assert canonical == signing.DOMAIN + (vectors / f"{name}.canonical").read_bytes()
+    signer = signing.Signer(sent.producer, contract_vectors.test_key())
+    assert signer.headers(sent) == {
+        KEY_ID_HEADER: index[name]["key_id"],
+        SIGNATURE_HEADER: index[name]["signature"],
+    }
+
+
+def test_check_finds_the_repositorys_contract_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26: run elsewhere, `sale contract --check` called all the files "missing"."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["contract", "--check"]) == 0, capsys.readouterr().err
+    assert not (tmp_path / "docs").exists()
+
+
+def test_outside_a_repository_it_asks_for_out_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "site-packages" / "marketplace" / "shared" / "contract.py"
+    monkeypatch.setattr(contract, "__file__", str(fake))
+    assert cli.main(["contract", "--check"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "Traceback" not in err
 
 
 def test_a_record_missing_a_defaulted_field_is_not_canonical() -> None:
@@ -121,7 +173,8 @@ def test_the_consumers_it_names_are_what_the_services_read() -> None:
 
 def test_the_contract_readme_names_the_signing_rules_the_code_uses() -> None:
     readme = (PUBLISHED / "README.md").read_text()
-    for fact in (KEY_ID_HEADER, SIGNATURE_HEADER, repr(DOMAIN)[2:-1], "sale contract"):
+    facts = (KEY_ID_HEADER, SIGNATURE_HEADER, repr(DOMAIN)[2:-1], repr(DOMAIN_V1)[2:-1])
+    for fact in (*facts, "RFC 8785", "vectors/", "sale contract"):
         assert fact in readme, fact
 
 

@@ -17,7 +17,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from marketplace.shared import contract
+from marketplace.shared import contract, contract_vectors
 from marketplace.shared.bus import inbox_partition
 from marketplace.shared.keyfiles import new_key, private_path, read_keyring, read_private
 from marketplace.shared.signing import Keyring, PublicKey, Signer, header_map, key_id_of
@@ -72,11 +72,11 @@ def test_the_example_imports_nothing_of_the_project() -> None:
 
 
 def believed(me, event: dict) -> Event:
-    """The event as the market reads the record `me` makes of it: decoded, re-encoded to the
-    same bytes, its signature checked by an agent-role key, and valid under its schema."""
+    """The event as the market reads the record `me` makes of it: decoded, its signature
+    checked by an agent-role key against the consumer's own canonical bytes of the decoded
+    event, and valid under its schema."""
     key, value, headers = me.record(event)
     parsed = decode(value)
-    assert encode(parsed) == value  # canonical: the consumer's bytes are the signed bytes
     public = me.private.public_key()
     keyring = Keyring({me.key_id: PublicKey(key_id_of(public), "foreign", "agent", public)})
     assert keyring.check(parsed, header_map(headers)) is None
@@ -210,16 +210,34 @@ def test_with_the_keyring_it_believes_only_what_the_market_signed(tmp_path: Path
     def refusal(signer: str, event: Event, value: bytes | None = None) -> str | None:
         headers = Signer(signer, read_private(private_path(key_dir, signer))).headers(event)
         value = value or encode(event)
-        return keyring.refusal(
-            json.loads(value), value, {k: v.encode() for k, v in headers.items()}
-        )
+        return keyring.refusal(json.loads(value), {k: v.encode() for k, v in headers.items()})
 
     assert refusal("auctioneer", opened) is None
     forged = encode(opened.model_copy(update={"agents": ["small"]}))
     assert refusal("auctioneer", opened, forged).startswith("bad signature")
     posing = opened.model_copy(update={"producer": "small"})
     assert refusal("small", posing) == "the agent role may not send a AuctionOpened"
-    assert keyring.refusal({}, b"{}", {}).startswith("unknown or missing key id")
+    assert keyring.refusal({}, {}).startswith("unknown or missing key id")
+
+
+def test_it_signs_with_a_generic_rfc8785_library_and_no_json_writer_of_its_own(
+    foreign,
+) -> None:
+    """Issue 26: its canonical JSON was its own (a number format of its own, the schema's
+    field order); now it is a JCS library's, so any language can do the same."""
+    source = (EXAMPLE / "agent.py").read_text()
+    assert "import rfc8785" in source and "rfc8785.dumps(" in source
+    assert "def number(" not in source and "def canonical(" not in source
+
+
+@pytest.mark.parametrize("name", sorted(contract_vectors.events()))
+def test_its_signed_bytes_of_each_contract_vector_are_the_vectors(foreign, name: str) -> None:
+    """The bytes it signs for each published vector (docs/contract/vectors/) are the vector's
+    canonical bytes after the domain tag."""
+    vectors = ROOT / "docs" / "contract" / "vectors"
+    sent = json.loads((vectors / f"{name}.json").read_text(encoding="utf-8"))
+    expected = (vectors / f"{name}.canonical").read_bytes()
+    assert foreign.signed_bytes(sent) == b"sale-event-v2\x00" + expected
 
 
 @dataclass

@@ -92,7 +92,9 @@ def add_contract(commands: Commands) -> None:
     contract = commands.add_parser(
         "contract", help="write the event schemas and AsyncAPI document (docs/contract/)"
     )
-    contract.add_argument("--out", default="docs/contract", help="where (default: docs/contract)")
+    contract.add_argument(
+        "--out", help="where (default: docs/contract/ of the repository the code is in)"
+    )
     contract.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 naming the files that differ"
     )
@@ -104,7 +106,7 @@ def run_contract(config: Config | None, args: argparse.Namespace) -> int:
     --check names the files there that differ from what the code generates."""
     from marketplace.shared import contract
 
-    found = contract.drift(Path(args.out))
+    found = contract.drift(Path(args.out) if args.out else contract.default_out())
     if not args.check:
         contract.sync(found)
         written, removed = len(found.differ), len(found.stale)
