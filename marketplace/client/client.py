@@ -52,8 +52,10 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._watch.stop()
-        await self.bus.stop()
+        try:
+            await self._watch.stop()  # with the broker gone, its consumer's stop may fail
+        finally:
+            await self.bus.stop()
 
     async def post(self, task: TaskPosted, checks: TaskChecks | None = None) -> str:
         """Posts the task and its checks without waiting for an answer; returns the task's

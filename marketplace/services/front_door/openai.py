@@ -31,13 +31,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from marketplace.client import Client, InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
+from marketplace.client import InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
 from marketplace.shared.config import ConfigError, ServeConfig
 from schemas.events import MAX_ANSWER_TOKENS, MAX_PROMPT, Id
 
@@ -351,13 +351,20 @@ def _event(data: dict[str, Any]) -> str:
 # --- the routes -----------------------------------------------------------------------------
 
 
+class Asks(Protocol):
+    """What the door asks the marketplace through: `Client.ask` (`front_door.link.Link` in
+    `sale serve`, a stand-in in tests)."""
+
+    async def ask(self, prompt: str, **options: Any) -> Outcome: ...
+
+
 @dataclass(frozen=True)
 class Door:
     """What the routes need: the marketplace's client (or a stand-in with its `ask`), the
     mechanism the marketplace runs, how long a request may wait, and the API keys (empty: an
     open door)."""
 
-    client: Client | None
+    client: Asks | None
     mechanism: str
     timeout_s: float = 300.0
     keys: Mapping[str, str] = field(default_factory=dict)
