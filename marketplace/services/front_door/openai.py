@@ -7,6 +7,12 @@ included. What an OpenAI response has no field for travels in headers (`x-sale-t
 `x-sale-winner`, `x-sale-cost`, `x-sale-status`, `x-sale-mechanism`) and in a `metadata` object
 beside `choices`, so `sale audit TASK_ID` can tell the story of any answer.
 
+Parameters: `max_tokens` (or `max_completion_tokens`) caps the answer (`TaskPosted.max_tokens`,
+honoured by the agents; `finish_reason` "length" when it cut the answer) and `stop` cuts it;
+what the market cannot do (`n` > 1, tools, log-probabilities, JSON mode, audio, ...: `REFUSED`)
+is a 400 naming the parameter; sampling knobs are accepted and ignored, as the winner decodes
+greedily with its own model (the table: docs/front-door.md).
+
 Models: `sale`, and `sale/<mechanism>` naming the mechanism this marketplace runs (lean or
 paper); another mechanism is a model that does not exist here (404), since the auctioneer
 decides every auction by its one configured mechanism.
