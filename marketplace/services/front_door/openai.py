@@ -96,8 +96,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """A chat completion request. What the market does with each of OpenAI's parameters is
-    `asks`' table (docs/front-door.md): honoured, accepted and ignored, or refused."""
+    """A chat completion request. OpenAI's parameters are honoured (those declared here),
+    refused (`REFUSED`) or accepted and ignored (the rest): the table is docs/front-door.md."""
 
     model_config = ConfigDict(extra="allow")  # OpenAI's newer parameters: accepted, ignored
 
