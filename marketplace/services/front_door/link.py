@@ -7,7 +7,9 @@ nothing answers, the request is a 503 `unavailable` naming the address within se
 of a publish waiting out the Kafka client's request timeout (40 s) and failing as a 500. The
 client of a broker that went away is closed in the background (its consumer would otherwise
 retry and log for as long as the broker stays away); the first request after the broker is back
-connects a new one. One warning line says the broker is away, one line that it is back.
+connects a new one. While connected, the address is also probed every `WATCH_S` between
+requests, so a broker restarted (Tansu comes back empty) between two requests is not served by
+a client of the broker before. One warning line says the broker is away, one that it is back.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger("front_door")
 PROBE_S = 2.0  # a broker's port that does not accept a connection in this long is away
 CONNECT_S = 3.0  # the client's start (its producer, its watch of the answers) at most
 CLOSE_S = 5.0  # a lost client's stop, in the background
+WATCH_S = 1.0  # while connected, the address is probed this often, requests or not
 
 
 class Unavailable(SubmitError):
@@ -41,6 +44,7 @@ class Link:
         self._connecting = asyncio.Lock()
         self._away = False  # said so in the log: said once per absence
         self._closing: set[asyncio.Task] = set()
+        self._watch: asyncio.Task | None = None
 
     async def ask(self, prompt: str, **options: object) -> Outcome:
         client = await self.connected()
@@ -63,10 +67,18 @@ class Link:
             except (KafkaError, OSError, TimeoutError) as exc:
                 raise self._lost(exc) from None
             self._client = client
+            self._watch = asyncio.create_task(self._watching(client))
         if self._away:
             log.info("the broker at %s answers again: serving", self.bootstrap)
             self._away = False
         return client
+
+    async def _watching(self, client: Client) -> None:
+        """Drops `client` once its broker's address stops answering."""
+        while self._client is client:
+            await asyncio.sleep(WATCH_S)
+            if self._client is client and not await reachable(self.bootstrap, PROBE_S):
+                self._lost("nothing accepts a connection")
 
     def _lost(self, why: object) -> Unavailable:
         """The error to answer with; the client of the broker that went away is closed."""
@@ -87,6 +99,10 @@ class Link:
 
     async def close(self) -> None:
         """Closes the client and waits for any closing in the background."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._client is not None:
             await _close(self._client)
             self._client = None
