@@ -352,7 +352,7 @@ class LLMAgent:
                 self.config.price,
                 style=self.config.executor,
                 max_rounds=self.config.execute_rounds,
-                max_tokens=self.config.execute_max_tokens,
+                max_tokens=answer_tokens(self.config.execute_max_tokens, task),
                 token_budget=self.config.execute_token_budget,
                 feedback=feedback,
                 sandbox=self.sandbox,
@@ -381,7 +381,7 @@ class LLMAgent:
         try:
             completion = await self.llm.complete(
                 prompts.answer(task, plan),
-                max_tokens=self.config.execute_max_tokens,
+                max_tokens=answer_tokens(self.config.execute_max_tokens, task),
                 top_logprobs=0,
             )
         except LLMError as exc:
@@ -418,7 +418,9 @@ class LLMAgent:
                 duration_s=time.monotonic() - start,
             )
         budget = searching.Budget(
-            max_steps=self.config.search_max_steps, token_budget=self.config.search_token_budget
+            max_steps=self.config.search_max_steps,
+            token_budget=self.config.search_token_budget,
+            answer_tokens=task.max_tokens,
         )
         done = await searching.run(
             self.llm, tool, task, plan, self.config.price, budget, self.config.searcher
@@ -433,3 +435,13 @@ class LLMAgent:
             error=done.error[:MAX_REASON] if done.error else None,
             steps=done.steps,
         )
+
+
+def answer_tokens(own: int, task: TaskPosted) -> int:
+    """The most tokens a call that writes the task's answer may generate: the agent's own
+    limit, or the client's cap (`TaskPosted.max_tokens`, OpenAI's `max_tokens`) if lower.
+    The calls that write the answer: a general task's one completion, every round of a coding
+    draft (each writes the whole program), a search loop's forced last answer
+    (`searching.Budget.answer_tokens`). Plans, jury scores and search actions are not the
+    answer and keep their own limits."""
+    return own if task.max_tokens is None else min(own, task.max_tokens)

@@ -184,6 +184,7 @@ class Budget:
     passage_chars: int = PASSAGE_CHARS
     article_chars: int = ARTICLE_CHARS
     action_tokens: int = ACTION_TOKENS
+    answer_tokens: int | None = None  # the client's cap on the answer: the forced answer's call
 
 
 @dataclass
@@ -222,8 +223,11 @@ async def run(
             asked = [*messages, *prompts.answer_now()]
         else:  # the first action is begun for the model: a search
             asked = [*messages, *prompts.search_first()] if step == 1 else messages
+        limit = budget.action_tokens
+        if forced and budget.answer_tokens is not None:
+            limit = min(limit, budget.answer_tokens)
         try:
-            completion = await llm.complete(asked, max_tokens=budget.action_tokens, top_logprobs=0)
+            completion = await llm.complete(asked, max_tokens=limit, top_logprobs=0)
         except LLMError as exc:
             done.error = f"model failed: {exc}"
             return done

@@ -1,6 +1,7 @@
 """`sale serve`: the front door (`marketplace.services.front_door`) under uvicorn, asking the
-marketplace through the client (`marketplace.client`), which it enters before serving so that a
-broker that does not answer is one line and exit 1, not a failing first request.
+marketplace through its link (`front_door.link`): connected at start if the broker answers,
+else when it does; while it does not, every request is a 503 `unavailable` naming its address
+at once, and one warning line says so.
 
 It stops as every service does (`services.process.until_signalled`): within 5 s of SIGTERM or
 SIGINT. Requests still open get `GRACE_S` to be answered; one waiting longer for its task's
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 
 import uvicorn
-from aiokafka.errors import KafkaError
 
-from marketplace.client import Client
 from marketplace.services.front_door.app import create_app
+from marketplace.services.front_door.link import Link
 from marketplace.services.process import until_signalled
 from marketplace.shared.config import Config
 from marketplace.shared.stopping import HANDLER_S
@@ -36,8 +35,8 @@ class _Server(uvicorn.Server):
 
 async def serve(config: Config, host: str, port: int) -> int:
     """Serves until SIGINT or SIGTERM; 1 if it could not start."""
-    client = Client(config)
-    app = create_app(client, config)  # an unset key variable fails here
+    link = Link(config)
+    app = create_app(link, config)  # an unset key variable fails here
     server = _Server(
         uvicorn.Config(
             app,
@@ -50,15 +49,7 @@ async def serve(config: Config, host: str, port: int) -> int:
     )
 
     async def run(stop: asyncio.Event) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                await stack.enter_async_context(client)
-            except (KafkaError, OSError) as exc:
-                print(
-                    f"sale serve: no broker answers at {config.broker.bootstrap}: {exc}",
-                    file=sys.stderr,
-                )
-                return
+        async with link:
             serving = asyncio.create_task(server.serve())
             asked = asyncio.create_task(stop.wait())
             await asyncio.wait({serving, asked}, return_when=asyncio.FIRST_COMPLETED)

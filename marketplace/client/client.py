@@ -52,8 +52,10 @@ class Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._watch.stop()
-        await self.bus.stop()
+        try:
+            await self._watch.stop()  # with the broker gone, its consumer's stop may fail
+        finally:
+            await self.bus.stop()
 
     async def post(self, task: TaskPosted, checks: TaskChecks | None = None) -> str:
         """Posts the task and its checks without waiting for an answer; returns the task's
@@ -81,9 +83,12 @@ class Client:
         tenant: str = "default",
         budget: float | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_tokens: int | None = None,
     ) -> Outcome:
-        """A general request: the prompt answered as text by the agent the auction picks."""
-        return await self.submit(general_task(prompt, tenant, budget), None, timeout_s)
+        """A general request: the prompt answered as text by the agent the auction picks, in
+        at most `max_tokens` generated tokens if given."""
+        task = general_task(prompt, tenant, budget, max_tokens)
+        return await self.submit(task, None, timeout_s)
 
     async def submit_many(
         self,
@@ -145,7 +150,12 @@ class Client:
             return await self._watch.wait(posting.task.task_id, timeout_s)
 
 
-def general_task(prompt: str, tenant: str = "default", budget: float | None = None) -> TaskPosted:
+def general_task(
+    prompt: str,
+    tenant: str = "default",
+    budget: float | None = None,
+    max_tokens: int | None = None,
+) -> TaskPosted:
     """A general task with a fresh id: a prompt to answer as text, nothing hidden to check."""
     return TaskPosted(
         producer=PRODUCER,
@@ -155,6 +165,7 @@ def general_task(prompt: str, tenant: str = "default", budget: float | None = No
         inputs=GeneralInputs(),
         tenant=tenant,
         budget=budget,
+        max_tokens=max_tokens,
     )
 
 

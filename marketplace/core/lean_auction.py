@@ -67,8 +67,9 @@ def prior_for(
 
     A general task (a prompt answered as text) has no examples and no hidden checks: its only
     check is whether the agent answered at all. Every agent gets the same prior for it (it
-    almost always answers, and an answer is what was asked for), so the cheapest live agent is
-    asked first and its answer taken; an empty answer goes on to the next."""
+    almost always answers, and an answer is what was asked for), so with no memory the
+    likeliest right is a tie, won by the dearest (`lean_policy.pick`); an empty answer goes on
+    to the next."""
     if kind == "general":
         cost = price * UNPRICED_DRAFT_TOKENS / 1_000_000
         return lean_policy.Prior(ANSWERS, right_if_pass=1.0, right_if_fail=0.0, cost=cost)
@@ -111,8 +112,10 @@ def step_for(
     unanswered: Sequence[str],
     fixes: bool = False,
     checkable: bool = True,
+    first: lean_policy.Step | None = None,
 ) -> lean_policy.Step:
-    """`lean.next_step` over what a decision records: the one rule the auction and replay use."""
+    """`lean.next_step` over what a decision records: the one rule the auction and replay use.
+    `first`: an uncheckable task's first call (`first_call`), which the log does not decide."""
     return lean_policy.next_step(
         [believed(e) for e in estimates],
         {e.agent_id: e.price for e in estimates},
@@ -121,13 +124,27 @@ def step_for(
         unanswered,
         feedback=fixes,
         checkable=checkable,
+        first=first,
     )
 
 
+def first_call(estimates: Sequence[LeanEstimate], rule: str) -> lean_policy.Step:
+    """Whom an uncheckable task asks first under the operator's `rule` (`lean_policy.pick`)."""
+    prices = {e.agent_id: e.price for e in estimates}
+    return lean_policy.pick(rule, [believed(e) for e in estimates], prices)
+
+
+def first_calls(estimates: Sequence[LeanEstimate], asked: str) -> list[lean_policy.Step]:
+    """Every first call an uncheckable task may have had (`lean_policy.picks`): a replay's."""
+    prices = {e.agent_id: e.price for e in estimates}
+    return lean_policy.picks([believed(e) for e in estimates], prices, asked)
+
+
 def checkable(task: TaskPosted) -> bool:
-    """Whether a draft of the task can be checked: it prints at least one example, or it is a
-    general task, whose draft (the answer) is checked for being there at all."""
-    return task.kind == "general" or bool(getattr(task.inputs, "examples", None))
+    """Whether a draft of the task can be checked against something: it prints at least one
+    example. A general request, a search and a coding task without examples cannot be: they
+    go where `[auction] uncheckable` says (`lean_policy.pick`)."""
+    return bool(getattr(task.inputs, "examples", None))
 
 
 def in_hand(estimates: Sequence[LeanEstimate], value: float, bid: BidSubmitted) -> LeanDraft:
@@ -187,11 +204,13 @@ class LeanAuction(Folded):
         now: datetime,
         estimates: Sequence[lean_policy.Estimate] | None = None,
         fixes: bool = False,
+        uncheckable: str = "likeliest",
     ) -> list[Event]:
         """Judges pending drafts, then returns the decisions now due. Apply them afterwards.
 
-        `value` and `estimates` (for the agents `candidates` names) matter only for the first
-        call; later calls take both from the calls before them. Without estimates while a first
+        `value`, `estimates` (for the agents `candidates` names) and `uncheckable` (who answers
+        a task nothing can check: `lean_policy.pick`) matter only for the first call; later
+        calls take what they need from the calls before them. Without estimates while a first
         call is due, nothing is decided: the auction waits for them.
         """
         if self.task is None and self.phase != "closed":
@@ -199,14 +218,14 @@ class LeanAuction(Folded):
         if self.phase == "new":
             if estimates is None and self.candidates(roster, now):
                 return []
-            return self._open(roster, windows, value, now, estimates or (), fixes)
+            return self._open(roster, windows, value, now, estimates or (), fixes, uncheckable)
         decisions: list[Event] = []
         for submission in self.pending:
             if rejection := self._judge(submission, roster, now):
                 decisions.append(rejection)
         self.pending.clear()
         if self.phase == "calling" and (
-            decision := self._next(roster, windows, value, now, estimates, fixes)
+            decision := self._next(roster, windows, value, now, estimates, fixes, uncheckable)
         ):
             decisions.append(decision)
         return decisions
@@ -232,6 +251,7 @@ class LeanAuction(Folded):
         now: datetime,
         estimates: Sequence[lean_policy.Estimate],
         fixes: bool = False,
+        rule: str = "likeliest",
     ) -> list[Event]:
         agents = roster.live(now, self.task.kind)
         opened = AuctionOpened(
@@ -241,7 +261,7 @@ class LeanAuction(Folded):
             bid_deadline=now + self._window(windows),
             mechanism="lean",
         )
-        first = self._first_call(roster, windows, value, now, estimates, agents, fixes)
+        first = self._first_call(roster, windows, value, now, estimates, agents, fixes, rule)
         return [opened, first] if first else [opened]
 
     def _first_call(
@@ -253,6 +273,7 @@ class LeanAuction(Folded):
         estimates: Sequence[lean_policy.Estimate],
         agents: Sequence[str],
         fixes: bool = False,
+        rule: str = "likeliest",
     ) -> BidRequested | None:
         fixed = [
             recorded(e, roster.beats[e.agent_id].price) for e in estimates if e.agent_id in agents
@@ -260,7 +281,8 @@ class LeanAuction(Folded):
         if not fixed:
             return None
         check = checkable(self.task)
-        step = step_for(fixed, value, [], [], fixes, check)
+        first = None if check else first_call(fixed, rule)
+        step = step_for(fixed, value, [], [], fixes, check, first)
         deadline = now + self._window(windows)
         return self._ask(1, step, fixed, value, [], [], deadline, fixes, check)
 
@@ -272,12 +294,13 @@ class LeanAuction(Folded):
         now: datetime,
         estimates: Sequence[lean_policy.Estimate] | None,
         fixes: bool = False,
+        rule: str = "likeliest",
     ) -> Event | None:
         """The next call or the close, once the agent asked has answered, timed out or died."""
         call = self.call
         if call is None:  # nobody could be asked when the auction opened
             if estimates is not None and (agents := self.candidates(roster, now)):
-                return self._first_call(roster, windows, value, now, estimates, agents, fixes)
+                return self._first_call(roster, windows, value, now, estimates, agents, fixes, rule)
             if now < self.opened.bid_deadline:
                 return None
             return self._close(step_for([], value, [], []), [], value, [], [])

@@ -15,11 +15,15 @@ evidence instead, one agent at a time:
   r_a. With equal chances that is cheapest first, and the dearest agent is the reserve.
 - **Bids with evidence.** A bid is a draft and its verdict on the visible examples; the winner's
   draft is its result (never paid for twice). While no draft in hand passes its examples, the
-  dearest agent (the reserve) is asked before the auction stops. A task that prints no
-  example gives no evidence to gather: its drafts check nothing, so the reserve alone is asked
-  (cheaper agents only if it gives no draft). A failing draft may go, as
+  dearest agent (the reserve) is asked before the auction stops. A failing draft may go, as
   feedback, to the next and dearer agent (`Settings.feedback`; off unless the development split
   says it pays).
+- **Uncheckable tasks go where the operator says.** A task whose draft nothing can check (a
+  general request, a coding task that prints no example, a search) gives no evidence to
+  gather: one agent answers it, the one `Settings.uncheckable` names (`pick`): by default the
+  likeliest right by the estimates (P(right); ties to the dearer, so with no memory the
+  largest), or the cheapest, the dearest, or one agent by id. Its draft wins unless it fails
+  (no answer, or a program that does not run); then the next likeliest right is asked.
 
 Everything here takes values and returns values, so the auctioneer, replay and the benchmark
 run the same decisions.
@@ -27,8 +31,10 @@ run the same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from marketplace.shared.config import UNCHECKABLE_RULES
 
 
 @dataclass(frozen=True)
@@ -59,12 +65,18 @@ class Settings:
     strength: float = 4.0  # the prior's weight, in drafts
     min_similarity: float = 0.0  # past drafts of less similar tasks say nothing of this one
     feedback: bool = False  # a dearer agent fixes a cheaper one's failing draft, or starts anew
+    uncheckable: str = "likeliest"  # who answers what cannot be checked: a rule or an agent id
 
 
-def settings_of(table: object) -> Settings:
-    """Settings from a config table with the same fields (`[auction.lean]`)."""
+RULES = UNCHECKABLE_RULES  # `Settings.uncheckable`, else an agent's id
+UNCHECKED = "no example to check a draft against"  # the start of every uncheckable step's why
+
+
+def settings_of(table: object, uncheckable: str = "likeliest") -> Settings:
+    """Settings from a config table with the same fields (`[auction.lean]`, fitted) and the
+    operator's `[auction] uncheckable`."""
     names = ("value", "neighbours", "strength", "min_similarity", "feedback")
-    return Settings(**{name: getattr(table, name) for name in names})
+    return Settings(**{name: getattr(table, name) for name in names}, uncheckable=uncheckable)
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,17 @@ def order(estimates: Sequence[Estimate], prices: Mapping[str, float]) -> list[st
     return [e.agent_id for e in ranked]
 
 
+def p_right(e: Estimate) -> float:
+    """The estimated chance the agent's draft is right, whatever its check says."""
+    return e.examples_pass * e.right_if_pass + (1 - e.examples_pass) * e.right_if_fail
+
+
+def likeliest(estimates: Sequence[Estimate], prices: Mapping[str, float]) -> list[str]:
+    """The agents, likeliest right first; ties to the dearer (with no memory, the largest)."""
+    ranked = sorted(estimates, key=lambda e: (-p_right(e), -prices[e.agent_id], e.agent_id))
+    return [e.agent_id for e in ranked]
+
+
 @dataclass(frozen=True)
 class Step:
     """The auction's next move: ask `ask` (with the failing draft of `feedback_from`, if any),
@@ -147,6 +170,37 @@ class Step:
     why: str = ""
 
 
+def pick(rule: str, estimates: Sequence[Estimate], prices: Mapping[str, float]) -> Step:
+    """Who answers an uncheckable task first under `rule` (`Settings.uncheckable`), and why."""
+    if not estimates:
+        return Step(why="nobody answered")
+    by_price = sorted(estimates, key=lambda e: (prices[e.agent_id], e.agent_id))
+    if rule == "cheapest":
+        return Step(
+            ask=by_price[0].agent_id, why=f"{UNCHECKED}: the cheapest, {by_price[0].agent_id}"
+        )
+    if rule == "dearest":
+        return Step(
+            ask=by_price[-1].agent_id, why=f"{UNCHECKED}: the dearest, {by_price[-1].agent_id}"
+        )
+    if rule not in RULES and rule in {e.agent_id for e in estimates}:
+        return Step(ask=rule, why=f"{UNCHECKED}: the operator's choice, {rule}")
+    first = likeliest(estimates, prices)[0]  # also for a chosen agent that is not live
+    p = p_right(next(e for e in estimates if e.agent_id == first))
+    return Step(ask=first, why=f"{UNCHECKED}: the likeliest right, {first} (P(right) {p:.3g})")
+
+
+def picks(estimates: Sequence[Estimate], prices: Mapping[str, float], asked: str) -> list[Step]:
+    """Every first call an uncheckable task may have had: each rule's pick, the operator's
+    choice of `asked`, and the reserve (how the first call read before the rule existed). The
+    rule is the operator's setting, not in the log: a replay checks the call is one of these."""
+    steps = [pick(rule, estimates, prices) for rule in (*RULES, asked)]
+    if estimates:
+        dearest = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id)).agent_id
+        steps.append(Step(ask=dearest, why=f"{UNCHECKED}: the reserve, {dearest}"))
+    return steps
+
+
 def next_step(
     estimates: Sequence[Estimate],
     prices: Mapping[str, float],
@@ -155,6 +209,7 @@ def next_step(
     unanswered: Sequence[str] = (),
     feedback: bool = False,
     checkable: bool = True,
+    first: Step | None = None,
 ) -> Step:
     """Given the drafts in hand (in the order they came), ask the next agent or stop.
 
@@ -164,8 +219,8 @@ def next_step(
     reserve: while no draft in hand passes its examples, it is asked before the auction stops,
     whatever the estimates say (they are estimates; a failing draft is almost never right).
     With `feedback`, a dearer agent is shown the latest failing draft of a cheaper one to fix.
-    A task that is not `checkable` (it prints no example) gives no evidence: the reserve is
-    asked first, and its draft, if it gives one, wins.
+    A task that is not `checkable` gives no evidence: `first` (the operator's `pick`; default
+    the likeliest right) is asked, and its draft wins unless it fails (`uncheckable_step`).
     """
     by_id = {e.agent_id: e for e in estimates}
     asked = {d.agent_id for d in drafts} | set(unanswered)
@@ -175,16 +230,13 @@ def next_step(
         shown = _feedback(drafts, agent_id, prices) if feedback else None
         return Step(ask=agent_id, feedback_from=shown, why=why)
 
+    if not checkable:
+        return uncheckable_step(estimates, prices, drafts, value, asked, ask, first)
     dearest = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id), default=None)
     reserve = dearest.agent_id if dearest else None
     best = best_draft(drafts, by_id, prices, value)
-    if not checkable and best is None and reserve in left:
-        return ask(reserve, f"no example to check a draft against: the reserve, {reserve}")
     if best is None:
         return ask(left[0], "first") if left else Step(why="nobody answered")
-    if not checkable:
-        why = f"no example to check a draft against: {best.agent_id}'s draft, unchecked"
-        return Step(winner=best.agent_id, why=why)
     in_hand = worth(best, by_id, value)
     if left and by_id[left[0]].reservation > in_hand:
         hope = by_id[left[0]].reservation
@@ -193,6 +245,37 @@ def next_step(
         return ask(reserve, f"no draft in hand passes its examples: the reserve, {reserve}")
     why = f"no agent left to ask can beat {best.agent_id}'s draft ({in_hand:.4g})"
     return Step(winner=best.agent_id, why=why)
+
+
+def uncheckable_step(
+    estimates: Sequence[Estimate],
+    prices: Mapping[str, float],
+    drafts: Sequence[Draft],
+    value: float,
+    asked: set[str],
+    ask: Callable[[str, str], Step],
+    first: Step | None,
+) -> Step:
+    """`next_step` for a task nothing can check: the first call is `first` (default: the
+    likeliest right); a draft that does not fail wins as it is; after a failing draft or none,
+    the next likeliest right is asked; with nobody left, the best draft in hand wins."""
+    if not asked:
+        first = first or pick("likeliest", estimates, prices)
+        return ask(first.ask, first.why) if first.ask else first
+    answered = next((d for d in drafts if d.examples_pass), None)
+    if answered is not None:
+        why = f"{UNCHECKED}: {answered.agent_id}'s draft, unchecked"
+        return Step(winner=answered.agent_id, why=why)
+    left = [a for a in likeliest(estimates, prices) if a not in asked]
+    if left:
+        return ask(
+            left[0],
+            f"{UNCHECKED}, and no draft that runs in hand: the next likeliest right, {left[0]}",
+        )
+    best = best_draft(drafts, {e.agent_id: e for e in estimates}, prices, value)
+    if best is None:
+        return Step(why="nobody answered")
+    return Step(winner=best.agent_id, why=f"{UNCHECKED}: {best.agent_id}'s draft, unchecked")
 
 
 def best_draft(

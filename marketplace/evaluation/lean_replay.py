@@ -134,6 +134,8 @@ def run_task(
         won = next(d for a, d in asked if a == winner.agent_id)
         return _run(task_id, asked, winner.agent_id, won), asked
     asked, drafts = [], []
+    checkable = task_id not in matrix.unchecked
+    first = None if checkable else lean_policy.pick(settings.uncheckable, estimates, out)
     while True:
         step = lean_policy.next_step(
             estimates,
@@ -141,7 +143,8 @@ def run_task(
             drafts,
             value,
             feedback=settings.feedback,
-            checkable=task_id not in matrix.unchecked,
+            checkable=checkable,
+            first=first,
         )
         if step.ask is None:
             break

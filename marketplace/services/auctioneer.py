@@ -122,7 +122,7 @@ class Auctioneer:
         self._ledger_failing = False  # said once per outage
         self.clock = clock
         self.roster = Roster(ttl=timedelta(seconds=config.auction.heartbeat_ttl_s))
-        self.lean = lean_policy.settings_of(config.auction.lean)
+        self.lean = lean_policy.settings_of(config.auction.lean, config.auction.uncheckable)
         self.auctions: dict[str, AnyAuction] = {}
         self._first_offsets: dict[str, dict[TopicPartition, int]] = {}
         self._first_seen: dict[str, datetime] = {}
@@ -430,7 +430,13 @@ class Auctioneer:
             if (refused := await self._refusal(auction, now, expected)) is not None:
                 return refused
             return auction.settle(
-                self.roster, self.windows, self.lean.value, now, estimates, self.lean.feedback
+                self.roster,
+                self.windows,
+                self.lean.value,
+                now,
+                estimates,
+                self.lean.feedback,
+                self.lean.uncheckable,
             )
         if (refused := await self._refusal(auction, now)) is not None:
             return refused

@@ -53,6 +53,8 @@ S = TypeVar("S", bound=Section)
 # A dead letter's largest record: the excerpt and key base64-encoded, a reason of escaped
 # characters and the envelope (tests/unit/test_bounds.py measures it).
 MIN_RECORD_BYTES = 131_072
+# `[auction] uncheckable`: who answers a task nothing can check (an agent's id besides)
+UNCHECKABLE_RULES = ("likeliest", "cheapest", "dearest")
 
 
 class BrokerConfig(Section):
@@ -147,6 +149,12 @@ class AuctionConfig(Section):
         default="lean", description="lean: calls for drafts with a stopping rule; paper: SALE"
     )
     lean: LeanConfig = LeanConfig()
+    uncheckable: Id = Field(
+        default="likeliest",
+        description="lean: who answers a task nothing can check (a general request, a search, "
+        "a coding task without examples): likeliest (right, by the memory; ties to the "
+        "dearer), cheapest, dearest, or an agent's id",
+    )
     bid_window_s: float = Field(default=120.0, gt=0, le=3600)
     jury_window_s: float = Field(default=120.0, gt=0, le=3600)
     refine_window_s: float = Field(default=120.0, gt=0, le=3600)
@@ -340,6 +348,20 @@ class Config(Section):
         ids = [agent.id for agent in self.agents]
         if dupes := sorted({i for i in ids if ids.count(i) > 1}):
             raise ValueError(f"agent ids must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _uncheckable_names_a_rule_or_an_agent(self) -> Config:
+        """A value that is no rule must be an agent of `[[agents]]` (a typo of "likeliest"
+        would otherwise route nothing); with no `[[agents]]` (agents configured elsewhere),
+        any agent id is taken."""
+        choice = self.auction.uncheckable
+        ids = [agent.id for agent in self.agents]
+        if choice not in UNCHECKABLE_RULES and ids and choice not in ids:
+            raise ValueError(
+                f"auction.uncheckable: {choice!r} is neither likeliest, cheapest, dearest "
+                f"nor an agent of [[agents]] ({', '.join(ids)})"
+            )
         return self
 
     def tenant_budget(self, tenant: str) -> float | None:

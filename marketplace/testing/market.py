@@ -115,6 +115,12 @@ class Market:
         if isinstance(self.auction, LeanAuction):
             value = self.settings.value
             return self.auction.settle(
-                self.roster, WINDOWS, value, self.now, self.estimates(), self.fixes
+                self.roster,
+                WINDOWS,
+                value,
+                self.now,
+                self.estimates(),
+                self.fixes,
+                self.settings.uncheckable,
             )
         return self.auction.settle(self.roster, WINDOWS, self.weights, self.now)

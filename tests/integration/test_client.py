@@ -188,10 +188,12 @@ async def in_postgres(database: str, task_id: str) -> Outcome | None:
         await conn.close()
 
 
-async def test_a_general_prompt_is_answered_by_the_cheapest_agent_and_replays(
+async def test_a_general_prompt_is_answered_by_the_likeliest_right_agent_and_replays(
     broker_config: BrokerConfig, topics: Topics, fresh_database: str
 ) -> None:
-    config = lean_config(broker_config)  # the fitted priors are for code: not used here
+    # The fitted priors are for code, not used here: every agent has the general prior, so
+    # the likeliest right (`[auction] uncheckable`'s default) is a tie, to the dearer: large.
+    config = lean_config(broker_config)
     async with (
         recording(broker_config, fresh_database),
         marketplace(config, *agents()),
@@ -202,13 +204,14 @@ async def test_a_general_prompt_is_answered_by_the_cheapest_agent_and_replays(
             while await in_postgres(fresh_database, outcome.task_id) != outcome:
                 await asyncio.sleep(0.1)
     assert (outcome.status, outcome.passed, outcome.score) == ("answered", None, None)
-    assert (outcome.kind, outcome.tenant, outcome.winner_agent_id) == ("general", "acme", "small")
-    assert outcome.output == "scripted answer of small"
+    assert (outcome.kind, outcome.tenant, outcome.winner_agent_id) == ("general", "acme", "large")
+    assert outcome.output == "scripted answer of large"
     assert outcome.detail == "a general task: nothing to check the answer against"
     log = await read_postgres(fresh_database)
     assert replay.verify(log.events) == []
     story = audit.render(await audit.load(fresh_database, outcome.task_id))
-    assert "  1. ask small: first" in story and "     draft: an answer" in story
+    first = "  1. ask large: no example to check a draft against: the likeliest right, large"
+    assert first in story and "     draft: an answer" in story
     assert "outcome: answered: a general task: nothing to check" in story
     conn = await asyncpg.connect(fresh_database)
     try:
@@ -229,10 +232,15 @@ SPENT = (
 async def test_a_tenant_over_its_budget_is_refused_and_the_refusal_is_in_the_log(
     broker_config: BrokerConfig, topics: Topics, fresh_database: str
 ) -> None:
-    # A general answer: small is asked first, expected to cost 100 tokens at 0.05 per million
-    # (5e-06), and spends what its answer took: of acme's 5.5e-06, less than 5e-06 is left.
+    # A general answer, sent to the cheapest (`[auction] uncheckable`): small is asked, expected
+    # to cost 100 tokens at 0.05 per million (5e-06), and spends what its answer took: of
+    # acme's 5.5e-06, less than 5e-06 is left.
     budget = 5.5e-6
-    config = with_database(lean_config(broker_config), fresh_database, acme=budget)
+    cheapest = lean_config(broker_config)
+    cheapest = cheapest.model_copy(
+        update={"auction": cheapest.auction.model_copy(update={"uncheckable": "cheapest"})}
+    )
+    config = with_database(cheapest, fresh_database, acme=budget)
     async with (
         recording(broker_config, fresh_database),
         marketplace(config, *agents()),
@@ -305,8 +313,8 @@ async def test_sale_submit_waits_for_the_answer_and_sale_result_reads_it_back(
         assert code == 0, out + err
         first = out.splitlines()[0]
         assert first.startswith("task ask-") and first.endswith(": answered")
-        assert "winner: small (scripted-small), lean auction" in out
-        assert out.endswith("output:\nscripted answer of small\n")
+        assert "winner: large (scripted-large), lean auction" in out  # `uncheckable` likeliest
+        assert out.endswith("output:\nscripted answer of large\n")
         task_id = first.removeprefix("task ").removesuffix(": answered")
         code, out, err = await sale(broker_config, tmp_path, "submit", "--prompt", "Name one.")
         assert code == 0, out + err
@@ -317,7 +325,7 @@ async def test_sale_submit_waits_for_the_answer_and_sale_result_reads_it_back(
                 await asyncio.sleep(0.5)
         code, again, err = await sale(broker_config, tmp_path, "result", task_id, "--json")
     assert code == 0, again + err
-    assert Outcome.model_validate_json(again).output == "scripted answer of small"
+    assert Outcome.model_validate_json(again).output == "scripted answer of large"
     code, _, err = await sale(broker_config, tmp_path, "submit", "--prompt", "x", "--budget", "-1")
     assert (code, err) == (2, "sale submit: budget: Input should be greater than or equal to 0\n")
     code, _, err = await sale(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -173,3 +174,48 @@ async def test_a_request_nobody_bids_on_is_a_503_naming_its_task(
     assert raised.value.code == "no_bids"
     task_id = raised.value.response.headers["x-sale-task-id"]
     assert task_id in raised.value.message
+
+
+def example() -> object:
+    """examples/ask_openai.py as a module (examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("ask_openai", ROOT / "examples/ask_openai.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_openai_example_s_calls_behave_as_documented(
+    market: Market, sale_serve: str
+) -> None:
+    """examples/ask_openai.py's calls, through the official client (synchronous, as the example
+    is: run in a thread so this process's services keep serving): a plain answer with its
+    headers, `max_tokens` cutting the winner's answer (`finish_reason` "length"), and `n=2`
+    and `tools` refused with a 400 naming the parameter."""
+    ask = example()
+    client = openai.OpenAI(
+        base_url=f"{sale_serve}/v1", api_key="sk-acme-test", max_retries=0, timeout=ASK_S + 30
+    )
+    text, headers = await asyncio.to_thread(ask.plain, client)
+    assert text == "scripted answer of cheap"  # the scripted winner's whole answer
+    assert headers["x-sale-winner"] == "cheap" and headers["x-sale-status"] == "answered"
+    text, finish = await asyncio.to_thread(ask.capped, client, 2)
+    assert (text, finish) == ("scripted answer", "length")  # two words: the scripted tokens
+    text, finish = await asyncio.to_thread(ask.capped, client, 100)
+    assert (text, finish) == ("scripted answer of cheap", "stop")
+    for asked, param in (({"n": 2}, "n"), ({"tools": ask.TOOLS}, "tools")):
+        error = await asyncio.to_thread(ask.refused, client, **asked)
+        assert (error.status_code, error.code, error.param) == (400, "unsupported_parameter", param)
+        assert error.body["type"] == "invalid_request_error"
+    script = [
+        sys.executable,
+        str(ROOT / "examples/ask_openai.py"),
+        "--base-url",
+        f"{sale_serve}/v1",
+    ]
+    run = await asyncio.to_thread(
+        subprocess.run, [*script, "--api-key", "sk-acme-test"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "max_tokens=3: 'scripted answer of' (finish_reason length)" in run.stdout
+    assert "n=2: 400 unsupported_parameter (param n): n=2 is not supported" in run.stdout
+    assert "tools=[...]: 400 unsupported_parameter (param tools)" in run.stdout

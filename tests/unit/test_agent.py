@@ -470,3 +470,35 @@ async def test_an_empty_answer_is_a_failing_draft_and_the_paper_winner_answers_i
 
 def test_model_agents_take_coding_and_general_tasks_by_default() -> None:
     assert CONFIG.kinds == ["coding", "general"]  # search is asked for (tests/unit/test_searching)
+
+
+class Recording(ScriptedLLM):
+    """The scripted model, keeping each call's token limit."""
+
+    def __init__(self, reply=default_reply) -> None:
+        super().__init__(reply=reply)
+        self.limits: list[int] = []
+
+    async def complete(self, messages, *, max_tokens: int, top_logprobs: int = 5) -> Completion:
+        self.limits.append(max_tokens)
+        return await super().complete(messages, max_tokens=max_tokens, top_logprobs=top_logprobs)
+
+
+async def test_a_client_s_cap_bounds_every_call_that_writes_the_answer() -> None:
+    """`TaskPosted.max_tokens` (OpenAI's max_tokens): a general answer and each round of a
+    coding draft are capped at min(the agent's own limit, the cap); no cap, its own."""
+    llm = Recording(replying("Paris is the capital of France."))
+    a = LLMAgent(CONFIG, llm, mechanism="lean")
+    await a.respond(ASK.model_copy(update={"max_tokens": 2}))
+    [bid] = await a.respond(call())
+    assert (bid.plan, bid.plan_tokens) == ("Paris is", 2)
+    coder_llm = Recording(coder(WRONG))
+    b = LLMAgent(CONFIG, coder_llm, mechanism="lean")
+    await b.respond(TASK.model_copy(update={"max_tokens": 7}))
+    await b.respond(call())
+    assert coder_llm.limits == [7] * CONFIG.execute_rounds  # every round writes the program
+    roomy = Recording(coder(RIGHT))
+    c = LLMAgent(CONFIG, roomy, mechanism="lean")
+    await c.respond(TASK.model_copy(update={"max_tokens": 10_000}))
+    await c.respond(call())
+    assert roomy.limits == [CONFIG.execute_max_tokens]  # the agent's own limit is lower

@@ -163,3 +163,22 @@ def test_a_path_from_the_environment_stays_relative_to_the_current_directory(
     config = load_config(tmp_path / "sale.toml", env={"SALE_KEYRING": "ring.toml"})
     assert config.security.keyring == Path("ring.toml")
     assert config.security.key_dir == tmp_path / "keys"
+
+
+AGENTS = [
+    {"id": i, "backend": "scripted", "model": "m", "input_price": 1, "output_price": p}
+    for i, p in (("S", 1), ("L", 5))
+]
+
+
+@pytest.mark.parametrize("rule", ["likeliest", "cheapest", "dearest", "S"])
+def test_uncheckable_tasks_go_to_a_rule_or_an_agent(rule: str) -> None:
+    config = parse_config({"auction": {"uncheckable": rule}, "agents": AGENTS}, env={})
+    assert config.auction.uncheckable == rule
+    assert parse_config({}, env={}).auction.uncheckable == "likeliest"  # the default
+
+
+@pytest.mark.parametrize("value", ["likliest", "X", "no spaces"])
+def test_an_uncheckable_setting_that_names_nothing_fails_naming_the_field(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"auction\.uncheckable"):
+        parse_config({"auction": {"uncheckable": value}, "agents": AGENTS}, env={})

@@ -47,11 +47,18 @@ class StandIn:
     def __init__(self, answer: Outcome | Exception | None = None) -> None:
         self.answer = answer or outcome()
         self.asked: list[dict[str, Any]] = []
+        self.caps: list[int | None] = []  # each ask's max_tokens
 
     async def ask(
-        self, prompt: str, tenant: str = "default", budget: float | None = None, timeout_s=300.0
+        self,
+        prompt: str,
+        tenant: str = "default",
+        budget: float | None = None,
+        timeout_s=300.0,
+        max_tokens: int | None = None,
     ) -> Outcome:
         self.asked.append({"prompt": prompt, "tenant": tenant, "budget": budget})
+        self.caps.append(max_tokens)
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
@@ -292,3 +299,123 @@ async def test_without_a_database_the_dashboard_and_metrics_say_so(door: Door) -
     assert page.status_code == 200 and "operator's dashboard" in page.text
     script = await http.get("/dashboard/static/dashboard.js")
     assert script.status_code == 200 and "api/auctions" in script.text
+
+
+# --- what the market does with OpenAI's parameters (docs/front-door.md) -----------------------
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("n", 2),
+        ("tools", [TOOL]),
+        ("tool_choice", "required"),
+        ("functions", [TOOL["function"]]),
+        ("function_call", "auto"),
+        ("logprobs", True),
+        ("top_logprobs", 3),
+        ("logit_bias", {"50256": -100}),
+        ("response_format", {"type": "json_object"}),
+        ("modalities", ["text", "audio"]),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("prediction", {"type": "content", "content": "4"}),
+        ("web_search_options", {"search_context_size": "low"}),
+    ],
+)
+async def test_what_the_market_cannot_do_is_a_400_naming_the_parameter(
+    door: Door, param: str, value: object
+) -> None:
+    stand_in = StandIn()
+    body = {"model": "sale", "messages": USER, param: value}
+    response = await door(stand_in, raw=True).post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        param,
+        "unsupported_parameter",
+    )
+    assert "not supported" in error["message"]
+    assert stand_in.asked == []  # refused before any task is posted
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("n", 1),
+        ("tools", []),
+        ("tool_choice", "none"),
+        ("logprobs", False),
+        ("response_format", {"type": "text"}),
+        ("modalities", ["text"]),
+        ("temperature", 0.2),
+        ("top_p", 0.5),
+        ("seed", 7),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", 0.5),
+        ("store", False),
+        ("reasoning_effort", "low"),
+        ("parallel_tool_calls", False),
+    ],
+)
+async def test_what_asks_nothing_the_market_cannot_do_is_accepted(
+    door: Door, param: str, value: object
+) -> None:
+    stand_in = StandIn()
+    body = {"model": "sale", "messages": USER, param: value}
+    response = await door(stand_in, raw=True).post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert len(stand_in.asked) == 1
+
+
+async def test_max_tokens_caps_the_answer_and_a_cut_answer_finishes_with_length(
+    door: Door,
+) -> None:
+    cut = StandIn(outcome(output="Four is", answer_tokens=2))
+    client = door(cut)
+    answer = await client.chat.completions.create(model="sale", messages=USER, max_tokens=2)
+    assert cut.caps == [2]  # on the task: the agents cap their answer at it
+    assert answer.choices[0].finish_reason == "length"
+    await client.chat.completions.create(model="sale", messages=USER, max_completion_tokens=2)
+    assert cut.caps == [2, 2]  # OpenAI's newer name for it
+    roomy = StandIn(outcome(answer_tokens=1))
+    answer = await door(roomy).chat.completions.create(model="sale", messages=USER, max_tokens=5)
+    assert answer.choices[0].finish_reason == "stop"
+    stream = await door(cut).chat.completions.create(
+        model="sale", messages=USER, max_tokens=2, stream=True
+    )
+    finishes = [c.choices[0].finish_reason async for c in stream if c.choices]
+    assert finishes[-1] == "length"
+    await door(roomy).chat.completions.create(model="sale", messages=USER)
+    assert roomy.caps == [5, None]  # no cap asked: each agent's own
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 32_769}, "max_tokens"),
+        ({"max_tokens": 1_000_000_000}, "max_tokens"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
+async def test_a_cap_out_of_range_is_a_400_naming_it(door: Door, fields: dict, param: str) -> None:
+    stand_in = StandIn()
+    body = {"model": "sale", "messages": USER, **fields}
+    response = await door(stand_in, raw=True).post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+    assert stand_in.asked == []
+
+
+async def test_stop_cuts_the_answer_before_the_first_stop_string(door: Door) -> None:
+    stand_in = StandIn(outcome(output="1. Paris\n2. Rome\n3. Oslo"))
+    answer = await door(stand_in).chat.completions.create(
+        model="sale", messages=USER, stop=["\n3.", "\n2."]
+    )
+    assert answer.choices[0].message.content == "1. Paris"
+    assert answer.choices[0].finish_reason == "stop"

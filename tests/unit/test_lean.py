@@ -140,17 +140,66 @@ def test_the_reserve_is_asked_while_no_draft_in_hand_passes_its_examples() -> No
     assert passing.winner == "S"  # a passing draft in hand: the estimates decide
 
 
-def test_a_task_without_examples_goes_to_the_reserve_alone() -> None:
+def test_a_task_without_examples_goes_to_the_likeliest_right_alone() -> None:
     # S would be asked first (see above), but its draft could show nothing: no example to run.
+    # L is the likeliest right: 0.8 * 0.95 + 0.2 * 0.1 = 0.78 against S's 0.5 * 0.9 = 0.45.
     first = lean_policy.next_step([S, L], PRICES, [], 1.0, checkable=False)
-    assert (first.ask, first.why) == ("L", "no example to check a draft against: the reserve, L")
+    assert (first.ask, first.why) == (
+        "L",
+        "no example to check a draft against: the likeliest right, L (P(right) 0.78)",
+    )
     done = lean_policy.next_step([S, L], PRICES, [Draft("L", True)], 1.0, checkable=False)
     assert (done.ask, done.winner) == (None, "L")
     assert done.why == "no example to check a draft against: L's draft, unchecked"
 
 
-def test_without_examples_a_silent_reserve_hands_the_task_to_the_others() -> None:
+def test_without_examples_a_silent_or_failing_first_hands_the_task_to_the_next_likeliest() -> None:
+    next_up = "no example to check a draft against, and no draft that runs in hand: "
     step = lean_policy.next_step([S, L], PRICES, [], 1.0, unanswered=["L"], checkable=False)
-    assert (step.ask, step.why) == ("S", "first")
+    assert (step.ask, step.why) == ("S", next_up + "the next likeliest right, S")
+    failed = lean_policy.next_step([S, L], PRICES, [Draft("L", False)], 1.0, checkable=False)
+    assert failed.ask == "S"
     done = lean_policy.next_step([S, L], PRICES, [Draft("S", True)], 1.0, ["L"], checkable=False)
     assert done.winner == "S"
+    both_fail = [Draft("L", False), Draft("S", False)]
+    last = lean_policy.next_step([S, L], PRICES, both_fail, 1.0, checkable=False)
+    assert last.winner == "L"  # nobody left: the best draft in hand (L's, worth 0.1)
+
+
+@pytest.mark.parametrize(
+    ("rule", "asked", "why"),
+    [
+        ("likeliest", "L", "the likeliest right, L (P(right) 0.78)"),
+        ("cheapest", "S", "the cheapest, S"),
+        ("dearest", "L", "the dearest, L"),
+        ("S", "S", "the operator's choice, S"),
+        ("M", "L", "the likeliest right, L (P(right) 0.78)"),  # the chosen agent is not live
+    ],
+)
+def test_the_operator_says_who_answers_what_cannot_be_checked(
+    rule: str, asked: str, why: str
+) -> None:
+    step = lean_policy.pick(rule, [S, L], PRICES)
+    assert (step.ask, step.why) == (asked, f"no example to check a draft against: {why}")
+    first = lean_policy.next_step([S, L], PRICES, [], 1.0, checkable=False, first=step)
+    assert (first.ask, first.why) == (step.ask, step.why)
+
+
+def test_the_likeliest_right_ties_to_the_dearer_so_with_no_memory_the_largest() -> None:
+    same = [est(a, 0.9, 1.0, 0.0, 0.01) for a in ("S", "M", "L")]  # the general prior, alike
+    assert lean_policy.likeliest(same, PRICES) == ["L", "M", "S"]
+    assert lean_policy.pick("likeliest", same, PRICES).ask == "L"
+    sure_s = est("S", 0.99, 1.0, 0.0, 0.01)  # the memory says S always answers
+    assert lean_policy.pick("likeliest", [sure_s, *same[1:]], PRICES).ask == "S"
+
+
+def test_a_replay_knows_every_first_call_a_rule_could_make() -> None:
+    steps = lean_policy.picks([S, L], PRICES, "S")
+    shown = {(s.ask, s.why.split(": ", 1)[1]) for s in steps}
+    assert shown == {
+        ("L", "the likeliest right, L (P(right) 0.78)"),
+        ("S", "the cheapest, S"),
+        ("L", "the dearest, L"),
+        ("S", "the operator's choice, S"),
+        ("L", "the reserve, L"),  # how logs before the rule read
+    }

@@ -238,7 +238,7 @@ def test_an_agent_without_a_prior_gets_an_agnostic_one_priced_by_its_output_pric
     assert prior_for(PRIORS, "small", price=2.0) == lean_policy.Prior(0.5, 0.9, 0.0, 0.01)
 
 
-# --- general tasks: the cheapest live agent's answer ------------------------------------------
+# --- general tasks: where `[auction.lean] uncheckable` says -----------------------------------
 
 CODER_PRIORS = {  # fitted on code: large first (r 0.93 against small's 0.4)
     "small": PriorConfig(examples_pass=0.1, right_if_pass=0.5, right_if_fail=0.0, cost=0.01),
@@ -256,33 +256,68 @@ def ask(task_id: str = "a1") -> TaskPosted:
     )
 
 
-def test_a_general_task_takes_the_cheapest_answer_whatever_the_coding_priors_say() -> None:
-    coding = Market(small(), large(), priors=CODER_PRIORS)
-    coding.post(task())
-    coding.step()
-    assert [c.agent_id for c in coding.of(BidRequested)] == ["large"]
+def ruled(rule: str) -> lean_policy.Settings:
+    return lean_policy.Settings(value=VALUE, uncheckable=rule)
 
+
+def test_a_general_task_goes_to_the_likeliest_right_by_default_with_no_memory_the_largest() -> None:
     market = Market(small(), large(), priors=CODER_PRIORS)
     market.post(ask())
     market.step()
     [call] = market.of(BidRequested)
-    assert call.agent_id == "small" and call.checkable
+    assert call.agent_id == "large" and not call.checkable
+    assert (
+        call.why == "no example to check a draft against: the likeliest right, large (P(right) 0.9)"
+    )
     [closed] = market.of(AuctionClosed)
     [answer] = market.of(BidSubmitted)
-    assert (closed.winner_agent_id, closed.winning_plan) == ("small", "scripted answer of small")
+    assert (closed.winner_agent_id, closed.winning_plan) == ("large", "scripted answer of large")
     assert closed.winning_plan == answer.plan
-    assert closed.lean.why == "no agent left to ask can beat small's draft (1)"
+    assert closed.lean.why == "no example to check a draft against: large's draft, unchecked"
     [delivered] = market.of(TaskResult)
     assert delivered.output == answer.plan
 
 
+@pytest.mark.parametrize(
+    ("rule", "general", "unchecked_coding"),
+    [
+        ("likeliest", "large", "large"),
+        ("cheapest", "small", "small"),
+        ("dearest", "large", "large"),
+        ("small", "small", "small"),
+    ],
+)
+def test_general_and_unchecked_coding_tasks_follow_the_one_rule(
+    rule: str, general: str, unchecked_coding: str
+) -> None:
+    unchecked = task().model_copy(update={"inputs": CodingInputs(entry_point="f")})
+    for posted, expected in ((ask(), general), (unchecked, unchecked_coding)):
+        market = Market(small(), large(), priors=CODER_PRIORS, settings=ruled(rule))
+        market.post(posted)
+        market.step()
+        assert [c.agent_id for c in market.of(BidRequested)] == [expected]
+        assert market.of(AuctionClosed)[0].winner_agent_id == expected
+
+
 def test_an_empty_general_answer_goes_on_to_the_next_agent() -> None:
-    market = Market(small(draft_passes=False), large(), priors=CODER_PRIORS)
+    market = Market(small(), large(draft_passes=False), priors=CODER_PRIORS)
     market.post(ask())
     market.step()
-    assert [c.agent_id for c in market.of(BidRequested)] == ["small", "large"]
+    assert [c.agent_id for c in market.of(BidRequested)] == ["large", "small"]
     [closed] = market.of(AuctionClosed)
-    assert closed.winner_agent_id == "large"
+    assert closed.winner_agent_id == "small"
+
+
+@pytest.mark.parametrize("rule", ["likeliest", "cheapest", "dearest", "small"])
+def test_an_uncheckable_auction_under_any_rule_replays_clean(rule: str) -> None:
+    from marketplace.log import replay
+
+    for failing in (False, True):
+        agents = (small(draft_passes=not failing), large(draft_passes=not failing))
+        market = Market(*agents, priors=CODER_PRIORS, settings=ruled(rule))
+        market.post(ask())
+        market.step()
+        assert replay.verify(market.log) == []
 
 
 def test_the_general_prior_is_the_same_for_every_agent_but_its_price() -> None:

@@ -88,6 +88,17 @@ def test_every_draft_counts_in_the_cost_and_the_winner_is_the_dearer_one() -> No
     assert outcome.detail == "AssertionError"
 
 
+def test_the_answer_s_tokens_are_the_winning_draft_s_not_every_draft_s() -> None:
+    """What a front door's `finish_reason` reads: the tokens the answer took (the winning
+    draft's, delivered without a model call), not the task's total."""
+    events = auction(small(draft_passes=False), large(), passed=False)
+    outcome = fold("t1", events)
+    _, large_draft = [e for e in events if isinstance(e, BidSubmitted)]
+    assert outcome.answer_tokens == large_draft.plan_tokens > 0
+    assert outcome.usage.completion_tokens > outcome.answer_tokens  # small's draft too
+    assert fold("t1", [e for e in events if not isinstance(e, TaskResult)]).answer_tokens is None
+
+
 def test_the_order_events_are_read_in_changes_nothing() -> None:
     events = auction(small(draft_passes=False), large())
     expected = fold("t1", events)

@@ -118,6 +118,15 @@ async def test_at_the_step_budget_the_last_call_is_asked_to_answer_with_what_it_
     assert len(llm.calls) == 3
 
 
+async def test_the_client_s_cap_bounds_the_forced_answer_and_not_the_searches() -> None:
+    """`answer_tokens` (a task's `max_tokens`) caps the call that writes the answer; the
+    search actions before it keep their own limit (a cut query finds nothing)."""
+    replies = ["search: Dune novel author", "Tacoma Washington USA"]
+    done, _ = await loop(replies, Budget(max_steps=2, token_budget=10**6, answer_tokens=2))
+    assert done.steps[0].text == "Dune novel author"  # the action, uncut
+    assert done.answer == "Tacoma Washington"  # the answer, cut at 2 tokens (words, scripted)
+
+
 async def test_a_forced_answer_that_is_empty_is_no_answer() -> None:
     done, _ = await loop(["search: Dune", ""], Budget(max_steps=2))
     assert done.answer == "" and done.error.startswith("no answer: the model gave an empty one")

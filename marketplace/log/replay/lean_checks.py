@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from marketplace.core import lean_policy
-from marketplace.core.lean_auction import checkable, step_for
+from marketplace.core.lean_auction import checkable, first_calls, step_for
 from marketplace.log.replay.discrepancy import Discrepancy, differ
 from marketplace.log.replay.history import Evidence
 from schemas.events import AuctionClosed, BidRequested, LeanDraft, LeanEstimate
@@ -72,8 +72,20 @@ def _lean_decision(
         return [*found, Discrepancy(task_id, where, "in hand", "an agent with no estimate")]
     found += _worths(task_id, name, estimates, value, drafts)
     fixes = decision.fixes if isinstance(decision, BidRequested) else False
-    step = step_for(estimates, value, drafts, unanswered, fixes, _checkable(decision))
+    check = _checkable(decision)
+    first = _first_of_uncheckable(decision) if not check and not drafts and not unanswered else None
+    step = step_for(estimates, value, drafts, unanswered, fixes, check, first)
     return found + _next_step(task_id, decision, step)
+
+
+def _first_of_uncheckable(decision: Decision) -> lean_policy.Step | None:
+    """The first call of an uncheckable task, if it is one the operator's rule could make
+    (`lean_auction.first_calls`): the rule is a setting, not in the log, so any of them is
+    taken; None (the default rule's, so a discrepancy) for another."""
+    if not isinstance(decision, BidRequested):
+        return None
+    steps = first_calls(decision.estimates, decision.agent_id)
+    return next((s for s in steps if (s.ask, s.why) == (decision.agent_id, decision.why)), None)
 
 
 def _reservations(
@@ -198,7 +210,11 @@ def _drafts_against_log(
     if won is not None and won.plan != closed.winning_plan:
         found.append(Discrepancy(task_id, "winning_plan", "changed", "the winner's draft"))
     if evidence.task is not None:
+        expected = checkable(evidence.task)
         for decision in decisions:
             name = f"{_lean_name(decision)}.checkable"
-            found += differ(task_id, name, _checkable(decision), checkable(evidence.task))
+            recorded = _checkable(decision)
+            if evidence.task.kind == "general" and recorded:
+                continue  # before `[auction] uncheckable`, a general task counted checked
+            found += differ(task_id, name, recorded, expected)
     return found

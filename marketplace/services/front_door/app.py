@@ -1,8 +1,8 @@
 """The front door's ASGI app: the OpenAI-compatible routes, the operator's dashboard and
 `/metrics`, in one FastAPI app that `sale serve` runs under uvicorn.
 
-`create_app` takes the marketplace's client (`marketplace.client`, entered by `sale serve`, or
-a stand-in with its `ask` in tests) and the configuration; everything it reads besides is the
+`create_app` takes the marketplace's client (`front_door.link.Link` in `sale serve`, or a
+stand-in with its `ask` in tests) and the configuration; everything it reads besides is the
 Postgres log and, for the consumer lag, the broker. Every error, from any route, is answered in
 OpenAI's error shape, so a client has one shape to read.
 """
@@ -21,7 +21,6 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from marketplace.client import Client
 from marketplace.services.front_door import dashboard, openai, prometheus
 from marketplace.services.front_door.openai import OpenAIError
 from marketplace.services.front_door.reader import LogReader
@@ -32,7 +31,7 @@ log = logging.getLogger("front_door")
 
 
 def create_app(
-    client: Client | None, config: Config, env: Mapping[str, str] = os.environ
+    client: openai.Asks | None, config: Config, env: Mapping[str, str] = os.environ
 ) -> FastAPI:
     """The app; an unset key variable of `[serve].keys` fails here (`ConfigError`)."""
     door = openai.Door(

@@ -7,6 +7,12 @@ included. What an OpenAI response has no field for travels in headers (`x-sale-t
 `x-sale-winner`, `x-sale-cost`, `x-sale-status`, `x-sale-mechanism`) and in a `metadata` object
 beside `choices`, so `sale audit TASK_ID` can tell the story of any answer.
 
+Parameters: `max_tokens` (or `max_completion_tokens`) caps the answer (`TaskPosted.max_tokens`,
+honoured by the agents; `finish_reason` "length" when it cut the answer) and `stop` cuts it;
+what the market cannot do (`n` > 1, tools, log-probabilities, JSON mode, audio, ...: `REFUSED`)
+is a 400 naming the parameter; sampling knobs are accepted and ignored, as the winner decodes
+greedily with its own model (the table: docs/front-door.md).
+
 Models: `sale`, and `sale/<mechanism>` naming the mechanism this marketplace runs (lean or
 paper); another mechanism is a model that does not exist here (404), since the auctioneer
 decides every auction by its one configured mechanism.
@@ -29,17 +35,17 @@ import hmac
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from marketplace.client import Client, InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
+from marketplace.client import InvalidTask, Outcome, Refused, SubmitError, SubmitTimeout
 from marketplace.shared.config import ConfigError, ServeConfig
-from schemas.events import MAX_PROMPT, Id
+from schemas.events import MAX_ANSWER_TOKENS, MAX_PROMPT, Id
 
 MODEL = "sale"
 _TENANT = TypeAdapter(Id)
@@ -90,10 +96,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """A chat completion request. Sampling settings (temperature, max_tokens, ...) are accepted
-    and not used: the winning agent runs its own model its own way."""
+    """A chat completion request. OpenAI's parameters are honoured (those declared here),
+    refused (`REFUSED`) or accepted and ignored (the rest): the table is docs/front-door.md."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # OpenAI's newer parameters: accepted, ignored
 
     model: str
     messages: list[Message] = Field(min_length=1)
@@ -101,6 +107,67 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     budget: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_ANSWER_TOKENS)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=MAX_ANSWER_TOKENS)] | None = None
+    stop: str | list[str] | None = None
+
+    def cap(self) -> int | None:
+        """The cap on the answer's tokens: `max_tokens` or its newer name, which must agree."""
+        old, new = self.max_tokens, self.max_completion_tokens
+        if old is not None and new is not None and old != new:
+            message = f"max_tokens ({old}) and max_completion_tokens ({new}) differ: send one"
+            raise OpenAIError(400, message, param="max_completion_tokens", code="invalid_value")
+        return new if new is not None else old
+
+    def stops(self) -> list[str]:
+        """The stop sequences, at most 4 as OpenAI takes them."""
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOPS or not all(stops):
+            message = f"stop: up to {MAX_STOPS} non-empty strings"
+            raise OpenAIError(400, message, param="stop", code="invalid_value")
+        return stops
+
+
+MAX_STOPS = 4
+
+
+def _given(value: Any) -> bool:
+    """Whether a parameter asks for something: present, not null, not empty."""
+    return value is not None and value != [] and value != {}
+
+
+def _not(*allowed: Any) -> Callable[[Any], bool]:
+    return lambda value: _given(value) and value not in allowed
+
+
+# What the market cannot do, refused with a 400 naming the parameter: (parameter, whether a
+# value asks for it, why). The winner answers once, as text, from its own model, with no
+# tools and no view of its token probabilities.
+REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("n", _not(1), "one answer per request: the auction awards one winner"),
+    ("tools", _given, "the agents call no tools of the client's"),
+    ("tool_choice", _not("none"), "the agents call no tools of the client's"),
+    ("functions", _given, "the agents call no functions of the client's"),
+    ("function_call", _not("none"), "the agents call no functions of the client's"),
+    ("logprobs", _not(False), "the answer's log-probabilities are not returned"),
+    ("top_logprobs", _not(0), "the answer's log-probabilities are not returned"),
+    ("logit_bias", _given, "the winner's model is its own: no token biases"),
+    ("response_format", _not({"type": "text"}), "the answer is plain text: no JSON mode"),
+    ("modalities", _not(["text"]), "the answer is text only"),
+    ("audio", _given, "the answer is text only"),
+    ("prediction", _given, "no predicted outputs: the winner writes its answer anew"),
+    ("web_search_options", _given, "no web search: a search task goes through `sale submit`"),
+)
+
+
+def refuse_what_the_market_cannot_do(body: ChatRequest) -> None:
+    """A 400 naming the first parameter asking for what no auction can give."""
+    extra = body.model_extra or {}
+    for name, asks, why in REFUSED:
+        if name in extra and asks(extra[name]):
+            shown = json.dumps(extra[name])[:60]
+            message = f"{name}={shown} is not supported: {why}"
+            raise OpenAIError(400, message, param=name, code="unsupported_parameter")
 
 
 def prompt_of(messages: list[Message]) -> str:
@@ -227,7 +294,27 @@ def failure(answer: Outcome) -> OpenAIError | None:
     return OpenAIError(502, message, "server_error", "execution_failed", headers=headers)
 
 
-def completion(answer: Outcome, model: str, created: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Asked:
+    """What the request asks of the answer's shape: its cap on tokens and its stop strings."""
+
+    cap: int | None = None
+    stops: tuple[str, ...] = ()
+
+    def shaped(self, answer: Outcome) -> tuple[str, str]:
+        """The answer's text and finish reason: cut before the first stop string ("stop");
+        "length" when the answer took every token the cap allowed (the winner's model was
+        cut there); else "stop"."""
+        text = answer.output or ""
+        cuts = [text.find(s) for s in self.stops if s in text]
+        if cuts:
+            return text[: min(cuts)], "stop"
+        cut = self.cap is not None and (answer.answer_tokens or 0) >= self.cap
+        return text, "length" if cut else "stop"
+
+
+def completion(answer: Outcome, model: str, created: int, asked: Asked) -> dict[str, Any]:
+    text, finish = asked.shaped(answer)
     return {
         "id": f"chatcmpl-{answer.task_id}",
         "object": "chat.completion",
@@ -236,8 +323,8 @@ def completion(answer: Outcome, model: str, created: int) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.output or "", "refusal": None},
-                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "finish_reason": finish,
                 "logprobs": None,
             }
         ],
@@ -247,14 +334,17 @@ def completion(answer: Outcome, model: str, created: int) -> dict[str, Any]:
     }
 
 
-async def chunks(answer: Outcome, model: str, created: int, usage: bool) -> AsyncIterator[str]:
+async def chunks(
+    answer: Outcome, model: str, created: int, usage: bool, asked: Asked
+) -> AsyncIterator[str]:
     """The answer as a stream: the whole text in one chunk (the auction answers at once, not
     token by token), the finish, the usage if asked for, then [DONE]."""
+    text, finish = asked.shaped(answer)
     base = {"id": f"chatcmpl-{answer.task_id}", "object": "chat.completion.chunk"}
     base |= {"created": created, "model": model, "metadata": metadata(answer)}
-    delta = {"role": "assistant", "content": answer.output or ""}
+    delta = {"role": "assistant", "content": text}
     yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-    yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     if usage:
         yield _event({**base, "choices": [], "usage": usage_of(answer)})
     yield "data: [DONE]\n\n"
@@ -267,13 +357,20 @@ def _event(data: dict[str, Any]) -> str:
 # --- the routes -----------------------------------------------------------------------------
 
 
+class Asks(Protocol):
+    """What the door asks the marketplace through: `Client.ask` (`front_door.link.Link` in
+    `sale serve`, a stand-in in tests)."""
+
+    async def ask(self, prompt: str, **options: Any) -> Outcome: ...
+
+
 @dataclass(frozen=True)
 class Door:
     """What the routes need: the marketplace's client (or a stand-in with its `ask`), the
     mechanism the marketplace runs, how long a request may wait, and the API keys (empty: an
     open door)."""
 
-    client: Client | None
+    client: Asks | None
     mechanism: str
     timeout_s: float = 300.0
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -311,29 +408,36 @@ def router(door: Door) -> APIRouter:
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
         tenant = tenant_of(door.keys, request.headers.get("authorization"), body.user)
         model = door.model(body.model)
+        refuse_what_the_market_cannot_do(body)
+        asked = Asked(body.cap(), tuple(body.stops()))
         prompt = prompt_of(body.messages)
-        answer = await _ask(door, prompt, tenant, body.budget)
+        answer = await _ask(door, prompt, tenant, body.budget, asked.cap)
         if (error := failure(answer)) is not None:
             raise error
         created = int(time.time())
         if body.stream:
             usage = body.stream_options is not None and body.stream_options.include_usage
-            stream = chunks(answer, model, created, usage)
+            stream = chunks(answer, model, created, usage, asked)
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers=sale_headers(answer)
             )
-        return JSONResponse(completion(answer, model, created), headers=sale_headers(answer))
+        body_out = completion(answer, model, created, asked)
+        return JSONResponse(body_out, headers=sale_headers(answer))
 
     return routes
 
 
-async def _ask(door: Door, prompt: str, tenant: str, budget: float | None) -> Outcome:
+async def _ask(
+    door: Door, prompt: str, tenant: str, budget: float | None, max_tokens: int | None
+) -> Outcome:
     """The client's answer, or its error as the HTTP error it is: a refusal is the refused
     outcome's 402 (`failure`), and every error of a task that was posted names the task."""
     if door.client is None:
         raise OpenAIError(503, "this front door has no marketplace to ask", "server_error")
     try:
-        return await door.client.ask(prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s)
+        return await door.client.ask(
+            prompt, tenant=tenant, budget=budget, timeout_s=door.timeout_s, max_tokens=max_tokens
+        )
     except InvalidTask as exc:
         raise OpenAIError(400, str(exc), param="messages") from None
     except Refused as exc:
