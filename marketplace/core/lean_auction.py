@@ -141,9 +141,17 @@ def first_calls(estimates: Sequence[LeanEstimate], asked: str) -> list[lean_poli
 
 
 def checkable(task: TaskPosted) -> bool:
-    """Whether a draft of the task can be checked against something: it prints at least one
-    example. A general request, a search and a coding task without examples cannot be: they
-    go where `[auction] uncheckable` says (`lean_policy.pick`)."""
+    """Whether a draft of the task can be checked: it prints at least one example, or it is a
+    general task, whose draft (the answer) is checked for being there at all."""
+    return task.kind == "general" or has_examples(task)
+
+
+def has_examples(task: TaskPosted) -> bool:
+    """Whether the task prints an example. One that does not (a general request, a search, a
+    coding task without examples) goes first where `[auction] uncheckable` says
+    (`lean_policy.pick`), judged by each agent's record on the kind, not by the task's
+    neighbours: the memory rates agents, and with nothing to check a draft against, a guess
+    from a handful of neighbours is not corrected by anything before the task is graded."""
     return bool(getattr(task.inputs, "examples", None))
 
 
@@ -281,7 +289,7 @@ class LeanAuction(Folded):
         if not fixed:
             return None
         check = checkable(self.task)
-        first = None if check else first_call(fixed, rule)
+        first = None if has_examples(self.task) else first_call(fixed, rule)
         step = step_for(fixed, value, [], [], fixes, check, first)
         deadline = now + self._window(windows)
         return self._ask(1, step, fixed, value, [], [], deadline, fixes, check)

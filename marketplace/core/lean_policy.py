@@ -18,12 +18,14 @@ evidence instead, one agent at a time:
   dearest agent (the reserve) is asked before the auction stops. A failing draft may go, as
   feedback, to the next and dearer agent (`Settings.feedback`; off unless the development split
   says it pays).
-- **Uncheckable tasks go where the operator says.** A task whose draft nothing can check (a
-  general request, a coding task that prints no example, a search) gives no evidence to
-  gather: one agent answers it, the one `Settings.uncheckable` names (`pick`): by default the
-  likeliest right by the estimates (P(right); ties to the dearer, so with no memory the
-  largest), or the cheapest, the dearest, or one agent by id. Its draft wins unless it fails
-  (no answer, or a program that does not run); then the next likeliest right is asked.
+- **A task without examples goes where the operator says.** A general request, a search and a
+  coding task that prints no example give nothing to check a draft against before it is
+  graded: their first call goes to the agent `Settings.uncheckable` names (`pick`): by default
+  the likeliest right (P(right) by the agent's record on the kind, not the task's neighbours;
+  ties to the dearer, so with no memory the largest), or the cheapest, the dearest, or one
+  agent by id. A general answer is checked for being there at all: an empty one goes on as a
+  failing draft does. A search's or a coding task's draft, which nothing checks, wins as it
+  is; only an agent that gives none hands the task to the next likeliest right.
 
 Everything here takes values and returns values, so the auctioneer, replay and the benchmark
 run the same decisions.
@@ -230,8 +232,10 @@ def next_step(
         shown = _feedback(drafts, agent_id, prices) if feedback else None
         return Step(ask=agent_id, feedback_from=shown, why=why)
 
+    if first is not None and not asked:
+        return ask(first.ask, first.why) if first.ask else first
     if not checkable:
-        return uncheckable_step(estimates, prices, drafts, value, asked, ask, first)
+        return uncheckable_step(estimates, prices, drafts, value, asked, ask)
     dearest = max(estimates, key=lambda e: (prices[e.agent_id], e.agent_id), default=None)
     reserve = dearest.agent_id if dearest else None
     best = best_draft(drafts, by_id, prices, value)
@@ -254,28 +258,20 @@ def uncheckable_step(
     value: float,
     asked: set[str],
     ask: Callable[[str, str], Step],
-    first: Step | None,
 ) -> Step:
-    """`next_step` for a task nothing can check: the first call is `first` (default: the
-    likeliest right); a draft that does not fail wins as it is; after a failing draft or none,
-    the next likeliest right is asked; with nobody left, the best draft in hand wins."""
-    if not asked:
-        first = first or pick("likeliest", estimates, prices)
-        return ask(first.ask, first.why) if first.ask else first
-    answered = next((d for d in drafts if d.examples_pass), None)
-    if answered is not None:
-        why = f"{UNCHECKED}: {answered.agent_id}'s draft, unchecked"
-        return Step(winner=answered.agent_id, why=why)
-    left = [a for a in likeliest(estimates, prices) if a not in asked]
-    if left:
-        return ask(
-            left[0],
-            f"{UNCHECKED}, and no draft that runs in hand: the next likeliest right, {left[0]}",
-        )
+    """`next_step` for a task nothing can check: the first call is the likeliest right's
+    (unless the operator's `pick` came first); a draft in hand wins as it is, since nothing
+    can tell a better one; an agent that gave none hands the task to the next likeliest."""
     best = best_draft(drafts, {e.agent_id: e for e in estimates}, prices, value)
-    if best is None:
+    if best is not None:
+        return Step(winner=best.agent_id, why=f"{UNCHECKED}: {best.agent_id}'s draft, unchecked")
+    left = [a for a in likeliest(estimates, prices) if a not in asked]
+    if not left:
         return Step(why="nobody answered")
-    return Step(winner=best.agent_id, why=f"{UNCHECKED}: {best.agent_id}'s draft, unchecked")
+    if not asked:
+        first = pick("likeliest", estimates, prices)
+        return ask(first.ask, first.why) if first.ask else first
+    return ask(left[0], f"{UNCHECKED}, and no draft in hand: the next likeliest right, {left[0]}")
 
 
 def best_draft(

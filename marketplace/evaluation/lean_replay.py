@@ -186,7 +186,8 @@ def lean_runs(
     memory: list[Remembered] = []
     runs = []
     for task_id in order:
-        records = [] if variant == "no memory" else recall(memory, task_id, embeddings)
+        ruled = task_id in matrix.unchecked  # first call by the agents' records, not neighbours
+        records = [] if variant == "no memory" or ruled else recall(memory, task_id, embeddings)
         estimates = [lean_policy.estimate(a, priors[a], records, settings) for a in matrix.agents]
         run, asked = run_task(matrix, task_id, estimates, prices, settings, variant)
         runs.append(run)

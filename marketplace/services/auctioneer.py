@@ -52,7 +52,7 @@ from aiokafka import TopicPartition
 from marketplace.core import budget, lean_policy
 from marketplace.core.auction_state import Roster, Windows
 from marketplace.core.clock import utc_now
-from marketplace.core.lean_auction import LeanAuction, prior_for
+from marketplace.core.lean_auction import LeanAuction, has_examples, prior_for
 from marketplace.core.paper_auction import PaperAuction
 from marketplace.log.ledger import Ledger, NoLedger
 from marketplace.log.memory import Memory, NoMemory
@@ -483,7 +483,8 @@ class Auctioneer:
         agents = auction.candidates(self.roster, now)
         if agents is None:
             return None
-        records = await self.memory.records(auction.task, agents)
+        task = auction.task
+        records = await self.memory.records(task, agents) if has_examples(task) else []
         priors = self.settings.lean.priors
         return [
             lean_policy.estimate(

@@ -153,17 +153,16 @@ def test_a_task_without_examples_goes_to_the_likeliest_right_alone() -> None:
     assert done.why == "no example to check a draft against: L's draft, unchecked"
 
 
-def test_without_examples_a_silent_or_failing_first_hands_the_task_to_the_next_likeliest() -> None:
-    next_up = "no example to check a draft against, and no draft that runs in hand: "
+def test_without_examples_only_a_silent_first_hands_the_task_to_the_next_likeliest() -> None:
+    next_up = "no example to check a draft against, and no draft in hand: "
     step = lean_policy.next_step([S, L], PRICES, [], 1.0, unanswered=["L"], checkable=False)
     assert (step.ask, step.why) == ("S", next_up + "the next likeliest right, S")
     failed = lean_policy.next_step([S, L], PRICES, [Draft("L", False)], 1.0, checkable=False)
-    assert failed.ask == "S"
+    assert failed.winner == "L"  # nothing can tell a better draft: L's stands
     done = lean_policy.next_step([S, L], PRICES, [Draft("S", True)], 1.0, ["L"], checkable=False)
     assert done.winner == "S"
-    both_fail = [Draft("L", False), Draft("S", False)]
-    last = lean_policy.next_step([S, L], PRICES, both_fail, 1.0, checkable=False)
-    assert last.winner == "L"  # nobody left: the best draft in hand (L's, worth 0.1)
+    silent = lean_policy.next_step([S, L], PRICES, [], 1.0, ["L", "S"], checkable=False)
+    assert (silent.ask, silent.winner) == (None, None)
 
 
 @pytest.mark.parametrize(

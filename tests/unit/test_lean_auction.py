@@ -265,7 +265,7 @@ def test_a_general_task_goes_to_the_likeliest_right_by_default_with_no_memory_th
     market.post(ask())
     market.step()
     [call] = market.of(BidRequested)
-    assert call.agent_id == "large" and not call.checkable
+    assert call.agent_id == "large" and call.checkable  # an answer is checked for being there
     assert (
         call.why == "no example to check a draft against: the likeliest right, large (P(right) 0.9)"
     )
@@ -273,7 +273,7 @@ def test_a_general_task_goes_to_the_likeliest_right_by_default_with_no_memory_th
     [answer] = market.of(BidSubmitted)
     assert (closed.winner_agent_id, closed.winning_plan) == ("large", "scripted answer of large")
     assert closed.winning_plan == answer.plan
-    assert closed.lean.why == "no example to check a draft against: large's draft, unchecked"
+    assert closed.lean.why == "no agent left to ask can beat large's draft (1)"
     [delivered] = market.of(TaskResult)
     assert delivered.output == answer.plan
 

@@ -73,15 +73,15 @@ def _lean_decision(
     found += _worths(task_id, name, estimates, value, drafts)
     fixes = decision.fixes if isinstance(decision, BidRequested) else False
     check = _checkable(decision)
-    first = _first_of_uncheckable(decision) if not check and not drafts and not unanswered else None
+    first = _first_of_ruled(decision) if not drafts and not unanswered else None
     step = step_for(estimates, value, drafts, unanswered, fixes, check, first)
     return found + _next_step(task_id, decision, step)
 
 
-def _first_of_uncheckable(decision: Decision) -> lean_policy.Step | None:
-    """The first call of an uncheckable task, if it is one the operator's rule could make
+def _first_of_ruled(decision: Decision) -> lean_policy.Step | None:
+    """The first call of a task without examples, if it is one the operator's rule could make
     (`lean_auction.first_calls`): the rule is a setting, not in the log, so any of them is
-    taken; None (the default rule's, so a discrepancy) for another."""
+    taken; None for any other (the call must then be the one the mechanism's order makes)."""
     if not isinstance(decision, BidRequested):
         return None
     steps = first_calls(decision.estimates, decision.agent_id)
@@ -213,8 +213,5 @@ def _drafts_against_log(
         expected = checkable(evidence.task)
         for decision in decisions:
             name = f"{_lean_name(decision)}.checkable"
-            recorded = _checkable(decision)
-            if evidence.task.kind == "general" and recorded:
-                continue  # before `[auction] uncheckable`, a general task counted checked
-            found += differ(task_id, name, recorded, expected)
+            found += differ(task_id, name, _checkable(decision), expected)
     return found
