@@ -165,8 +165,9 @@ def refuse_what_the_market_cannot_do(body: ChatRequest) -> None:
     extra = body.model_extra or {}
     for name, asks, why in REFUSED:
         if name in extra and asks(extra[name]):
-            shown = json.dumps(extra[name])[:60]
-            message = f"{name}={shown} is not supported: {why}"
+            value = extra[name]
+            shown = f"={json.dumps(value)}" if not isinstance(value, list | dict) else ""
+            message = f"{name}{shown[:60]} is not supported: {why}"
             raise OpenAIError(400, message, param=name, code="unsupported_parameter")
 
 
