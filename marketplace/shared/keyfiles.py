@@ -220,8 +220,9 @@ def trust_of(security: SecurityConfig) -> Trust:
     if security.keyring is None:
         if security.require_signatures:
             raise ConfigError(
-                "[security].keyring: not set, and require_signatures is on "
-                "(make keys with `sale keys new`, or let `sale up` make them)"
+                "[security].keyring: not set, and require_signatures is on: no `sale up` "
+                "is running for this config to lend its keys (start one with `sale up`), or "
+                "make keys with `sale keys new` and set SALE_KEYRING"
             )
         return Trust()
     keyring_path = security.keyring
