@@ -63,6 +63,7 @@ def posting_of(
     tenant: str | None,
     budget: float | None,
     task_id: str | None,
+    max_tokens: int | None = None,
 ) -> Posting:
     """The task (and its checks) the flags describe."""
     if prompt is not None:
@@ -79,7 +80,7 @@ def posting_of(
         posting = _read_file(Path(file), config.broker.max_record_bytes)
         if kind is not None and posting.task.kind != kind:
             raise BadRequest(f"{file}: the task is a {posting.task.kind} task, not {kind}")
-    changes = {"tenant": tenant, "budget": budget, "task_id": task_id}
+    changes = {"tenant": tenant, "budget": budget, "task_id": task_id, "max_tokens": max_tokens}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         return posting

@@ -48,6 +48,14 @@ def test_a_prompt_is_a_general_request_with_its_tenant_budget_and_id() -> None:
     assert named.task.task_id == "mine"
 
 
+def test_max_tokens_caps_the_answer_and_a_cap_out_of_range_is_named() -> None:
+    capped = posting_of(Config(), **flags(prompt="Name a prime.", max_tokens=5))
+    assert capped.task.max_tokens == 5
+    assert posting_of(Config(), **flags(prompt="Hi")).task.max_tokens is None
+    with pytest.raises(BadRequest, match="max_tokens"):
+        posting_of(Config(), **flags(prompt="Hi", max_tokens=0))
+
+
 def test_a_file_holds_any_task_as_one_object_or_one_line(tmp_path: Path) -> None:
     pretty = tmp_path / "task.json"
     pretty.write_text(json.dumps(CODING, indent=2))

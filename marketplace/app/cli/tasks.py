@@ -60,6 +60,9 @@ def add_submit(commands: Commands) -> None:
     sub.add_argument("--tenant", help="whose task it is (default: default)")
     sub.add_argument("--budget", type=float, help="the most the task may spend, in price units")
     sub.add_argument("--id", help="the task id (default: a fresh one)")
+    sub.add_argument(
+        "--max-tokens", type=int, help="a cap on the answer's tokens (default: each agent's own)"
+    )
     sub.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     sub.add_argument("--timeout", type=float, default=300.0, help="--wait: seconds (300)")
     sub.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -74,7 +77,14 @@ def run_submit(config: Config, args: argparse.Namespace) -> int:
     sending = None
     try:
         posting = submit.posting_of(
-            config, args.prompt, args.file, args.kind, args.tenant, args.budget, args.id
+            config,
+            args.prompt,
+            args.file,
+            args.kind,
+            args.tenant,
+            args.budget,
+            args.id,
+            args.max_tokens,
         )
         wiring.secure(config)
         sending = submit.Sending(posting.task.task_id)
