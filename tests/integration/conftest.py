@@ -49,7 +49,7 @@ def nothing_left_running() -> Iterator[None]:
     before its own clean-up) is stopped: SIGTERM, then SIGKILL. Set up first, so it runs last,
     after the broker's and the database's own fixtures have stopped them."""
     yield
-    left = psutil.Process().children(recursive=True)
+    left = [p for p in psutil.Process().children(recursive=True) if not _resource_tracker(p)]
     for process in left:
         with contextlib.suppress(psutil.Error):
             process.send_signal(signal.SIGTERM)
@@ -57,6 +57,14 @@ def nothing_left_running() -> Iterator[None]:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
+
+
+def _resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker, which the interpreter itself stops at exit: killed
+    here, it is relaunched at exit and prints a traceback per semaphore it no longer knows."""
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in process.cmdline())
+    return False
 
 
 @pytest.fixture(scope="session")
